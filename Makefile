@@ -1,0 +1,40 @@
+# promptramp: `make run` runs the service, `make test` runs the tests (see README).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The pure cores and the services are type-checked strictly.
+STRICT_MODULES := config/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
+	registry/side_by_side.py rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
+	outcomes/aggregation.py rollouts/live \
+	sdk/promptramp
+
+.PHONY: run test lint typecheck stop venv browser
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) -m config.stack run
+
+# The admin's browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: venv browser
+	$(PY) -m config.stack test $(ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+stop: venv
+	$(PY) -m config.stack services down
+
+typecheck: venv
+	SECRET_KEY=typecheck DATABASE_URL=postgresql://typecheck/db REDIS_URL=redis://typecheck/0 \
+		$(VENV)/bin/mypy --strict $(STRICT_MODULES)

@@ -1,0 +1,17 @@
+"""Who is acting: a user (through a session or an API key) or the system itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: int | None
+    name: str
+    is_admin: bool = False
+    via: str = ""  # "key:NAME", "session", "admin", "command" or "" for the system itself
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls(user_id=None, name="system", is_admin=True)

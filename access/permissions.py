@@ -1,0 +1,60 @@
+"""Scopes: read, ingest, write (implies read), admin (everything). A superuser's session counts as
+admin; any other staff session as read + write. Ownership of a prompt is checked by the services.
+
+A view states what it needs with ``required_scopes = {"GET": "read", "POST": "ingest", ...}``;
+without it, safe methods need ``read`` and the others ``write``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import permissions
+from rest_framework.request import Request
+
+from access.actors import Actor
+from access.selectors import KeyInfo
+
+IMPLIED = {"admin": {"read", "ingest", "write", "admin"}, "write": {"read", "write"}}
+
+
+def granted_scopes(request: Request) -> set[str]:
+    if isinstance(request.auth, KeyInfo):
+        return key_scopes(request.auth)
+    user = request.user
+    if user and user.is_authenticated and user.is_active:
+        if user.is_superuser:
+            return set(IMPLIED["admin"])
+        if user.is_staff:
+            return {"read", "write"}
+    return set()
+
+
+def key_scopes(info: KeyInfo) -> set[str]:
+    granted: set[str] = set()
+    for scope in info.scopes:
+        granted |= IMPLIED.get(scope, {scope})
+    return granted
+
+
+def actor_of(request: Request) -> Actor:
+    granted = granted_scopes(request)
+    via = f"key:{request.auth.name}" if isinstance(request.auth, KeyInfo) else "session"
+    return Actor(
+        user_id=request.user.pk,
+        name=request.user.get_username(),
+        is_admin="admin" in granted,
+        via=via,
+    )
+
+
+class ScopePermission(permissions.BasePermission):
+    message = "This API key does not carry the scope this action needs."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        required = getattr(view, "required_scopes", {}).get(request.method)
+        if required is None:
+            required = "read" if request.method in permissions.SAFE_METHODS else "write"
+        if not request.user or not request.user.is_authenticated:
+            return False
+        return required in granted_scopes(request)

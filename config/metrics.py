@@ -1,0 +1,89 @@
+"""Prometheus metrics and the ``/metrics`` view.
+
+Under gunicorn every worker is a process of its own: when ``PROMETHEUS_MULTIPROC_DIR`` is set
+(``config.stack`` sets it to ``<data dir>/prometheus`` and empties it at start), each process
+writes its samples there and ``/metrics`` adds them up. Without it (tests, ``manage.py``), the
+process's own registry is served.
+
+Updates on the request path go through children bound once per label set (a dict lookup and one
+increment). Prompt names become label values only for prompts that exist, at most
+``MAX_PROMPT_LABELS`` of them per process; later names are counted as ``other``. Unit ids never
+become labels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MAX_PROMPT_LABELS = 200
+OTHER = "other"
+
+resolves_total = Counter(
+    "promptramp_resolves_total",
+    "Prompts resolved (resolve and render), by prompt and arm.",
+    ["prompt", "arm"],
+)
+stale_serves_total = Counter(
+    "promptramp_stale_serves_total", "Answers given from a serving state that could not be confirmed."
+)
+request_seconds = Histogram(
+    "promptramp_serving_request_seconds",
+    "Time spent in the serving views (resolve, render, snapshot), by endpoint.",
+    ["endpoint"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+state_reads_total = Counter(
+    "promptramp_state_cache_hits_total", "Reads of a per-process state cache (API keys, serving).", ["state"]
+)
+state_rebuilds_total = Counter(
+    "promptramp_state_cache_rebuilds_total",
+    "Rebuilds of a per-process state cache from PostgreSQL (cache misses), by outcome.",
+    ["state", "outcome"],
+)
+
+_resolve_counters: dict[tuple[str, str], Callable[[], None]] = {}
+_prompt_labels: set[str] = set()
+
+
+def count_resolve(prompt: str, arm: str) -> None:
+    inc = _resolve_counters.get((prompt, arm))
+    if inc is None:
+        inc = _bind_resolve_counter(prompt, arm)
+    inc()
+
+
+def _bind_resolve_counter(prompt: str, arm: str) -> Callable[[], None]:
+    label = prompt
+    if prompt not in _prompt_labels:
+        if len(_prompt_labels) < MAX_PROMPT_LABELS:
+            _prompt_labels.add(prompt)
+        else:
+            label = OTHER
+    inc: Callable[[], None] = resolves_total.labels(label, arm).inc
+    _resolve_counters[(prompt, arm)] = inc
+    return inc
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    from config.state_cache import StateCache  # which counts its reads with these metrics
+
+    for cache in StateCache.instances:
+        cache.report_reads()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,197 @@
+"""promptramp settings: everything comes from the environment (see README, "Configuration").
+
+With no DATABASE_URL / REDIS_URL, the embedded services started by the run and test commands
+are used (their URLs are read from <PROMPTRAMP_DATA_DIR>/services.json).
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config import embedded_services
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def service_url(name: str) -> str:
+    url = os.environ.get(name) or embedded_services.read_urls().get(name)
+    if not url:
+        raise ImproperlyConfigured(
+            f"{name} is not set and no embedded services are running under "
+            f"{embedded_services.data_dir()}: start them with `make run` (or "
+            "`.venv/bin/python -m config.stack services up`), or set "
+            f"{name} to an external server."
+        )
+    return url
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. `make run` and `make test` generate one under "
+        "PROMPTRAMP_DATA_DIR; elsewhere, set SECRET_KEY in the environment."
+    )
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "audit",
+    "access",
+    "registry",
+    "rollouts",
+    "outcomes",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        service_url("DATABASE_URL"),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
+    )
+}
+if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL; SQLite is not supported.")
+DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = service_url("REDIS_URL")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "promptramp",
+    }
+}
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TIMEZONE = "UTC"
+
+PROMPTRAMP_TICK_SECONDS = float(os.environ.get("PROMPTRAMP_TICK_SECONDS", "15"))
+# Outcome ingest (outcomes app): how often aggregates move from Redis to PostgreSQL, how many
+# event ids are remembered for de-duplication (and 24 h at most), and how many aggregates may
+# wait in Redis before POST /api/v1/events sheds load with 503.
+PROMPTRAMP_FLUSH_SECONDS = float(os.environ.get("PROMPTRAMP_FLUSH_SECONDS", "2"))
+PROMPTRAMP_DEDUPE_MAX_IDS = int(os.environ.get("PROMPTRAMP_DEDUPE_MAX_IDS", "50000000"))
+PROMPTRAMP_INGEST_MAX_PENDING = int(os.environ.get("PROMPTRAMP_INGEST_MAX_PENDING", "20000"))
+# Beat: a task that waited longer than its period is dropped (the next run does its work).
+CELERY_BEAT_SCHEDULE = {
+    "outcomes-flush": {
+        "task": "outcomes.flush",
+        "schedule": PROMPTRAMP_FLUSH_SECONDS,
+        "options": {"expires": 10 * PROMPTRAMP_FLUSH_SECONDS},
+    },
+    "rollouts-tick": {
+        "task": "rollouts.tick",
+        "schedule": PROMPTRAMP_TICK_SECONDS,
+        "options": {"expires": PROMPTRAMP_TICK_SECONDS},
+    },
+    "webhooks-deliver": {"task": "rollouts.deliver_webhooks", "schedule": 10.0, "options": {"expires": 10.0}},
+    "apikeys-store-last-used": {
+        "task": "access.store_last_used",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
+}
+PROMPTRAMP_ADMIN_USER = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+LOGIN_URL = "admin:login"
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "access.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["access.permissions.ScopePermission"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    # JSON only: the admin is the HTML interface, /api/v1/docs/ the API's (asking for HTML is a 406).
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["config.api_input.JSONBodyParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "promptramp API",
+    "DESCRIPTION": "Prompt registry, runtime serving and rollout controller.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}

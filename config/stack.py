@@ -1,0 +1,191 @@
+"""The run and test commands: embedded services, set-up, and the processes of the service.
+
+    python -m config.stack run              # what `make run` does
+    python -m config.stack test [ARGS]      # what `make test` does; ARGS go to pytest
+    python -m config.stack services up|down|status
+
+Embedded PostgreSQL/Redis are started only for what DATABASE_URL / REDIS_URL leave unset, and
+stopped on exit only when this command started them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from config import embedded_services
+
+PYTHON = sys.executable
+
+
+def prepare_environment() -> list[str]:
+    """Make the environment complete: SECRET_KEY and service URLs. Returns the services started."""
+    root = embedded_services.data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("SECRET_KEY"):
+        key_file = root / "secret_key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_urlsafe(50))
+            key_file.chmod(0o600)
+        os.environ["SECRET_KEY"] = key_file.read_text().strip()
+    result = embedded_services.ensure_running(root)
+    for name, url in result.urls.items():
+        os.environ.setdefault(name, url)
+    return result.started
+
+
+def _with_redis_db(url: str, db: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _manage(*args: str) -> None:
+    subprocess.run([PYTHON, "manage.py", *args], check=True)
+
+
+def _admin_password() -> str:
+    password = os.environ.get("PROMPTRAMP_ADMIN_PASSWORD")
+    if password:
+        return password
+    password_file = embedded_services.data_dir() / "admin_password"
+    if not password_file.exists():
+        password_file.write_text(secrets.token_urlsafe(12))
+        password_file.chmod(0o600)
+    return password_file.read_text().strip()
+
+
+def run() -> int:
+    started = prepare_environment()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        _manage("migrate", "--no-input", "-v", "0")
+        _manage("collectstatic", "--no-input", "-v", "0")
+        user = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
+        password = _admin_password()
+        os.environ["PROMPTRAMP_ADMIN_PASSWORD"] = password
+        _manage("ensure_admin")
+        _manage("load_demo")
+        host = os.environ.get("HOST", "127.0.0.1")
+        port = os.environ.get("PORT", "8000")
+        prepare_metrics_dir()
+        commands = [
+            web_command(host, port),
+            [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO"]
+            + ["--concurrency", os.environ.get("CELERY_CONCURRENCY", "2")],
+            [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
+            + ["--schedule", str(embedded_services.data_dir() / "celerybeat-schedule")],
+        ]
+        processes = [subprocess.Popen(command) for command in commands]
+        print(
+            f"\npromptramp is running: http://{host}:{port}/admin/  "
+            f"(user {user!r}, password {password!r})\n"
+            f"API: http://{host}:{port}/api/v1/   docs: http://{host}:{port}/api/v1/docs/\n"
+            "Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        return _wait(processes)
+    finally:
+        _terminate(processes)
+        embedded_services.stop(started)
+
+
+def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> list[str]:
+    """gunicorn as the run command starts it: WEB_CONCURRENCY workers (default 2) of
+    WEB_WORKER_CLASS (default gthread) with WEB_THREADS threads each (default 4)."""
+    return (
+        [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}"]
+        + ["--workers", env.get("WEB_CONCURRENCY", "2")]
+        + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread")]
+        + ["--threads", env.get("WEB_THREADS", "4")]
+        + (["--access-logfile", "-"] if env.get("ACCESS_LOG") else [])  # formatting costs ~25%
+    )
+
+
+def prepare_metrics_dir() -> None:
+    """Prometheus samples of every process go to PROMETHEUS_MULTIPROC_DIR (default
+    <data dir>/prometheus), emptied here: counters start from zero with the service."""
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or embedded_services.data_dir() / "prometheus")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def _wait(processes: list[subprocess.Popen[bytes]]) -> int:
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping:
+        for process in processes:
+            if process.poll() is not None:
+                print(f"{process.args[2:4]} exited with {process.returncode}", file=sys.stderr)
+                return process.returncode or 1
+        time.sleep(0.2)
+    return 0
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test(pytest_args: list[str]) -> int:
+    redis_configured = bool(os.environ.get("REDIS_URL"))
+    started = prepare_environment()
+    try:
+        if not redis_configured:
+            # The embedded Redis may serve a running service too: tests use databases of their own.
+            os.environ["REDIS_URL"] = _with_redis_db(os.environ["REDIS_URL"], 1)
+        os.environ.setdefault("CELERY_BROKER_URL", _with_redis_db(os.environ["REDIS_URL"], 2))
+        _manage("collectstatic", "--no-input", "-v", "0")
+        return subprocess.call([PYTHON, "-m", "pytest", *pytest_args])
+    finally:
+        embedded_services.stop(started)
+
+
+def services(action: str) -> int:
+    if action == "up":
+        started = prepare_environment()
+        print("started: " + (", ".join(started) or "nothing (already running or configured)"))
+        for name, url in embedded_services.read_urls().items():
+            print(f"{name}={url}")
+    elif action == "down":
+        embedded_services.stop(["postgres", "redis"])
+    else:
+        for name, running in embedded_services.status().items():
+            print(f"{name}: {'running' if running else 'stopped'}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["run"]:
+        return run()
+    if argv[:1] == ["test"]:
+        return test(argv[1:])
+    if argv[:1] == ["services"] and argv[1:2] in (["up"], ["down"], ["status"]):
+        return services(argv[1])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config import health, metrics
+
+handler404 = "config.errors.json_404"
+handler500 = "config.errors.json_500"
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("registry.api.serving_urls")),
+    path("api/v1/", include("registry.api.urls")),
+    path("api/v1/", include("rollouts.api.urls")),
+    path("api/v1/", include("outcomes.api.urls")),
+    path("api/v1/", include("access.api.urls")),
+    path("api/v1/", include("audit.api.urls")),
+    path("api/v1/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
+    path(
+        "api/v1/docs/",
+        # A page: OPTIONS would render its template without the page's context.
+        SpectacularSwaggerView.as_view(
+            url_name="schema", permission_classes=[], http_method_names=["get", "head"]
+        ),
+        name="docs",
+    ),
+]

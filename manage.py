@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Django's command-line utility. Uses the embedded services when nothing is configured."""
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from config import stack
+
+    stack.prepare_environment()
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

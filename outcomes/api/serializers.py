@@ -1,0 +1,47 @@
+"""The shapes of POST /api/v1/events, for the OpenAPI schema only: the view reads the body with
+orjson and outcomes.validation, which is much faster than a serializer per event."""
+
+from rest_framework import serializers
+
+
+class OutcomeEventSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField(help_text="unique per event; a repeated id is counted once")
+    prompt = serializers.RegexField(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+    version = serializers.IntegerField(min_value=1)
+    rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    arm = serializers.ChoiceField(
+        ["baseline", "candidate", "production"],
+        required=False,
+        allow_null=True,
+        help_text="baseline or candidate with a rollout_id; production or null without one",
+    )
+    latency_ms = serializers.FloatField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
+    error = serializers.BooleanField(required=False, allow_null=True, default=False)
+    error_type = serializers.RegexField(r"^[A-Za-z0-9_.:-]{1,64}$", required=False, allow_null=True)
+    cost_usd = serializers.FloatField(min_value=0, max_value=1_000_000, required=False, allow_null=True)
+    input_tokens = serializers.IntegerField(
+        min_value=0, max_value=1_000_000_000, required=False, allow_null=True
+    )
+    output_tokens = serializers.IntegerField(
+        min_value=0, max_value=1_000_000_000, required=False, allow_null=True
+    )
+    scores = serializers.DictField(
+        child=serializers.FloatField(min_value=-1e9, max_value=1e9),
+        required=False,
+        allow_null=True,
+        help_text="up to 32 {name: number}; names match ^[a-z][a-z0-9_.-]{0,63}$",
+    )
+    ts = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="ISO-8601; counted in its minute, clamped to arrival ± 5 min",
+    )
+
+
+class EventBatchSerializer(serializers.Serializer):
+    events = OutcomeEventSerializer(many=True, max_length=1000)
+
+
+class IngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="events counted now")
+    duplicates = serializers.IntegerField(help_text="events whose event_id was already received")

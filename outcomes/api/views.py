@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import time
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api_schema import ErrorSerializer, error_responses
+from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
+from outcomes.errors import BatchTooLarge
+from outcomes.services import events_ingest
+from outcomes.validation import MAX_BODY_BYTES
+
+
+class EventsView(APIView):
+    required_scopes = {"POST": "ingest"}
+
+    @extend_schema(
+        operation_id="events_report",
+        summary="Report a batch of outcome events",
+        request=EventBatchSerializer,
+        responses={
+            202: IngestResultSerializer,
+            400: OpenApiResponse(ErrorSerializer, "invalid events: details list index, field, reason"),
+            **error_responses(401, 403),
+            413: OpenApiResponse(ErrorSerializer, "body over 4 MiB or more than 1000 events"),
+            503: OpenApiResponse(ErrorSerializer, "Redis unavailable or backlog too long; see Retry-After"),
+        },
+        examples=[
+            OpenApiExample(
+                "An outcome of a candidate",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "event_id": "7d0c6f5e-1b7a-4c3e-9a52-2f1e8b9d4c11",
+                            "prompt": "support.answer",
+                            "version": 2,
+                            "rollout_id": 7,
+                            "arm": "candidate",
+                            "latency_ms": 812.5,
+                            "error": False,
+                            "error_type": None,
+                            "cost_usd": 0.0021,
+                            "input_tokens": 350,
+                            "output_tokens": 120,
+                            "scores": {"helpfulness": 0.82},
+                            "ts": "2026-11-22T18:00:00Z",
+                        }
+                    ]
+                },
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            raise BatchTooLarge(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
+        result = events_ingest(body=request.body, now=time.time())
+        return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=202)

@@ -1,0 +1,170 @@
+"""What an outcome event is counted under: its prompt version, and its rollout and arm.
+
+Versions and a rollout's (prompt, baseline, candidate) never change once created, so each web
+process keeps what it has looked up in a bounded LRU cache (found ones only: a prompt created a
+second later must be found then). The misses of a batch are loaded in one query per kind, so a
+batch costs no query at all once its prompts and rollouts have been seen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from functools import reduce
+from operator import or_
+from typing import Any, Generic, TypeVar
+
+from django.db.models import Q
+
+from outcomes.aggregation import series_key
+from outcomes.validation import PRODUCTION, Event, problem
+from registry.models import PromptVersion
+from rollouts.models import Rollout
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+CACHE_SIZE = 10_000
+
+
+class LruCache(Generic[K, V]):
+    """A bounded, thread-safe map that forgets the least recently used entry first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    prompt_id: int
+    version_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRef:
+    prompt_name: str
+    prompt_id: int
+    arms: dict[str, tuple[int, int]]  # arm -> (version number, version id)
+
+
+versions_cache: LruCache[tuple[str, int], VersionRef] = LruCache(CACHE_SIZE)
+rollouts_cache: LruCache[int, RolloutRef] = LruCache(CACHE_SIZE)
+
+
+def versions_lookup(wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], VersionRef]:
+    """(prompt name, version number) -> ids, for those that exist."""
+    found: dict[tuple[str, int], VersionRef] = {}
+    missing = []
+    for pair in set(wanted):
+        ref = versions_cache.get(pair)
+        if ref is None:
+            missing.append(pair)
+        else:
+            found[pair] = ref
+    if missing:
+        condition = reduce(or_, (Q(prompt__name=name, version=number) for name, number in missing))
+        rows = PromptVersion.objects.filter(condition).values_list(
+            "prompt__name", "version", "prompt_id", "id"
+        )
+        for name, number, prompt_id, version_id in rows:
+            ref = VersionRef(prompt_id=prompt_id, version_id=version_id)
+            versions_cache.put((name, number), ref)
+            found[(name, number)] = ref
+    return found
+
+
+def rollouts_lookup(wanted: Iterable[int]) -> dict[int, RolloutRef]:
+    """Rollout id -> its prompt and arms' versions, for those that exist."""
+    found: dict[int, RolloutRef] = {}
+    missing = []
+    for rollout_id in set(wanted):
+        ref = rollouts_cache.get(rollout_id)
+        if ref is None:
+            missing.append(rollout_id)
+        else:
+            found[rollout_id] = ref
+    if missing:
+        rows = Rollout.objects.filter(pk__in=missing).values_list(
+            "id",
+            "prompt__name",
+            "prompt_id",
+            "baseline__version",
+            "baseline_id",
+            "candidate__version",
+            "candidate_id",
+        )
+        for rollout_id, name, prompt_id, base_number, base_id, cand_number, cand_id in rows:
+            ref = RolloutRef(
+                prompt_name=name,
+                prompt_id=prompt_id,
+                arms={"baseline": (base_number, base_id), "candidate": (cand_number, cand_id)},
+            )
+            rollouts_cache.put(rollout_id, ref)
+            found[rollout_id] = ref
+    return found
+
+
+def events_series(events: list[Event]) -> tuple[list[tuple[str, Event]], list[dict[str, Any]]]:
+    """Each event with the series it is counted under, and the problems of those that point at
+    no prompt version, rollout or arm that exists."""
+    rollouts = rollouts_lookup(e.rollout_id for e in events if e.rollout_id is not None)
+    versions = versions_lookup((e.prompt, e.version) for e in events if e.rollout_id is None)
+    placed: list[tuple[str, Event]] = []
+    problems: list[dict[str, Any]] = []
+    known: dict[tuple[str, int, int | None, str | None], str | tuple[str, str]] = {}
+    for event in events:
+        target = (event.prompt, event.version, event.rollout_id, event.arm)
+        outcome = known.get(target)
+        if outcome is None:
+            outcome = known[target] = _series(target, rollouts, versions)
+        if isinstance(outcome, str):
+            placed.append((outcome, event))
+        else:
+            problems.append(problem(event.index, *outcome))
+    return placed, problems
+
+
+def _series(
+    target: tuple[str, int, int | None, str | None],
+    rollouts: dict[int, RolloutRef],
+    versions: dict[tuple[str, int], VersionRef],
+) -> str | tuple[str, str]:
+    """The series key of a target, or (field, reason) when it points at nothing."""
+    prompt, number, rollout_id, arm = target
+    if rollout_id is None:
+        ref = versions.get((prompt, number))
+        if ref is None:
+            return ("version", f"prompt {prompt!r} has no version {number}")
+        return series_key(prompt_id=ref.prompt_id, version_id=ref.version_id, rollout_id=None, arm=PRODUCTION)
+    rollout = rollouts.get(rollout_id)
+    if rollout is None:
+        return ("rollout_id", f"there is no rollout {rollout_id}")
+    if rollout.prompt_name != prompt:
+        return ("prompt", f"rollout {rollout_id} is a rollout of {rollout.prompt_name!r}")
+    arm_number, arm_version_id = rollout.arms[str(arm)]
+    if arm_number != number:
+        return ("version", f"the {arm} of rollout {rollout_id} is version {arm_number}")
+    return series_key(
+        prompt_id=rollout.prompt_id, version_id=arm_version_id, rollout_id=rollout_id, arm=str(arm)
+    )

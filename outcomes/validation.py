@@ -1,0 +1,257 @@
+"""Reading a batch of outcome events: JSON in, checked events or the problems of each item out.
+
+Pure and fast (no Django, no I/O; the arrival time is an argument): it runs on every event of
+the ingest hot path, so each check is a type test or a cached regular expression, never a
+serializer. Whether the prompt, version and rollout exist is checked afterwards
+(outcomes.event_targets), with the same problem shape.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MAX_EVENTS = 1000
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_SCORES = 32
+MAX_LATENCY_MS = 86_400_000.0  # one day
+MAX_COST_USD = 1_000_000.0
+MAX_SCORE_ABS = 1e9
+MAX_TOKENS = 1_000_000_000
+TS_CLAMP_SECONDS = 300.0
+ARMS_OF_ROLLOUT = ("baseline", "candidate")
+PRODUCTION = "production"
+
+PROMPT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
+SCORE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+ERROR_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+# Names seen valid before: most batches repeat a handful, so the regex runs once per name.
+_KNOWN_NAMES_LIMIT = 4096
+_valid_score_names: set[str] = set()
+_valid_error_types: set[str] = set()
+_valid_prompt_names: set[str] = set()
+
+
+class BatchRejected(ValueError):
+    """The body as a whole cannot be read as a batch (not JSON, no ``events`` list, too many)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.too_large = too_large
+
+
+@dataclass(slots=True)
+class Event:
+    """One outcome event as checked: ``event_id`` is the UUID's 16 bytes, ``minute`` the Unix
+    minute it is counted in (its ``ts`` clamped to arrival ± 5 minutes)."""
+
+    index: int
+    event_id: bytes
+    prompt: str
+    version: int
+    rollout_id: int | None
+    arm: str | None
+    latency_ms: float | int | None
+    error: bool
+    error_type: str | None
+    cost_usd: float | int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    scores: dict[str, float | int]
+    minute: int
+
+
+def problem(index: int, field: str, reason: str) -> dict[str, Any]:
+    return {"index": index, "field": field, "reason": reason}
+
+
+def parse_batch(body: bytes, *, now: float) -> tuple[list[Event], list[dict[str, Any]]]:
+    """The events of a ``{"events": [...]}`` body and the problems found in its items.
+
+    ``now`` is the arrival time (Unix seconds). Raises BatchRejected when the body is not such
+    an object or holds more than MAX_EVENTS items.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BatchRejected(f"The body is not valid JSON: {error}.") from None
+    events = data.get("events") if type(data) is dict else None
+    if type(events) is not list:
+        raise BatchRejected('The body must be a JSON object {"events": [...]}.')
+    if len(events) > MAX_EVENTS:
+        raise BatchRejected(
+            f"A batch holds at most {MAX_EVENTS} events; this one has {len(events)}.", too_large=True
+        )
+    parsed: list[Event] = []
+    problems: list[dict[str, Any]] = []
+    times: dict[str, float | None] = {}
+    lowest, highest = now - TS_CLAMP_SECONDS, now + TS_CLAMP_SECONDS
+    for index, item in enumerate(events):
+        event = _event(index, item, problems, times, now, lowest, highest)
+        if event is not None:
+            parsed.append(event)
+    return parsed, problems
+
+
+def _event(
+    index: int,
+    item: object,
+    problems: list[dict[str, Any]],
+    times: dict[str, float | None],
+    now: float,
+    lowest: float,
+    highest: float,
+) -> Event | None:
+    """One item as an Event, or None after adding its problems. Written for speed: every check
+    is inline and a problem is only built when a check fails."""
+    if type(item) is not dict:
+        problems.append(problem(index, "", "must be a JSON object"))
+        return None
+    before = len(problems)
+    get = item.get
+
+    raw_id = get("event_id")
+    event_id = b""
+    if (
+        type(raw_id) is str
+        and len(raw_id) == 36
+        and raw_id[8] == raw_id[13] == raw_id[18] == raw_id[23] == "-"
+    ):
+        try:
+            event_id = bytes.fromhex(raw_id.replace("-", ""))
+        except ValueError:
+            pass
+    if len(event_id) != 16:
+        problems.append(problem(index, "event_id", "required: a UUID (8-4-4-4-12 hexadecimal digits)"))
+
+    prompt: Any = get("prompt")
+    if type(prompt) is not str or (
+        prompt not in _valid_prompt_names and not _remember(prompt, _valid_prompt_names, PROMPT_NAME)
+    ):
+        problems.append(problem(index, "prompt", "required: a prompt name"))
+
+    version: Any = get("version")
+    if type(version) is not int or version < 1:
+        problems.append(problem(index, "version", "required: a version number (integer >= 1)"))
+
+    rollout_id = get("rollout_id")
+    arm = get("arm")
+    if rollout_id is None:
+        if arm is not None and arm != PRODUCTION:
+            problems.append(problem(index, "arm", 'without a rollout_id, arm must be "production" or null'))
+    elif type(rollout_id) is not int or rollout_id < 1:
+        problems.append(problem(index, "rollout_id", "must be a rollout id (integer >= 1) or null"))
+    elif arm != "candidate" and arm != "baseline":
+        problems.append(problem(index, "arm", 'with a rollout_id, arm must be "baseline" or "candidate"'))
+
+    latency = get("latency_ms")
+    if latency is not None:
+        kind = type(latency)
+        if (kind is not float and kind is not int) or not 0 <= latency <= MAX_LATENCY_MS:
+            problems.append(problem(index, "latency_ms", f"must be a number from 0 to {MAX_LATENCY_MS:.0f}"))
+
+    error = get("error")
+    if error is None:
+        error = False
+    elif type(error) is not bool:
+        problems.append(problem(index, "error", "must be true or false"))
+
+    error_type = get("error_type")
+    if error_type is not None and (
+        type(error_type) is not str
+        or (
+            error_type not in _valid_error_types and not _remember(error_type, _valid_error_types, ERROR_TYPE)
+        )
+    ):
+        problems.append(problem(index, "error_type", "must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"))
+
+    cost = get("cost_usd")
+    if cost is not None:
+        kind = type(cost)
+        if (kind is not float and kind is not int) or not 0 <= cost <= MAX_COST_USD:
+            problems.append(problem(index, "cost_usd", f"must be a number from 0 to {MAX_COST_USD:.0f}"))
+
+    input_tokens = get("input_tokens")
+    if input_tokens is not None and (type(input_tokens) is not int or not 0 <= input_tokens <= MAX_TOKENS):
+        problems.append(problem(index, "input_tokens", f"must be an integer from 0 to {MAX_TOKENS}"))
+    output_tokens = get("output_tokens")
+    if output_tokens is not None and (type(output_tokens) is not int or not 0 <= output_tokens <= MAX_TOKENS):
+        problems.append(problem(index, "output_tokens", f"must be an integer from 0 to {MAX_TOKENS}"))
+
+    scores = get("scores")
+    if scores is None:
+        scores = {}
+    elif type(scores) is not dict or len(scores) > MAX_SCORES:
+        problems.append(problem(index, "scores", f"must be an object of at most {MAX_SCORES} name: number"))
+    else:
+        for name, value in scores.items():
+            if name not in _valid_score_names and not _remember(name, _valid_score_names, SCORE_NAME):
+                problems.append(
+                    problem(index, "scores", f"{name[:80]!r} is not a score name ({SCORE_NAME.pattern})")
+                )
+                continue
+            kind = type(value)
+            if (kind is not float and kind is not int) or not -MAX_SCORE_ABS <= value <= MAX_SCORE_ABS:
+                problems.append(problem(index, f"scores.{name}", "must be a finite number"))
+
+    ts = get("ts")
+    if ts is None:
+        minute = int(now // 60)
+    else:
+        seconds = times.get(ts, math.nan) if type(ts) is str else None
+        if seconds is not None and seconds != seconds:  # not parsed yet in this batch
+            seconds = times[ts] = _timestamp(ts)
+        if seconds is None:
+            problems.append(problem(index, "ts", "must be an ISO-8601 time such as 2026-11-22T18:00:00Z"))
+            minute = 0
+        else:
+            minute = int((lowest if seconds < lowest else highest if seconds > highest else seconds) // 60)
+
+    if len(problems) != before:
+        return None
+    assert isinstance(prompt, str) and isinstance(version, int)  # checked above
+    return Event(
+        index,
+        event_id,
+        prompt,
+        version,
+        rollout_id,
+        arm,
+        latency,
+        error,
+        error_type,
+        cost,
+        input_tokens,
+        output_tokens,
+        scores,
+        minute,
+    )
+
+
+def _remember(value: str, known: set[str], pattern: re.Pattern[str]) -> bool:
+    """Whether ``value`` matches ``pattern``; a match is remembered in ``known``."""
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(known) >= _KNOWN_NAMES_LIMIT:
+        known.clear()
+    known.add(value)
+    return True
+
+
+def _timestamp(value: str) -> float | None:
+    if len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+    except (ValueError, OverflowError):
+        return None

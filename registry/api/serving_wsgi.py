@@ -1,0 +1,68 @@
+"""The short way to resolve: a WSGI wrapper that answers ``GET …/prompts/{name}/resolve`` with a
+Bearer key before Django's request handling (URL routing, middleware, request objects), which
+costs several times what resolving does (docs/benchmarks.md). Everything else, including a
+resolve without a Bearer key (a session), goes on to Django, whose view gives the same answers
+through the same ``resolve_answer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qsl
+
+from rest_framework import exceptions
+
+from access.authentication import key_of_header
+from config.errors import DomainError
+from registry.api.serving_views import Answer, error_answer, key_refusal, resolve_answer
+
+PREFIX = "/api/v1/prompts/"
+SUFFIX = "/resolve"
+# What Django's SecurityMiddleware and XFrameOptionsMiddleware add to every answer.
+SECURITY_HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+]
+STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def resolve_fast_path(app: WSGIApp) -> WSGIApp:
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        authorization: str = environ.get("HTTP_AUTHORIZATION", "")
+        if (
+            authorization[:7].lower() == "bearer "
+            and environ["REQUEST_METHOD"] == "GET"
+            and path.startswith(PREFIX)
+            and path.endswith(SUFFIX)
+        ):
+            name = path[len(PREFIX) : -len(SUFFIX)]
+            if name and "/" not in name:
+                status, headers, body = _answer(environ, name, authorization)
+                headers = headers + SECURITY_HEADERS + [("Content-Length", str(len(body)))]
+                start_response(STATUS_LINES[status], headers)
+                return [body]
+        return app(environ, start_response)
+
+    return application
+
+
+def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
+    try:
+        key = key_of_header(authorization)
+    except exceptions.AuthenticationFailed as failure:
+        return error_answer(401, "unauthenticated", str(failure.detail))
+    except DomainError as error:  # the keys could not be loaded at all
+        return error_answer(error.status_code, error.code, error.message)
+    if key is None:
+        return error_answer(401, "unauthenticated", "Authentication credentials were not provided.")
+    unit = None
+    for field, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+        if field == "unit":
+            unit = value
+    return key_refusal(key) or resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""))

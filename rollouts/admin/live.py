@@ -1,0 +1,364 @@
+"""Everything the live page of a rollout shows, read in one place: the rollout, its plan with the
+current step and what it waits for, per-arm charts of its gate metrics, the latest verdicts, the
+per-arm totals and the history of transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from outcomes.selectors import arm_series, arm_stats
+from rollouts.engine import ABSOLUTE_RULES, ALL_SCORES, RELATIVE_RULES, SCORE_PREFIX
+from rollouts.live.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.live.figures import (
+    REQUESTS,
+    change_text,
+    duration_text,
+    metric_text,
+    metric_title,
+    rule_text,
+)
+from rollouts.live.progress import StepProgress, step_progress
+from rollouts.models import Rollout, RolloutTransition
+from rollouts.selectors import rollout_get_with_stats
+from rollouts.services import step_window
+from rollouts.stats import arm_summary
+
+# Charts cover the rollout from its start, or its last day when it ran longer.
+CHART_SPAN = timedelta(hours=24)
+# Outcomes may be stamped up to this far ahead of the server's clock (ingest accepts them).
+CLOCK_AHEAD = timedelta(minutes=5)
+ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
+RULES = (*ABSOLUTE_RULES, *RELATIVE_RULES)
+MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    number: int
+    percent: int
+    min_duration: str
+    min_samples: int
+    max_duration: str
+    approval: str
+    status: str
+    """done, current, next or ""."""
+    reached_at: datetime | None
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    metric: str
+    title: str
+    verdict: str
+    verdict_text: str
+    baseline: str
+    candidate: str
+    change: str
+    rule: str
+    source: str
+    on_fail: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateRow:
+    metric: str
+    title: str
+    rule: str
+    source: str
+    min_samples: str
+    on_fail: str
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    at: datetime
+    event: str
+    event_text: str
+    from_state: str
+    to_state: str
+    step_number: int
+    percent: float
+    actor: str
+    reason: str
+    verdicts: list[VerdictRow]
+
+
+ARM_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate", "cost_per_request")
+
+
+@dataclass(frozen=True)
+class ArmRow:
+    arm: str
+    version: int
+    requests: str
+    errors: str
+    cells: list[str]
+    """The ARM_COLUMNS, then each score of LivePage.score_names."""
+
+
+@dataclass(frozen=True)
+class LivePage:
+    rollout: Rollout
+    now: datetime
+    active: bool
+    state_text: str
+    verdicts_note: str
+    step_count: int
+    step_started_at: datetime | None
+    progress: StepProgress
+    plan: list[PlanRow]
+    charts: list[Chart]
+    charts_show_limits: bool
+    chart_since: datetime
+    chart_from_start: bool
+    verdicts: list[VerdictRow]
+    gates: list[GateRow]
+    arms: list[ArmRow]
+    arm_headers: list[str]
+    history: list[HistoryRow]
+
+
+def _number(value: Any) -> float:
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+def verdict_row(verdict: dict[str, Any]) -> VerdictRow:
+    metric = verdict["metric"]
+    baseline, candidate = verdict.get("baseline"), verdict.get("candidate")
+    change = ""
+    if baseline is not None and candidate is not None:
+        if verdict.get("rule") == "max_increase_pct" and baseline:
+            change = f"{candidate / baseline - 1:+.1%}"
+        else:
+            change = change_text(metric, candidate - baseline)
+    return VerdictRow(
+        metric=metric,
+        title=metric_title(metric),
+        verdict=verdict["verdict"],
+        verdict_text=verdict["verdict"].replace("_", " "),
+        baseline=metric_text(metric, baseline),
+        candidate=metric_text(metric, candidate),
+        change=change,
+        rule=rule_text(metric, verdict.get("rule", ""), verdict.get("limit", 0.0)),
+        source=verdict.get("source", ""),
+        on_fail=verdict.get("on_fail", ""),
+        detail=verdict.get("detail", ""),
+    )
+
+
+def _gate_row(gate: dict[str, Any]) -> GateRow:
+    metric = gate["metric"]
+    rule = next(name for name in RULES if gate.get(name) is not None)
+    min_samples = gate.get("min_samples")
+    return GateRow(
+        metric=metric,
+        title=metric_title(metric),
+        rule=rule_text(metric, rule, float(gate[rule])),
+        source=gate.get("source", "ingest"),
+        min_samples="the step's" if min_samples is None else f"{min_samples:,}",
+        on_fail=gate.get("on_fail", "rollback"),
+    )
+
+
+def _reached(history: list[RolloutTransition]) -> dict[int, datetime]:
+    """When the rollout last entered each step."""
+    reached: dict[int, datetime] = {}
+    for transition in history:
+        if transition.event in ("started", "advanced"):
+            reached[transition.step_index] = transition.at
+    return reached
+
+
+def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanRow]:
+    reached = _reached(history)
+    succeeded = rollout.state == Rollout.State.SUCCEEDED
+    rows = []
+    for index, step in enumerate(rollout.plan):
+        if index < rollout.step_index or (succeeded and index == rollout.step_index):
+            status = "done"
+        elif index == rollout.step_index and rollout.state != Rollout.State.PENDING:
+            status = "current" if rollout.state in ACTIVE else "ended"
+        else:
+            status = "next" if index == rollout.step_index + 1 and rollout.state in ACTIVE else ""
+        rows.append(
+            PlanRow(
+                number=index + 1,
+                percent=step["percent"],
+                min_duration=duration_text(step["min_duration_s"]),
+                min_samples=step["min_samples"],
+                max_duration="—"
+                if index == len(rollout.plan) - 1
+                else duration_text(step.get("max_duration_s", 86400)),
+                approval=step.get("approval", "auto"),
+                status=status,
+                reached_at=reached.get(index),
+            )
+        )
+    return rows
+
+
+def _chart_metrics(gates: list[dict[str, Any]], score_names: list[str]) -> list[str]:
+    """Requests, then every gate's metric once, in the gates' order (``score:*``: each score)."""
+    metrics = [REQUESTS]
+    for gate in gates:
+        names = (
+            [SCORE_PREFIX + name for name in score_names]
+            if gate["metric"] == ALL_SCORES
+            else [gate["metric"]]
+        )
+        metrics.extend(name for name in names if name not in metrics)
+    return metrics
+
+
+def _absolute_limits(gates: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
+    limits = {}
+    for gate in gates:
+        for rule in ("max", "min"):
+            if gate.get(rule) is not None and gate["metric"] != ALL_SCORES:
+                limits[gate["metric"]] = (
+                    float(gate[rule]),
+                    rule_text(gate["metric"], rule, float(gate[rule])),
+                )
+    return limits
+
+
+def _charts(
+    rollout: Rollout, history: list[RolloutTransition], now: datetime
+) -> tuple[list[Chart], datetime, bool]:
+    start = rollout.started_at or rollout.created_at
+    end = rollout.ended_at or now
+    since = max(start, end - CHART_SPAN)
+    series = arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_AHEAD)
+    # Up to now, or to the last minute with outcomes when callers' clocks run ahead.
+    until = max(
+        [end + timedelta(seconds=1)] + [minute + timedelta(minutes=1) for minute, _, _ in series[-1:]]
+    )
+    buckets: Buckets = chart_buckets(series, since=since, until=until)
+    score_names = sorted({name for _, _, stats in series for name, _ in stats.scores})
+    markers = [(t.at, _marker_label(t)) for t in history if t.event in MARKED_EVENTS]
+    limits = _absolute_limits(rollout.gates)
+    charts = []
+    for metric in _chart_metrics(rollout.gates, score_names):
+        limit, limit_text = limits.get(metric, (None, ""))
+        charts.append(
+            chart_build(
+                metric,
+                buckets,
+                limit=limit,
+                limit_text=limit_text,
+                markers=markers,
+                complete_until=None if rollout.ended_at else now,
+            )
+        )
+    return charts, buckets.since, since == start
+
+
+def _marker_label(transition: RolloutTransition) -> str:
+    if transition.event in ("started", "advanced"):
+        return f"{_number(transition.percent)}%"
+    return transition.event.replace("_", " ")
+
+
+def _ended_summary(rollout: Rollout) -> str:
+    when = f"{rollout.ended_at:%Y-%m-%d %H:%M:%S} UTC" if rollout.ended_at else ""
+    baseline, candidate = rollout.baseline.version, rollout.candidate.version
+    where = f"at step {rollout.step_index + 1} of {len(rollout.plan)}"
+    if rollout.state == Rollout.State.SUCCEEDED:
+        return f"Succeeded {when}: v{candidate} is production, for everyone."
+    if rollout.state == Rollout.State.ROLLED_BACK:
+        return f"Rolled back {when} {where}: every user is on v{baseline} again."
+    return f"Aborted {when} {where}: every user is on v{baseline}."
+
+
+def _verdicts_note(rollout: Rollout) -> str:
+    """Which window the latest verdicts are of."""
+    evaluated = rollout.last_evaluated_at
+    if evaluated is None:
+        return "not evaluated yet"
+    at = f"{evaluated:%H:%M:%S}"
+    if rollout.state not in ACTIVE:
+        return f"last verdicts, at {at}"
+    if rollout.step_started_at and evaluated > rollout.step_started_at:
+        return f"latest verdicts, at {at}, on this step's window"
+    return f"from {at}, before this step began: the next evaluation is of this step"
+
+
+def live_page(rollout_id: int, *, now: datetime) -> LivePage:
+    detail = rollout_get_with_stats(rollout_id)
+    rollout, history = detail.rollout, detail.history
+    samples: dict[str, int] = {}
+    if rollout.state in (Rollout.State.RUNNING, Rollout.State.PAUSED) and rollout.step_started_at:
+        since, until = step_window(rollout.step_started_at, now)
+        samples = {
+            arm: stats.samples
+            for arm, stats in arm_stats(rollout_id=rollout.pk, since=since, until=until).items()
+        }
+    active = rollout.state in ACTIVE
+    progress = (
+        step_progress(
+            plan=rollout.plan,
+            step_index=rollout.step_index,
+            state=rollout.state,
+            step_started_at=rollout.step_started_at,
+            now=now,
+            samples=samples,
+            verdicts=rollout.last_verdicts,
+            last_evaluated_at=rollout.last_evaluated_at,
+        )
+        if active
+        else StepProgress(_ended_summary(rollout), (), None)
+    )
+    charts, chart_since, from_start = _charts(rollout, history, now)
+    versions = {"baseline": rollout.baseline.version, "candidate": rollout.candidate.version}
+    summaries = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
+    score_names = sorted({name for summary in summaries.values() for name in summary["scores"]})
+    arms = [
+        ArmRow(
+            arm=arm,
+            version=versions[arm],
+            requests=f"{summary['samples']:,}",
+            errors=f"{summary['errors']:,}",
+            cells=[metric_text(column, summary[column]) for column in ARM_COLUMNS]
+            + [metric_text(SCORE_PREFIX + name, summary["scores"].get(name)) for name in score_names],
+        )
+        for arm, summary in summaries.items()
+    ]
+    return LivePage(
+        rollout=rollout,
+        now=now,
+        active=active,
+        state_text=rollout.state.replace("_", " ").capitalize(),
+        verdicts_note=_verdicts_note(rollout),
+        step_count=len(rollout.plan),
+        step_started_at=rollout.step_started_at,
+        progress=progress,
+        plan=_plan_rows(rollout, history),
+        charts=charts,
+        charts_show_limits=any(chart.limit for chart in charts),
+        chart_since=chart_since,
+        chart_from_start=from_start,
+        verdicts=[verdict_row(v) for v in rollout.last_verdicts],
+        gates=[_gate_row(gate) for gate in rollout.gates],
+        arms=arms,
+        arm_headers=[metric_title(column) for column in ARM_COLUMNS]
+        + [metric_title(SCORE_PREFIX + name) for name in score_names],
+        history=[
+            HistoryRow(
+                at=t.at,
+                event=t.event,
+                event_text=t.event.replace("_", " "),
+                from_state=t.from_state,
+                to_state=t.to_state,
+                step_number=t.step_index + 1,
+                percent=_number(t.percent),
+                actor=t.actor_name,
+                reason=t.reason,
+                verdicts=[verdict_row(v) for v in t.verdicts],
+            )
+            for t in reversed(history)
+        ],
+    )

@@ -1,0 +1,196 @@
+"""Request shapes (validated here for their types; the services validate their meaning) and the
+JSON of rollouts and webhooks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from rollouts.engine import APPROVALS, DEFAULT_MAX_DURATION_S, METRICS, ON_FAIL, SOURCES
+from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.selectors import RolloutWithStats
+from rollouts.stats import arm_summary
+from rollouts.webhooks import EVENT_NAMES
+
+
+class PlanStepSerializer(serializers.Serializer[Any]):
+    """A plan step as the OpenAPI schema describes it (`rollouts.engine.Step` checks it)."""
+
+    percent = serializers.IntegerField(
+        min_value=1, max_value=100, help_text="strictly increasing; the last is 100"
+    )
+    min_duration_s = serializers.IntegerField(min_value=0)
+    min_samples = serializers.IntegerField(min_value=0, help_text="per arm")
+    max_duration_s = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, help_text=f"default {DEFAULT_MAX_DURATION_S}"
+    )
+    approval = serializers.ChoiceField(choices=APPROVALS, required=False, allow_null=True)
+
+
+class GateSerializer(serializers.Serializer[Any]):
+    """A gate as the OpenAPI schema describes it (`rollouts.engine.Gate` checks it): a metric and
+    exactly one rule."""
+
+    metric = serializers.RegexField(
+        rf"^({'|'.join(METRICS)}|score:\S{{1,100}})$",
+        help_text=f"{', '.join(METRICS)}, score:<name> or score:*",
+    )
+    source = serializers.ChoiceField(choices=SOURCES, required=False, allow_null=True)
+    max = serializers.FloatField(required=False, allow_null=True)
+    min = serializers.FloatField(required=False, allow_null=True)
+    max_increase_pct = serializers.FloatField(required=False, allow_null=True, help_text="percent")
+    max_increase_abs = serializers.FloatField(required=False, allow_null=True)
+    max_drop_abs = serializers.FloatField(required=False, allow_null=True)
+    min_samples = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, help_text="default: the step's"
+    )
+    on_fail = serializers.ChoiceField(choices=ON_FAIL, required=False, allow_null=True)
+    query = serializers.DictField(
+        child=serializers.CharField(), required=False, allow_null=True, help_text="prometheus gates: PromQL"
+    )
+    url = serializers.CharField(required=False, allow_null=True, help_text="prometheus gates: the server")
+
+
+@extend_schema_field(PlanStepSerializer(many=True))
+class PlanField(serializers.ListField):  # type: ignore[type-arg]
+    """The plan as sent: the engine checks it."""
+
+    child = serializers.JSONField()
+
+
+@extend_schema_field(GateSerializer(many=True))
+class GatesField(serializers.ListField):  # type: ignore[type-arg]
+    """The gates as sent: the engine checks them."""
+
+    child = serializers.JSONField()
+
+
+class RolloutCreateRequest(serializers.Serializer[Any]):
+    candidate_version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+    plan = PlanField(
+        required=False, allow_null=True, min_length=1, help_text="default: 10, 25, 50, 100 percent"
+    )
+    gates = GatesField(required=False, allow_null=True, help_text="replace the default gates")
+    start = serializers.BooleanField(required=False, default=True)
+    salt = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=200, trim_whitespace=False
+    )
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+
+
+class ReasonRequest(serializers.Serializer[Any]):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+
+
+class WebhookCreateRequest(serializers.Serializer[Any]):
+    url = serializers.CharField(max_length=2000)
+    secret = serializers.CharField(min_length=8, max_length=256, trim_whitespace=False)
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=EVENT_NAMES),
+        required=False,
+        allow_null=True,
+        help_text="the transitions to be told about; default: all",
+    )
+
+
+class RolloutOut(serializers.Serializer[Any]):
+    """The rollout as the API shows it (documentation of the response)."""
+
+    id = serializers.IntegerField()
+    prompt = serializers.CharField()
+    baseline_version = serializers.IntegerField()
+    candidate_version = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Rollout.State.values)
+    step_index = serializers.IntegerField()
+    percent = serializers.FloatField()
+    plan = serializers.ListField(child=serializers.DictField())
+    gates = serializers.ListField(child=serializers.DictField())
+    salt = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+    current_step = serializers.DictField(allow_null=True)
+    step_started_at = serializers.DateTimeField(allow_null=True)
+    last_evaluated_at = serializers.DateTimeField(allow_null=True)
+
+
+class RolloutDetailOut(RolloutOut):
+    arms = serializers.DictField(child=serializers.DictField())
+    verdicts = serializers.ListField(child=serializers.DictField())
+    history = serializers.ListField(child=serializers.DictField())
+
+
+class WebhookOut(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def _percent(value: Decimal | int) -> int | float:
+    number = float(value)
+    return int(number) if number.is_integer() else number
+
+
+def rollout_json(rollout: Rollout) -> dict[str, Any]:
+    plan = rollout.plan
+    return {
+        "id": rollout.pk,
+        "prompt": rollout.prompt.name,
+        "baseline_version": rollout.baseline.version,
+        "candidate_version": rollout.candidate.version,
+        "state": rollout.state,
+        "step_index": rollout.step_index,
+        "percent": _percent(rollout.percent),
+        "plan": plan,
+        "gates": rollout.gates,
+        "salt": rollout.salt,
+        "created_at": _time(rollout.created_at),
+        "started_at": _time(rollout.started_at),
+        "ended_at": _time(rollout.ended_at),
+        "reason": rollout.reason,
+        "current_step": plan[rollout.step_index] if rollout.step_index < len(plan) else None,
+        "step_started_at": _time(rollout.step_started_at),
+        "last_evaluated_at": _time(rollout.last_evaluated_at),
+    }
+
+
+def transition_json(transition: RolloutTransition) -> dict[str, Any]:
+    return {
+        "at": _time(transition.at),
+        "event": transition.event,
+        "from_state": transition.from_state,
+        "to_state": transition.to_state,
+        "step_index": transition.step_index,
+        "percent": _percent(transition.percent),
+        "actor": transition.actor_name,
+        "reason": transition.reason,
+        "verdicts": transition.verdicts,
+    }
+
+
+def rollout_detail_json(detail: RolloutWithStats) -> dict[str, Any]:
+    body = rollout_json(detail.rollout)
+    body["arms"] = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
+    body["verdicts"] = detail.rollout.last_verdicts
+    body["history"] = [transition_json(t) for t in detail.history]
+    return body
+
+
+def webhook_json(webhook: Webhook) -> dict[str, Any]:
+    """A webhook as the API shows it: never its secret."""
+    return {
+        "id": webhook.pk,
+        "url": webhook.url,
+        "events": webhook.events,
+        "created_at": _time(webhook.created_at),
+    }

@@ -1,0 +1,616 @@
+"""The rollout controller's decision engine: plan and gate configuration, and `decide`.
+
+Pure: no Django, no clock, no I/O. `decide` takes the plan, the current step and when it
+started, the time now, each source's per-arm statistics for the step's window and the gates,
+and returns a `Decision` (hold, advance, pause, rollback or succeed) with a reason naming the
+gates and their numbers, and every gate's `Verdict`. The statistics are in `rollouts.stats`.
+
+A rollout's false-rollback budget `ROLLOUT_ALPHA` is split evenly over its steps and gate
+checks: each check fails with probability at most ROLLOUT_ALPHA / (steps * checks) when the
+candidate equals the baseline, however often it is evaluated. A regression as large as a gate's
+limit passes that gate with probability at most `BETA` at each step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from rollouts import promql, stats
+from rollouts.stats import ArmStats, Estimate
+
+ROLLOUT_ALPHA = 0.005
+BETA = 0.05
+DEFAULT_MAX_DURATION_S = 86400
+
+QUANTILES = {"latency_p50_ms": 0.50, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
+METRICS = (*QUANTILES, "error_rate", "cost_per_request")
+SCORE_PREFIX = "score:"
+ALL_SCORES = "score:*"
+SOURCES = ("ingest", "langfuse", "prometheus")
+ABSOLUTE_RULES = ("max", "min")
+RELATIVE_RULES = ("max_increase_pct", "max_increase_abs", "max_drop_abs")
+ON_FAIL = ("rollback", "pause")
+APPROVALS = ("auto", "manual")
+MAX_GATES = 50
+MAX_QUERY_LENGTH = 2000
+
+PASS = "pass"
+FAIL = "fail"
+INSUFFICIENT = "insufficient_data"
+
+
+class ConfigError(ValueError):
+    """An invalid plan or gate; ``field`` names the offending field, e.g. ``gates[1].min``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _object(obj: object, field: str, allowed: set[str]) -> Mapping[str, object]:
+    if not isinstance(obj, Mapping):
+        raise ConfigError(field, "must be an object")
+    for key in obj:
+        if key not in allowed:
+            raise ConfigError(f"{field}.{key}", "unknown field")
+    return obj
+
+
+def _int(data: Mapping[str, object], key: str, field: str, default: int | None = None) -> int:
+    """An integer >= 0; absent or null is ``default`` (an error when there is none)."""
+    value = data.get(key)
+    value = default if value is None else value
+    if value is None:
+        raise ConfigError(f"{field}.{key}", "is required")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{field}.{key}", f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _choice(data: Mapping[str, object], key: str, field: str, options: Sequence[str]) -> str:
+    """One of ``options``; absent or null is the first."""
+    value = data.get(key)
+    value = options[0] if value is None else value
+    if value not in options:
+        raise ConfigError(f"{field}.{key}", f"must be one of {', '.join(options)}; got {value!r}")
+    return str(value)
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    percent: int
+    min_duration_s: int
+    min_samples: int
+    max_duration_s: int = DEFAULT_MAX_DURATION_S
+    approval: str = "auto"
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "step") -> Step:
+        keys = {"percent", "min_duration_s", "min_samples", "max_duration_s", "approval"}
+        data = _object(obj, field, keys)
+        step = cls(
+            percent=_int(data, "percent", field),
+            min_duration_s=_int(data, "min_duration_s", field),
+            min_samples=_int(data, "min_samples", field),
+            max_duration_s=_int(data, "max_duration_s", field, DEFAULT_MAX_DURATION_S),
+            approval=_choice(data, "approval", field, APPROVALS),
+        )
+        if not 0 < step.percent <= 100:
+            raise ConfigError(f"{field}.percent", f"must be within 1..100, got {step.percent}")
+        if step.max_duration_s < step.min_duration_s:
+            raise ConfigError(f"{field}.max_duration_s", "must not be less than min_duration_s")
+        return step
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "percent": self.percent,
+            "min_duration_s": self.min_duration_s,
+            "min_samples": self.min_samples,
+            "max_duration_s": self.max_duration_s,
+            "approval": self.approval,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "plan") -> Plan:
+        """Steps with percents strictly increasing and ending at 100. Raises ConfigError."""
+        if not isinstance(obj, list) or not obj:
+            raise ConfigError(field, "must be a non-empty list of steps")
+        steps = tuple(Step.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
+        for i in range(1, len(steps)):
+            if steps[i].percent <= steps[i - 1].percent:
+                raise ConfigError(
+                    f"{field}[{i}].percent",
+                    f"must be greater than the previous step's {steps[i - 1].percent}",
+                )
+        if steps[-1].percent != 100:
+            raise ConfigError(f"{field}[{len(steps) - 1}].percent", "the last step must be 100")
+        return cls(steps)
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [step.to_json() for step in self.steps]
+
+
+DEFAULT_PLAN = Plan(
+    (
+        Step(percent=10, min_duration_s=600, min_samples=200),
+        Step(percent=25, min_duration_s=600, min_samples=200),
+        Step(percent=50, min_duration_s=600, min_samples=200),
+        Step(percent=100, min_duration_s=0, min_samples=0),
+    )
+)
+
+
+# --- gates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A metric, where its numbers come from, and its rule (``rule`` is the JSON key of the
+    limit: ``max``, ``min``, ``max_increase_pct``, ``max_increase_abs`` or ``max_drop_abs``).
+
+    ``min_samples`` None means the step's. A prometheus gate's ``query`` maps each figure of its
+    metric to a PromQL template (see `rollouts.promql`); ``url`` overrides ``PROMETHEUS_URL``.
+    """
+
+    metric: str
+    rule: str
+    limit: float
+    source: str = "ingest"
+    min_samples: int | None = None
+    on_fail: str = "rollback"
+    query: Mapping[str, str] | None = None
+    url: str | None = None
+
+    @property
+    def relative(self) -> bool:
+        return self.rule in RELATIVE_RULES
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "gate") -> Gate:
+        rules = (*ABSOLUTE_RULES, *RELATIVE_RULES)
+        keys = {"metric", "source", "min_samples", "on_fail", "query", "url", *rules}
+        data = _object(obj, field, keys)
+        metric = data.get("metric")
+        if not isinstance(metric, str) or not _valid_metric(metric):
+            raise ConfigError(
+                f"{field}.metric",
+                f"must be one of {', '.join(METRICS)}, score:<name> or score:*; got {metric!r}",
+            )
+        given = [rule for rule in rules if data.get(rule) is not None]
+        if len(given) != 1:
+            raise ConfigError(field, f"needs exactly one rule of {', '.join(rules)}")
+        rule = given[0]
+        limit = data[rule]
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            raise ConfigError(f"{field}.{rule}", f"must be a number, got {limit!r}")
+        if not math.isfinite(limit) or (rule in RELATIVE_RULES and limit <= 0):
+            raise ConfigError(f"{field}.{rule}", f"must be a finite number > 0, got {limit!r}")
+        if metric == "error_rate" and rule != "max_increase_pct" and not 0 <= limit <= 1:
+            raise ConfigError(f"{field}.{rule}", "an error rate is a fraction within 0..1")
+        source = _choice(data, "source", field, SOURCES)
+        query, url = _prometheus_options(data, metric, source, field)
+        min_samples = data.get("min_samples")
+        return cls(
+            metric=metric,
+            rule=rule,
+            limit=float(limit),
+            source=source,
+            min_samples=None if min_samples is None else _int(data, "min_samples", field),
+            on_fail=_choice(data, "on_fail", field, ON_FAIL),
+            query=query,
+            url=url,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"metric": self.metric, "source": self.source}
+        data[self.rule] = self.limit
+        if self.min_samples is not None:
+            data["min_samples"] = self.min_samples
+        data["on_fail"] = self.on_fail
+        if self.query is not None:
+            data["query"] = dict(self.query)
+        if self.url is not None:
+            data["url"] = self.url
+        return data
+
+
+def _prometheus_options(
+    data: Mapping[str, object], metric: str, source: str, field: str
+) -> tuple[dict[str, str] | None, str | None]:
+    """A prometheus gate's query templates (required) and url (optional); only prometheus
+    gates have them."""
+    query, url = data.get("query"), data.get("url")
+    if source != "prometheus":
+        for key in ("query", "url"):
+            if data.get(key) is not None:
+                raise ConfigError(f"{field}.{key}", "is only for prometheus gates")
+        return None, None
+    try:
+        templates = promql.query_templates(metric, query)
+    except ValueError as error:
+        raise ConfigError(f"{field}.query", str(error)) from None
+    if any(len(template) > MAX_QUERY_LENGTH for template in templates.values()):
+        raise ConfigError(f"{field}.query", f"a template is longer than {MAX_QUERY_LENGTH} characters")
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise ConfigError(f"{field}.url", f"must be an http:// or https:// URL, got {url!r}")
+    return templates, url
+
+
+def _valid_metric(metric: str) -> bool:
+    if metric in METRICS:
+        return True
+    name = metric.removeprefix(SCORE_PREFIX)
+    return metric.startswith(SCORE_PREFIX) and 0 < len(name) <= 100 and not any(c.isspace() for c in name)
+
+
+def parse_gates(obj: object, field: str = "gates") -> tuple[Gate, ...]:
+    """A rollout's gates from JSON (a list, possibly empty). Raises ConfigError."""
+    if not isinstance(obj, list) or len(obj) > MAX_GATES:
+        raise ConfigError(field, f"must be a list of at most {MAX_GATES} gates")
+    return tuple(Gate.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
+
+
+DEFAULT_GATES = (
+    Gate(metric="latency_p95_ms", rule="max_increase_pct", limit=20),
+    Gate(metric="error_rate", rule="max_increase_abs", limit=0.01),
+    Gate(metric="cost_per_request", rule="max", limit=0.05),
+    Gate(metric=ALL_SCORES, rule="max_drop_abs", limit=0.05),
+)
+
+
+# --- verdicts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceWindow:
+    """One source's per-arm statistics for the current step's window, or why it has none.
+
+    At the 100% step the baseline is empty (`ArmStats()`).
+    """
+
+    baseline: ArmStats
+    candidate: ArmStats
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    metric: str
+    verdict: str
+    baseline: float | None
+    candidate: float | None
+    detail: str
+    source: str
+    rule: str
+    limit: float
+    on_fail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "metric": self.metric,
+            "verdict": self.verdict,
+            "baseline": self.baseline,
+            "candidate": self.candidate,
+            "detail": self.detail,
+            "source": self.source,
+            "rule": self.rule,
+            "limit": self.limit,
+            "on_fail": self.on_fail,
+        }
+
+
+def _observations(metric: str, arm: ArmStats) -> int:
+    if metric in QUANTILES:
+        return arm.histogram.count
+    if metric == "error_rate":
+        return arm.samples
+    if metric == "cost_per_request":
+        return arm.cost.count
+    return arm.score(metric.removeprefix(SCORE_PREFIX)).count
+
+
+def _value(metric: str, arm: ArmStats) -> float | None:
+    if metric in QUANTILES:
+        return arm.latency_quantile(QUANTILES[metric])
+    if metric == "error_rate":
+        return arm.error_rate
+    if metric == "cost_per_request":
+        return arm.cost_per_request
+    return arm.score(metric.removeprefix(SCORE_PREFIX)).mean
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric in QUANTILES:
+        return f"{value:,.0f} ms"
+    if metric == "error_rate":
+        return f"{value:.2%}"
+    if metric == "cost_per_request":
+        return f"${value:.4f}"
+    return f"{value:.3f}"
+
+
+def _fmt_change(metric: str, delta: float) -> str:
+    sign = "+" if delta >= 0 else "-"
+    if metric == "error_rate":
+        return f"{sign}{abs(delta) * 100:.2f} pts"
+    return sign + _fmt(metric, abs(delta))
+
+
+def _limit_text(gate: Gate, metric: str) -> str:
+    if gate.rule == "max_increase_pct":
+        return f"limit +{gate.limit:g}%"
+    if gate.rule == "max_increase_abs":
+        return f"limit {_fmt_change(metric, gate.limit)}"
+    if gate.rule == "max_drop_abs":
+        return f"limit {_fmt_change(metric, -gate.limit)}"
+    return f"limit {gate.rule} {_fmt(metric, gate.limit)}"
+
+
+def _relative_effect(metric: str, gate: Gate, base: ArmStats, cand: ArmStats) -> tuple[Estimate, float] | str:
+    """The estimated regression (positive = worse) and the regression the limit allows,
+    in the same units; or why there is none."""
+    direction = -1.0 if gate.rule == "max_drop_abs" else 1.0
+    if metric in QUANTILES:
+        q = QUANTILES[metric]
+        pooled = stats.histogram_merge(base.histogram, cand.histogram)
+        sparsity = stats.log_quantile_sparsity(pooled, q)
+        var_b = stats.log_quantile_variance(base.histogram.count, q, sparsity)
+        var_c = stats.log_quantile_variance(cand.histogram.count, q, sparsity)
+        q_b, q_c = base.latency_quantile(q) or 0.0, cand.latency_quantile(q) or 0.0
+        if gate.rule == "max_increase_pct":
+            if q_b == 0 or q_c == 0:
+                return "a latency quantile is 0 ms, so a percent change is undefined"
+            effect = Estimate(math.log(q_c / q_b), math.sqrt(var_b + var_c))
+            return effect, math.log1p(gate.limit / 100)
+        se = math.sqrt(q_b**2 * var_b + q_c**2 * var_c)
+        return Estimate(direction * (q_c - q_b), se), gate.limit
+    if metric == "error_rate":
+        x_b, n_b, x_c, n_c = base.errors, base.samples, cand.errors, cand.samples
+        smoothed_b = (x_b + 0.5) / (n_b + 1)
+        regression = gate.limit if gate.rule != "max_increase_pct" else smoothed_b * gate.limit / 100
+        p_alt = min(1.0, max(0.0, smoothed_b + direction * regression))
+        var_c = max(stats.proportion_variance(x_c, n_c), p_alt * (1 - p_alt))
+        se = math.sqrt(stats.proportion_variance(x_b, n_b) / n_b + var_c / n_c)
+        return Estimate(direction * (x_c / n_c - x_b / n_b), se), regression
+    if metric == "cost_per_request":
+        moments_b, moments_c = base.cost, cand.cost
+    else:
+        name = metric.removeprefix(SCORE_PREFIX)
+        moments_b, moments_c = base.score(name), cand.score(name)
+    m_b, m_c = stats.mean_estimate(moments_b), stats.mean_estimate(moments_c)
+    regression = gate.limit
+    if gate.rule == "max_increase_pct":
+        if m_b.value <= 0:
+            return "the baseline mean is not positive, so a percent change is undefined"
+        regression = m_b.value * gate.limit / 100
+    se = math.hypot(m_b.standard_error, m_c.standard_error)
+    return Estimate(direction * (m_c.value - m_b.value), se), regression
+
+
+def _absolute_estimate(metric: str, gate: Gate, cand: ArmStats) -> Estimate:
+    if metric in QUANTILES:
+        q = QUANTILES[metric]
+        sparsity = stats.log_quantile_sparsity(cand.histogram, q)
+        return stats.quantile_estimate(cand.histogram, q, sparsity)
+    if metric == "error_rate":
+        at_limit = min(1.0, max(0.0, gate.limit))
+        variance = max(stats.proportion_variance(cand.errors, cand.samples), at_limit * (1 - at_limit))
+        return Estimate(cand.errors / cand.samples, math.sqrt(variance / cand.samples))
+    if metric == "cost_per_request":
+        return stats.mean_estimate(cand.cost)
+    return stats.mean_estimate(cand.score(metric.removeprefix(SCORE_PREFIX)))
+
+
+def _evaluate(gate: Gate, metric: str, window: SourceWindow | None, step: Step, alpha: float) -> Verdict:
+    def verdict(result: str, detail: str, b: float | None, c: float | None) -> Verdict:
+        return Verdict(metric, result, b, c, detail, gate.source, gate.rule, gate.limit, gate.on_fail)
+
+    if window is None:
+        return verdict(INSUFFICIENT, f"no data from source {gate.source}", None, None)
+    if window.error is not None:
+        cause = f"source {gate.source} unavailable: {window.error}"
+        return verdict(INSUFFICIENT, cause, None, None)
+    base, cand = window.baseline, window.candidate
+    b_value, c_value = _value(metric, base), _value(metric, cand)
+    needed = max(
+        step.min_samples if gate.min_samples is None else gate.min_samples,
+        stats.quantile_observations_needed(QUANTILES[metric])
+        if metric in QUANTILES
+        else stats.MIN_OBSERVATIONS,
+    )
+    n_b, n_c = _observations(metric, base), _observations(metric, cand)
+    if gate.relative:
+        counts = f"n {n_c:,} candidate / {n_b:,} baseline"
+        if min(n_c, n_b) < needed or b_value is None or c_value is None:
+            detail = f"needs {needed:,} observations per arm ({counts})"
+            return verdict(INSUFFICIENT, detail, b_value, c_value)
+        result, detail = _relative_verdict(gate, metric, base, cand, alpha, counts)
+    else:
+        counts = f"n {n_c:,}"
+        if n_c < needed or c_value is None:
+            detail = f"needs {needed:,} observations ({counts})"
+            return verdict(INSUFFICIENT, detail, b_value, c_value)
+        result, detail = _absolute_verdict(gate, metric, cand, alpha, counts)
+    return verdict(result, detail, b_value, c_value)
+
+
+def _relative_verdict(
+    gate: Gate, metric: str, base: ArmStats, cand: ArmStats, alpha: float, counts: str
+) -> tuple[str, str]:
+    """The sequential probability ratio test's verdict and its explanation."""
+    b_value, c_value = _value(metric, base) or 0.0, _value(metric, cand) or 0.0
+    if gate.rule == "max_increase_pct" and b_value:
+        change = f"{c_value / b_value - 1:+.1%}"
+    else:
+        change = _fmt_change(metric, c_value - b_value)
+    figures = (
+        f"candidate {_fmt(metric, c_value)} vs baseline {_fmt(metric, b_value)} "
+        f"({change}, {_limit_text(gate, metric)}; {counts})"
+    )
+    evidence = _relative_effect(metric, gate, base, cand)
+    if isinstance(evidence, str):
+        return INSUFFICIENT, f"{figures}: {evidence}"
+    llr = stats.sprt_log_likelihood_ratio(*evidence)
+    fail_at, pass_at = math.log(1 / alpha), math.log(BETA)
+    if llr >= fail_at:
+        return FAIL, f"{figures}: a regression (LLR {llr:.1f} >= {fail_at:.1f})"
+    if llr <= pass_at:
+        return PASS, f"{figures}: within the limit (LLR {llr:.1f} <= {pass_at:.1f})"
+    bounds = f"fail >= {fail_at:.1f}, pass <= {pass_at:.1f}"
+    return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {llr:.1f}; {bounds})"
+
+
+def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, counts: str) -> tuple[str, str]:
+    """The confidence sequence's verdict and its explanation."""
+    estimate = _absolute_estimate(metric, gate, cand)
+    scale = 0.1 * abs(gate.limit) or estimate.standard_error
+    sign = 1.0 if gate.rule == "max" else -1.0
+    best = estimate.value - sign * stats.mixture_halfwidth(estimate.standard_error, alpha, scale)
+    worst = estimate.value + sign * stats.mixture_halfwidth(estimate.standard_error, BETA, scale)
+    figures = f"candidate {_fmt(metric, estimate.value)} ({_limit_text(gate, metric)}; {counts})"
+    if sign * (best - gate.limit) > 0:
+        return FAIL, f"{figures}: beyond the limit (bound {_fmt(metric, best)})"
+    if sign * (worst - gate.limit) <= 0:
+        return PASS, f"{figures}: within the limit (bound {_fmt(metric, worst)})"
+    bounds = f"{_fmt(metric, min(best, worst))} .. {_fmt(metric, max(best, worst))}"
+    return INSUFFICIENT, f"{figures}: not yet conclusive (bounds {bounds})"
+
+
+def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[tuple[Gate, str]]:
+    """Each gate with the metric it checks; ``score:*`` becomes one check per score reported."""
+    checks = []
+    for gate in gates:
+        window = windows.get(gate.source)
+        if gate.metric != ALL_SCORES or window is None or window.error is not None:
+            checks.append((gate, gate.metric))
+            continue
+        names = {name for name, _ in window.baseline.scores + window.candidate.scores}
+        checks.extend((gate, SCORE_PREFIX + name) for name in sorted(names))
+    return checks
+
+
+# --- decisions -----------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    HOLD = "hold"
+    ADVANCE = "advance"
+    PAUSE = "pause"
+    ROLLBACK = "rollback"
+    SUCCEED = "succeed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now. ``step_index`` and ``percent`` are those after the decision: the next
+    step's on advance, 100 on succeed, 0 (all traffic to the baseline) on rollback."""
+
+    action: Action
+    step_index: int
+    percent: int
+    reason: str
+    verdicts: tuple[Verdict, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "action": str(self.action),
+            "step_index": self.step_index,
+            "percent": self.percent,
+            "reason": self.reason,
+            "verdicts": [v.to_json() for v in self.verdicts],
+        }
+
+
+def decide(
+    *,
+    plan: Plan,
+    step_index: int,
+    step_started_at: datetime,
+    now: datetime,
+    windows: Mapping[str, SourceWindow],
+    gates: Sequence[Gate],
+    promote: bool = False,
+) -> Decision:
+    """Decide a running rollout's next move from its current step's window.
+
+    ``windows`` maps each gate source ("ingest", "langfuse", "prometheus") to its per-arm
+    statistics since the step started; a gate whose source is missing or failed is
+    ``insufficient_data``. ``promote`` is an explicit promote request: it advances past manual
+    approval, the wait, ``min_samples`` and ``insufficient_data`` but never past a failing gate
+    (the decision is then the failing gate's rollback or pause).
+    """
+    if not 0 <= step_index < len(plan.steps):
+        raise ValueError(f"step_index {step_index} is outside the plan's {len(plan.steps)} steps")
+    step = plan.steps[step_index]
+    has_baseline = step.percent < 100
+    checks = _checks(gates, windows)
+    alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(checks)))
+    verdicts = tuple(
+        _evaluate(gate, metric, windows.get(gate.source), step, alpha)
+        for gate, metric in checks
+        if has_baseline or not gate.relative
+    )
+
+    def decision(action: Action, reason: str, percent: int = step.percent) -> Decision:
+        return Decision(action, step_index, percent, reason, verdicts)
+
+    failing = [v for v in verdicts if v.verdict == FAIL]
+    if failing:
+        failures = "; ".join(f"{v.metric} failed: {v.detail}" for v in failing)
+        if any(v.on_fail == "rollback" for v in failing):
+            return decision(Action.ROLLBACK, f"rolled back at {step.percent}%: {failures}", 0)
+        return decision(Action.PAUSE, f"paused at {step.percent}%: {failures}")
+
+    elapsed = (now - step_started_at).total_seconds()
+    open_gates = [v for v in verdicts if v.verdict != PASS] if has_baseline else []
+    short = _samples_short(step, windows) if has_baseline else []
+    waiting = (
+        ([f"{elapsed:,.0f} s of {step.min_duration_s:,} s"] if elapsed < step.min_duration_s else [])
+        + short
+        + [f"{v.metric} {v.verdict} ({v.detail})" for v in open_gates]
+        + (["manual approval"] if step.approval == "manual" else [])
+    )
+    if promote or not waiting:
+        why = f"promoted past {'; '.join(waiting)}" if waiting else "every gate passed"
+        why += f" after {elapsed:,.0f} s"
+        if step_index == len(plan.steps) - 1:
+            return decision(Action.SUCCEED, f"succeeded at {step.percent}%: {why}")
+        following = plan.steps[step_index + 1]
+        reason = f"advanced from {step.percent}% to {following.percent}%: {why}"
+        return Decision(Action.ADVANCE, step_index + 1, following.percent, reason, verdicts)
+    if (open_gates or short) and elapsed >= step.max_duration_s:
+        still = [f"{v.metric} ({v.detail})" for v in open_gates if v.verdict == INSUFFICIENT]
+        return decision(
+            Action.PAUSE,
+            f"paused at {step.percent}%: the step ran {elapsed:,.0f} s (max "
+            f"{step.max_duration_s:,} s) without every gate passing; still insufficient_data: "
+            + "; ".join(still + short),
+        )
+    return decision(Action.HOLD, f"holding at {step.percent}%: waiting for {'; '.join(waiting)}")
+
+
+def _samples_short(step: Step, windows: Mapping[str, SourceWindow]) -> list[str]:
+    """The arms below the step's ``min_samples`` (requests seen by any source that answered)."""
+    answered = [w for w in windows.values() if w.error is None]
+    counts = {
+        "baseline": max((w.baseline.samples for w in answered), default=0),
+        "candidate": max((w.candidate.samples for w in answered), default=0),
+    }
+    return [
+        f"{arm} {count:,} of {step.min_samples:,} samples"
+        for arm, count in counts.items()
+        if count < step.min_samples
+    ]

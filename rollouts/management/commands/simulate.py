@@ -1,0 +1,122 @@
+"""Drive synthetic traffic for a prompt through the real resolve and events endpoints, so a
+rollout can be watched advancing (or rolling back) live."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from access.actors import Actor
+from access.services import apikey_create
+from rollouts.traffic_model import ArmBehaviour, outcome_event
+
+
+class Command(BaseCommand):
+    help = (
+        "Send synthetic traffic for PROMPT: resolve for random units at --rate per second, then "
+        "report an outcome for each (per-arm error rate, latency and score distributions)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("prompt")
+        parser.add_argument("--base-url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
+        parser.add_argument("--api-key", help="a key with read and ingest; default: a new one for the admin")
+        parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
+        parser.add_argument("--duration", type=float, default=600.0, help="seconds to run")
+        parser.add_argument("--units", type=int, default=10_000, help="distinct units (users)")
+        parser.add_argument("--seed", type=int, default=None)
+        for arm in ("baseline", "candidate"):
+            parser.add_argument(f"--{arm}-error-rate", type=float, default=0.01)
+            parser.add_argument(f"--{arm}-latency-ms", type=float, default=800.0, help="median")
+            parser.add_argument(f"--{arm}-score", type=float, default=0.8, help="mean score")
+            parser.add_argument(f"--{arm}-cost", type=float, default=0.002, help="USD per request")
+        parser.add_argument("--latency-sigma", type=float, default=0.5)
+        parser.add_argument("--score-sd", type=float, default=0.15)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["rate"] <= 0 or options["duration"] <= 0 or options["units"] < 1:
+            raise CommandError("--rate, --duration and --units must be positive.")
+        behaviours = {
+            arm: ArmBehaviour(
+                error_rate=options[f"{arm}_error_rate"],
+                latency_median_ms=options[f"{arm}_latency_ms"],
+                latency_sigma=options["latency_sigma"],
+                score_mean=options[f"{arm}_score"],
+                score_sd=options["score_sd"],
+                cost_usd=options[f"{arm}_cost"],
+            )
+            for arm in ("baseline", "candidate")
+        }
+        behaviours["production"] = behaviours["baseline"]
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {options['api_key'] or self._new_key()}"
+        self._run(session, options, behaviours)
+
+    def _new_key(self) -> str:
+        from django.conf import settings
+
+        admin = get_user_model().objects.filter(username=settings.PROMPTRAMP_ADMIN_USER).first()
+        if admin is None:
+            raise CommandError("No admin user to make a key for; pass --api-key.")
+        _, raw = apikey_create(
+            actor=Actor(user_id=None, name="system", is_admin=True, via="command:simulate"),
+            name="simulate",
+            user=admin,
+            scopes=["read", "ingest"],
+        )
+        return raw
+
+    def _run(
+        self, session: requests.Session, options: dict[str, Any], behaviours: dict[str, ArmBehaviour]
+    ) -> None:
+        rng = random.Random(options["seed"])
+        base = options["base_url"].rstrip("/")
+        resolve_url = f"{base}/api/v1/prompts/{options['prompt']}/resolve"
+        interval = 1.0 / options["rate"]
+        started = time.monotonic()
+        next_send = started
+        pending: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        last_report = started
+        while time.monotonic() - started < options["duration"]:
+            unit = f"user-{rng.randrange(options['units'])}"
+            response = session.get(resolve_url, params={"unit": unit}, timeout=5)
+            if response.status_code != 200:
+                raise CommandError(f"resolve answered {response.status_code}: {response.text[:300]}")
+            resolved = response.json()
+            ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            pending.append(
+                outcome_event(rng=rng, behaviour=behaviours[resolved["arm"]], resolved=resolved, ts=ts)
+            )
+            counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
+            now = time.monotonic()
+            if len(pending) >= 200 or now - last_report >= 2:
+                self._send(session, base, pending)
+                pending = []
+                if now - last_report >= 2:
+                    self.stdout.write(f"{now - started:6.0f}s  requests per arm: {counts}")
+                    last_report = now
+            next_send += interval
+            time.sleep(max(0.0, next_send - time.monotonic()))
+        self._send(session, base, pending)
+        self.stdout.write(f"done: requests per arm: {counts}")
+
+    def _send(self, session: requests.Session, base: str, events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        for _attempt in range(5):
+            response = session.post(f"{base}/api/v1/events", json={"events": events}, timeout=10)
+            if response.status_code == 202:
+                return
+            if response.status_code in (429, 503):
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
+            raise CommandError(f"events answered {response.status_code}: {response.text[:300]}")
+        raise CommandError("events were refused five times (429/503); the server is overloaded")

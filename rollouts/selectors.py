@@ -1,0 +1,69 @@
+"""Reads of rollouts: lists, one rollout with its live statistics and history, and the rollouts
+the controller evaluates next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import F, QuerySet
+
+from outcomes.selectors import arm_stats
+from registry.services import prompt_get
+from rollouts.errors import RolloutNotFound, WebhookNotFound
+from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.stats import ArmStats
+
+
+def rollout_list(*, state: str | None = None, prompt: str | None = None) -> QuerySet[Rollout]:
+    rollouts = Rollout.objects.select_related("prompt", "baseline", "candidate")
+    if state:
+        rollouts = rollouts.filter(state=state)
+    if prompt:
+        rollouts = rollouts.filter(prompt__name=prompt)
+    return rollouts.order_by("-created_at", "-id")
+
+
+def rollout_list_for_prompt(*, prompt_name: str) -> QuerySet[Rollout]:
+    return rollout_list(prompt=prompt_get(prompt_name).name)
+
+
+def rollout_get(rollout_id: int) -> Rollout:
+    rollout = rollout_list().filter(pk=rollout_id).first()
+    if rollout is None:
+        raise RolloutNotFound(f"Rollout {rollout_id} does not exist.")
+    return rollout
+
+
+@dataclass(frozen=True)
+class RolloutWithStats:
+    rollout: Rollout
+    arms: dict[str, ArmStats]
+    history: list[RolloutTransition]
+
+
+def rollout_get_with_stats(rollout_id: int) -> RolloutWithStats:
+    """The rollout, every outcome reported for it so far per arm, and its transitions."""
+    rollout = rollout_get(rollout_id)
+    return RolloutWithStats(
+        rollout=rollout,
+        arms=arm_stats(rollout_id=rollout.pk),
+        history=list(rollout.transitions.order_by("at", "id")),
+    )
+
+
+def rollout_ids_to_evaluate(*, limit: int) -> list[int]:
+    """Running rollouts, least recently evaluated first (a tick evaluates at most ``limit``)."""
+    running = Rollout.objects.filter(state=Rollout.State.RUNNING)
+    ordered = running.order_by(F("last_evaluated_at").asc(nulls_first=True), "id")
+    return list(ordered.values_list("pk", flat=True)[:limit])
+
+
+def webhook_list() -> QuerySet[Webhook]:
+    return Webhook.objects.order_by("id")
+
+
+def webhook_get(webhook_id: int) -> Webhook:
+    webhook = Webhook.objects.filter(pk=webhook_id).first()
+    if webhook is None:
+        raise WebhookNotFound(f"Webhook {webhook_id} does not exist.")
+    return webhook

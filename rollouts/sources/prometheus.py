@@ -1,0 +1,275 @@
+"""The `prometheus` source: per-arm figures from PromQL queries against a Prometheus HTTP API.
+
+Each prometheus gate names a PromQL template per figure of its metric (`rollouts.promql`). For
+each arm the source renders the templates with that arm's version, the window's length and its
+end as the evaluation time, sends them to ``POST {url}/api/v1/query`` and adds up the series of
+each answer:
+
+* ``requests`` / ``errors`` become the arm's samples and errors (rounded: ``increase()``
+  extrapolates to fractions);
+* ``buckets`` (cumulative counts per ``le``) become the latency histogram. Each Prometheus bucket's
+  count is spread evenly over its range, as ``histogram_quantile()`` assumes, onto the engine's
+  2% log buckets; the +Inf bucket sits at the highest finite bound, as ``histogram_quantile()``
+  reports it. So a latency quantile here is the one Prometheus would report (within 1%), and the
+  engine's sequential test sees a histogram with the same counts rather than a bare quantile
+  without its sample size. A quantile cannot be finer than the Prometheus buckets around it:
+  give the histogram buckets close together near the latencies your gates watch.
+* ``count`` / ``sum`` / ``sum_of_squares`` become the cost (or a score's) mean and variance.
+
+The server is the gate's ``url`` or ``PROMETHEUS_URL`` (credentials may be in the URL). The whole
+read is bounded by one time budget (`SOURCE_TIMEOUT_SECONDS`): a server that is unset, down, slow,
+or answers with an error or an unexpected shape raises SourceUnavailable with the cause.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import requests
+
+from rollouts import promql
+from rollouts.engine import Gate, SourceWindow
+from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutRef, SourceUnavailable
+from rollouts.stats import (
+    GAMMA,
+    ZERO_BUCKET,
+    ZERO_LIMIT_MS,
+    ArmStats,
+    Histogram,
+    histogram_from_counts,
+    latency_bucket_index,
+)
+
+ARMS = ("baseline", "candidate")
+
+# One answer of /api/v1/query: each series' labels and value.
+Series = list[tuple[dict[str, str], float]]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One query to run for an arm, and what its answer is: ``figure`` of ``score`` (or None)."""
+
+    figure: str
+    template: str
+    score: str | None = None
+    by_score_label: bool = False
+
+
+class PrometheusSource:
+    def __init__(self, *, timeout_seconds: float = SOURCE_TIMEOUT_SECONDS) -> None:
+        self.timeout_seconds = timeout_seconds
+
+    def read(
+        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+    ) -> SourceWindow:
+        deadline = time.monotonic() + self.timeout_seconds
+        arms = {}
+        for arm, version in zip(ARMS, (rollout.baseline_version, rollout.candidate_version), strict=True):
+            stats = ArmStats()
+            for gate in gates:
+                url = _server_url(gate)
+                for query in _queries(gate):
+                    promql_text = promql.render(
+                        query.template,
+                        prompt=rollout.prompt,
+                        version=version,
+                        arm=arm,
+                        window_seconds=(until - since).total_seconds(),
+                        rollout=rollout.rollout_id,
+                        score=query.score,
+                    )
+                    series = _run(url, promql_text, at=until, deadline=deadline)
+                    stats = _with_figure(stats, query, series)
+            arms[arm] = _with_samples(stats)
+        return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
+
+
+def _server_url(gate: Gate) -> str:
+    url = gate.url or os.environ.get("PROMETHEUS_URL", "")
+    if not url:
+        raise SourceUnavailable("Prometheus is not configured: set PROMETHEUS_URL or the gate's url")
+    return url.rstrip("/")
+
+
+def _queries(gate: Gate) -> list[_Query]:
+    try:
+        templates = promql.query_templates(gate.metric, gate.query)
+    except ValueError as error:
+        raise SourceUnavailable(f"the {gate.metric} gate's query: {error}") from None
+    if gate.metric == promql.ALL_SCORES:
+        return [_Query(f, t, by_score_label=True) for f, t in templates.items()]
+    if gate.metric.startswith(promql.SCORE_PREFIX):
+        name = gate.metric.removeprefix(promql.SCORE_PREFIX)
+        return [_Query(f, t, score=name) for f, t in templates.items()]
+    return [_Query(f, t) for f, t in templates.items()]
+
+
+def _run(url: str, query: str, *, at: datetime, deadline: float) -> Series:
+    """One instant query: POST /api/v1/query. Raises SourceUnavailable."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise SourceUnavailable(f"Prometheus at {url} answered too slowly (time budget spent)")
+    form = {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{remaining:.3f}"}
+    try:
+        response = requests.post(f"{url}/api/v1/query", data=form, timeout=remaining)
+    except requests.Timeout:
+        raise SourceUnavailable(f"Prometheus at {url} did not answer within {remaining:.1f} s") from None
+    except requests.RequestException as error:
+        raise SourceUnavailable(f"Prometheus at {url} is unreachable: {error}") from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or body.get("status") != "success":
+        detail = (
+            f"{body.get('errorType')}: {body.get('error')}"
+            if isinstance(body, dict) and "error" in body
+            else response.text[:200]
+        )
+        raise SourceUnavailable(
+            f"Prometheus at {url} answered HTTP {response.status_code} to {query!r}: {detail}"
+        )
+    return _series(body.get("data"), query)
+
+
+def _series(data: object, query: str) -> Series:
+    """The (labels, value) pairs of a vector or scalar result."""
+    try:
+        if not isinstance(data, dict):
+            raise TypeError("no data")
+        kind, result = data["resultType"], data["result"]
+        if kind == "scalar":
+            return [({}, _number(result[1]))]
+        if kind != "vector":
+            raise SourceUnavailable(
+                f"{query!r} gave a {kind}; a gate's query must give an instant vector or a scalar"
+            )
+        return [(dict(item["metric"]), _number(item["value"][1])) for item in result]
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise SourceUnavailable(f"Prometheus answered {query!r} with an unexpected shape") from None
+
+
+def _number(text: object) -> float:
+    if not isinstance(text, str):
+        raise ValueError(f"sample value {text!r} is not a string")
+    return float(text)
+
+
+# --- figures into ArmStats ------------------------------------------------------------------
+
+
+def _total(series: Series, what: str) -> float:
+    """The series added up: a finite number, >= 0 unless it is a sum (scores may be negative)."""
+    total = math.fsum(value for _, value in series)
+    if not math.isfinite(total) or (total < 0 and what != "sum"):
+        raise SourceUnavailable(f"{what} came back as {total}; expected a finite number >= 0")
+    return total
+
+
+def _with_figure(stats: ArmStats, query: _Query, series: Series) -> ArmStats:
+    if query.figure in ("requests", "errors"):
+        count = round(_total(series, query.figure))
+        return replace(stats, samples=count) if query.figure == "requests" else replace(stats, errors=count)
+    if query.figure in promql.BUCKET_FIGURES:
+        return replace(stats, histogram=histogram_from_buckets(series, promql.BUCKET_FIGURES[query.figure]))
+    if query.by_score_label:
+        parts: dict[str, Series] = {}
+        for labels, value in series:
+            if "score" not in labels:
+                raise SourceUnavailable("a score:* gate's queries must give series labelled score")
+            parts.setdefault(labels["score"], []).append((labels, value))
+        for name, part in sorted(parts.items()):
+            stats = _with_moment(stats, query.figure, part, score=name)
+        return stats
+    return _with_moment(stats, query.figure, series, score=query.score)
+
+
+def _with_moment(stats: ArmStats, figure: str, series: Series, *, score: str | None) -> ArmStats:
+    value = _total(series, figure)
+    old = stats.cost if score is None else stats.score(score)
+    if figure == "count":
+        new = replace(old, count=round(value))
+    elif figure == "sum":
+        new = replace(old, total=value)
+    else:
+        new = replace(old, total_sq=value)
+    if score is None:
+        return replace(stats, cost=new)
+    others = tuple((name, m) for name, m in stats.scores if name != score)
+    return replace(stats, scores=tuple(sorted((*others, (score, new)))))
+
+
+def _with_samples(stats: ArmStats) -> ArmStats:
+    """An arm's samples are its requests or, without a requests query, the most observations any
+    figure counts; its errors are at most its samples (the two counters are read a moment apart)."""
+    counts = [stats.histogram.count, stats.cost.count, *(m.count for _, m in stats.scores)]
+    samples = stats.samples or max(counts)
+    return replace(stats, samples=samples, errors=min(stats.errors, samples))
+
+
+def histogram_from_buckets(series: Series, ms_per_unit: float) -> Histogram:
+    """A latency histogram from a Prometheus histogram's cumulative ``le`` bucket counts.
+
+    Series with the same ``le`` are added; counts are made monotonic (as Prometheus does) and
+    rounded; each bucket's count is spread evenly over ``(previous le, le]``, the +Inf bucket's
+    put at the highest finite bound.
+    """
+    cumulative: dict[float, float] = {}
+    for labels, value in series:
+        try:
+            bound = float(labels["le"])
+        except (KeyError, ValueError):
+            raise SourceUnavailable("a buckets query must give series labelled le=<number>") from None
+        if math.isnan(bound) or not math.isfinite(value):
+            raise SourceUnavailable(f"bucket le={labels['le']} came back as {value}")
+        cumulative[bound] = cumulative.get(bound, 0.0) + value
+    finite = [bound for bound in cumulative if math.isfinite(bound)]
+    counts: dict[int, int] = {}
+    running, below, previous = 0.0, 0, 0.0
+    for bound in sorted(cumulative):
+        running = max(running, cumulative[bound])
+        in_bucket, below = round(running) - below, round(running)
+        if math.isfinite(bound):
+            upper = max(0.0, bound * ms_per_unit)
+            _spread(counts, previous, upper, in_bucket)
+            previous = upper
+        elif in_bucket and not finite:
+            raise SourceUnavailable("a buckets query gave only the +Inf bucket: no latency to read")
+        elif in_bucket:
+            _add(counts, latency_bucket_index(max(0.0, max(finite) * ms_per_unit)), in_bucket)
+    return histogram_from_counts(counts)
+
+
+def _add(counts: dict[int, int], index: int, count: int) -> None:
+    if count:
+        counts[index] = counts.get(index, 0) + count
+
+
+def _spread(counts: dict[int, int], low: float, high: float, count: int) -> None:
+    """Spread ``count`` observations evenly over ``(low, high]`` ms onto the log buckets."""
+    if count <= 0:
+        return
+    if high <= low:
+        _add(counts, latency_bucket_index(high), count)
+        return
+    placed = 0
+    for index, edge in _bucket_edges(low, high):
+        share = round(count * (edge - low) / (high - low))
+        _add(counts, index, share - placed)
+        placed = share
+
+
+def _bucket_edges(low: float, high: float) -> Iterable[tuple[int, float]]:
+    """The log buckets overlapping ``(low, high]`` ms, each with its upper edge (the last's is
+    ``high``). Bucket ``i`` holds ``(GAMMA**(i-1), GAMMA**i]``, the zero bucket ``[0, 1 µs]``."""
+    index, last = latency_bucket_index(low), latency_bucket_index(high)
+    while index < last:
+        yield index, ZERO_LIMIT_MS if index == ZERO_BUCKET else GAMMA**index
+        index += 1
+    yield last, high

@@ -1,0 +1,22 @@
+"""promptramp: resolve prompts locally from a cached snapshot and report their outcomes."""
+
+import logging
+
+from .client import Client
+from .errors import MissingVariables, PromptrampError, PromptUnavailable
+from .events import EventCounts, Outcome
+from .langfuse_link import link_generation
+from .result import ResolvedPrompt
+
+logging.getLogger("promptramp").addHandler(logging.NullHandler())
+
+__all__ = [
+    "Client",
+    "EventCounts",
+    "MissingVariables",
+    "Outcome",
+    "PromptUnavailable",
+    "PromptrampError",
+    "ResolvedPrompt",
+    "link_generation",
+]

@@ -1,0 +1,259 @@
+"""Outcome events: building them, buffering them, and shipping them in background batches."""
+
+import json
+import logging
+import math
+import random
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from .result import ResolvedPrompt
+from .transport import NETWORK_ERRORS, Reply
+
+logger = logging.getLogger("promptramp")
+
+Event = dict[str, Any]
+
+
+def outcome_event(
+    result: ResolvedPrompt,
+    *,
+    latency_ms: float | None = None,
+    error: bool = False,
+    error_type: str | None = None,
+    cost_usd: float | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    scores: Mapping[str, float] | None = None,
+    ts: datetime | None = None,
+) -> Event:
+    """The event body for one call; raises ValueError on a value the server would refuse.
+
+    One bad event makes the server refuse its whole batch, so it is refused here instead.
+    """
+    for label, value in (("latency_ms", latency_ms), ("cost_usd", cost_usd)):
+        if value is not None and not _is_number(value, minimum=0):
+            raise ValueError(f"{label} must be a finite number ≥ 0, not {value!r}")
+    for label, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+        if count is not None and not (type(count) is int and count >= 0):
+            raise ValueError(f"{label} must be an integer ≥ 0, not {count!r}")
+    scores = dict(scores or {})
+    for name, value in scores.items():
+        if not (isinstance(name, str) and name and _is_number(value)):
+            raise ValueError(f"scores must map names to finite numbers, not {name!r}: {value!r}")
+    moment = (ts or datetime.now(UTC)).astimezone(UTC)
+    return {
+        "event_id": str(uuid.uuid4()),
+        "prompt": result.name,
+        "version": result.version,
+        "rollout_id": result.rollout_id,
+        "arm": result.arm,
+        "latency_ms": latency_ms,
+        "error": bool(error),
+        "error_type": error_type,
+        "cost_usd": cost_usd,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "scores": scores,
+        "ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+def _is_number(value: object, minimum: float = -math.inf) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= minimum
+    )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What `Client.track` yields: the prompt in use, and the call's figures to fill in."""
+
+    prompt: ResolvedPrompt
+    latency_ms: float | None = None  # measured by track unless set here
+    error: bool = False
+    error_type: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EventCounts:
+    """What became of the events reported so far."""
+
+    enqueued: int = 0  # reported and put in the buffer
+    accepted: int = 0  # acknowledged by the server as new
+    duplicates: int = 0  # acknowledged by the server as already received
+    dropped: int = 0  # pushed out of the full buffer (oldest first), or reported after close
+    rejected: int = 0  # in a batch the server refused for good (400 and other 4xx)
+    retries: int = 0  # delivery attempts that failed and were retried
+    pending: int = 0  # buffered or in flight
+
+
+class EventSender:
+    """A bounded buffer of events and the thread that posts them in batches.
+
+    A batch that fails for a reason that may pass (network, 408, 429, 5xx) is retried after its
+    `Retry-After` or an exponential backoff; the server de-duplicates by event_id, so a retry
+    never double-counts. A batch refused for good is dropped and logged.
+    """
+
+    def __init__(
+        self,
+        post: Callable[[list[Event]], Reply],
+        *,
+        batch_size: int,
+        flush_interval: float,
+        capacity: int,
+        max_backoff: float,
+    ) -> None:
+        if not 1 <= batch_size <= 1000:
+            raise ValueError("batch_size must be between 1 and 1000")
+        self._post = post
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._capacity = capacity
+        self._max_backoff = max_backoff
+        self._buffer: deque[Event] = deque()
+        self._in_flight: list[Event] = []
+        self._counts: dict[str, int] = dict.fromkeys(
+            ("enqueued", "accepted", "duplicates", "dropped", "rejected", "retries"), 0
+        )
+        self._lock = threading.Condition()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="promptramp-events", daemon=True)
+        self._thread.start()
+
+    def add(self, event: Event) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                self._counts["dropped"] += 1
+                return
+            if len(self._buffer) >= self._capacity:
+                self._buffer.popleft()
+                self._counts["dropped"] += 1
+            self._buffer.append(event)
+            self._counts["enqueued"] += 1
+            full = len(self._buffer) >= self._batch_size
+        if full:
+            self._wake.set()
+
+    def counts(self) -> EventCounts:
+        with self._lock:
+            return EventCounts(**self._counts, pending=self._pending())
+
+    def flush(self, timeout: float) -> bool:
+        """Send everything buffered now; true when all of it was settled within `timeout`."""
+        self._wake.set()
+        with self._lock:
+            if self._stop.is_set():
+                return not self._pending()
+            return self._lock.wait_for(lambda: not self._pending(), timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Flush, then stop the thread; true when nothing was left undelivered."""
+        delivered = self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=1.0)
+        if not delivered:
+            logger.warning("%d events not delivered at close", self.counts().pending)
+        return delivered
+
+    def _pending(self) -> int:
+        return len(self._buffer) + len(self._in_flight)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            self._drain()
+
+    def _drain(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._in_flight:
+                    size = min(self._batch_size, len(self._buffer))
+                    self._in_flight = [self._buffer.popleft() for _ in range(size)]
+                batch = self._in_flight
+            if not batch:
+                return
+            delay = self._deliver(batch, attempt)
+            if delay is None:
+                with self._lock:
+                    self._in_flight = []
+                    self._lock.notify_all()
+                attempt = 0
+            else:
+                with self._lock:
+                    self._counts["retries"] += 1
+                attempt += 1
+                self._stop.wait(delay)
+
+    def _deliver(self, batch: list[Event], attempt: int) -> float | None:
+        """Post one batch: None once it is settled, else the seconds to wait before a retry."""
+        backoff = min(self._max_backoff, 0.5 * 2.0 ** min(attempt, 16)) * random.uniform(0.5, 1.0)
+        try:
+            reply = self._post(batch)
+        except NETWORK_ERRORS as error:
+            logger.warning("posting %d events failed: %s", len(batch), error)
+            return backoff
+        if 200 <= reply.status < 300:
+            answer = _json_object(reply.body)
+            with self._lock:
+                self._counts["accepted"] += int(answer.get("accepted", len(batch)))
+                self._counts["duplicates"] += int(answer.get("duplicates", 0))
+            return None
+        if reply.status in (408, 429) or reply.status >= 500:
+            logger.warning("events answered %d, will retry", reply.status)
+            wait = retry_after_seconds(reply.headers.get("Retry-After"))
+            return backoff if wait is None else wait
+        logger.error(
+            "dropping %d events the server refused with %d: %s",
+            len(batch),
+            reply.status,
+            reply.body[:1000].decode(errors="replace"),
+        )
+        with self._lock:
+            self._counts["rejected"] += len(batch)
+        return None
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """The delay a `Retry-After` header asks for (seconds or an HTTP date), None without one."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}

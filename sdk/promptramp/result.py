@@ -1,0 +1,55 @@
+"""What a resolve returns: the prompt version a caller should use right now, and why."""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Arm = Literal["baseline", "candidate", "production"]
+Kind = Literal["text", "chat"]
+
+
+@dataclass(slots=True)
+class ResolvedPrompt:
+    """The server's resolve body, field for field, plus `fallback`.
+
+    `template` is set for text prompts and `messages` for chat prompts. `rendered` and
+    `unused_variables` are set when variables were given. `rollout_id` and `bucket` are None for
+    arm production. `fallback` is true when the content is a caller-supplied default because no
+    snapshot holds the prompt; such a result has no version and is never reported.
+    Treat it as read-only: it shares `config`, `messages` and `variables` with the snapshot.
+    """
+
+    name: str
+    version: int | None
+    kind: Kind
+    template: str | None
+    messages: list[dict[str, Any]] | None
+    model: str | None
+    config: dict[str, Any]
+    variables: list[str]
+    arm: Arm
+    rollout_id: int | None
+    bucket: int | None
+    sticky: bool
+    rendered: str | list[dict[str, Any]] | None = None
+    unused_variables: list[str] | None = None
+    fallback: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of the server's resolve (or render) answer."""
+        body: dict[str, Any] = {"name": self.name, "version": self.version, "kind": self.kind}
+        if self.kind == "chat":
+            body["messages"] = self.messages
+        else:
+            body["template"] = self.template
+        body.update(
+            model=self.model,
+            config=self.config,
+            variables=self.variables,
+            arm=self.arm,
+            rollout_id=self.rollout_id,
+            bucket=self.bucket,
+            sticky=self.sticky,
+        )
+        if self.rendered is not None:
+            body.update(rendered=self.rendered, unused_variables=self.unused_variables)
+        return body

@@ -1,0 +1,152 @@
+"""The server's snapshot, parsed once into immutable objects that resolve without I/O."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from random import randrange
+from typing import Any
+
+from .bucketing import BUCKETS, bucket_of, threshold_of
+from .result import Arm, Kind, ResolvedPrompt
+from .templating import Message, render, texts_of, variables_of
+
+SPLITTING_STATES = ("running", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptVersion:
+    """One version of a prompt; resolving it directly is what production traffic gets."""
+
+    name: str
+    version: int | None
+    kind: Kind
+    template: str | None
+    messages: list[Message] | None
+    model: str | None
+    config: dict[str, Any]
+    variables: list[str]
+
+    @classmethod
+    def from_body(cls, name: str, body: Mapping[str, Any]) -> "PromptVersion":
+        """A version body of the snapshot: {version, kind, template|messages, model, config}."""
+        kind: Kind = body["kind"]
+        if kind == "text":
+            template, messages = body["template"], None
+            if not isinstance(template, str):
+                raise TypeError(f"prompt {name!r}: template is not a string")
+        elif kind == "chat":
+            template, messages = None, body["messages"]
+        else:
+            raise ValueError(f"prompt {name!r}: unknown kind {body['kind']!r}")
+        return cls(
+            name=name,
+            version=int(body["version"]),
+            kind=kind,
+            template=template,
+            messages=messages,
+            model=body.get("model"),
+            config=dict(body.get("config") or {}),
+            variables=variables_of(texts_of(template, messages)),
+        )
+
+    @classmethod
+    def from_default(cls, name: str, content: str | list[Message]) -> "PromptVersion":
+        """A caller-supplied default: a text template, or a list of chat messages."""
+        kind: Kind
+        if isinstance(content, str):
+            template, messages, kind = content, None, "text"
+        else:
+            template, messages, kind = None, list(content), "chat"
+        return cls(
+            name=name,
+            version=None,
+            kind=kind,
+            template=template,
+            messages=messages,
+            model=None,
+            config={},
+            variables=variables_of(texts_of(template, messages)),
+        )
+
+    def resolve(self, unit: str | None, variables: Mapping[str, object] | None) -> ResolvedPrompt:
+        return self.resolved("production", None, None, bool(unit), variables)
+
+    def resolved(
+        self,
+        arm: Arm,
+        rollout_id: int | None,
+        bucket: int | None,
+        sticky: bool,
+        variables: Mapping[str, object] | None,
+    ) -> ResolvedPrompt:
+        result = ResolvedPrompt(
+            self.name,
+            self.version,
+            self.kind,
+            self.template,
+            self.messages,
+            self.model,
+            self.config,
+            self.variables,
+            arm,
+            rollout_id,
+            bucket,
+            sticky,
+        )
+        if variables is not None:
+            result.rendered, result.unused_variables = render(
+                self.template, self.messages, self.variables, variables
+            )
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A rollout that splits a prompt's traffic between its baseline and candidate versions."""
+
+    id: int
+    salt: str
+    threshold: int
+    baseline: PromptVersion
+    candidate: PromptVersion
+
+    def resolve(self, unit: str | None, variables: Mapping[str, object] | None) -> ResolvedPrompt:
+        if unit:
+            bucket, sticky = bucket_of(self.salt, unit), True
+        else:
+            bucket, sticky = randrange(BUCKETS), False
+        if bucket < self.threshold:
+            return self.candidate.resolved("candidate", self.id, bucket, sticky, variables)
+        return self.baseline.resolved("baseline", self.id, bucket, sticky, variables)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every prompt's serving state: its running or paused rollout, else its production version."""
+
+    prompts: Mapping[str, PromptVersion | Rollout]
+    etag: str | None
+    generated_at: datetime | None
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any], etag: str | None) -> "Snapshot":
+        """Parse the body of GET /api/v1/snapshot; a malformed one raises ValueError or similar."""
+        prompts: dict[str, PromptVersion | Rollout] = {}
+        for name, item in body["prompts"].items():
+            rollout = item.get("rollout")
+            if rollout and rollout["state"] in SPLITTING_STATES:
+                prompts[name] = Rollout(
+                    id=int(rollout["id"]),
+                    salt=str(rollout["salt"]),
+                    threshold=threshold_of(float(rollout["percent"])),
+                    baseline=PromptVersion.from_body(name, rollout["baseline"]),
+                    candidate=PromptVersion.from_body(name, rollout["candidate"]),
+                )
+            elif item.get("production") is not None:
+                prompts[name] = PromptVersion.from_body(name, item["production"])
+        generated_at = body.get("generated_at")
+        return cls(
+            prompts=prompts,
+            etag=etag,
+            generated_at=datetime.fromisoformat(generated_at) if generated_at else None,
+        )

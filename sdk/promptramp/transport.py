@@ -1,0 +1,58 @@
+"""The two HTTP calls the client makes, over the standard library's urllib."""
+
+import email.message
+import http.client
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+NETWORK_ERRORS = (OSError, http.client.HTTPException)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: email.message.Message
+    body: bytes
+
+
+class Transport:
+    def __init__(self, base_url: str, api_key: str, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": "promptramp-python",
+        }
+
+    def get_snapshot(self, etag: str | None, timeout: float | None = None) -> Reply:
+        """GET /api/v1/snapshot, revalidating `etag` (a 304 then means it is still current)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        return self._send("GET", "/api/v1/snapshot", headers, None, timeout)
+
+    def post_events(self, events: list[dict[str, Any]]) -> Reply:
+        """POST /api/v1/events with one batch."""
+        body = json.dumps({"events": events}, separators=(",", ":")).encode()
+        return self._send("POST", "/api/v1/events", {"Content-Type": "application/json"}, body)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """The server's reply, whatever its status; raises one of NETWORK_ERRORS without one."""
+        request = urllib.request.Request(
+            self.base_url + path, data=body, headers=self._headers | headers, method=method
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return Reply(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                return Reply(error.code, error.headers, error.read())

@@ -1,0 +1,103 @@
+"""Real web processes for tests: gunicorn started as the run command starts it, on a free port
+of 127.0.0.1, with the environment given; stopped by its PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from config.stack import web_command
+from config.state_cache import WARM_LOG_MARK
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, *, key: str | None = None, timeout: float = 5) -> Reply:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Reply(response.status, dict(response.headers), json.loads(response.read() or b"null"))
+    except urllib.error.HTTPError as error:
+        return Reply(error.code, dict(error.headers), json.loads(error.read() or b"null"))
+
+
+def wait_for(predicate: Any, *, seconds: float, every: float = 0.05) -> float:
+    """Call predicate() until it is true; returns the seconds it took, fails after ``seconds``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"still not true after {seconds} s")
+        time.sleep(every)
+    return time.monotonic() - started
+
+
+@contextmanager
+def web_server(env: dict[str, str], log: Path) -> Iterator[str]:
+    """gunicorn as the run command starts it, with two workers; yields its base URL once both
+    have loaded their state."""
+    port = free_port()
+    env = {**env, "WEB_CONCURRENCY": "2"}
+    with open(log, "ab") as output:
+        process = subprocess.Popen(
+            web_command("127.0.0.1", str(port), env),
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=output,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url, process, log), seconds=60, every=0.2)
+        wait_for(lambda: log.read_text().count(WARM_LOG_MARK) == 2, seconds=60, every=0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+    try:
+        return http_get(f"{url}/healthz", timeout=1).status == 200
+    except OSError:
+        return False
+
+
+def database_url(settings_dict: dict[str, Any]) -> str:
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    credentials = f"{user}{password}@" if user else ""
+    host, port = settings_dict.get("HOST") or "127.0.0.1", settings_dict.get("PORT") or 5432
+    return f"postgresql://{credentials}{host}:{port}/{settings_dict['NAME']}"
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    return {**os.environ, **overrides}

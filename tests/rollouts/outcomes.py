@@ -1,0 +1,54 @@
+"""Reporting outcomes the way applications do: `POST /api/v1/events` with an ingest key, then
+the flush that beat runs every few seconds, so the rollout's aggregates hold them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from rest_framework.test import APIClient
+
+from outcomes.services import outcome_minutes_flush
+from rollouts.models import Rollout
+from tests.factories import make_key
+
+
+def ingest_client(user: Any) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_key(user, 'ingest')}")
+    return client
+
+
+def report(
+    client: APIClient,
+    rollout: Rollout,
+    arm: str,
+    count: int,
+    *,
+    errors: int = 0,
+    latency_ms: float = 800.0,
+    cost_usd: float = 0.002,
+    ts: datetime | None = None,
+) -> None:
+    """``count`` requests of one arm of a rollout, the first ``errors`` of them failed, stamped
+    ``ts`` (by default in the first whole minute of the rollout's current step)."""
+    version = rollout.baseline.version if arm == "baseline" else rollout.candidate.version
+    events = [
+        {
+            "event_id": str(uuid.uuid4()),
+            "prompt": rollout.prompt.name,
+            "version": version,
+            "rollout_id": rollout.pk,
+            "arm": arm,
+            "latency_ms": latency_ms * (1 + (i % 10) / 20),
+            "error": i < errors,
+            "cost_usd": cost_usd,
+            "ts": (ts or rollout.step_started_at + timedelta(minutes=1)).isoformat(),
+        }
+        for i in range(count)
+    ]
+    for start in range(0, count, 1000):
+        response = client.post("/api/v1/events", {"events": events[start : start + 1000]}, format="json")
+        assert response.status_code == 202, response.content
+    outcome_minutes_flush()

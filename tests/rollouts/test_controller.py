@@ -1,0 +1,252 @@
+"""The controller end to end: outcomes reported through the events API, ticks run by a real
+Celery worker of the test run, decisions applied to PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from audit.models import AuditEntry
+from registry.models import Label
+from rollouts.models import Outbox, Rollout, RolloutTransition
+from rollouts.services import rollout_create, rollout_evaluate
+from rollouts.tasks import rollouts_tick
+from rollouts.webhooks import webhook_create
+from tests.factories import actor_for
+from tests.rollouts.outcomes import ingest_client, report
+
+GATES = [{"metric": "error_rate", "max_increase_abs": 0.05}]
+
+
+def step(percent: int, samples: int = 300, **extra: Any) -> dict[str, Any]:
+    return {"percent": percent, "min_duration_s": 0, "min_samples": samples, **extra}
+
+
+def start(owner: Any, plan: list[dict[str, Any]], gates: list[dict[str, Any]] = GATES) -> Rollout:
+    return rollout_create(
+        actor=actor_for(owner), prompt_name="support.answer", candidate_version=2, plan=plan, gates=gates
+    )
+
+
+def reload(rollout: Rollout) -> Rollout:
+    return Rollout.objects.select_related("prompt", "baseline", "candidate").get(pk=rollout.pk)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the controller"
+        time.sleep(0.05)
+
+
+def tick(rollout: Rollout) -> Rollout:
+    """One beat tick through Celery; returns the rollout once the worker has evaluated it."""
+    before = reload(rollout).last_evaluated_at
+    rollouts_tick.delay()
+    wait_until(lambda: reload(rollout).last_evaluated_at != before)
+    return reload(rollout)
+
+
+def production() -> int:
+    return Label.objects.get(prompt__name="support.answer", name="production").version.version
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthy_candidate_advances_step_by_step_and_becomes_production(
+    alice, prompt, celery_worker, webhook_receiver
+):
+    webhook_create(
+        actor=actor_for(alice, admin=True), url=webhook_receiver.url, secret=webhook_receiver.secret
+    )
+    events = ingest_client(alice)
+    rollout = start(alice, [step(10), step(50), step(100, samples=0)])
+    percents = [rollout.percent]
+    for _ in range(2):
+        report(events, rollout, "baseline", 300)
+        report(events, rollout, "candidate", 300)
+        rollout = tick(rollout)
+        percents.append(rollout.percent)
+    assert percents == [10, 50, 100]
+    assert production() == 1, "production moves only when the last step succeeds"
+    rollout = tick(rollout)
+    assert rollout.state == "succeeded" and rollout.ended_at is not None
+    assert production() == 2
+    history = list(RolloutTransition.objects.filter(rollout=rollout).order_by("id"))
+    assert [(t.from_state, t.to_state, t.percent) for t in history] == [
+        ("pending", "running", 10),
+        ("running", "running", 50),
+        ("running", "running", 100),
+        ("running", "succeeded", 100),
+    ]
+    assert history[1].actor_name == "system"
+    assert [v["verdict"] for v in history[1].verdicts] == ["pass"]
+    advance = AuditEntry.objects.filter(action="rollout.advanced").first()
+    assert advance.data["verdicts"][0]["metric"] == "error_rate"
+    moved = AuditEntry.objects.get(action="label.move", data__to_version=2)
+    assert moved.actor_name == "system"
+    received = webhook_receiver.wait_for(4)
+    assert [r.json()["event"] for r in received] == [
+        "rollout.started",
+        "rollout.advanced",
+        "rollout.advanced",
+        "rollout.succeeded",
+    ]
+    assert all(r.signature_valid for r in received)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_regressing_candidate_is_rolled_back_naming_the_gate(alice, prompt, celery_worker):
+    events = ingest_client(alice)
+    rollout = start(alice, [step(10), step(100, samples=0)])
+    report(events, rollout, "baseline", 400, errors=4)
+    report(events, rollout, "candidate", 400, errors=80)
+    rollout = tick(rollout)
+    assert (rollout.state, rollout.percent) == ("rolled_back", 0)
+    assert rollout.reason.startswith("rolled back at 10%: error_rate failed")
+    assert "20.00%" in rollout.reason and "1.00%" in rollout.reason
+    assert production() == 1
+    transition = RolloutTransition.objects.get(rollout=rollout, to_state="rolled_back")
+    assert transition.verdicts[0]["verdict"] == "fail"
+    assert AuditEntry.objects.get(action="rollout.rolled_back").data["verdicts"][0]["metric"] == "error_rate"
+
+
+@pytest.mark.django_db
+def test_manual_approval_step_waits_for_promote(alice, prompt, client_with_key):
+    writer, events = client_with_key(alice, "write"), ingest_client(alice)
+    rollout = start(alice, [step(10, approval="manual"), step(100, samples=0)])
+    report(events, rollout, "baseline", 300)
+    report(events, rollout, "candidate", 300)
+    decision = rollout_evaluate(rollout_id=rollout.pk)
+    assert decision.action == "hold" and "manual approval" in decision.reason
+    assert reload(rollout).percent == 10
+    promoted = writer.post(f"/api/v1/rollouts/{rollout.pk}/promote", {"reason": "looks good"}, format="json")
+    assert promoted.status_code == 200
+    assert (promoted.json()["state"], promoted.json()["percent"]) == ("running", 100)
+    last = RolloutTransition.objects.filter(rollout=rollout).last()
+    assert (last.actor_name, last.from_state, last.to_state) == ("alice", "running", "running")
+    assert last.reason.startswith("looks good (advanced from 10% to 100%")
+
+
+@pytest.mark.django_db
+def test_promote_passes_insufficient_data_and_the_last_step_makes_production(alice, prompt, client_with_key):
+    writer = client_with_key(alice, "write")
+    rollout = start(alice, [step(10, samples=10_000), step(100, samples=0, min_duration_s=3600)])
+    first = writer.post(f"/api/v1/rollouts/{rollout.pk}/promote", {}, format="json").json()
+    assert (first["state"], first["percent"]) == ("running", 100)
+    assert "promoted past" in RolloutTransition.objects.filter(rollout=rollout).last().reason
+    second = writer.post(f"/api/v1/rollouts/{rollout.pk}/promote", {}, format="json").json()
+    assert second["state"] == "succeeded"
+    assert production() == 2
+
+
+@pytest.mark.django_db
+def test_promote_refuses_to_pass_a_failing_gate(alice, prompt, client_with_key):
+    writer, events = client_with_key(alice, "write"), ingest_client(alice)
+    rollout = start(alice, [step(10), step(100, samples=0)])
+    report(events, rollout, "baseline", 400, errors=4)
+    report(events, rollout, "candidate", 400, errors=80)
+    refused = writer.post(f"/api/v1/rollouts/{rollout.pk}/promote", {}, format="json")
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["code"] == "gate_failing" and "error_rate" in error["message"]
+    assert error["details"]["verdicts"][0]["verdict"] == "fail"
+    assert (reload(rollout).state, reload(rollout).percent) == ("running", 10)
+    assert RolloutTransition.objects.filter(rollout=rollout).count() == 1
+
+
+@pytest.mark.django_db
+def test_paused_rollout_is_not_evaluated_and_resume_restarts_the_window(alice, prompt, client_with_key):
+    writer, events = client_with_key(alice, "write"), ingest_client(alice)
+    rollout = start(alice, [step(10), step(100, samples=0)])
+    # Given a step that began four minutes ago and gathered enough outcomes three minutes ago
+    # (windows are made of whole minutes),
+    began = timezone.now() - timedelta(minutes=4)
+    Rollout.objects.filter(pk=rollout.pk).update(started_at=began, step_started_at=began)
+    writer.post(f"/api/v1/rollouts/{rollout.pk}/pause", {}, format="json")
+    report(events, rollout, "baseline", 300, ts=began + timedelta(minutes=1))
+    report(events, rollout, "candidate", 300, ts=began + timedelta(minutes=1))
+    assert rollout_evaluate(rollout_id=rollout.pk) is None, "a paused rollout is not evaluated"
+    # when it resumes, the step starts over: those outcomes are outside its window.
+    writer.post(f"/api/v1/rollouts/{rollout.pk}/resume", {}, format="json")
+    decision = rollout_evaluate(rollout_id=rollout.pk)
+    assert decision.action == "hold"
+    assert "candidate 0 of 300 samples" in decision.reason
+    arms = writer.get(f"/api/v1/rollouts/{rollout.pk}").json()["arms"]
+    assert arms["candidate"]["samples"] == 300, "the rollout's totals still count them"
+
+
+@pytest.mark.django_db
+def test_step_without_a_verdict_by_its_max_duration_pauses_naming_the_gates(alice, prompt):
+    rollout = start(alice, [step(10, max_duration_s=60), step(100, samples=0)])
+    later = reload(rollout).step_started_at + timedelta(seconds=61)
+    decision = rollout_evaluate(rollout_id=rollout.pk, now=later)
+    assert decision.action == "pause"
+    paused = reload(rollout)
+    assert (paused.state, paused.percent) == ("paused", 10)
+    assert "error_rate" in paused.reason and "insufficient_data" in paused.reason
+
+
+@pytest.mark.django_db
+def test_evaluating_twice_on_the_same_inputs_changes_nothing_the_second_time(alice, prompt):
+    webhook_create(actor=actor_for(alice, admin=True), url="http://127.0.0.1:9/", secret="x" * 16)
+    events = ingest_client(alice)
+    rollout = start(alice, [step(10), step(50), step(100, samples=0)])
+    report(events, rollout, "baseline", 300)
+    report(events, rollout, "candidate", 300)
+    now = reload(rollout).step_started_at + timedelta(minutes=2)
+    assert rollout_evaluate(rollout_id=rollout.pk, now=now).action == "advance"
+
+    def snapshot() -> tuple[Any, ...]:
+        current = reload(rollout)
+        return (
+            current.state,
+            current.step_index,
+            current.percent,
+            current.step_started_at,
+            RolloutTransition.objects.count(),
+            AuditEntry.objects.count(),
+            Outbox.objects.count(),
+        )
+
+    before = snapshot()
+    assert rollout_evaluate(rollout_id=rollout.pk, now=now).action == "hold"
+    assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_detail_shows_arms_verdicts_and_history(alice, prompt, client_with_key):
+    reader, events = client_with_key(alice, "read"), ingest_client(alice)
+    rollout = start(alice, [step(10), step(100, samples=0)])
+    report(events, rollout, "baseline", 50, errors=1, latency_ms=700)
+    report(events, rollout, "candidate", 40, errors=2, latency_ms=900)
+    rollout_evaluate(rollout_id=rollout.pk)
+    body = reader.get(f"/api/v1/rollouts/{rollout.pk}").json()
+    baseline, candidate = body["arms"]["baseline"], body["arms"]["candidate"]
+    assert (baseline["samples"], baseline["errors"], candidate["samples"], candidate["errors"]) == (
+        50,
+        1,
+        40,
+        2,
+    )
+    assert candidate["error_rate"] == pytest.approx(0.05)
+    assert candidate["latency_p50_ms"] > baseline["latency_p50_ms"]
+    assert candidate["cost_per_request"] == pytest.approx(0.002)
+    assert set(baseline) >= {"latency_p95_ms", "latency_p99_ms", "scores"}
+    assert [(v["metric"], v["verdict"]) for v in body["verdicts"]] == [("error_rate", "insufficient_data")]
+    assert body["history"][0] | {"at": None} == {
+        "at": None,
+        "event": "started",
+        "from_state": "pending",
+        "to_state": "running",
+        "step_index": 0,
+        "percent": 10,
+        "actor": "alice",
+        "reason": "",
+        "verdicts": [],
+    }
+    assert reader.get("/api/v1/rollouts/999999").status_code == 404

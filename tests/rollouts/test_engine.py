@@ -1,0 +1,563 @@
+import math
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rollouts.engine import (
+    DEFAULT_GATES,
+    DEFAULT_PLAN,
+    Action,
+    ConfigError,
+    Gate,
+    Plan,
+    SourceWindow,
+    Step,
+    decide,
+    parse_gates,
+)
+from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_bucket_index
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@cache
+def arm(n, *, error_rate=0.01, latency_ms=800.0, score=0.8, cost=0.002, names=("helpfulness",), seed=0):
+    """n requests of the reference traffic: lognormal latency (sigma 0.5), normal score/cost."""
+    rng = random.Random(f"{seed}:{n}")
+    latencies = [latency_ms * math.exp(rng.gauss(0, 0.5)) for _ in range(n)]
+    costs = [max(0.0, rng.gauss(cost, 0.0005)) for _ in range(n)]
+    scores = {name: [rng.gauss(score, 0.15) for _ in range(n)] for name in names}
+    return ArmStats(
+        samples=n,
+        errors=round(n * error_rate),
+        latency=Moments(n, sum(latencies), sum(x * x for x in latencies)),
+        histogram=histogram_from_counts(Counter(latency_bucket_index(x) for x in latencies)),
+        cost=Moments(n, sum(costs), sum(c * c for c in costs)),
+        scores=tuple((name, Moments(n, sum(v), sum(x * x for x in v))) for name, v in scores.items()),
+    )
+
+
+def run(candidate=None, baseline=None, *, elapsed=700, **kwargs):
+    """decide() at the 10% step, 27,000 baseline and 3,000 candidate requests by default."""
+    baseline = arm(27000, seed=1) if baseline is None else baseline
+    candidate = arm(3000, seed=2) if candidate is None else candidate
+    args = {
+        "plan": DEFAULT_PLAN,
+        "step_index": 0,
+        "step_started_at": T0,
+        "now": T0 + timedelta(seconds=elapsed),
+        "windows": {"ingest": SourceWindow(baseline, candidate)},
+        "gates": DEFAULT_GATES,
+    }
+    return decide(**(args | kwargs))
+
+
+def verdict_of(decision, metric):
+    (verdict,) = [v for v in decision.verdicts if v.metric == metric]
+    return verdict
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+def test_equal_arms_advance_to_the_next_step_after_min_duration():
+    decision = run()
+
+    assert decision.action == Action.ADVANCE
+    assert (decision.step_index, decision.percent) == (1, 25)
+    assert {v.verdict for v in decision.verdicts} == {"pass"}
+    assert "25%" in decision.reason
+
+
+def test_failing_error_rate_gate_rolls_back_naming_the_gate():
+    decision = run(arm(3000, error_rate=0.03, seed=2))
+
+    assert decision.action == Action.ROLLBACK
+    assert decision.percent == 0
+    assert verdict_of(decision, "error_rate").verdict == "fail"
+    assert "error_rate failed" in decision.reason
+    assert "3.00%" in decision.reason and "limit +1.00 pts" in decision.reason
+
+
+def test_failing_gate_with_on_fail_pause_pauses_instead_of_rolling_back():
+    gates = [Gate(metric="error_rate", rule="max_increase_abs", limit=0.01, on_fail="pause")]
+
+    decision = run(arm(3000, error_rate=0.03, seed=2), gates=gates)
+
+    assert decision.action == Action.PAUSE
+    assert decision.percent == 10
+
+
+def test_p95_latency_regression_rolls_back_naming_the_numbers():
+    decision = run(arm(3000, latency_ms=1200.0, seed=2))
+
+    assert decision.action == Action.ROLLBACK
+    latency = verdict_of(decision, "latency_p95_ms")
+    assert latency.verdict == "fail"
+    assert latency.candidate == pytest.approx(1.5 * latency.baseline, rel=0.1)
+    assert "latency_p95_ms failed" in decision.reason
+
+
+def test_eval_score_drop_rolls_back():
+    decision = run(arm(3000, score=0.7, seed=2))
+
+    assert decision.action == Action.ROLLBACK
+    assert verdict_of(decision, "score:helpfulness").verdict == "fail"
+
+
+def test_small_regression_within_the_limit_passes():
+    decision = run(arm(3000, latency_ms=840.0, seed=2))
+
+    assert verdict_of(decision, "latency_p95_ms").verdict == "pass"
+
+
+def test_holds_before_min_duration_even_when_every_gate_passes():
+    decision = run(elapsed=300)
+
+    assert decision.action == Action.HOLD
+    assert {v.verdict for v in decision.verdicts} == {"pass"}
+    assert "300 s of 600 s" in decision.reason
+
+
+def test_holds_until_each_arm_has_min_samples():
+    decision = run(arm(150, seed=2), gates=[])
+
+    assert decision.action == Action.HOLD
+    assert "candidate 150 of 200 samples" in decision.reason
+
+
+def test_no_gates_advance_on_time_and_samples_alone():
+    assert run(gates=[]).action == Action.ADVANCE
+
+
+def test_gate_below_its_min_samples_is_insufficient_data_however_bad_it_looks():
+    decision = run(arm(150, error_rate=0.2, seed=2))
+
+    assert decision.action == Action.HOLD
+    assert verdict_of(decision, "error_rate").verdict == "insufficient_data"
+    assert "needs 200 observations per arm" in verdict_of(decision, "error_rate").detail
+
+
+def test_p99_gate_waits_for_enough_observations_above_the_quantile():
+    gates = [Gate(metric="latency_p99_ms", rule="max_increase_pct", limit=20, min_samples=200)]
+
+    decision = run(arm(300, seed=2), gates=gates)
+
+    assert verdict_of(decision, "latency_p99_ms").verdict == "insufficient_data"
+    assert "needs 500" in decision.reason
+
+
+def test_manual_approval_step_holds_until_promote():
+    plan = Plan((Step(10, 600, 200, approval="manual"), Step(100, 0, 0)))
+
+    held = run(plan=plan)
+    promoted = run(plan=plan, promote=True)
+
+    assert held.action == Action.HOLD
+    assert "manual approval" in held.reason
+    assert promoted.action == Action.ADVANCE
+    assert promoted.percent == 100
+
+
+def test_promote_advances_past_the_wait_min_samples_and_insufficient_data():
+    decision = run(arm(50, seed=2), elapsed=10, promote=True)
+
+    assert decision.action == Action.ADVANCE
+    assert decision.percent == 25
+    assert "promoted past" in decision.reason
+    assert "insufficient_data" in decision.reason
+
+
+def test_promote_never_passes_a_failing_gate():
+    decision = run(arm(3000, error_rate=0.03, seed=2), promote=True)
+
+    assert decision.action == Action.ROLLBACK
+
+
+def test_step_pauses_at_max_duration_naming_each_gate_still_insufficient():
+    decision = run(arm(100, seed=2), elapsed=86400)
+
+    assert decision.action == Action.PAUSE
+    assert "still insufficient_data" in decision.reason
+    for metric in ("latency_p95_ms", "error_rate", "score:helpfulness"):
+        assert metric in decision.reason
+
+
+def test_passing_step_still_advances_after_max_duration():
+    assert run(elapsed=90000).action == Action.ADVANCE
+
+
+def run_last_step(candidate, *, elapsed=0, min_duration_s=0, gates=DEFAULT_GATES, **kwargs):
+    plan = Plan((Step(10, 600, 200), Step(100, min_duration_s, 0)))
+    return decide(
+        plan=plan,
+        step_index=1,
+        step_started_at=T0,
+        now=T0 + timedelta(seconds=elapsed),
+        windows={"ingest": SourceWindow(ArmStats(), candidate)},
+        gates=gates,
+        **kwargs,
+    )
+
+
+def test_last_step_succeeds_once_its_min_duration_has_passed():
+    early = run_last_step(arm(5000, seed=2), elapsed=100, min_duration_s=300)
+    done = run_last_step(arm(5000, seed=2), elapsed=300, min_duration_s=300)
+
+    assert early.action == Action.HOLD
+    assert done.action == Action.SUCCEED
+    assert done.percent == 100
+
+
+def test_last_step_checks_only_absolute_gates():
+    decision = run_last_step(arm(5000, seed=2))
+
+    assert [v.metric for v in decision.verdicts] == ["cost_per_request"]
+
+
+def test_last_step_is_not_held_by_insufficient_data():
+    decision = run_last_step(ArmStats())
+
+    assert verdict_of(decision, "cost_per_request").verdict == "insufficient_data"
+    assert decision.action == Action.SUCCEED
+
+
+def test_last_step_rolls_back_when_an_absolute_gate_fails():
+    decision = run_last_step(arm(5000, cost=0.08, seed=2))
+
+    assert decision.action == Action.ROLLBACK
+    assert "cost_per_request failed" in decision.reason
+    assert "$0.0800" in decision.reason
+
+
+def test_source_error_yields_insufficient_data_with_the_cause_never_a_rollback():
+    gates = [Gate(metric="error_rate", rule="max_increase_abs", limit=0.01, source="langfuse")]
+    bad = SourceWindow(arm(27000, seed=1), arm(3000, error_rate=0.2), error="timed out after 5 s")
+
+    decision = run(gates=gates, windows={"ingest": SourceWindow(arm(27000), arm(3000)), "langfuse": bad})
+
+    verdict = verdict_of(decision, "error_rate")
+    assert verdict.verdict == "insufficient_data"
+    assert "timed out after 5 s" in verdict.detail
+    assert decision.action == Action.HOLD
+
+
+def test_gate_whose_source_was_not_read_is_insufficient_data():
+    gates = [Gate(metric="error_rate", rule="max_increase_abs", limit=0.01, source="prometheus")]
+
+    decision = run(gates=gates)
+
+    assert verdict_of(decision, "error_rate").detail == "no data from source prometheus"
+
+
+def test_score_wildcard_checks_every_score_name_reported():
+    names = ("accuracy", "helpfulness")
+
+    decision = run(arm(3000, names=names, seed=2), arm(27000, names=names, seed=1))
+
+    assert {v.metric for v in decision.verdicts} >= {"score:accuracy", "score:helpfulness"}
+
+
+def test_score_wildcard_with_no_scores_reported_adds_no_check():
+    decision = run(arm(3000, names=(), seed=2), arm(27000, names=(), seed=1))
+
+    assert not [v for v in decision.verdicts if v.metric.startswith("score:")]
+    assert decision.action == Action.ADVANCE
+
+
+def test_decision_and_verdicts_serialize_to_the_api_shape():
+    data = run().to_json()
+
+    assert data["action"] == "advance"
+    assert set(data["verdicts"][0]) >= {"metric", "verdict", "baseline", "candidate", "detail"}
+
+
+# --- plans and gates ----------------------------------------------------------------------
+
+
+def test_default_plan_and_gates_are_the_specs():
+    assert DEFAULT_PLAN.to_json() == [
+        {
+            "percent": p,
+            "min_duration_s": d,
+            "min_samples": n,
+            "max_duration_s": 86400,
+            "approval": "auto",
+        }
+        for p, d, n in [(10, 600, 200), (25, 600, 200), (50, 600, 200), (100, 0, 0)]
+    ]
+    assert [g.to_json() for g in DEFAULT_GATES] == [
+        {
+            "metric": "latency_p95_ms",
+            "source": "ingest",
+            "max_increase_pct": 20,
+            "on_fail": "rollback",
+        },
+        {
+            "metric": "error_rate",
+            "source": "ingest",
+            "max_increase_abs": 0.01,
+            "on_fail": "rollback",
+        },
+        {"metric": "cost_per_request", "source": "ingest", "max": 0.05, "on_fail": "rollback"},
+        {"metric": "score:*", "source": "ingest", "max_drop_abs": 0.05, "on_fail": "rollback"},
+    ]
+
+
+def test_spec_example_plan_and_gates_parse():
+    plan = Plan.from_json(
+        [
+            {"percent": 10, "min_duration_s": 600, "min_samples": 200},
+            {"percent": 50, "min_duration_s": 600, "min_samples": 200, "approval": "manual"},
+            {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+        ]
+    )
+    (gate,) = parse_gates(
+        [
+            {
+                "metric": "error_rate",
+                "source": "ingest",
+                "max_increase_abs": 0.01,
+                "min_samples": 200,
+                "on_fail": "rollback",
+            }
+        ]
+    )
+
+    assert [s.percent for s in plan.steps] == [10, 50, 100]
+    assert plan.steps[1].approval == "manual"
+    assert plan.steps[0].max_duration_s == 86400
+    assert (gate.rule, gate.limit, gate.min_samples) == ("max_increase_abs", 0.01, 200)
+
+
+def step(percent, **extra):
+    return {"percent": percent, "min_duration_s": 0, "min_samples": 0, **extra}
+
+
+@pytest.mark.parametrize(
+    ("plan", "field"),
+    [
+        ([], "plan"),
+        ({"percent": 100}, "plan"),
+        ([step(10), step(10), step(100)], "plan[1].percent"),
+        ([step(50), step(25), step(100)], "plan[1].percent"),
+        ([step(10), step(50)], "plan[1].percent"),
+        ([step(0), step(100)], "plan[0].percent"),
+        ([step(True), step(100)], "plan[0].percent"),
+        ([step(10.5), step(100)], "plan[0].percent"),
+        ([step(10, min_samples=-1), step(100)], "plan[0].min_samples"),
+        ([{"percent": 100, "min_samples": 0}], "plan[0].min_duration_s"),
+        ([step(100, approval="sometimes")], "plan[0].approval"),
+        ([step(100, min_duration_s=50, max_duration_s=10)], "plan[0].max_duration_s"),
+        ([step(100, speed=2)], "plan[0].speed"),
+    ],
+)
+def test_invalid_plan_raises_naming_the_field(plan, field):
+    with pytest.raises(ConfigError) as raised:
+        Plan.from_json(plan)
+
+    assert raised.value.field == field
+    assert str(raised.value).startswith(field)
+
+
+@pytest.mark.parametrize(
+    ("gate", "field"),
+    [
+        ({"metric": "latency_p90_ms", "max": 1}, "gates[0].metric"),
+        ({"metric": "score:", "max": 1}, "gates[0].metric"),
+        ({"metric": "error_rate"}, "gates[0]"),
+        ({"metric": "error_rate", "max": 0.1, "max_increase_abs": 0.01}, "gates[0]"),
+        ({"metric": "latency_p95_ms", "max_increase_pct": 0}, "gates[0].max_increase_pct"),
+        ({"metric": "latency_p95_ms", "max_increase_pct": "20"}, "gates[0].max_increase_pct"),
+        ({"metric": "error_rate", "max_increase_abs": 2}, "gates[0].max_increase_abs"),
+        ({"metric": "error_rate", "max": 0.1, "on_fail": "ignore"}, "gates[0].on_fail"),
+        ({"metric": "error_rate", "max": 0.1, "source": "datadog"}, "gates[0].source"),
+        ({"metric": "error_rate", "max": 0.1, "min_samples": -5}, "gates[0].min_samples"),
+        ({"metric": "error_rate", "max": 0.1, "query": "up"}, "gates[0].query"),
+        ({"metric": "error_rate", "max": 0.1, "threshold": 3}, "gates[0].threshold"),
+    ],
+)
+def test_invalid_gate_raises_naming_the_field(gate, field):
+    with pytest.raises(ConfigError) as raised:
+        parse_gates([gate])
+
+    assert raised.value.field == field
+
+
+def test_null_fields_take_their_defaults():
+    plan = Plan.from_json([step(100, max_duration_s=None, approval=None)])
+    (gate,) = parse_gates([{"metric": "error_rate", "max": 0.1, "source": None, "min": None}])
+
+    assert plan.steps[0].max_duration_s == 86400
+    assert plan.steps[0].approval == "auto"
+    assert (gate.source, gate.rule, gate.on_fail) == ("ingest", "max", "rollback")
+
+
+def test_prometheus_gate_keeps_its_query_template():
+    buckets = 'sum by (le) (increase(llm_latency_bucket{prompt="{prompt}"}[{window}]))'
+    query = {"buckets": buckets}
+    raw = {"metric": "latency_p95_ms", "source": "prometheus", "max": 2000, "query": query}
+
+    (gate,) = parse_gates([raw])
+
+    assert gate.query == query
+    assert gate.to_json()["query"] == query
+
+
+def test_gates_must_be_a_list():
+    with pytest.raises(ConfigError, match="gates"):
+        parse_gates({"metric": "error_rate", "max": 0.1})
+
+
+gates_st = st.builds(
+    Gate,
+    metric=st.sampled_from(["latency_p50_ms", "latency_p99_ms", "cost_per_request", "score:*", "score:tone"]),
+    rule=st.sampled_from(["max", "min", "max_increase_pct", "max_increase_abs", "max_drop_abs"]),
+    limit=st.floats(min_value=0.001, max_value=1e4),
+    source=st.sampled_from(["ingest", "langfuse"]),
+    min_samples=st.none() | st.integers(0, 10**6),
+    on_fail=st.sampled_from(["rollback", "pause"]),
+)
+
+
+@given(st.lists(gates_st, max_size=5))
+def test_gates_survive_a_json_round_trip(gates):
+    assert parse_gates([g.to_json() for g in gates]) == tuple(gates)
+
+
+@given(st.lists(st.integers(1, 99), unique=True, max_size=6), st.integers(0, 10**5))
+def test_plans_survive_a_json_round_trip(percents, duration):
+    steps = tuple(Step(p, duration, duration, duration + 1) for p in [*sorted(percents), 100])
+
+    assert Plan.from_json(Plan(steps).to_json()) == Plan(steps)
+
+
+# --- properties ---------------------------------------------------------------------------
+
+
+@st.composite
+def arms(draw, max_n=6000):
+    """Arbitrary (consistent) arm statistics."""
+    n = draw(st.integers(0, max_n))
+    weights = draw(st.lists(st.integers(0, 9), min_size=1, max_size=6))
+    first = draw(st.integers(300, 380))
+    counts = {first + 4 * i: n * w // max(1, sum(weights)) for i, w in enumerate(weights)}
+
+    def moments(mean, sd):
+        count = draw(st.integers(0, n))
+        return Moments(count, mean * count, (mean * mean + sd * sd) * count)
+
+    return ArmStats(
+        samples=n,
+        errors=draw(st.integers(0, n)),
+        latency=Moments(sum(counts.values()), 0.0, 0.0),
+        histogram=histogram_from_counts(counts),
+        cost=moments(draw(st.floats(0, 0.1)), 0.001),
+        scores=tuple(
+            (name, moments(draw(st.floats(0, 1)), 0.15))
+            for name in draw(st.sets(st.sampled_from(["helpfulness", "tone"])))
+        ),
+    )
+
+
+manual_plan = Plan((Step(10, 600, 200, approval="manual"), Step(50, 600, 200), Step(100, 60, 0)))
+
+
+@st.composite
+def situations(draw, max_n=6000):
+    plan = draw(st.sampled_from([DEFAULT_PLAN, manual_plan]))
+    index = draw(st.integers(0, len(plan.steps) - 1))
+    last = plan.steps[index].percent == 100
+    return {
+        "plan": plan,
+        "step_index": index,
+        "step_started_at": T0,
+        "now": T0 + timedelta(seconds=draw(st.integers(0, 100_000))),
+        "windows": {"ingest": SourceWindow(ArmStats() if last else draw(arms(max_n)), draw(arms(max_n)))},
+        "gates": DEFAULT_GATES,
+        "promote": draw(st.booleans()),
+    }
+
+
+@given(situations())
+def test_never_advances_with_a_failing_gate(situation):
+    decision = decide(**situation)
+
+    if any(v.verdict == "fail" for v in decision.verdicts):
+        assert decision.action in (Action.ROLLBACK, Action.PAUSE)
+
+
+@given(situations(max_n=199))
+def test_never_rolls_back_when_no_gate_has_min_samples(situation):
+    situation["step_index"] = min(situation["step_index"], len(situation["plan"].steps) - 2)
+
+    decision = decide(**situation)
+
+    assert decision.action != Action.ROLLBACK
+    assert all(v.verdict != "fail" for v in decision.verdicts)
+
+
+@given(situations())
+def test_decision_is_deterministic(situation):
+    assert decide(**situation) == decide(**situation)
+
+
+@given(situations(), st.integers(1, 200_000))
+@settings(max_examples=200)
+def test_more_time_never_undoes_an_advance(situation, later):
+    first = decide(**situation)
+    second = decide(**(situation | {"now": situation["now"] + timedelta(seconds=later)}))
+
+    if first.action in (Action.ADVANCE, Action.SUCCEED):
+        assert second.action == first.action
+
+
+@given(situations())
+def test_promote_advances_unless_a_gate_fails(situation):
+    decision = decide(**(situation | {"promote": True}))
+
+    failing = any(v.verdict == "fail" for v in decision.verdicts)
+    assert decision.action in (
+        (Action.ROLLBACK, Action.PAUSE) if failing else (Action.ADVANCE, Action.SUCCEED)
+    )
+
+
+@given(arms(), st.integers(0, 1000))
+def test_last_step_succeeds_after_min_duration_unless_an_absolute_gate_fails(candidate, elapsed):
+    decision = run_last_step(candidate, elapsed=elapsed, min_duration_s=300)
+
+    assert all(g.rule in ("max", "min") for g in decision.verdicts)
+    if any(v.verdict == "fail" for v in decision.verdicts):
+        assert decision.action == Action.ROLLBACK
+    elif elapsed >= 300:
+        assert decision.action == Action.SUCCEED
+    else:
+        assert decision.action == Action.HOLD
+
+
+@given(situations())
+def test_pauses_at_max_duration_when_a_gate_is_still_insufficient(situation):
+    situation |= {"promote": False, "step_index": 1, "plan": DEFAULT_PLAN}
+    situation["now"] = T0 + timedelta(seconds=86400)
+
+    decision = decide(**situation)
+
+    verdicts = {v.verdict for v in decision.verdicts}
+    if "fail" not in verdicts and "insufficient_data" in verdicts:
+        assert decision.action == Action.PAUSE
+        for v in decision.verdicts:
+            if v.verdict == "insufficient_data":
+                assert v.metric in decision.reason
+
+
+def test_candidate_without_errors_yet_does_not_pass_the_error_rate_gate_early():
+    gates = [Gate(metric="error_rate", rule="max_increase_abs", limit=0.01)]
+
+    decision = run(arm(200, error_rate=0.0, seed=2), arm(1800, seed=1), gates=gates)
+
+    assert verdict_of(decision, "error_rate").verdict == "insufficient_data"
