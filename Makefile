@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 STRICT_MODULES := config/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
 	registry/side_by_side.py rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/live \
+	registry/services.py registry/selectors.py registry/serving.py \
+	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
+	outcomes/services.py outcomes/selectors.py outcomes/pending.py \
+	access/services.py access/selectors.py audit/services.py audit/selectors.py \
+	config/state_cache.py config/embedded_services.py config/errors.py \
 	sdk/promptramp
 
 .PHONY: run test lint typecheck stop venv browser

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -43,9 +42,7 @@ def normalize_scopes(scopes: object) -> list[str]:
     return cleaned
 
 
-def apikey_create(
-    *, actor: Actor, name: object, user: AbstractUser | object, scopes: object
-) -> tuple[ApiKey, str]:
+def apikey_create(*, actor: Actor, name: object, user: User | object, scopes: object) -> tuple[ApiKey, str]:
     """Create a key for ``user`` (a user or a user name); returns it with the raw key, which is
     never stored and never shown again."""
     name = name.strip() if isinstance(name, str) else ""
@@ -72,12 +69,12 @@ def apikey_create(
     return key, raw
 
 
-def _user_of(user: AbstractUser | object) -> AbstractUser:
-    if isinstance(user, AbstractUser):
+def _user_of(user: User | object) -> User:
+    if isinstance(user, User):
         return user
     found = None
     if isinstance(user, str) and 0 < len(user) <= 150 and "\x00" not in user:
-        found = get_user_model().objects.filter(username=user).first()
+        found = User.objects.filter(username=user).first()
     if found is None:
         raise ValidationFailed("No such user.", details={"user": user if isinstance(user, str) else None})
     return found
@@ -107,9 +104,8 @@ def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
     return key
 
 
-def admin_ensure(*, username: str, password: str) -> tuple[AbstractUser, bool]:
+def admin_ensure(*, username: str, password: str) -> tuple[User, bool]:
     """Make sure the superuser exists with this password. Returns (user, created)."""
-    User = get_user_model()
     with transaction.atomic():
         user, created = User.objects.select_for_update().get_or_create(username=username)
         changed = created or not user.check_password(password) or not user.is_superuser

