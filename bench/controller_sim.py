@@ -6,10 +6,11 @@ fixed-threshold rule on the same traffic model.
 Reference traffic (SPEC, "The controller"): 50 requests/s split between the arms by the step's
 percent, 1% errors, lognormal latency (median 800 ms, sigma 0.5), one evaluation score per
 request ~ Normal(0.8, 0.15), cost ~ Normal($0.002, $0.0005) per request; the default plan and
-gates; a tick every 15 s; at most 24 h per step. Scenarios: A/A (candidate = baseline) and three
+gates; a tick every 15 s; at most 24 h per step. Scenarios: A/A (candidate = baseline) and four
 regressions of the candidate: error rate 1% -> 2%, p95 latency +50% (every latency x1.5), eval
-score -0.10. Each tick's traffic is drawn as per-arm aggregates and added to the step's window;
-the engine sees exactly what the ingest path would give it.
+score -0.10, and a broken prompt (error rate 1% -> 20%). Each tick's traffic is drawn as per-arm
+aggregates and added to the step's window; the engine sees exactly what the ingest path would
+give it.
 
 The Flagger-style rule checks each 60 s interval's own figures against the same limits
 (candidate error rate > baseline + 1 pt, p95 > 1.2 x baseline, score < baseline - 0.05, cost >
@@ -66,6 +67,7 @@ SCENARIOS = {
     "error rate 1% -> 2%": Traffic(error_rate=0.02),
     "p95 latency +50%": Traffic(latency_scale=1.5),
     "eval score -0.10": Traffic(score_mean=SCORE_MEAN - 0.10),
+    "error rate 1% -> 20%": Traffic(error_rate=0.20),
 }
 
 

@@ -9,6 +9,13 @@ A rollout's false-rollback budget `ROLLOUT_ALPHA` is split evenly over its steps
 checks: each check fails with probability at most ROLLOUT_ALPHA / (steps * checks) when the
 candidate equals the baseline, however often it is evaluated. A regression as large as a gate's
 limit passes that gate with probability at most `BETA` at each step.
+
+A relative gate spends half of its check's budget on Wald's test between "no regression" and "a
+regression of the limit's size" (the quickest to tell those two apart) and half on a confidence
+sequence on the effect, which fails the gate once the whole sequence lies beyond the limit: a
+regression many times the limit fails after a few dozen samples instead of hundreds. An absolute
+gate fails on a confidence sequence whose mixture is as wide as the limit and passes on one a
+tenth as wide (each side is a separate always-valid statement at its own level).
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ from rollouts.stats import ArmStats, Estimate
 
 ROLLOUT_ALPHA = 0.005
 BETA = 0.05
+# Mixture scales of the confidence sequences, in units of the gate's limit (`stats.mixture_halfwidth`):
+# wide to fail quickly on effects far beyond the limit, narrow to pass close below it.
+FAIL_SCALE = 10.0
+ABSOLUTE_FAIL_SCALE = 1.0
+ABSOLUTE_PASS_SCALE = 0.1
 DEFAULT_MAX_DURATION_S = 86400
 
 QUANTILES = {"latency_p50_ms": 0.50, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
@@ -463,10 +475,14 @@ def _relative_verdict(
     evidence = _relative_effect(metric, gate, base, cand)
     if isinstance(evidence, str):
         return INSUFFICIENT, f"{figures}: {evidence}"
-    llr = stats.sprt_log_likelihood_ratio(*evidence)
-    fail_at, pass_at = math.log(1 / alpha), math.log(BETA)
+    effect, regression = evidence
+    llr = stats.sprt_log_likelihood_ratio(effect, regression)
+    fail_at, pass_at = math.log(2 / alpha), math.log(BETA)
     if llr >= fail_at:
         return FAIL, f"{figures}: a regression (LLR {llr:.1f} >= {fail_at:.1f})"
+    least = effect.value - stats.mixture_halfwidth(effect.standard_error, alpha / 2, FAIL_SCALE * regression)
+    if least > regression:
+        return FAIL, f"{figures}: a regression of at least {least / regression:.1f}× the limit"
     if llr <= pass_at:
         return PASS, f"{figures}: within the limit (LLR {llr:.1f} <= {pass_at:.1f})"
     bounds = f"fail >= {fail_at:.1f}, pass <= {pass_at:.1f}"
@@ -476,10 +492,10 @@ def _relative_verdict(
 def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, counts: str) -> tuple[str, str]:
     """The confidence sequence's verdict and its explanation."""
     estimate = _absolute_estimate(metric, gate, cand)
-    scale = 0.1 * abs(gate.limit) or estimate.standard_error
+    se, size = estimate.standard_error, abs(gate.limit)
     sign = 1.0 if gate.rule == "max" else -1.0
-    best = estimate.value - sign * stats.mixture_halfwidth(estimate.standard_error, alpha, scale)
-    worst = estimate.value + sign * stats.mixture_halfwidth(estimate.standard_error, BETA, scale)
+    best = estimate.value - sign * stats.mixture_halfwidth(se, alpha, ABSOLUTE_FAIL_SCALE * size or se)
+    worst = estimate.value + sign * stats.mixture_halfwidth(se, BETA, ABSOLUTE_PASS_SCALE * size or se)
     figures = f"candidate {_fmt(metric, estimate.value)} ({_limit_text(gate, metric)}; {counts})"
     if sign * (best - gate.limit) > 0:
         return FAIL, f"{figures}: beyond the limit (bound {_fmt(metric, best)})"

@@ -116,6 +116,35 @@ def test_small_regression_within_the_limit_passes():
     assert verdict_of(decision, "latency_p95_ms").verdict == "pass"
 
 
+@pytest.mark.parametrize(
+    ("gate", "metric", "candidate"),
+    [
+        # 1% -> 20% errors (limit +1 pt); 800 -> 4,000 ms p95 (limit +20%); 0.8 -> 0.3 score.
+        (Gate(metric="error_rate", rule="max_increase_abs", limit=0.01), "error_rate", {"error_rate": 0.2}),
+        (
+            Gate(metric="latency_p95_ms", rule="max_increase_pct", limit=20),
+            "latency_p95_ms",
+            {"latency_ms": 4000},
+        ),
+        (Gate(metric="score:*", rule="max_drop_abs", limit=0.05), "score:helpfulness", {"score": 0.3}),
+    ],
+)
+def test_a_regression_many_times_the_limit_fails_as_soon_as_min_samples_are_met(gate, metric, candidate):
+    decision = run(arm(200, seed=2, **candidate), arm(200, seed=1), gates=[gate])
+
+    assert decision.action == Action.ROLLBACK
+    assert verdict_of(decision, metric).verdict == "fail"
+
+
+def test_an_error_rate_far_over_an_absolute_limit_fails_as_soon_as_min_samples_are_met():
+    gate = Gate(metric="error_rate", rule="max", limit=0.05)
+
+    decision = run(arm(200, error_rate=0.2, seed=2), arm(200, seed=1), gates=[gate])
+
+    assert decision.action == Action.ROLLBACK
+    assert verdict_of(decision, "error_rate").verdict == "fail"
+
+
 def test_holds_before_min_duration_even_when_every_gate_passes():
     decision = run(elapsed=300)
 
