@@ -1,0 +1,64 @@
+"""`manage.py prompts import PATH [--ref REF]` and `manage.py prompts export PATH`: prompts in git.
+
+Import publishes the prompt files (``*.yaml``, ``*.yml``) found under PATH — a git repository
+or a folder in one — as they are at REF (default HEAD), each version recording the commit, its
+tag and its subject; all or nothing. Export writes each prompt's production version to
+``PATH/<name>.yaml``, in the format import reads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from access.actors import Actor
+from config.errors import DomainError
+from registry.git_repo import GitError, read_snapshot
+from registry.prompt_files import dump_prompt_file
+from registry.prompts_in_git import prompt_files_export, prompts_import
+
+
+class Command(BaseCommand):
+    help = "Prompts in git: `import PATH [--ref REF]` publishes prompt files; `export PATH` writes them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        commands = parser.add_subparsers(dest="command", required=True)
+        reading = commands.add_parser("import", help="publish the prompt files under PATH at REF as versions")
+        reading.add_argument("path", help="a git repository, or a folder in one")
+        reading.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
+        writing = commands.add_parser("export", help="write every production version to PATH/<name>.yaml")
+        writing.add_argument("path", help="the folder to write into (created if missing)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["command"] == "import":
+            self._import(options["path"], options["ref"])
+        else:
+            self._export(Path(options["path"]))
+
+    def _import(self, path: str, ref: str) -> None:
+        try:
+            snapshot = read_snapshot(path, ref)
+        except GitError as error:
+            raise CommandError(str(error)) from None
+        actor = Actor(user_id=None, name="git import", is_admin=True, via="command:prompts import")
+        try:
+            results = prompts_import(actor=actor, snapshot=snapshot)
+        except DomainError as error:
+            problems = (error.details or {}).get("problems", []) if isinstance(error.details, dict) else []
+            raise CommandError("\n".join([error.message, *problems])) from None
+        tag = f" (tag {snapshot.tag})" if snapshot.tag else ""
+        for r in results:
+            self.stdout.write(f"{r.path}: {r.prompt} v{r.version} {r.outcome}")
+        published = sum(r.outcome in ("new prompt", "new version") for r in results)
+        self.stdout.write(
+            f"{published} version(s) published from {len(results)} file(s) at {snapshot.commit[:12]}{tag}"
+        )
+
+    def _export(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        files = prompt_files_export()
+        for prompt_file in files:
+            (folder / prompt_file.path).write_text(dump_prompt_file(prompt_file), encoding="utf-8")
+        self.stdout.write(f"{len(files)} prompt file(s) written to {folder}")
