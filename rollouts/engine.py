@@ -482,11 +482,21 @@ def _relative_verdict(
         return FAIL, f"{figures}: a regression (LLR {llr:.1f} >= {fail_at:.1f})"
     least = effect.value - stats.mixture_halfwidth(effect.standard_error, alpha / 2, FAIL_SCALE * regression)
     if least > regression:
-        return FAIL, f"{figures}: a regression of at least {least / regression:.1f}× the limit"
+        return (
+            FAIL,
+            f"{figures}: a regression beyond the limit (at least {_effect_text(metric, gate, least)})",
+        )
     if llr <= pass_at:
         return PASS, f"{figures}: within the limit (LLR {llr:.1f} <= {pass_at:.1f})"
     bounds = f"fail >= {fail_at:.1f}, pass <= {pass_at:.1f}"
     return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {llr:.1f}; {bounds})"
+
+
+def _effect_text(metric: str, gate: Gate, effect: float) -> str:
+    """An effect as `_relative_effect` measures it (positive = worse), in the metric's terms."""
+    if metric in QUANTILES and gate.rule == "max_increase_pct":
+        return f"{math.expm1(effect):+.1%}"  # the effect is a log ratio of the quantiles
+    return _fmt_change(metric, -effect if gate.rule == "max_drop_abs" else effect)
 
 
 def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, counts: str) -> tuple[str, str]:

@@ -136,6 +136,17 @@ def test_a_regression_many_times_the_limit_fails_as_soon_as_min_samples_are_met(
     assert verdict_of(decision, metric).verdict == "fail"
 
 
+def test_a_fast_failure_states_how_large_the_regression_surely_is():
+    gate = Gate(metric="error_rate", rule="max_increase_abs", limit=0.01)
+
+    decision = run(arm(200, error_rate=0.3, seed=2), arm(200, seed=1), gates=[gate])
+
+    detail = verdict_of(decision, "error_rate").detail
+    assert "a regression beyond the limit (at least +" in detail
+    least = float(detail.split("at least +")[1].split(" pts")[0]) / 100
+    assert 0.01 < least < 0.3 - 0.01  # beyond the limit, below the observed difference
+
+
 def test_an_error_rate_far_over_an_absolute_limit_fails_as_soon_as_min_samples_are_met():
     gate = Gate(metric="error_rate", rule="max", limit=0.05)
 
