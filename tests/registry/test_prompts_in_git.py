@@ -266,3 +266,33 @@ def test_a_prompt_without_owners_exports_to_a_file_that_imports_back(repo, tmp_p
 
     assert "owners" not in text
     assert "support.greeting v2 new version" in printed
+
+
+@pytest.mark.django_db
+def test_import_as_a_user_may_change_only_their_prompts(repo, alice, bob):
+    make_prompt(alice, name="support.greeting")
+    repo.commit(
+        "Bob's prompt and a change to Alice's",
+        {"bob.yaml": "name: bob.tips\ntemplate: tip\n", "greeting.yaml": GREETING},
+    )
+    before = snapshot_of_registry()
+
+    with pytest.raises(CommandError, match="greeting.yaml: Only the owners of 'support.greeting'"):
+        prompts("import", str(repo.path), "--user", "bob")
+    assert snapshot_of_registry() == before
+
+    repo.git("rm", "-q", "greeting.yaml")
+    repo.commit("Only Bob's prompt", {})
+    prompts("import", str(repo.path), "--user", "bob")
+    tips = Prompt.objects.get(name="bob.tips")
+    assert list(tips.owner_users.values_list("username", flat=True)) == ["bob"]
+    assert tips.versions.get().author_name == "bob"
+
+
+@pytest.mark.django_db
+def test_import_as_an_unknown_user_is_refused(repo):
+    repo.commit("Greeting", {"greeting.yaml": GREETING})
+
+    with pytest.raises(CommandError, match="No active user 'mallory'"):
+        prompts("import", str(repo.path), "--user", "mallory")
+    assert not Prompt.objects.exists()

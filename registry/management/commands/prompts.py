@@ -2,7 +2,8 @@
 
 Import publishes the prompt files (``*.yaml``, ``*.yml``) found under PATH — a git repository
 or a folder in one — as they are at REF (default HEAD), each version recording the commit, its
-tag and its subject; all or nothing. Export writes each prompt's production version to
+tag and its subject; all or nothing; as the system, or with ``--user`` as a user whose ownership
+is checked like the API's. Export writes each prompt's production version to
 ``PATH/<name>.yaml``, in the format import reads.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.actors import Actor
@@ -18,6 +20,8 @@ from config.errors import DomainError
 from registry.git_repo import GitError, read_snapshot
 from registry.prompt_files import dump_prompt_file
 from registry.prompts_in_git import prompt_files_export, prompts_import
+
+VIA = "command:prompts import"
 
 
 class Command(BaseCommand):
@@ -28,21 +32,24 @@ class Command(BaseCommand):
         reading = commands.add_parser("import", help="publish the prompt files under PATH at REF as versions")
         reading.add_argument("path", help="a git repository, or a folder in one")
         reading.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
+        reading.add_argument(
+            "--user",
+            help="act as this user: only their prompts can change (default: the system, as an admin)",
+        )
         writing = commands.add_parser("export", help="write every production version to PATH/<name>.yaml")
         writing.add_argument("path", help="the folder to write into (created if missing)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["command"] == "import":
-            self._import(options["path"], options["ref"])
+            self._import(options["path"], options["ref"], _actor(options["user"]))
         else:
             self._export(Path(options["path"]))
 
-    def _import(self, path: str, ref: str) -> None:
+    def _import(self, path: str, ref: str, actor: Actor) -> None:
         try:
             snapshot = read_snapshot(path, ref)
         except GitError as error:
             raise CommandError(str(error)) from None
-        actor = Actor(user_id=None, name="git import", is_admin=True, via="command:prompts import")
         try:
             results = prompts_import(actor=actor, snapshot=snapshot)
         except DomainError as error:
@@ -62,3 +69,12 @@ class Command(BaseCommand):
         for prompt_file in files:
             (folder / prompt_file.path).write_text(dump_prompt_file(prompt_file), encoding="utf-8")
         self.stdout.write(f"{len(files)} prompt file(s) written to {folder}")
+
+
+def _actor(username: str | None) -> Actor:
+    if username is None:
+        return Actor(user_id=None, name="git import", is_admin=True, via=VIA)
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise CommandError(f"No active user {username!r}.")
+    return Actor(user_id=user.pk, name=user.get_username(), is_admin=user.is_superuser, via=VIA)
