@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -15,3 +16,8 @@ class Actor:
     @classmethod
     def system(cls) -> Actor:
         return cls(user_id=None, name="system", is_admin=True)
+
+    @classmethod
+    def of_user(cls, user: Any, *, via: str) -> Actor:
+        """A user acting on their own rights: an admin when they are a superuser."""
+        return cls(user_id=user.pk, name=user.get_username(), is_admin=user.is_superuser, via=via)

@@ -36,8 +36,7 @@ USED_FORMS_KEPT = 20
 
 def admin_actor(request: HttpRequest) -> Actor:
     """The Actor for a change made in the admin by the logged-in user."""
-    user = request.user
-    return Actor(user_id=user.pk, name=user.get_username(), is_admin=user.is_superuser, via="admin")
+    return Actor.of_user(request.user, via="admin")
 
 
 def domain_error_text(error: DomainError) -> str:

@@ -27,6 +27,10 @@ class ImportResult:
     version: int
     outcome: str  # "new prompt", "new version", "unchanged" or "already imported"
 
+    @property
+    def published(self) -> bool:
+        return self.outcome in ("new prompt", "new version")
+
 
 def prompts_import(*, actor: Actor, snapshot: GitSnapshot) -> list[ImportResult]:
     """Publish each prompt file of ``snapshot`` as a version recording its commit and tag.

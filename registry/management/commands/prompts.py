@@ -53,12 +53,12 @@ class Command(BaseCommand):
         try:
             results = prompts_import(actor=actor, snapshot=snapshot)
         except DomainError as error:
-            problems = (error.details or {}).get("problems", []) if isinstance(error.details, dict) else []
+            problems = error.details.get("problems", []) if isinstance(error.details, dict) else []
             raise CommandError("\n".join([error.message, *problems])) from None
         tag = f" (tag {snapshot.tag})" if snapshot.tag else ""
         for r in results:
             self.stdout.write(f"{r.path}: {r.prompt} v{r.version} {r.outcome}")
-        published = sum(r.outcome in ("new prompt", "new version") for r in results)
+        published = sum(r.published for r in results)
         self.stdout.write(
             f"{published} version(s) published from {len(results)} file(s) at {snapshot.commit[:12]}{tag}"
         )
@@ -77,4 +77,4 @@ def _actor(username: str | None) -> Actor:
     user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
         raise CommandError(f"No active user {username!r}.")
-    return Actor(user_id=user.pk, name=user.get_username(), is_admin=user.is_superuser, via=VIA)
+    return Actor.of_user(user, via=VIA)
