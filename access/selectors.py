@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 
@@ -54,21 +57,43 @@ def apikey_list() -> QuerySet[ApiKey]:
 
 
 def apikey_lookup(raw_key: str) -> KeyInfo | None:
+    """The key's owner and scopes, or None for a key that is unknown or revoked. A miss is
+    confirmed against the change counter first (a key created a moment ago in another process is
+    found); when that cannot be done, ServiceUnavailable (503), never a false "unknown key"."""
+    digest = hash_key(raw_key)
     keys, _stale = api_keys_cache.get()
-    info = keys.get(hash_key(raw_key))
+    info = keys.get(digest)
+    if info is None:
+        keys, _stale = api_keys_cache.confirmed()
+        info = keys.get(digest)
     if info is not None:
         _note_used(info.key_id)
     return info
 
 
 def _note_used(key_id: int) -> None:
-    """Remember in Redis when a key was used, at most once a minute per key and process; a beat
-    task copies these times to PostgreSQL (access.tasks.apikeys_store_last_used)."""
+    """Remember when a key was used, at most once a minute per key and process, off the
+    request's path: a thread of this process writes it to Redis, and a beat task copies these
+    times to PostgreSQL (access.tasks.apikeys_store_last_used)."""
     now = time.monotonic()
     if now - _last_noted.get(key_id, -LAST_USED_EVERY_SECONDS) < LAST_USED_EVERY_SECONDS:
         return
     _last_noted[key_id] = now
-    try:
-        get_redis().hset(LAST_USED_KEY, str(key_id), str(int(time.time())))
-    except RedisError:
-        log.warning("could not note the use of API key %s", key_id)
+    _used_keys.put((key_id, int(time.time())))
+    global _writer_pid
+    if _writer_pid != os.getpid():  # none yet in this process (a forked worker has no threads)
+        _writer_pid = os.getpid()
+        threading.Thread(target=_write_last_used, name="apikeys-last-used", daemon=True).start()
+
+
+_used_keys: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
+_writer_pid = 0
+
+
+def _write_last_used() -> None:
+    while True:
+        key_id, seconds = _used_keys.get()
+        try:
+            get_redis().hset(LAST_USED_KEY, str(key_id), str(seconds))
+        except RedisError:
+            log.warning("could not note the use of API key %s", key_id)

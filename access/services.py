@@ -1,4 +1,8 @@
-"""API keys and the admin user: every write goes through here and is audited."""
+"""API keys and the admin user: every write goes through here and is audited.
+
+Saving or deleting a key or a user announces the change to every process's key cache
+(``access.announcements``), whichever path saved it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from access.actors import Actor
 from access.models import SCOPES, ApiKey
 from audit.services import audit_record
 from config.errors import NotFound, ValidationFailed
-from config.state_cache import state_changed
 
 KEY_PREFIX = "pr_"
 API_KEYS_STATE = "api_keys"
@@ -65,7 +68,6 @@ def apikey_create(*, actor: Actor, name: object, user: User | object, scopes: ob
             object_id=key.pk,
             data={"name": name, "user": user.get_username(), "scopes": scope_list},
         )
-        state_changed(API_KEYS_STATE)
     return key, raw
 
 
@@ -82,7 +84,7 @@ def _user_of(user: User | object) -> User:
 
 def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
     """Revoke a key (audited once; revoking it again changes nothing). Every process stops
-    accepting it within about half a second (config.state_cache)."""
+    accepting it within half a second (config.state_cache)."""
     if not isinstance(reason, str) or len(reason) > 10_000:
         raise ValidationFailed("'reason' must be a string of at most 10,000 characters.")
     with transaction.atomic():
@@ -100,7 +102,6 @@ def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
                 reason=reason,
                 data={"name": key.name},
             )
-            state_changed(API_KEYS_STATE)
     return key
 
 

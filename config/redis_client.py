@@ -1,11 +1,24 @@
-"""One Redis connection pool per process, with short timeouts so a Redis outage is noticed fast."""
+"""Redis connection pools, one of each per process, with short timeouts so an outage is noticed
+fast: ``get_redis`` for background work and writes (retries a failed command three times),
+``get_request_redis`` for what a request waits on (a deadline of ``REQUEST_TIMEOUT_SECONDS``
+for each read, connecting included, and no retry), so a hung Redis costs a request well under a
+second before its 503 (which asks the client to retry), and ``get_checking_redis`` for the
+serving state's change counter (``CHECK_TIMEOUT_SECONDS``, 50 ms unless
+PROMPTRAMP_SERVING_WAIT_MS says otherwise, no retry: config.state_cache then answers from its
+last good state)."""
 
 from __future__ import annotations
 
 import functools
+import os
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+REQUEST_TIMEOUT_SECONDS = 0.25
+CHECK_TIMEOUT_SECONDS = float(os.environ.get("PROMPTRAMP_SERVING_WAIT_MS", "50")) / 1000
 
 
 @functools.cache
@@ -16,3 +29,31 @@ def get_redis() -> redis.Redis:
         socket_connect_timeout=0.5,
         health_check_interval=30,
     )
+
+
+@functools.cache
+def get_request_redis() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=REQUEST_TIMEOUT_SECONDS,
+        socket_connect_timeout=REQUEST_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
+@functools.cache
+def get_checking_redis() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=CHECK_TIMEOUT_SECONDS,
+        socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=30,
+    )
+
+
+def forget_clients() -> None:
+    """Connect afresh on next use (tests that point REDIS_URL at a Redis of their own)."""
+    for client in (get_redis, get_request_redis, get_checking_redis):
+        client.cache_clear()

@@ -1,24 +1,48 @@
 """Per-process caches of state that every request needs (API keys, what each prompt serves).
 
-Each cache holds an immutable object built from PostgreSQL and a *generation* number kept in
-Redis. Writers call ``state_changed(name)``; every process compares its generation with Redis at
-most every ``CHECK_SECONDS`` and rebuilds when it moved, so a change reaches every web process on
-every machine within about half a second. A request between checks costs one monotonic clock read.
+Each cache holds an immutable object built from PostgreSQL and the *generation* it was built at:
+a counter per state kept in Redis, bumped after every committed change (``state_changed``), next
+to one global counter that numbers every change of any state.
 
-When Redis cannot be asked, or PostgreSQL does not answer (a failed rebuild, or a failed
-``SELECT 1`` probe made at most every ``PROBE_SECONDS`` while nothing changes), the last good
-object keeps being served and ``stale`` says so (for Redis, after ``STALE_AFTER_SECONDS`` without
-confirmation). Once both answer again the object is rebuilt, since a change may have gone
-unannounced meanwhile.
+The freshness contract (README, "Freshness"):
+
+- **No answer from an unconfirmed state.** A read answers from the object only when a check of
+  the counter *started* within the last ``CHECK_SECONDS``. Otherwise the reading thread waits for
+  a check (one thread checks, the others wait for it: none answers from the old object while
+  another refreshes it) and, when the counter moved, for the rebuild.
+- **Misses are confirmed.** ``confirmed()`` checks the counter at that moment (a check that
+  started after the call); callers use it before answering "unknown key", "no such prompt", or a
+  snapshot. With Redis unavailable it rebuilds from PostgreSQL; when neither answers it raises
+  ``ServiceUnavailable`` (503), never a miss for something that may exist.
+- **Read-your-writes.** Every change returns the new global generation (a write's answer carries
+  it as ``X-Promptramp-Generation``); a read with a minimum generation (the request header
+  ``X-Promptramp-Min-Generation``, see ``min_generation``) is answered only from a check that saw
+  at least that generation.
+- **No waiting on a sick dependency.** The counter is read with a ``WAIT_SECONDS`` (50 ms)
+  timeout, and rebuilds run on a builder thread of their own: a reader waits for a rebuild at most
+  ``WAIT_SECONDS`` longer than rebuilds usually take (twice the moving average of their
+  durations), then answers from the last good object marked stale while the rebuild goes on. A
+  miss, and a request that names a minimum generation (it asked to pay for freshness), wait up to
+  ``CONFIRM_WAIT_SECONDS`` for a rebuild: the other answer would be a 503.
+  A failed or slow counter read counts as a completed check (the answer is marked stale, Redis is
+  asked again after ``CHECK_SECONDS``). While Redis cannot be asked, the object is rebuilt from
+  PostgreSQL at least every ``REDIS_DOWN_REBUILD_SECONDS``; PostgreSQL is probed off the request
+  path at most every ``PROBE_SECONDS``. A process with no object at all waits up to
+  ``FIRST_BUILD_SECONDS`` for its first build.
+
+A read between checks costs one monotonic clock read and a few attribute reads.
 """
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from django.db import DatabaseError, connection, connections, transaction
@@ -26,14 +50,26 @@ from redis.exceptions import RedisError
 
 from config.errors import ServiceUnavailable
 from config.metrics import state_reads_total, state_rebuilds_total
-from config.redis_client import get_redis
+from config.redis_client import CHECK_TIMEOUT_SECONDS, get_checking_redis, get_redis
 
 T = TypeVar("T")
 CHECK_SECONDS = 0.5
 PROBE_SECONDS = 1.0
-STALE_AFTER_SECONDS = 2.0
+REDIS_DOWN_REBUILD_SECONDS = 5.0
+FIRST_BUILD_SECONDS = 5.0
+CONFIRM_WAIT_SECONDS = 1.0
+WAIT_SECONDS = CHECK_TIMEOUT_SECONDS
+GLOBAL_GENERATION_KEY = "promptramp:generation"
+CHANGES_CHANNEL = "promptramp:changes"
 WARM_LOG_MARK = "state caches warmed"
 log = logging.getLogger(__name__)
+
+# The minimum global generation the current request asks for (X-Promptramp-Min-Generation), and
+# the generation the current request's own writes reached (for X-Promptramp-Generation).
+min_generation: contextvars.ContextVar[int] = contextvars.ContextVar("min_generation", default=0)
+written_generation: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "written_generation", default=None
+)
 
 
 def generation_key(name: str) -> str:
@@ -41,20 +77,27 @@ def generation_key(name: str) -> str:
 
 
 def state_changed(name: str) -> None:
-    """Tell every process that the state called ``name`` must be rebuilt.
-
-    Bumped once now (so readers on this transaction's own connection see it at once) and once
-    after the commit (so other processes rebuild from committed data). This process's own caches
-    rebuild on their next read, without waiting for their next look at Redis.
-    """
-    _bump(name)
+    """Tell every process that the state called ``name`` must be rebuilt, once the current
+    transaction commits (at once outside one). This process's caches of it rebuild on their next
+    read; the new global generation is kept for the current request's answer."""
     _invalidate_here(name)
 
     def after_commit() -> None:
-        _bump(name)
+        generation = _bump(name)
         _invalidate_here(name)
+        if generation is not None:
+            written_generation.set(max(generation, written_generation.get() or 0))
 
     transaction.on_commit(after_commit)
+
+
+def current_generation() -> int | None:
+    """The global generation now, or None when Redis does not answer in time."""
+    try:
+        value = get_checking_redis().get(GLOBAL_GENERATION_KEY)
+    except RedisError:
+        return None
+    return int(value or 0)
 
 
 def _invalidate_here(name: str) -> None:
@@ -63,11 +106,45 @@ def _invalidate_here(name: str) -> None:
             cache.invalidate()
 
 
-def _bump(name: str) -> None:
+def _bump(name: str) -> int | None:
     try:
-        get_redis().incr(generation_key(name))
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.incr(generation_key(name))
+        pipe.incr(GLOBAL_GENERATION_KEY)
+        _state_generation, generation = pipe.execute()
+        get_redis().publish(CHANGES_CHANNEL, f"{name} {generation}")
     except RedisError:
-        log.warning("could not announce a change of %s: Redis is unavailable", name)
+        log.error("could not announce a change of %s: Redis is unavailable", name)
+        return None
+    return int(generation)
+
+
+_redis_failed_at = float("-inf")
+
+
+def _read_counters(name: str, now: float) -> tuple[bytes | None, bytes | None]:
+    """The state's counter and the global one, in one round trip. After a failed read, every
+    cache of the process counts Redis as failed for CHECK_SECONDS without asking it again: one
+    request never pays the deadline twice."""
+    global _redis_failed_at
+    if now - _redis_failed_at < CHECK_SECONDS:
+        raise RedisError("Redis failed moments ago")
+    try:
+        generation, seen = get_checking_redis().mget(generation_key(name), GLOBAL_GENERATION_KEY)
+    except RedisError:
+        _redis_failed_at = time.monotonic()
+        raise
+    if isinstance(generation, str):
+        generation = generation.encode()
+    if isinstance(seen, str):
+        seen = seen.encode()
+    return generation, seen
+
+
+@dataclass(frozen=True, slots=True)
+class _Held(Generic[T]):
+    state: T
+    generation: bytes | None  # the state's counter when its build began; None: read without Redis
 
 
 class StateCache(Generic[T]):
@@ -76,15 +153,21 @@ class StateCache(Generic[T]):
     def __init__(self, name: str, build: Callable[[], T]) -> None:
         self.name = name
         self.build = build
-        self._state: T | None = None
-        self._generation: bytes | str | None = None
-        self._checked_at = 0.0
-        self._confirmed_at = 0.0
-        self._database_ok_at = 0.0
-        self._database_failed = False
+        self._held: _Held[T] | None = None
+        self._checked_at = float("-inf")  # when the last completed check started (monotonic)
+        self._seen = 0  # the global generation that check read
         self._redis_failed = False
+        self._database_failed = False
+        self._behind = False  # the counter moved and the rebuild has not finished yet
+        self._confirmed_ok = False  # the last check found the object current
+        self._last_build_ok = False
+        self._epoch = 0  # bumped by clear(): a build that began before is not installed
         self._invalidated = False
-        self._lock = threading.Lock()
+        self._database_ok_at = float("-inf")
+        self._built_at = float("-inf")  # when the last successful build started
+        self._usual_build_seconds = 0.0  # moving average of successful builds' durations
+        self._check_lock = threading.Lock()
+        self._builder = _Builder(self)  # type: ignore[arg-type]
         # Reads are numbered in-process (next() on a count is atomic) and added to the
         # Prometheus counter at each check: a multiprocess counter update costs a lock and a
         # getpid() system call, too much for every read.
@@ -95,56 +178,98 @@ class StateCache(Generic[T]):
         self._count_failed_rebuild = state_rebuilds_total.labels(name, "failed").inc
         StateCache.instances.append(self)  # type: ignore[arg-type]
 
-    def get(self) -> tuple[T, bool]:
-        """The current state and whether it is stale."""
-        now = time.monotonic()
-        if self._state is None or now - self._checked_at >= CHECK_SECONDS:
-            if self._lock.acquire(blocking=self._state is None):
-                try:
-                    self._refresh(now)
-                finally:
-                    self._lock.release()
-        state = self._state
-        if state is None:
-            raise ServiceUnavailable(f"The {self.name} state could not be loaded.")
-        self._last_read = next(self._reads)
-        return state, self._database_failed or now - self._confirmed_at > STALE_AFTER_SECONDS
+    # --- reading ----------------------------------------------------------------------------
 
-    def _refresh(self, now: float) -> None:
-        """Ask Redis whether the state moved; rebuild when it did, when PostgreSQL or Redis
-        failed since the last build (a change may have gone unannounced), or when there is no
-        state yet. Otherwise check that PostgreSQL answers, at most every PROBE_SECONDS."""
-        self._checked_at = now
+    def get(self) -> tuple[T, bool]:
+        """The state, confirmed within the last CHECK_SECONDS (and at least as new as the
+        request's minimum generation), and whether it is stale."""
+        now = time.monotonic()
+        held = self._held
+        if (
+            held is not None
+            and now - self._checked_at < CHECK_SECONDS
+            and self._seen >= min_generation.get()
+            and not self._invalidated
+        ):
+            self._last_read = next(self._reads)
+            return held.state, self._redis_failed or self._database_failed or self._behind
+        return self._check(since=now - CHECK_SECONDS, must_confirm=False)
+
+    def confirmed(self) -> tuple[T, bool]:
+        """The state after a check that started now: for misses and snapshots. Raises
+        ServiceUnavailable when neither Redis nor PostgreSQL could confirm it."""
+        return self._check(since=time.monotonic(), must_confirm=True)
+
+    def _check(self, *, since: float, must_confirm: bool) -> tuple[T, bool]:
+        with self._check_lock:
+            held = self._held
+            # Another thread's check that started after ``since`` answers for this read too.
+            if not (
+                held is not None
+                and self._checked_at >= since
+                and self._seen >= min_generation.get()
+                and not self._invalidated
+                and not (must_confirm and self._redis_failed)
+            ):
+                self._check_now(must_confirm)
+            held = self._held
+            if held is None:
+                raise ServiceUnavailable(f"The {self.name} state could not be loaded.")
+            if must_confirm and not self._confirmed_ok:
+                raise ServiceUnavailable(f"The {self.name} state could not be confirmed just now.")
+            self._last_read = next(self._reads)
+            return held.state, self._redis_failed or self._database_failed or self._behind
+
+    def _check_now(self, must_confirm: bool) -> None:
+        """Read the counter and rebuild when it moved. Sets ``_confirmed_ok``: whether the object
+        is now known to be current (by Redis, or by a rebuild from PostgreSQL just now)."""
+        started = time.monotonic()
+        if must_confirm and self._redis_failed and started - self._checked_at < CHECK_SECONDS:
+            # Redis was found unavailable just now: ask PostgreSQL.
+            self._confirmed_ok = self._rebuild(None, confirming=True)
+            return
         self.report_reads()
         try:
-            generation = get_redis().get(generation_key(self.name))
+            generation, seen = _read_counters(self.name, started)
         except RedisError:
-            self._redis_failed = True
-            if self._state is None or self._invalidated:
-                self._rebuild(self._generation, now)
+            self._redis_failed, self._checked_at, self._confirmed_ok = True, started, False
+            if self._held is None or must_confirm:
+                self._confirmed_ok = self._rebuild(None, confirming=must_confirm)
+            elif self._invalidated or started - self._built_at >= REDIS_DOWN_REBUILD_SECONDS:
+                self._invalidated = False
+                self._builder.request(generation=None)  # the answer is marked stale anyway
             return
-        self._confirmed_at = now
-        if (
-            self._state is None
-            or generation != self._generation
-            or self._database_failed
-            or self._redis_failed
-            or self._invalidated
-        ):
-            if self._rebuild(generation, now):
-                self._redis_failed = False
-        elif now - self._database_ok_at >= PROBE_SECONDS:
-            self._probe(now)
+        held = self._held
+        current = held is not None and generation == held.generation and not self._invalidated
+        if not current or self._database_failed or self._redis_failed:
+            # Also after a failure: a change may have gone unannounced meanwhile.
+            self._redis_failed = False
+            self._confirmed_ok = self._rebuild(generation, confirming=must_confirm) or current
+        else:
+            self._confirmed_ok = True
+            if started - self._database_ok_at >= PROBE_SECONDS:
+                self._builder.request(probe=True)
+        self._checked_at, self._seen = started, int(seen or 0)
 
-    def report_reads(self) -> None:
-        """Add the reads numbered since the last report to the Prometheus counter."""
-        reads = self._last_read
-        if reads > self._reads_reported:
-            self._report_reads(reads - self._reads_reported)
-            self._reads_reported = reads
-
-    def _rebuild(self, generation: bytes | str | None, now: float) -> bool:
+    def _rebuild(self, generation: bytes | None, *, confirming: bool = False) -> bool:
+        """Rebuild at ``generation`` and wait for it as long as the module's docstring says.
+        Inside a transaction (a test, or a service reading its own writes) the build runs on
+        this thread's connection instead. True when it succeeded in time."""
         self._invalidated = False
+        if connection.in_atomic_block:
+            return self._build_and_install(generation)
+        ticket = self._builder.request(generation=generation)
+        if self._held is None:
+            wait = FIRST_BUILD_SECONDS
+        elif confirming or min_generation.get():
+            wait = CONFIRM_WAIT_SECONDS
+        else:
+            wait = WAIT_SECONDS + 2 * self._usual_build_seconds
+        done = self._builder.wait(ticket, wait)
+        return done and self._last_build_ok
+
+    def _build_and_install(self, generation: bytes | None) -> bool:
+        started, epoch = time.monotonic(), self._epoch
         try:
             state = self.build()
         except DatabaseError as error:
@@ -153,14 +278,21 @@ class StateCache(Generic[T]):
             )
             _drop_broken_connection()
             self._database_failed = True
+            self._last_build_ok = False
             self._count_failed_rebuild()
             return False
-        self._state, self._generation = state, generation
-        self._database_failed, self._database_ok_at = False, now
+        if epoch != self._epoch:  # cleared meanwhile: this build may predate what cleared it
+            return False
+        self._held = _Held(state, generation)
+        took = time.monotonic() - started
+        self._usual_build_seconds = min(0.9 * self._usual_build_seconds + 0.1 * took, WAIT_SECONDS * 10)
+        self._database_failed, self._database_ok_at, self._built_at = False, started, started
+        self._last_build_ok = True
         self._count_rebuild()
         return True
 
-    def _probe(self, now: float) -> None:
+    def _probe(self) -> None:
+        started = time.monotonic()
         try:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
@@ -169,16 +301,81 @@ class StateCache(Generic[T]):
             _drop_broken_connection()
             self._database_failed = True
             return
-        self._database_ok_at = now
+        self._database_ok_at = started
+
+    def report_reads(self) -> None:
+        """Add the reads numbered since the last report to the Prometheus counter."""
+        reads = self._last_read
+        if reads > self._reads_reported:
+            self._report_reads(reads - self._reads_reported)
+            self._reads_reported = reads
 
     def invalidate(self) -> None:
         """Rebuild on the next read (a change made by this process)."""
         self._invalidated = True
-        self._checked_at = 0.0
 
     def clear(self) -> None:
-        self._state, self._generation, self._checked_at = None, None, 0.0
-        self._database_failed = self._redis_failed = self._invalidated = False
+        """Forget the object (tests; a build in progress is not installed)."""
+        self._epoch += 1
+        self._held = None
+        self._checked_at, self._seen = float("-inf"), 0
+        self._database_failed = self._redis_failed = self._invalidated = self._behind = False
+        self._confirmed_ok = self._last_build_ok = False
+
+
+class _Builder:
+    """The thread that rebuilds one cache (and probes PostgreSQL for it), so that a reader never
+    waits on PostgreSQL longer than it chooses to. Requests are numbered; a build serves every
+    request made before it began."""
+
+    def __init__(self, cache: StateCache[object]) -> None:
+        self._cache = cache
+        self._condition = threading.Condition()
+        self._requested = self._done = 0
+        self._generation: bytes | None = None
+        self._probe = False
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def request(self, *, generation: bytes | None = None, probe: bool = False) -> int:
+        with self._condition:
+            if probe:
+                self._probe = True
+            else:
+                self._requested += 1
+                self._generation = generation
+                self._cache._behind = True
+            self._ensure_thread()
+            self._condition.notify_all()
+            return self._requested
+
+    def wait(self, ticket: int, seconds: float) -> bool:
+        with self._condition:
+            return self._condition.wait_for(lambda: self._done >= ticket, timeout=seconds)
+
+    def _ensure_thread(self) -> None:
+        # A forked child (a server's worker) has no copy of its parent's threads.
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name=f"state-{self._cache.name}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        cache = self._cache
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._requested > self._done or self._probe)
+                ticket, generation, probe = self._requested, self._generation, self._probe
+                self._probe = False
+            if ticket > self._done:
+                cache._build_and_install(generation)
+                with self._condition:
+                    self._done = ticket
+                    if self._requested == ticket:
+                        cache._behind = False
+                    self._condition.notify_all()
+            elif probe:
+                cache._probe()
 
 
 def warm_state_caches() -> None:
@@ -188,7 +385,7 @@ def warm_state_caches() -> None:
     for cache in StateCache.instances:
         try:
             cache.get()
-            cache._checked_at = 0.0  # the first request asks Redis again: a change may follow soon
+            cache._checked_at = float("-inf")  # the first request asks Redis again
             loaded.append(cache.name)
         except ServiceUnavailable:
             log.warning("could not load the %s state at start; it will be loaded on first use", cache.name)
@@ -198,7 +395,6 @@ def warm_state_caches() -> None:
 
 def _drop_broken_connection() -> None:
     """Close this thread's connection after a database error, so that the next rebuild connects
-    afresh (a request that reached the state through serving_wsgi's short way has no Django
-    request around it to do this)."""
+    afresh."""
     if not connection.in_atomic_block:
         connection.close()

@@ -32,6 +32,7 @@ from access.selectors import KeyInfo
 from config.api_schema import error_responses
 from config.errors import DomainError, ValidationFailed, error_body
 from config.metrics import count_resolve, request_seconds, stale_serves_total
+from registry.errors import NoProductionVersion, PromptNotFound
 from registry.serving import Resolved, random_bucket, resolve, serving_cache
 from registry.templating import MissingVariables, render
 
@@ -85,8 +86,15 @@ def _unit_of(value: object) -> str | None:
 
 
 def _served(name: str, unit: str | None) -> tuple[Resolved, bool]:
+    """What ``unit`` is served of ``name``. A miss (no such prompt, no production version) is
+    confirmed against the change counter before it is answered."""
     state, stale = serving_cache.get()
-    resolved = resolve(state, name, unit, random_bucket=0 if unit else random_bucket())
+    bucket = 0 if unit else random_bucket()
+    try:
+        resolved = resolve(state, name, unit, random_bucket=bucket)
+    except (PromptNotFound, NoProductionVersion):
+        state, stale = serving_cache.confirmed()
+        resolved = resolve(state, name, unit, random_bucket=bucket)
     count_resolve(name, resolved.arm)
     if stale:
         _count_stale()
@@ -257,7 +265,7 @@ class SnapshotView(APIView):
     )
     def get(self, request: Request) -> HttpResponse:
         started = time.perf_counter()
-        state, stale = serving_cache.get()
+        state, stale = serving_cache.confirmed()
         if stale:
             _count_stale()
         if etag_matches(request.META.get("HTTP_IF_NONE_MATCH", ""), state.snapshot_etag):

@@ -16,6 +16,8 @@ from rest_framework import exceptions
 
 from access.authentication import key_of_header
 from config.errors import DomainError
+from config.freshness import MIN_GENERATION_META, min_generation_of
+from config.state_cache import min_generation
 from registry.api.serving_views import Answer, error_answer, key_refusal, resolve_answer
 
 PREFIX = "/api/v1/prompts/"
@@ -43,13 +45,28 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
         ):
             name = path[len(PREFIX) : -len(SUFFIX)]
             if name and "/" not in name:
-                status, headers, body = _answer(environ, name, authorization)
+                status, headers, body = _fresh_answer(environ, name, authorization)
                 headers = headers + SECURITY_HEADERS + [("Content-Length", str(len(body)))]
                 start_response(STATUS_LINES[status], headers)
                 return [body]
         return app(environ, start_response)
 
     return application
+
+
+def _fresh_answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
+    """The answer from state caches at least as new as X-Promptramp-Min-Generation asks."""
+    wanted = environ.get(MIN_GENERATION_META)
+    if not wanted:
+        return _answer(environ, name, authorization)
+    try:
+        token = min_generation.set(min_generation_of(wanted))
+    except DomainError as error:
+        return error_answer(error.status_code, error.code, error.message, error.details)
+    try:
+        return _answer(environ, name, authorization)
+    finally:
+        min_generation.reset(token)
 
 
 def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:

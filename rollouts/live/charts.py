@@ -73,14 +73,14 @@ def chart_buckets(
     when ``until`` is not on a minute), each with the merged outcomes of its minutes per arm.
     Rows outside the buckets are left out."""
     start = _floor_minute(since)
-    end = max(_ceil_minute(until), start + MINUTE)
-    span = (end - start) // MINUTE
+    window_end = max(_ceil_minute(until), start + MINUTE)
+    span = (window_end - start) // MINUTE
     width = max(1, math.ceil(span / max_points))
     count = math.ceil(span / width)
-    end = start + count * width * MINUTE
+    end = start + count * width * MINUTE  # the last bucket may reach past the window
     parts: dict[int, dict[str, list[ArmStats]]] = {}
     for minute, arm, stats in series:
-        if start <= minute < end:
+        if start <= minute < window_end:
             parts.setdefault((minute - start) // (width * MINUTE), {}).setdefault(arm, []).append(stats)
     items = tuple(
         Bucket(

@@ -11,6 +11,7 @@ from access.selectors import LAST_USED_KEY
 from access.tasks import apikeys_store_last_used
 from config.redis_client import get_redis
 from tests.factories import make_key
+from tests.registry.servers import wait_for
 
 
 @pytest.mark.django_db
@@ -20,6 +21,8 @@ def test_last_use_noted_by_a_request_is_stored_by_the_task(alice, client_with_ke
     key = ApiKey.objects.get()
     assert key.last_used_at is None
     client.get("/api/v1/rollouts")
+    # Noted by a thread of the process, not by the request itself.
+    wait_for(lambda: get_redis().hexists(LAST_USED_KEY, str(key.pk)), seconds=2)
     assert apikeys_store_last_used() == 1
     key.refresh_from_db()
     assert abs((datetime.now(tz=UTC) - key.last_used_at).total_seconds()) < 60

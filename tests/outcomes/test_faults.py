@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from config import embedded_services
-from config.redis_client import get_redis
+from config.redis_client import forget_clients, get_redis
 from outcomes import pending
 from outcomes.pending import pending_count
 from outcomes.selectors import arm_stats
@@ -30,14 +30,14 @@ def own_redis(tmp_path: Path, settings) -> Iterator[Callable[[], None]]:
     def start() -> None:
         urls = embedded_services.ensure_running(tmp_path, services=["redis"]).urls
         settings.REDIS_URL = urls["REDIS_URL"]
-        get_redis.cache_clear()
+        forget_clients()
 
     start()
     try:
         yield start
     finally:
         embedded_services.stop(["redis"], tmp_path)
-        get_redis.cache_clear()
+        forget_clients()
 
 
 def redis_pid(root: Path) -> int:

@@ -55,11 +55,11 @@ def wait_for(predicate: Any, *, seconds: float, every: float = 0.05) -> float:
 
 
 @contextmanager
-def web_server(env: dict[str, str], log: Path) -> Iterator[str]:
-    """gunicorn as the run command starts it, with two workers; yields its base URL once both
-    have loaded their state."""
+def web_server(env: dict[str, str], log: Path, *, workers: int = 2) -> Iterator[str]:
+    """The web server as the run command starts it, with ``workers`` workers (two unless said);
+    yields its base URL once every worker has loaded its state."""
     port = free_port()
-    env = {**env, "WEB_CONCURRENCY": "2"}
+    env = {**env, "WEB_CONCURRENCY": str(workers)}
     with open(log, "ab") as output:
         process = subprocess.Popen(
             web_command("127.0.0.1", str(port), env),
@@ -71,7 +71,7 @@ def web_server(env: dict[str, str], log: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url, process, log), seconds=60, every=0.2)
-        wait_for(lambda: log.read_text().count(WARM_LOG_MARK) == 2, seconds=60, every=0.2)
+        wait_for(lambda: log.read_text().count(WARM_LOG_MARK) == workers, seconds=60, every=0.2)
         yield url
     finally:
         process.terminate()

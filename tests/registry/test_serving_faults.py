@@ -2,10 +2,18 @@
 stale, and answers fresh once they are back. The test runs its own embedded PostgreSQL and
 Redis (whatever else is configured) and a real web process on them."""
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -84,5 +92,101 @@ def test_resolve_is_served_stale_while_postgres_or_redis_is_down_and_fresh_after
 
             embedded_services.ensure_running(root=root, services=["redis"])
             wait_for(lambda: _all_fresh(url, key), seconds=5)
+    finally:
+        embedded_services.stop(["postgres", "redis"], root=root)
+
+
+def _latencies(url: str, key: str, *, count: int, every: float = 0.01) -> list[float]:
+    """Seconds each of ``count`` resolves took (each on a new connection), all answered 200."""
+    took = []
+    for _ in range(count):
+        started = time.perf_counter()
+        reply = http_get(url + RESOLVE, key=key, timeout=10)
+        took.append(time.perf_counter() - started)
+        assert reply.status == 200, reply.body
+        time.sleep(every)
+    return took
+
+
+def _p99(samples: list[float]) -> float:
+    return sorted(samples)[int(len(samples) * 0.99) - 1]
+
+
+def _post_events(url: str, key: str) -> tuple[int, float]:
+    body = {"events": [{"event_id": str(uuid.uuid4()), "prompt": "demo.greeting", "version": 1}]}
+    request = urllib.request.Request(
+        url + "/api/v1/events",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    return status, time.perf_counter() - started
+
+
+@contextmanager
+def _hung(pid: int) -> Iterator[None]:
+    """The process stopped (SIGSTOP): its sockets accept connections, nothing answers."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def test_a_hung_redis_or_a_postgres_taking_no_connections_costs_resolve_at_most_50_ms(
+    services_root, tmp_path
+):
+    """SIGSTOP on Redis, then on PostgreSQL's postmaster (new connections hang): resolve keeps
+    answering within 50 ms of its usual latency (p99), and an events batch with a valid key is
+    answered 503 (Redis) or 202 (PostgreSQL) quickly, never 401."""
+    root = services_root
+    urls = embedded_services.ensure_running(root=root, services=["postgres", "redis"]).urls
+    try:
+        env = base_env(
+            DATABASE_URL=urls["DATABASE_URL"],
+            REDIS_URL=urls["REDIS_URL"],
+            CELERY_BROKER_URL=urls["REDIS_URL"],
+            PROMPTRAMP_DATA_DIR=str(root),
+            PROMPTRAMP_ADMIN_USER="admin",
+            PROMPTRAMP_ADMIN_PASSWORD="fault-test-password",
+        )
+        _manage(env, "migrate", "--no-input", "-v", "0")
+        _manage(env, "ensure_admin")
+        _manage(env, "load_demo")
+        scopes = "read,ingest"
+        key = _manage(env, "create_api_key", "fault-test", "--user", "admin", "--scopes", scopes).split()[-1]
+
+        with web_server(env, tmp_path / "web.log") as url:
+            assert _post_events(url, key)[0] == 202  # the version is known to the process now
+            usual = _p99(_latencies(url, key, count=200))
+
+            with _hung(int((root / "redis" / "redis.pid").read_text())):
+                during = _latencies(url, key, count=300)
+                events = [_post_events(url, key) for _ in range(5)]
+            print(
+                f"resolve p99 usual {usual * 1000:.1f} ms, Redis hung {_p99(during) * 1000:.1f} ms; "
+                f"events answered in at most {max(took for _, took in events) * 1000:.0f} ms"
+            )
+            assert _p99(during) <= usual + 0.05, (usual, _p99(during), max(during))
+            assert [status for status, _ in events] == [503] * 5
+            assert max(took for _, took in events) < 1.0, events
+
+            wait_for(lambda: _all_fresh(url, key), seconds=5)
+            with _hung(int((root / "postgres" / "postmaster.pid").read_text().split()[0])):
+                during = _latencies(url, key, count=300)
+                events = [_post_events(url, key) for _ in range(5)]
+            print(
+                f"resolve p99 usual {usual * 1000:.1f} ms, PostgreSQL hung {_p99(during) * 1000:.1f} ms; "
+                f"events answered in at most {max(took for _, took in events) * 1000:.0f} ms"
+            )
+            assert _p99(during) <= usual + 0.05, (usual, _p99(during), max(during))
+            assert [status for status, _ in events] == [202] * 5
+            assert max(took for _, took in events) < 1.0, events
     finally:
         embedded_services.stop(["postgres", "redis"], root=root)

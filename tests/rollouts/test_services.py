@@ -157,14 +157,18 @@ def test_concurrent_creates_yield_exactly_one_active_rollout(alice):
 
 
 @pytest.mark.django_db
-def test_every_transition_writes_history_audit_outbox_and_announces_serving(alice, prompt, webhook_receiver):
+def test_every_transition_writes_history_audit_outbox_and_announces_serving(
+    alice, prompt, webhook_receiver, django_capture_on_commit_callbacks
+):
     webhook_create(actor=actor_for(alice, admin=True), url=webhook_receiver.url, secret="x" * 16)
     generation_before = int(get_redis().get(generation_key("serving")) or 0)
-    rollout = create(alice, start=False)
-    rollout_start(actor=actor_for(alice), rollout_id=rollout.pk, reason="go")
-    rollout_pause(actor=actor_for(alice), rollout_id=rollout.pk, reason="lunch")
-    rollout_resume(actor=actor_for(alice), rollout_id=rollout.pk)
-    rollout_abort(actor=actor_for(alice), rollout_id=rollout.pk, reason="changed my mind")
+    # Announcements go out when the transaction commits (here: when the callbacks run).
+    with django_capture_on_commit_callbacks(execute=True):
+        rollout = create(alice, start=False)
+        rollout_start(actor=actor_for(alice), rollout_id=rollout.pk, reason="go")
+        rollout_pause(actor=actor_for(alice), rollout_id=rollout.pk, reason="lunch")
+        rollout_resume(actor=actor_for(alice), rollout_id=rollout.pk)
+        rollout_abort(actor=actor_for(alice), rollout_id=rollout.pk, reason="changed my mind")
     history = list(RolloutTransition.objects.filter(rollout=rollout).values_list("from_state", "to_state"))
     assert history == [
         ("pending", "running"),
