@@ -180,9 +180,9 @@ def _terminate(processes: list[subprocess.Popen[bytes]]) -> None:
     Each leader gets one SIGTERM and stops its own workers: signalling every process at once, as
     a terminal's Ctrl-C does to its foreground group, deadlocked a gunicorn gthread worker that got
     SIGINT from the terminal and SIGQUIT from its master (two nested ThreadPoolExecutor.shutdown
-    calls in signal handlers), and the worker outlived the run command holding the port. After
-    GRACE_SECONDS, or once a leader is gone, SIGKILL goes to each whole group, so no worker of a
-    leader that was killed or exited early survives."""
+    calls in signal handlers), and the worker outlived the run command holding the port. Once the
+    leaders are gone, or after GRACE_SECONDS, SIGKILL goes to every group, so nothing a leader
+    left behind survives."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
