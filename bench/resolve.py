@@ -1,4 +1,8 @@
-"""Benchmark of GET /api/v1/prompts/{name}/resolve against Unleash and nginx (shared/bench).
+"""Benchmark of GET /api/v1/prompts/{name}/resolve against Unleash and nginx.
+
+The peers run from a harness that is not part of this repository: ../shared/bench (setup.sh,
+compare.sh) beside the clone, or PROMPTRAMP_SHARED_DIR/bench. Nothing else (tests, `make run`,
+`make test`) reads anything outside the clone.
 
     .venv/bin/python bench/resolve.py                 # the full comparison (about 2 minutes)
     .venv/bin/python bench/resolve.py --serve         # only start the service and print the target

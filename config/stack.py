@@ -17,7 +17,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,9 +64,12 @@ def _admin_password() -> str:
 
 
 def run() -> int:
-    started = prepare_environment()
+    stop_signals = StopSignals()
+    started: list[str] = []
     processes: list[subprocess.Popen[bytes]] = []
     try:
+        with stop_signals.held():  # a service started but not yet recorded would be left running
+            started = prepare_environment()
         _manage("migrate", "--no-input", "-v", "0")
         _manage("collectstatic", "--no-input", "-v", "0")
         user = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
@@ -83,7 +87,9 @@ def run() -> int:
             [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
             + ["--schedule", str(embedded_services.data_dir() / "celerybeat-schedule")],
         ]
-        processes = [subprocess.Popen(command) for command in commands]
+        with stop_signals.held():
+            for command in commands:
+                processes.append(subprocess.Popen(command, start_new_session=True))
         print(
             f"\npromptramp is running: http://{host}:{port}/admin/  "
             f"(user {user!r}, password {password!r})\n"
@@ -92,7 +98,10 @@ def run() -> int:
             flush=True,
         )
         return _wait(processes)
+    except KeyboardInterrupt:
+        return 0
     finally:
+        stop_signals.ignore()  # a second Ctrl-C must not cut the clean-up short
         _terminate(processes)
         embedded_services.stop(started)
 
@@ -118,34 +127,77 @@ def prepare_metrics_dir() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
+class StopSignals:
+    """From its creation on, SIGINT (Ctrl-C), SIGTERM and SIGHUP stop the run command: they raise
+    KeyboardInterrupt, except inside ``held()``, which postpones the stop to its end."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._holding = False
+        self._pending = False
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self._pending:
+            raise KeyboardInterrupt
+
+    def ignore(self) -> None:
+        for signum in self.SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _wait(processes: list[subprocess.Popen[bytes]]) -> int:
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stopping:
+    """Until a process exits (its exit code) or a stop signal (KeyboardInterrupt)."""
+    while True:
         for process in processes:
             if process.poll() is not None:
                 print(f"{process.args[2:4]} exited with {process.returncode}", file=sys.stderr)
                 return process.returncode or 1
         time.sleep(0.2)
-    return 0
+
+
+# The run command stops everything within 10 s: its children get this long to finish in flight.
+GRACE_SECONDS = 7.0
 
 
 def _terminate(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the children, each the leader of a process group of its own (start_new_session).
+
+    Each leader gets one SIGTERM and stops its own workers: signalling every process at once, as
+    a terminal's Ctrl-C does to its foreground group, deadlocked a gunicorn gthread worker that got
+    SIGINT from the terminal and SIGQUIT from its master (two nested ThreadPoolExecutor.shutdown
+    calls in signal handlers), and the worker outlived the run command holding the port. Once the
+    leaders are gone, or after GRACE_SECONDS, SIGKILL goes to every group, so nothing a leader
+    left behind survives."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + GRACE_SECONDS
     for process in processes:
         try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.kill()
+            pass
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
 
 
 def test(pytest_args: list[str]) -> int:

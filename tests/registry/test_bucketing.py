@@ -14,7 +14,7 @@ units = st.text(min_size=1, max_size=100)
 percents = st.decimals(min_value=0, max_value=100, places=2)
 
 
-def test_every_shared_vector_gets_its_hash_and_bucket():
+def test_every_vector_gets_its_hash_and_bucket():
     for vector in bucketing_vectors():
         assert mmh3.hash(f"{vector['salt']}:{vector['unit']}", 0, signed=False) == vector["hash"]
         assert bucket_of(vector["salt"], vector["unit"]) == vector["bucket"], vector

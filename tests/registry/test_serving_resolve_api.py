@@ -67,7 +67,7 @@ def test_running_rollout_puts_the_unit_in_its_hashed_bucket(alice, key, get):
     prompt = make_prompt(alice, versions=2)
     rollout = put_rollout(prompt, percent="50", salt="answer:1")
 
-    baseline = get(f"{URL}?unit=user-1", key=key).json()  # bucket 6681 (shared vectors)
+    baseline = get(f"{URL}?unit=user-1", key=key).json()  # bucket 6681 (tests/data/bucketing_vectors.json)
     candidate = get(f"{URL}?unit=user-2", key=key).json()  # bucket 6405 … see below
     assert baseline["bucket"] == 6681 and baseline["arm"] == "baseline" and baseline["version"] == 1
     assert candidate["bucket"] == 6405 and candidate["arm"] == "baseline"
@@ -76,7 +76,7 @@ def test_running_rollout_puts_the_unit_in_its_hashed_bucket(alice, key, get):
     assert low["rollout_id"] == rollout.pk and low["sticky"] is True
 
 
-def test_server_reproduces_every_shared_vector(alice, key, get):
+def test_server_reproduces_every_bucketing_vector(alice, key, get):
     by_salt: dict[str, list[dict]] = {}
     for vector in bucketing_vectors():
         by_salt.setdefault(vector["salt"], []).append(vector)

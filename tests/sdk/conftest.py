@@ -6,26 +6,22 @@ to run them against a real promptramp server instead. Fault tests always use the
 FakeServer, since they script its failures.
 """
 
-import json
 import os
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from promptramp import Client
+from tests.registry import vectors
 
 from .fake_server import API_KEY, DEMO_PROMPTS, FakeServer
 
 
 @pytest.fixture(scope="session")
 def bucketing_vectors() -> list[dict[str, Any]]:
-    """shared/bucketing_vectors.json, beside the repository (PROMPTRAMP_SHARED_DIR overrides)."""
-    override = os.environ.get("PROMPTRAMP_SHARED_DIR")
-    shared = Path(override) if override else Path(__file__).resolve().parents[2] / ".." / "shared"
-    vectors: list[dict[str, Any]] = json.loads((shared / "bucketing_vectors.json").read_text())["vectors"]
-    return vectors
+    """tests/data/bucketing_vectors.json, the vectors the server's tests use too."""
+    return vectors.bucketing_vectors()
 
 
 @pytest.fixture

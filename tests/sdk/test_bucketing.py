@@ -15,7 +15,7 @@ def split(percent: float, salt: str = "p:1") -> Rollout:
     return Rollout(1, salt, threshold_of(percent), BASELINE, CANDIDATE)
 
 
-def test_every_shared_vector_is_reproduced(bucketing_vectors: list[dict[str, Any]]) -> None:
+def test_every_vector_is_reproduced(bucketing_vectors: list[dict[str, Any]]) -> None:
     wrong = [v for v in bucketing_vectors if bucket_of(v["salt"], v["unit"]) != v["bucket"]]
 
     assert len(bucketing_vectors) >= 300
