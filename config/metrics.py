@@ -49,7 +49,8 @@ state_reads_total = Counter(
 )
 state_rebuilds_total = Counter(
     "promptramp_state_cache_rebuilds_total",
-    "Rebuilds of a per-process state cache from PostgreSQL (cache misses), by outcome.",
+    "Rebuilds of a per-process state cache from PostgreSQL, by outcome: ok (whole), updated (only "
+    "what changed), failed.",
     ["state", "outcome"],
 )
 

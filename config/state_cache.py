@@ -41,7 +41,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -60,6 +60,8 @@ FIRST_BUILD_SECONDS = 5.0
 CONFIRM_WAIT_SECONDS = 1.0
 WAIT_SECONDS = CHECK_TIMEOUT_SECONDS
 GLOBAL_GENERATION_KEY = "promptramp:generation"
+CHANGE_LOG_LENGTH = 1000
+EVERYTHING = "*"
 CHANGES_CHANNEL = "promptramp:changes"
 WARM_LOG_MARK = "state caches warmed"
 log = logging.getLogger(__name__)
@@ -76,15 +78,19 @@ def generation_key(name: str) -> str:
     return f"promptramp:generation:{name}"
 
 
-def state_changed(name: str) -> None:
-    """Tell every process that the state called ``name`` must be rebuilt, once the current
-    transaction commits (at once outside one). This process's caches of it rebuild on their next
-    read; the new global generation is kept for the current request's answer."""
-    _invalidate_here(name)
+def state_changed(name: str, keys: Iterable[str] | None = None) -> None:
+    """Tell every process that the state called ``name`` changed, once the current transaction
+    commits (at once outside one): for the serving state, ``keys`` names the prompts that
+    changed, so each process updates only those (None: anything may have changed). This
+    process's caches of it rebuild on their next read; the new global generation is kept for
+    the current request's answer."""
+    changed = None if keys is None else frozenset(keys)
+    what = EVERYTHING if changed is None else "\n".join(sorted(changed))
+    _invalidate_here(name, changed)
 
     def after_commit() -> None:
-        generation = _bump(name)
-        _invalidate_here(name)
+        generation = _announce(name, what)
+        _invalidate_here(name, changed)
         if generation is not None:
             written_generation.set(max(generation, written_generation.get() or 0))
 
@@ -100,23 +106,63 @@ def current_generation() -> int | None:
     return int(value or 0)
 
 
-def _invalidate_here(name: str) -> None:
+def _invalidate_here(name: str, changed: frozenset[str] | None) -> None:
     for cache in StateCache.instances:
         if cache.name == name:
-            cache.invalidate()
+            cache.invalidate(changed)
 
 
-def _bump(name: str) -> int | None:
+def changes_key(name: str) -> str:
+    return f"promptramp:changes:{name}"
+
+
+# One step: the state's counter, the global generation, the state's change log (the keys each
+# generation changed, the last CHANGE_LOG_LENGTH of them) and the notice to stream processes.
+_ANNOUNCE = """
+local generation = redis.call('INCR', KEYS[1])
+local global = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[3], generation, generation .. ' ' .. ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[2]) - 1)
+redis.call('PUBLISH', ARGV[4], ARGV[3] .. ' ' .. global)
+return global
+"""
+
+
+def _announce(name: str, what: str) -> int | None:
+    client = get_redis()
+    keys = [generation_key(name), GLOBAL_GENERATION_KEY, changes_key(name)]
     try:
-        pipe = get_redis().pipeline(transaction=True)
-        pipe.incr(generation_key(name))
-        pipe.incr(GLOBAL_GENERATION_KEY)
-        _state_generation, generation = pipe.execute()
-        get_redis().publish(CHANGES_CHANNEL, f"{name} {generation}")
+        generation = client.eval(_ANNOUNCE, 3, *keys, what, CHANGE_LOG_LENGTH, name, CHANGES_CHANNEL)
     except RedisError:
         log.error("could not announce a change of %s: Redis is unavailable", name)
         return None
     return int(generation)
+
+
+def _changed_since(name: str, old: bytes | None, new: bytes | None) -> frozenset[str] | None:
+    """The keys changed by the generations after ``old`` up to ``new``, from the change log;
+    None when the log cannot tell (a gap, a change of everything, Redis failing)."""
+    if old is None or new is None:
+        return None
+    first, last = int(old) + 1, int(new)
+    if last < first or last - first >= CHANGE_LOG_LENGTH:
+        return None
+    try:
+        entries = get_checking_redis().zrangebyscore(changes_key(name), first, last)
+    except RedisError:
+        return None
+    changed: set[str] = set()
+    generations = set()
+    for entry in entries:
+        text = entry.decode() if isinstance(entry, bytes) else str(entry)
+        generation, _, what = text.partition(" ")
+        if what == EVERYTHING:
+            return None
+        generations.add(int(generation))
+        changed.update(key for key in what.split("\n") if key)
+    if generations != set(range(first, last + 1)):
+        return None
+    return frozenset(changed)
 
 
 _redis_failed_at = float("-inf")
@@ -150,9 +196,14 @@ class _Held(Generic[T]):
 class StateCache(Generic[T]):
     instances: list[StateCache[object]] = []
 
-    def __init__(self, name: str, build: Callable[[], T]) -> None:
+    def __init__(
+        self, name: str, build: Callable[[], T], update: Callable[[T, frozenset[str]], T] | None = None
+    ) -> None:
+        """``build`` makes the object from PostgreSQL; ``update``, when given, makes a new object
+        from an old one and the keys that changed (named by ``state_changed``)."""
         self.name = name
         self.build = build
+        self.update = update
         self._held: _Held[T] | None = None
         self._checked_at = float("-inf")  # when the last completed check started (monotonic)
         self._seen = 0  # the global generation that check read
@@ -163,6 +214,7 @@ class StateCache(Generic[T]):
         self._last_build_ok = False
         self._epoch = 0  # bumped by clear(): a build that began before is not installed
         self._invalidated = False
+        self._invalidated_keys: frozenset[str] | None = frozenset()  # None: everything
         self._database_ok_at = float("-inf")
         self._built_at = float("-inf")  # when the last successful build started
         self._usual_build_seconds = 0.0  # moving average of successful builds' durations
@@ -175,6 +227,7 @@ class StateCache(Generic[T]):
         self._last_read = self._reads_reported = 0
         self._report_reads = state_reads_total.labels(name).inc
         self._count_rebuild = state_rebuilds_total.labels(name, "ok").inc
+        self._count_update = state_rebuilds_total.labels(name, "updated").inc
         self._count_failed_rebuild = state_rebuilds_total.labels(name, "failed").inc
         StateCache.instances.append(self)  # type: ignore[arg-type]
 
@@ -236,29 +289,42 @@ class StateCache(Generic[T]):
             if self._held is None or must_confirm:
                 self._confirmed_ok = self._rebuild(None, confirming=must_confirm)
             elif self._invalidated or started - self._built_at >= REDIS_DOWN_REBUILD_SECONDS:
-                self._invalidated = False
-                self._builder.request(generation=None)  # the answer is marked stale anyway
+                self._invalidated, self._invalidated_keys = False, frozenset()
+                self._builder.request(generation=None, changed=None)  # the answer is marked stale anyway
             return
         held = self._held
         current = held is not None and generation == held.generation and not self._invalidated
         if not current or self._database_failed or self._redis_failed:
             # Also after a failure: a change may have gone unannounced meanwhile.
             self._redis_failed = False
-            self._confirmed_ok = self._rebuild(generation, confirming=must_confirm) or current
+            changed = None
+            if self.update is not None and held is not None:
+                changed = (
+                    frozenset()
+                    if generation == held.generation
+                    else _changed_since(self.name, held.generation, generation)
+                )
+                if changed is not None and self._invalidated:
+                    invalidated = self._invalidated_keys
+                    changed = None if invalidated is None else changed | invalidated
+            self._confirmed_ok = self._rebuild(generation, changed, confirming=must_confirm) or current
         else:
             self._confirmed_ok = True
             if started - self._database_ok_at >= PROBE_SECONDS:
                 self._builder.request(probe=True)
         self._checked_at, self._seen = started, int(seen or 0)
 
-    def _rebuild(self, generation: bytes | None, *, confirming: bool = False) -> bool:
-        """Rebuild at ``generation`` and wait for it as long as the module's docstring says.
-        Inside a transaction (a test, or a service reading its own writes) the build runs on
-        this thread's connection instead. True when it succeeded in time."""
-        self._invalidated = False
+    def _rebuild(
+        self, generation: bytes | None, changed: frozenset[str] | None = None, *, confirming: bool = False
+    ) -> bool:
+        """Rebuild at ``generation`` (only the ``changed`` keys, when known) and wait for it as
+        long as the module's docstring says. Inside a transaction (a test, or a service reading
+        its own writes) the build runs on this thread's connection instead. True when it
+        succeeded in time."""
+        self._invalidated, self._invalidated_keys = False, frozenset()
         if connection.in_atomic_block:
-            return self._build_and_install(generation)
-        ticket = self._builder.request(generation=generation)
+            return self._build_and_install(generation, changed)
+        ticket = self._builder.request(generation=generation, changed=changed)
         if self._held is None:
             wait = FIRST_BUILD_SECONDS
         elif confirming or min_generation.get():
@@ -268,10 +334,14 @@ class StateCache(Generic[T]):
         done = self._builder.wait(ticket, wait)
         return done and self._last_build_ok
 
-    def _build_and_install(self, generation: bytes | None) -> bool:
-        started, epoch = time.monotonic(), self._epoch
+    def _build_and_install(self, generation: bytes | None, changed: frozenset[str] | None) -> bool:
+        started, epoch, held = time.monotonic(), self._epoch, self._held
         try:
-            state = self.build()
+            update = self.update
+            if changed is not None and held is not None and update is not None:
+                state, count = update(held.state, changed), self._count_update
+            else:
+                state, count = self.build(), self._count_rebuild
         except DatabaseError as error:
             log.warning(
                 "could not rebuild %s from PostgreSQL (%s); serving the last good state", self.name, error
@@ -288,7 +358,7 @@ class StateCache(Generic[T]):
         self._usual_build_seconds = min(0.9 * self._usual_build_seconds + 0.1 * took, WAIT_SECONDS * 10)
         self._database_failed, self._database_ok_at, self._built_at = False, started, started
         self._last_build_ok = True
-        self._count_rebuild()
+        count()
         return True
 
     def _probe(self) -> None:
@@ -310,8 +380,11 @@ class StateCache(Generic[T]):
             self._report_reads(reads - self._reads_reported)
             self._reads_reported = reads
 
-    def invalidate(self) -> None:
-        """Rebuild on the next read (a change made by this process)."""
+    def invalidate(self, changed: frozenset[str] | None = None) -> None:
+        """Rebuild (the ``changed`` keys, None: everything) on the next read: a change made by
+        this process, which it must see before the change is announced."""
+        if self._invalidated_keys is not None:
+            self._invalidated_keys = None if changed is None else self._invalidated_keys | changed
         self._invalidated = True
 
     def clear(self) -> None:
@@ -320,28 +393,34 @@ class StateCache(Generic[T]):
         self._held = None
         self._checked_at, self._seen = float("-inf"), 0
         self._database_failed = self._redis_failed = self._invalidated = self._behind = False
+        self._invalidated_keys = frozenset()
         self._confirmed_ok = self._last_build_ok = False
 
 
 class _Builder:
     """The thread that rebuilds one cache (and probes PostgreSQL for it), so that a reader never
     waits on PostgreSQL longer than it chooses to. Requests are numbered; a build serves every
-    request made before it began."""
+    request made before it began, with the union of what they said changed."""
 
     def __init__(self, cache: StateCache[object]) -> None:
         self._cache = cache
         self._condition = threading.Condition()
         self._requested = self._done = 0
         self._generation: bytes | None = None
+        self._changed: frozenset[str] | None = frozenset()
         self._probe = False
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def request(self, *, generation: bytes | None = None, probe: bool = False) -> int:
+    def request(
+        self, *, generation: bytes | None = None, changed: frozenset[str] | None = None, probe: bool = False
+    ) -> int:
         with self._condition:
             if probe:
                 self._probe = True
             else:
+                if self._changed is not None:  # None: everything is to be rebuilt already
+                    self._changed = None if changed is None else self._changed | changed
                 self._requested += 1
                 self._generation = generation
                 self._cache._behind = True
@@ -365,10 +444,10 @@ class _Builder:
         while True:
             with self._condition:
                 self._condition.wait_for(lambda: self._requested > self._done or self._probe)
-                ticket, generation, probe = self._requested, self._generation, self._probe
-                self._probe = False
+                ticket, generation, changed = self._requested, self._generation, self._changed
+                probe, self._probe, self._changed = self._probe, False, frozenset()
             if ticket > self._done:
-                cache._build_and_install(generation)
+                cache._build_and_install(generation, changed)
                 with self._condition:
                     self._done = ticket
                     if self._requested == ticket:

@@ -242,6 +242,7 @@ def prompt_create(
             object_id=prompt.pk,
             data={"kind": kind, "tags": clean_tags, "owners": owner_names(prompt)},
         )
+        state_changed(SERVING_STATE, [name])
     return prompt
 
 
@@ -369,7 +370,7 @@ def version_create(
             version = latest
         for label in label_names:
             _label_set(actor=actor, prompt=prompt, label=label, version=version, reason=message)
-        state_changed(SERVING_STATE)
+        state_changed(SERVING_STATE, [prompt.name])
     return version, created
 
 
@@ -436,7 +437,7 @@ def label_move(
                 _ensure_production_movable(prompt)
         target = version_get(prompt, version)
         moved = _label_set(actor=actor, prompt=prompt, label=label, version=target, reason=reason)
-        state_changed(SERVING_STATE)
+        state_changed(SERVING_STATE, [prompt.name])
     return moved
 
 
@@ -461,4 +462,4 @@ def label_delete(*, actor: Actor, prompt_name: str, label: object, reason: objec
             data={"label": label, "from_version": current.version.version},
         )
         current.delete()
-        state_changed(SERVING_STATE)
+        state_changed(SERVING_STATE, [prompt.name])

@@ -2,8 +2,9 @@
 
 The serving state is an immutable object built from PostgreSQL: every prompt's production version
 and each running or paused rollout (baseline, candidate, percent, salt). It is cached per process
-by ``config.state_cache`` and rebuilt when any process calls ``state_changed(SERVING_STATE)``
-(registry and rollout services do, inside their transactions).
+by ``config.state_cache`` and updated when any process calls ``state_changed(SERVING_STATE,
+[prompt names])`` (registry and rollout services do, inside their transactions): only the named
+prompts are read again (``serving_state_update``).
 
 Everything a resolve answers is serialized when the state is built: a request is a dictionary
 lookup, at most one hash, and a few byte joins. ``resolve`` and the body helpers below do no I/O.
@@ -73,6 +74,7 @@ class ServingState:
     generated_at: datetime
     snapshot: bytes
     snapshot_etag: str
+    entries: Mapping[str, bytes]  # each prompt's entry of the snapshot's "prompts", serialized
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,35 +200,64 @@ def _snapshot_entry(prompt: ServedPrompt) -> dict[str, Any]:
     }
 
 
-def serving_state_build() -> ServingState:
-    """Read every prompt's production version and splitting rollout: three queries."""
-    prompts = list(Prompt.objects.order_by("name").values_list("id", "name", "kind"))
-    production = {
-        label.prompt_id: label.version
-        for label in Label.objects.filter(name=PRODUCTION).select_related("version")
-    }
-    rollouts = {
-        rollout.prompt_id: rollout
-        for rollout in Rollout.objects.filter(state__in=Rollout.SPLITTING_STATES).select_related(
-            "baseline", "candidate"
-        )
-    }
+def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedPrompt]:
+    """Each prompt's production version and splitting rollout, for every prompt or for those
+    named: three queries."""
+    prompts = Prompt.objects.all()
+    labels = Label.objects.filter(name=PRODUCTION)
+    rollouts = Rollout.objects.filter(state__in=Rollout.SPLITTING_STATES)
+    if names is not None:
+        prompts = prompts.filter(name__in=names)
+        labels = labels.filter(prompt__name__in=names)
+        rollouts = rollouts.filter(prompt__name__in=names)
+    production = {label.prompt_id: label.version for label in labels.select_related("version")}
+    splitting = {rollout.prompt_id: rollout for rollout in rollouts.select_related("baseline", "candidate")}
     served: dict[str, ServedPrompt] = {}
-    for prompt_id, name, kind in prompts:
+    for prompt_id, name, kind in prompts.order_by("name").values_list("id", "name", "kind"):
         version = production.get(prompt_id)
-        rollout = rollouts.get(prompt_id)
+        rollout = splitting.get(prompt_id)
         served[name] = ServedPrompt(
             name=name,
             production=_served_version(name, kind, version) if version else None,
             rollout=_served_rollout(name, kind, rollout) if rollout else None,
         )
-    prompts_json = orjson.dumps({name: _snapshot_entry(p) for name, p in served.items()})
+    return served
+
+
+def _serving_state(prompts: dict[str, ServedPrompt], entries: dict[str, bytes]) -> ServingState:
+    """The state with its snapshot, prompts in name order (so every process, however it got
+    there, serves the same snapshot under the same ETag)."""
+    prompts_json = b"{%b}" % b",".join(orjson.dumps(name) + b":" + entries[name] for name in sorted(entries))
     generated_at = timezone.now()
     snapshot = b"".join(
         (b'{"generated_at":', orjson.dumps(generated_at.isoformat()), b',"prompts":', prompts_json, b"}")
     )
     etag = 'W/"' + hashlib.sha256(prompts_json).hexdigest()[:32] + '"'
-    return ServingState(prompts=served, generated_at=generated_at, snapshot=snapshot, snapshot_etag=etag)
+    return ServingState(
+        prompts=prompts, generated_at=generated_at, snapshot=snapshot, snapshot_etag=etag, entries=entries
+    )
 
 
-serving_cache: StateCache[ServingState] = StateCache(SERVING_STATE, serving_state_build)
+def serving_state_build() -> ServingState:
+    """Every prompt's production version and splitting rollout, from PostgreSQL."""
+    served = _served_prompts()
+    return _serving_state(served, {name: orjson.dumps(_snapshot_entry(p)) for name, p in served.items()})
+
+
+def serving_state_update(state: ServingState, names: frozenset[str]) -> ServingState:
+    """``state`` with the prompts ``names`` read again (a prompt no longer there is dropped):
+    work proportional to what changed, plus joining the snapshot's bytes."""
+    fresh = _served_prompts(names)
+    prompts, entries = dict(state.prompts), dict(state.entries)
+    for name in names:
+        prompt = fresh.get(name)
+        if prompt is None:
+            prompts.pop(name, None)
+            entries.pop(name, None)
+        else:
+            prompts[name] = prompt
+            entries[name] = orjson.dumps(_snapshot_entry(prompt))
+    return _serving_state(prompts, entries)
+
+
+serving_cache: StateCache[ServingState] = StateCache(SERVING_STATE, serving_state_build, serving_state_update)

@@ -129,7 +129,7 @@ def _transition(
         },
     )
     outbox_enqueue(rollout=rollout, transition=transition)
-    state_changed(SERVING_STATE)
+    state_changed(SERVING_STATE, [rollout.prompt.name])
     return transition
 
 
@@ -263,7 +263,7 @@ def rollout_create(
                 "salt": rollout.salt,
             },
         )
-        state_changed(SERVING_STATE)
+        state_changed(SERVING_STATE, [prompt.name])
         if start:
             _start(rollout, actor=actor, now=now, reason=clean_reason)
     return rollout

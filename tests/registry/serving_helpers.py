@@ -30,10 +30,10 @@ def put_rollout(
         percent=Decimal(percent),
         salt=salt,
     )
-    state_changed(SERVING_STATE)
+    state_changed(SERVING_STATE, [prompt.name])
     return rollout
 
 
 def set_rollout(rollout: Rollout, **fields: object) -> None:
     Rollout.objects.filter(pk=rollout.pk).update(**fields)
-    state_changed(SERVING_STATE)
+    state_changed(SERVING_STATE, [rollout.prompt.name])
