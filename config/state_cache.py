@@ -33,6 +33,7 @@ CHECK_SECONDS = 0.5
 PROBE_SECONDS = 1.0
 STALE_AFTER_SECONDS = 2.0
 WARM_LOG_MARK = "state caches warmed"
+CHANGES_CHANNEL = "promptramp:changes"
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +67,7 @@ def _invalidate_here(name: str) -> None:
 def _bump(name: str) -> None:
     try:
         get_redis().incr(generation_key(name))
+        get_redis().publish(CHANGES_CHANNEL, name)
     except RedisError:
         log.warning("could not announce a change of %s: Redis is unavailable", name)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -73,6 +73,8 @@ class ServingState:
     generated_at: datetime
     snapshot: bytes
     snapshot_etag: str
+    # Each prompt's entry of the snapshot's "prompts", serialized: what the stream compares.
+    entries: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,13 +222,16 @@ def serving_state_build() -> ServingState:
             production=_served_version(name, kind, version) if version else None,
             rollout=_served_rollout(name, kind, rollout) if rollout else None,
         )
-    prompts_json = orjson.dumps({name: _snapshot_entry(p) for name, p in served.items()})
+    entries = {name: orjson.dumps(_snapshot_entry(p)) for name, p in served.items()}
+    prompts_json = b"{%b}" % b",".join(orjson.dumps(name) + b":" + entry for name, entry in entries.items())
     generated_at = timezone.now()
     snapshot = b"".join(
         (b'{"generated_at":', orjson.dumps(generated_at.isoformat()), b',"prompts":', prompts_json, b"}")
     )
     etag = 'W/"' + hashlib.sha256(prompts_json).hexdigest()[:32] + '"'
-    return ServingState(prompts=served, generated_at=generated_at, snapshot=snapshot, snapshot_etag=etag)
+    return ServingState(
+        prompts=served, generated_at=generated_at, snapshot=snapshot, snapshot_etag=etag, entries=entries
+    )
 
 
 serving_cache: StateCache[ServingState] = StateCache(SERVING_STATE, serving_state_build)
