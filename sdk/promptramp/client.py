@@ -100,6 +100,11 @@ class Client:
         """The snapshot `get` reads, None until the server has answered once."""
         return self._snapshot
 
+    @property
+    def streaming(self) -> bool:
+        """Whether the client is following the server's snapshot stream right now."""
+        return self._streaming
+
     def get(
         self,
         name: str,
