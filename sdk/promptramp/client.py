@@ -69,6 +69,7 @@ class Client:
         }
         self._snapshot: Snapshot | None = None
         self._confirmed_at = -float("inf")  # time.monotonic() of the server's last confirmation
+        self._stale = False  # set by the poll thread once unconfirmed for 3 × refresh_interval
         self._refresh_lock = threading.Lock()
         self._closed = threading.Event()
         self._wake = threading.Event()  # the poll thread looks again (closed, or the stream changed)
@@ -124,7 +125,7 @@ class Client:
             served = snapshot.prompts.get(name)
             if served is not None:
                 result = served.resolve(unit, variables)
-                if time.monotonic() - self._confirmed_at > self._stale_after:
+                if self._stale:
                     result.stale = True
                 return result
         if default is not None:
@@ -223,7 +224,7 @@ class Client:
             if reply.status in (200, 304):
                 self._stream_url = stream_url(reply.headers.get("Link"), self._transport.base_url)
             if reply.status == 304 and current is not None:
-                self._confirmed_at = time.monotonic()
+                self._confirm()
                 return True
             if reply.status != 200:
                 logger.warning("snapshot refresh answered %d", reply.status)
@@ -235,7 +236,7 @@ class Client:
                 return False
             if not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
                 self._use(snapshot)
-            self._confirmed_at = time.monotonic()
+            self._confirm()
             return True
 
     def close(self, timeout: float | None = None) -> bool:
@@ -256,17 +257,30 @@ class Client:
 
     def _refresh_periodically(self) -> None:
         """Poll once nothing was heard from the server for `refresh_interval` (for two while
-        the stream is open: its keepalives confirm the snapshot)."""
+        the stream is open: its keepalives confirm the snapshot); mark the snapshot stale once
+        nothing was heard for 3 × `refresh_interval`."""
         attempted = time.monotonic()
         while not self._closed.is_set():
+            now, confirmed = time.monotonic(), self._confirmed_at
+            stale_at = confirmed + self._stale_after
+            if now > stale_at and not self._stale:
+                self._stale = True
+                if self._confirmed_at != confirmed:  # confirmed meanwhile
+                    self._stale = False
             quiet = self._refresh_interval * (2 if self._streaming else 1)
-            due = max(self._confirmed_at, attempted) + quiet
-            if time.monotonic() >= due:
-                attempted = time.monotonic()
+            due = max(confirmed, attempted) + quiet
+            if now >= due:
+                attempted = now
                 self.refresh()
                 continue
-            self._wake.wait(due - time.monotonic())
+            wake_at = due if self._stale else min(due, stale_at)
+            self._wake.wait(max(wake_at - now, 0.001))
             self._wake.clear()
+
+    def _confirm(self) -> None:
+        """The server has just confirmed the snapshot in use (or sent a newer one)."""
+        self._confirmed_at = time.monotonic()
+        self._stale = False
 
     def _stream_forever(self) -> None:
         """Follow the stream the server names, reconnecting (with Last-Event-ID) after it ends,
@@ -304,7 +318,7 @@ class Client:
             for event in stream.events():
                 if event.event in ("snapshot", "change"):
                     self._apply(event)
-                self._confirmed_at = time.monotonic()
+                self._confirm()
             return True
         finally:
             self._stream = None
