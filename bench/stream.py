@@ -94,9 +94,12 @@ def run(args: argparse.Namespace) -> int:
         answered = rollback(web, write_key, rollout_id)
         print(f"rolled back at {answered:.6f} (CLOCK_MONOTONIC)", flush=True)
         times: list[float] = []
-        for process in workers:
+        for process, kind in zip(workers, ("SDK clients", "SSE readers"), strict=True):
             out, _ = process.communicate(b"go\n", timeout=60)
-            times += [at - answered for at in json.loads(out.decode().strip().splitlines()[-1])]
+            these = sorted(at - answered for at in json.loads(out.decode().strip().splitlines()[-1]))
+            if these:
+                print(f"{kind}: {len(these)}, median {statistics.median(these) * 1000:.1f} ms", flush=True)
+            times += these
         report(times, args.connections)
         return 0
     finally:
