@@ -7,7 +7,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import psutil
 import pytest
+from django.db import connection
 
 from access.actors import Actor
 from access.models import ApiKey
@@ -16,9 +18,9 @@ from config.state_cache import state_changed
 from registry.services import label_move
 from rollouts.services import rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt
-from tests.registry.servers import http_get
+from tests.registry.servers import base_env, database_url, free_port, http_get
 from tests.registry.serving_helpers import put_rollout, set_rollout
-from tests.registry.stream_helpers import STREAM_PATH, Service, SSEReader, service
+from tests.registry.stream_helpers import STREAM_PATH, Service, SSEReader, service, stream_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 KEEPALIVE_SECONDS = 0.5
@@ -211,3 +213,22 @@ def test_the_stream_url_setting_overrides_the_link(client_with_key, alice, setti
     response = client_with_key(alice, "read").get("/api/v1/snapshot")
 
     assert response["Link"] == '<https://stream.example.test/api/v1/snapshot/stream>; rel="stream"'
+
+
+def test_the_stream_process_stops_promptly_with_streams_open(alice, tmp_path):
+    make_prompt(alice)
+    key = make_key(alice, "read")
+    port = free_port()
+    env = base_env(DATABASE_URL=database_url(connection.settings_dict), STREAM_PORT=str(port))
+    with stream_server(env, port, tmp_path / "stream.log") as stream:
+        reader = SSEReader(stream, key)
+        reader.next_event("snapshot")
+        process = next(p for p in psutil.Process().children() if str(port) in " ".join(p.cmdline()))
+
+        process.terminate()
+        stopping = time.monotonic()
+        process.wait(timeout=10)
+
+        assert time.monotonic() - stopping < 5
+        assert reader.next() is None
+        reader.close()
