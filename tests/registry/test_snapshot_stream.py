@@ -14,8 +14,11 @@ from django.db import connection
 from access.actors import Actor
 from access.models import ApiKey
 from access.services import API_KEYS_STATE, apikey_revoke
-from config.state_cache import state_changed
+from config.redis_client import get_redis
+from config.state_cache import generation_key, state_changed
 from registry.services import label_move
+from registry.serving import SERVING_STATE
+from rollouts.models import Rollout
 from rollouts.services import rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt
 from tests.registry.servers import base_env, database_url, free_port, http_get
@@ -93,6 +96,20 @@ def test_a_label_move_sends_a_change_holding_only_that_prompt(live, readers, ali
     change = reader.next_event("change")
     assert list(change.data["prompts"]) == ["support.answer"]
     assert change.data["prompts"]["support.answer"]["production"]["version"] == 2
+
+
+def test_a_change_announced_by_the_counter_alone_is_streamed_within_a_second(live, readers, alice):
+    rollout = put_rollout(make_prompt(alice, versions=2), percent="10")
+    reader = _open(live, readers, make_key(alice, "read"))
+    reader.next_event("snapshot")
+
+    Rollout.objects.filter(pk=rollout.pk).update(percent=50)
+    get_redis().incr(generation_key(SERVING_STATE))  # as when pub/sub is unavailable: no message
+    counted = time.monotonic()
+
+    change = reader.next_event("change")
+    assert change.data["prompts"]["support.answer"]["rollout"]["percent"] == 50
+    assert change.at - counted < 1.0
 
 
 def test_changes_in_quick_succession_are_coalesced_to_one_event_per_100_ms(live, readers, alice):

@@ -13,7 +13,7 @@ from rollouts.services import rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt
 from tests.registry.servers import base_env, database_url, free_port, http_get, wait_for, web_server
 from tests.registry.serving_helpers import put_rollout
-from tests.registry.stream_helpers import Service, service
+from tests.registry.stream_helpers import Service, service, stream_server
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,37 @@ def test_on_snapshot_sees_each_snapshot_the_stream_brings(live, alice, make_clie
     assert len(seen) >= 2 and seen[-1] == client.snapshot.etag
     # the stream's ids are the snapshot's ETags (the web process confirms within 0.5 s)
     wait_for(lambda: http_get(live.web + "/api/v1/snapshot", key=key).headers["ETag"] == seen[-1], seconds=1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_polls_while_the_stream_process_is_down_and_streams_again_once_it_is_back(
+    alice, make_client, tmp_path
+):
+    make_prompt(alice, versions=2)
+    port = free_port()
+    env = base_env(DATABASE_URL=database_url(connection.settings_dict), STREAM_PORT=str(port))
+    with web_server(env, tmp_path / "web.log") as web:
+        key = _usable_key(web, alice)
+        with stream_server(env, port, tmp_path / "stream.log"):
+            seen: list[str | None] = []
+            client = make_client(
+                web, key, refresh_interval=0.5, max_backoff=1, on_snapshot=lambda s: seen.append(s.etag)
+            )
+            wait_for(lambda: client.streaming, seconds=5)
+        assert not client.streaming
+
+        label_move(actor=actor_for(alice), prompt_name="support.answer", label="production", version=2)
+        wait_for(lambda: client.get("support.answer").version == 2, seconds=2)  # by a poll
+
+        with stream_server(env, port, tmp_path / "stream-again.log"):
+            wait_for(lambda: client.streaming, seconds=5)
+            seen_before = len(seen)
+            time.sleep(0.5)
+            assert len(seen) == seen_before  # resumed with Last-Event-ID: no snapshot resent
+            label_move(actor=actor_for(alice), prompt_name="support.answer", label="production", version=1)
+            wait_for(lambda: client.get("support.answer").version == 1, seconds=1, every=0.005)
+            assert not client.get("support.answer").stale
+            assert len(seen) == seen_before + 1
 
 
 @pytest.mark.django_db(transaction=True)
