@@ -82,6 +82,9 @@ class StreamHub:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        """Start following (once; at the process's start, or at the first stream without it)."""
+        if self._tasks:
+            return
         self._tasks = [
             asyncio.create_task(self._listen()),
             asyncio.create_task(

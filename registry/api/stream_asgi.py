@@ -44,6 +44,7 @@ def snapshot_stream_path(app: ASGIApp) -> ASGIApp:
         if scope["type"] == "lifespan":
             await _lifespan(hub, receive, send)
         elif scope["type"] == "http" and scope["path"] == STREAM_PATH:
+            hub.start()  # started already, unless the server does not speak the lifespan protocol
             await _stream(hub, scope, receive, send)
         else:
             await app(scope, receive, send)

@@ -23,7 +23,7 @@ logger = logging.getLogger("promptramp")
 Default = str | list[Message]
 # A stream silent this long is taken for dead (the server sends a keepalive every 15 s).
 STREAM_READ_TIMEOUT = 60.0
-STREAM_RETRY_SECONDS = 0.5  # the first wait before reconnecting; doubled after each failure
+STREAM_RETRY_SECONDS = 0.5  # the wait before reconnecting (× 0.5–1); doubled after each failure
 SNAPSHOT_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
 
 
@@ -284,7 +284,7 @@ class Client:
 
     def _stream_forever(self) -> None:
         """Follow the stream the server names, reconnecting (with Last-Event-ID) after it ends,
-        and after a failure with a growing pause; the poll thread serves meanwhile."""
+        after a short pause that grows with each failure; the poll thread serves meanwhile."""
         failures = 0
         while not self._closed.is_set():
             url = self._stream_url
@@ -301,7 +301,7 @@ class Client:
                 self._wake.set()
             failures = 0 if served else failures + 1
             pause = min(self._max_backoff, STREAM_RETRY_SECONDS * 2 ** min(failures, 10))
-            self._closed.wait(pause * random.uniform(0.5, 1.0) if failures else 0.0)
+            self._closed.wait(pause * random.uniform(0.5, 1.0))  # spread when a server restarts
 
     def _follow(self, url: str) -> bool:
         """Read one stream until it ends; true when it was served (answered 200)."""
