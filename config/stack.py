@@ -113,12 +113,12 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
 
 def stream_command(host: str, port: str) -> list[str]:
     """The stream process (GET /api/v1/snapshot/stream): uvicorn serving config.asgi, one
-    process whose open streams are cut after 2 s when it stops."""
+    process whose open streams are cut after 1 s when it stops (clients reconnect)."""
     return [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", port] + [
         "--lifespan",
         "on",
         "--timeout-graceful-shutdown",
-        "2",
+        "1",
         "--no-access-log",
     ]
 

@@ -16,6 +16,7 @@ from access.models import ApiKey
 from access.services import API_KEYS_STATE, apikey_revoke
 from config.redis_client import get_redis
 from config.state_cache import generation_key, state_changed
+from registry.api.serving_views import stream_url
 from registry.services import label_move
 from registry.serving import SERVING_STATE
 from rollouts.models import Rollout
@@ -244,8 +245,16 @@ def test_the_stream_process_stops_promptly_with_streams_open(alice, tmp_path):
 
         process.terminate()
         stopping = time.monotonic()
-        process.wait(timeout=10)
+        process.wait(timeout=15)
 
-        assert time.monotonic() - stopping < 5
+        assert time.monotonic() - stopping < 10  # the run command's bar for every process
         assert reader.next() is None
         reader.close()
+
+
+def test_the_link_keeps_the_requests_host_name_and_drops_its_port(settings):
+    settings.STREAM_PORT = 9001
+
+    assert stream_url("http", "api.internal:8000") == "http://api.internal:9001/api/v1/snapshot/stream"
+    assert stream_url("https", "api.internal") == "https://api.internal:9001/api/v1/snapshot/stream"
+    assert stream_url("http", "[::1]:8000") == "http://[::1]:9001/api/v1/snapshot/stream"
