@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import orjson
 
 KEEPALIVE = b": keepalive\n\n"
+# A keepalive from a process whose state could not be confirmed lately (Redis or PostgreSQL is
+# failing): it does not confirm the client's snapshot.
+STALE_KEEPALIVE = b": stale\n\n"
 
 
 @dataclass(frozen=True, slots=True)

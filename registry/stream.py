@@ -11,7 +11,8 @@ when it connected (a write answered before is in its snapshot).
 A change of the serving state is published at most every ``CHANGE_SECONDS``; each published
 state carries its ``change`` event from the one before, built once for all streams. Every
 stream checks its key whenever the keys change and whenever it wakes, and ends when the key no
-longer reads.
+longer reads. While the serving state cannot be confirmed (Redis or PostgreSQL failing), the
+keepalives say ``stale``: SDKs do not take them for a confirmation.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from access.services import API_KEYS_STATE
 from config.errors import ServiceUnavailable
 from config.state_cache import CHANGES_CHANNEL, CHECK_SECONDS, StateCache, generation_key
 from registry.serving import SERVING_STATE, ServingState, serving_cache
-from registry.snapshot_changes import KEEPALIVE, change_data, snapshot_change, sse_event
+from registry.snapshot_changes import KEEPALIVE, STALE_KEEPALIVE, change_data, snapshot_change, sse_event
 
 CHANGE_SECONDS = 0.1  # at most one change event per stream in this time
 RESUBSCRIBE_SECONDS = 1.0
@@ -49,24 +50,24 @@ class Published:
     change_event: bytes  # the change from the state published before (etag previous_etag)
 
 
-def _current(cache: StateCache[T], announced: bool) -> T:
-    """The cache's state; rebuilt first when a change was announced."""
+def _current(cache: StateCache[T], announced: bool) -> tuple[T, bool]:
+    """The cache's state and whether it is stale; rebuilt first when a change was announced."""
     if announced:
         cache.invalidate()
-    state, _stale = cache.get()
-    return state
+    return cache.get()
 
 
 def _checked(check: Callable[[str], T], header: str) -> tuple[T, Mapping[str, KeyInfo]]:
     """``check(header)`` (it may raise), and the keys it was checked against."""
     result = check(header)
-    return result, _current(api_keys_cache, announced=False)
+    return result, _current(api_keys_cache, announced=False)[0]
 
 
 class StreamHub:
     def __init__(self, *, keepalive_seconds: float) -> None:
         self.keepalive_seconds = keepalive_seconds
         self.published: Published | None = None
+        self.stale = False  # the serving state could not be confirmed lately: keepalives say so
         self.keys: Mapping[str, KeyInfo] = {}
         self._ready = asyncio.Event()
         self._tick = asyncio.Event()  # set, and replaced, when the state or the keys change
@@ -131,7 +132,7 @@ class StreamHub:
                 await asyncio.wait_for(tick.wait(), max(0.0, keepalive_at - loop.time()))
             except TimeoutError:
                 keepalive_at = loop.time() + self.keepalive_seconds
-                yield KEEPALIVE
+                yield STALE_KEEPALIVE if self.stale else KEEPALIVE
                 continue
             if not self.key_reads(key_hash):
                 return
@@ -211,13 +212,15 @@ class StreamHub:
                 announced.clear()  # what is announced from now on may be missing from this read
                 generation = await self._generation(name)
             try:
-                state = await loop.run_in_executor(self._threads[name], _current, cache, rebuild)
+                state, stale = await loop.run_in_executor(self._threads[name], _current, cache, rebuild)
             except ServiceUnavailable as error:
                 log.warning("the stream cannot load the %s state: %s", name, error)
                 await asyncio.sleep(CHECK_SECONDS)
                 continue
             if rebuild and generation is not None:
                 self._loaded_generation[name] = generation
+            if name == SERVING_STATE:
+                self.stale = stale
             if adopt(state):
                 adopted_at = loop.time()
             self._loaded.set()

@@ -35,9 +35,9 @@ class Client:
     The snapshot's server names its stream (`Link: <…>; rel="stream"`): when it is on the same
     host, a thread follows it and applies each change as it comes; otherwise, or while the stream
     cannot be had, a thread polls every `refresh_interval`. A snapshot the server has not
-    confirmed (a stream event or keepalive, or a poll) for 3 × `refresh_interval` answers
-    `stale`. `on_snapshot(snapshot)` is called on a background thread each time a new snapshot
-    is in use.
+    confirmed (a stream event or keepalive, or a poll, unless the server says its own state is
+    stale) for 3 × `refresh_interval` answers `stale`. `on_snapshot(snapshot)` is called on a
+    background thread each time a new snapshot is in use.
     Reported outcomes are posted in background batches and flushed on `close` and at exit.
     """
 
@@ -223,8 +223,10 @@ class Client:
                 return False
             if reply.status in (200, 304):
                 self._stream_url = stream_url(reply.headers.get("Link"), self._transport.base_url)
+            confirms = reply.headers.get("X-Promptramp-Stale") != "1"  # not from an unconfirmed state
             if reply.status == 304 and current is not None:
-                self._confirm()
+                if confirms:
+                    self._confirm()
                 return True
             if reply.status != 200:
                 logger.warning("snapshot refresh answered %d", reply.status)
@@ -236,7 +238,8 @@ class Client:
                 return False
             if not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
                 self._use(snapshot)
-            self._confirm()
+            if confirms:
+                self._confirm()
             return True
 
     def close(self, timeout: float | None = None) -> bool:
@@ -318,7 +321,8 @@ class Client:
             for event in stream.events():
                 if event.event in ("snapshot", "change"):
                     self._apply(event)
-                self._confirm()
+                if event.data != "stale":  # a keepalive of a server that is itself unconfirmed
+                    self._confirm()
             return True
         finally:
             self._stream = None

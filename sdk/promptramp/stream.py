@@ -16,7 +16,7 @@ LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?stream"?(?:\s*;|\s*,|\s*$)')
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
-    """One event of the stream; a comment (a keepalive) has event "" and no data."""
+    """One event of the stream; a comment (a keepalive) has event "" and its text as data."""
 
     event: str
     id: str | None
@@ -46,7 +46,7 @@ def parse_events(lines: Iterable[str]) -> Iterator[StreamEvent]:
                 yield StreamEvent(event or "message", event_id, "\n".join(data))
             event, event_id, data = "", None, []
         elif line.startswith(":"):
-            yield StreamEvent("", None, "")
+            yield StreamEvent("", None, line[1:].strip())
         else:
             field, _, value = line.partition(":")
             value = value.removeprefix(" ")

@@ -258,3 +258,23 @@ def test_the_link_keeps_the_requests_host_name_and_drops_its_port(settings):
     assert stream_url("http", "api.internal:8000") == "http://api.internal:9001/api/v1/snapshot/stream"
     assert stream_url("https", "api.internal") == "https://api.internal:9001/api/v1/snapshot/stream"
     assert stream_url("http", "[::1]:8000") == "http://[::1]:9001/api/v1/snapshot/stream"
+
+
+def test_without_redis_the_stream_serves_its_last_state_with_stale_keepalives(alice, tmp_path):
+    make_prompt(alice)
+    key = make_key(alice, "read")
+    port, nothing_listens = free_port(), free_port()
+    env = base_env(
+        DATABASE_URL=database_url(connection.settings_dict),
+        REDIS_URL=f"redis://127.0.0.1:{nothing_listens}/0",
+        PROMPTRAMP_STREAM_KEEPALIVE_SECONDS="0.3",
+    )
+    with stream_server(env, port, tmp_path / "stream.log") as stream:
+        reader = SSEReader(stream, key)
+
+        snapshot = reader.next_event("snapshot")
+        comments = [reader.next(comments=True) for _ in range(2)]
+        reader.close()
+
+    assert list(snapshot.data["prompts"]) == ["support.answer"]
+    assert [(c.event, c.data) for c in comments if c] == [("", "stale"), ("", "stale")]

@@ -119,6 +119,7 @@ class FakeServer:
     _etag: str = ""
     _prompts: dict[str, Any] = field(default_factory=dict)
     stream_link: str = ""  # the snapshot's Link rel="stream", when set
+    stale: bool = False  # snapshot answers carry X-Promptramp-Stale: 1
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -261,6 +262,8 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 headers = {"ETag": etag}
                 if server.stream_link:
                     headers["Link"] = f'<{server.stream_link}>; rel="stream"'
+                if server.stale:
+                    headers["X-Promptramp-Stale"] = "1"
                 if self.headers.get("If-None-Match") == etag:
                     return 304, None, headers
                 return 200, snapshot, headers

@@ -32,7 +32,7 @@ def test_events_comments_and_multi_line_data_are_parsed():
 
     events = list(parse_events(lines))
 
-    assert events == [StreamEvent("", None, ""), StreamEvent("change", 'W/"2"', "{\n}")]
+    assert events == [StreamEvent("", None, "keepalive"), StreamEvent("change", 'W/"2"', "{\n}")]
 
 
 def test_a_change_replaces_the_changed_prompts_and_drops_the_removed_ones():

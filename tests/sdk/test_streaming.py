@@ -140,3 +140,13 @@ def test_a_snapshot_unconfirmed_for_three_refresh_intervals_answers_stale(fake_s
     assert not fresh.stale
     assert stale.version == fresh.version and stale.as_dict()["stale"] is True
     assert "stale" not in fresh.as_dict()
+
+
+def test_answers_of_a_server_that_is_itself_stale_do_not_confirm_the_snapshot(fake_server, make_client):
+    client = make_client(fake_server.base_url, refresh_interval=0.2)
+    assert not client.get("support.answer", unit="user-1").stale
+
+    fake_server.stale = True
+
+    wait_for(lambda: client.get("support.answer", unit="user-1").stale, seconds=2, every=0.01)
+    assert len(fake_server.received("/api/v1/snapshot")) >= 3  # answered, but unconfirmed
