@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 
 from access.actors import Actor
@@ -177,17 +178,26 @@ def test_a_revoked_keys_stream_ends_within_a_second(live, readers, alice):
     refused.close()
 
 
-def test_a_stream_ends_within_a_second_when_its_key_no_longer_reads(live, readers, alice):
+def _narrow_scopes(user) -> None:  # type: ignore[no-untyped-def]
+    ApiKey.objects.filter(user=user).update(scopes=["ingest"])
+
+
+def _deactivate(user) -> None:  # type: ignore[no-untyped-def]
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+
+
+@pytest.mark.parametrize("take_away", [_narrow_scopes, _deactivate], ids=["narrowed", "deactivated"])
+def test_a_stream_ends_within_a_second_when_its_key_no_longer_reads(live, readers, alice, take_away):
     make_prompt(alice)
     reader = _open(live, readers, make_key(alice, "read"))
     reader.next_event("snapshot")
 
-    ApiKey.objects.filter(user=alice).update(scopes=["ingest"])
-    state_changed(API_KEYS_STATE)
-    narrowed = time.monotonic()
+    take_away(alice)
+    state_changed(API_KEYS_STATE)  # as every path that changes keys or users announces it
+    changed = time.monotonic()
 
     assert reader.next() is None
-    assert time.monotonic() - narrowed < 1.0
+    assert time.monotonic() - changed < 1.0
 
 
 def test_a_stream_needs_a_key_that_reads(live, alice):
