@@ -11,7 +11,7 @@ process (ASGI lifespan).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -26,9 +26,9 @@ from registry.api.serving_wsgi import SECURITY_HEADERS
 from registry.stream import StreamHub
 
 STREAM_PATH = "/api/v1/snapshot/stream"
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Scope = dict[str, Any]  # the types of Django's ASGIHandler
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 STREAM_HEADERS = [
     (b"content-type", b"text/event-stream"),
