@@ -79,7 +79,7 @@ def test_a_client_polls_while_the_stream_process_is_down_and_streams_again_once_
                 web, key, refresh_interval=0.5, max_backoff=1, on_snapshot=lambda s: seen.append(s.etag)
             )
             wait_for(lambda: client.streaming, seconds=5)
-        assert not client.streaming
+        wait_for(lambda: not client.streaming, seconds=2)  # it reads the end of the stream
 
         label_move(actor=actor_for(alice), prompt_name="support.answer", label="production", version=2)
         wait_for(lambda: client.get("support.answer").version == 2, seconds=2)  # by a poll
