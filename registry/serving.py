@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -74,7 +74,7 @@ class ServingState:
     snapshot: bytes
     snapshot_etag: str
     # Each prompt's entry of the snapshot's "prompts", serialized: what the stream compares.
-    entries: Mapping[str, bytes] = field(default_factory=dict)
+    entries: Mapping[str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
