@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STRICT_MODULES := config/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
 	registry/side_by_side.py rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/live \
-	registry/services.py registry/selectors.py registry/serving.py \
+	registry/services.py registry/selectors.py registry/serving.py registry/snapshot_changes.py \
 	registry/prompt_files.py registry/git_repo.py registry/prompts_in_git.py \
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py \

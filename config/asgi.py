@@ -1,7 +1,15 @@
+"""The stream process's application: the snapshot stream (registry.api.stream_asgi) in front of
+Django's ASGI handler. Run by uvicorn beside the web server (config.stack.stream_command)."""
+
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+# Needs Django set up.
+from registry.api.stream_asgi import snapshot_stream_path  # noqa: E402
+
+application = snapshot_stream_path(django_application)

@@ -144,6 +144,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 PROMPTRAMP_ADMIN_USER = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
+# The snapshot stream (registry.stream): its process listens on STREAM_PORT; GET /api/v1/snapshot
+# names it in a Link header, PROMPTRAMP_STREAM_URL when set (behind a load balancer).
+STREAM_PORT = int(os.environ.get("STREAM_PORT") or int(os.environ.get("PORT") or "8000") + 1)
+PROMPTRAMP_STREAM_URL = os.environ.get("PROMPTRAMP_STREAM_URL", "")
+PROMPTRAMP_STREAM_KEEPALIVE_SECONDS = float(os.environ.get("PROMPTRAMP_STREAM_KEEPALIVE_SECONDS", "15"))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -79,9 +79,11 @@ def run() -> int:
         _manage("load_demo")
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
+        stream_port = os.environ.setdefault("STREAM_PORT", str(int(port) + 1))
         prepare_metrics_dir()
         commands = [
             web_command(host, port),
+            stream_command(host, stream_port),
             [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO"]
             + ["--concurrency", os.environ.get("CELERY_CONCURRENCY", "2")],
             [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
@@ -116,6 +118,18 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
         + ["--threads", env.get("WEB_THREADS", "4")]
         + (["--access-logfile", "-"] if env.get("ACCESS_LOG") else [])  # formatting costs ~25%
     )
+
+
+def stream_command(host: str, port: str) -> list[str]:
+    """The stream process (GET /api/v1/snapshot/stream): uvicorn serving config.asgi, one
+    process whose open streams are cut after 1 s when it stops (clients reconnect)."""
+    return [PYTHON, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", port] + [
+        "--lifespan",
+        "on",
+        "--timeout-graceful-shutdown",
+        "1",
+        "--no-access-log",
+    ]
 
 
 def prepare_metrics_dir() -> None:

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -252,6 +253,17 @@ class RenderView(APIView):
         return response
 
 
+def stream_url(scheme: str, host: str) -> str:
+    """Where the snapshot stream is: PROMPTRAMP_STREAM_URL, else this host on STREAM_PORT."""
+    if settings.PROMPTRAMP_STREAM_URL:
+        return str(settings.PROMPTRAMP_STREAM_URL)
+    if host.startswith("["):  # an IPv6 address
+        name = host[: host.index("]") + 1]
+    else:
+        name = host.partition(":")[0]
+    return f"{scheme}://{name}:{settings.STREAM_PORT}/api/v1/snapshot/stream"
+
+
 class SnapshotView(APIView):
     required_scopes = {"GET": "read"}
 
@@ -274,6 +286,7 @@ class SnapshotView(APIView):
             response = HttpResponse(state.snapshot, content_type=JSON)
         response["ETag"] = state.snapshot_etag
         response["Cache-Control"] = CACHE_CONTROL
+        response["Link"] = f'<{stream_url(request.scheme or "http", request.get_host())}>; rel="stream"'
         if stale:
             response[STALE_HEADER] = "1"
         _observe_snapshot(time.perf_counter() - started)

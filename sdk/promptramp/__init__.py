@@ -7,6 +7,7 @@ from .errors import MissingVariables, PromptrampError, PromptUnavailable
 from .events import EventCounts, Outcome
 from .langfuse_link import link_generation
 from .result import ResolvedPrompt
+from .snapshot import Snapshot
 
 logging.getLogger("promptramp").addHandler(logging.NullHandler())
 
@@ -18,5 +19,6 @@ __all__ = [
     "PromptUnavailable",
     "PromptrampError",
     "ResolvedPrompt",
+    "Snapshot",
     "link_generation",
 ]

@@ -3,9 +3,10 @@
 import atexit
 import json
 import logging
+import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -13,19 +14,30 @@ from .errors import PromptUnavailable
 from .events import EventCounts, EventSender, Outcome, outcome_event
 from .result import ResolvedPrompt
 from .snapshot import PromptVersion, Snapshot
+from .stream import EventStream, StreamEvent, stream_url
 from .templating import Message
 from .transport import NETWORK_ERRORS, Transport
 
 logger = logging.getLogger("promptramp")
 
 Default = str | list[Message]
+# A stream silent this long is taken for dead (the server sends a keepalive every 15 s).
+STREAM_READ_TIMEOUT = 60.0
+STREAM_RETRY_SECONDS = 0.5  # the wait before reconnecting (× 0.5–1); doubled after each failure
+SNAPSHOT_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
 
 
 class Client:
-    """Resolves prompts locally from a snapshot that a background thread keeps current.
+    """Resolves prompts locally from a snapshot that background threads keep current.
 
     `get` never touches the network: it reads the last snapshot the server sent (kept when later
     refreshes fail), else a caller-supplied default, else raises PromptUnavailable.
+    The snapshot's server names its stream (`Link: <…>; rel="stream"`): when it is on the same
+    host, a thread follows it and applies each change as it comes; otherwise, or while the stream
+    cannot be had, a thread polls every `refresh_interval`. A snapshot the server has not
+    confirmed (a stream event or keepalive, or a poll, unless the server says its own state is
+    stale) for 3 × `refresh_interval` answers `stale`. `on_snapshot(snapshot)` is called on a
+    background thread each time a new snapshot is in use.
     Reported outcomes are posted in background batches and flushed on `close` and at exit.
     """
 
@@ -43,16 +55,27 @@ class Client:
         buffer_size: int = 10_000,
         max_backoff: float = 60.0,
         close_timeout: float = 5.0,
+        stream: bool = True,
+        on_snapshot: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self._transport = Transport(base_url, api_key, timeout)
         self._refresh_interval = refresh_interval
+        self._stale_after = 3 * refresh_interval
+        self._max_backoff = max_backoff
+        self._on_snapshot = on_snapshot
         self._close_timeout = close_timeout
         self._defaults = {
             name: PromptVersion.from_default(name, content) for name, content in (defaults or {}).items()
         }
         self._snapshot: Snapshot | None = None
+        self._confirmed_at = -float("inf")  # time.monotonic() of the server's last confirmation
+        self._stale = False  # set by the poll thread once unconfirmed for 3 × refresh_interval
         self._refresh_lock = threading.Lock()
         self._closed = threading.Event()
+        self._wake = threading.Event()  # the poll thread looks again (closed, or the stream changed)
+        self._stream_url: str | None = None
+        self._stream: EventStream | None = None
+        self._streaming = False
         self._events = EventSender(
             self._transport.post_events,
             batch_size=batch_size,
@@ -66,12 +89,22 @@ class Client:
             target=self._refresh_periodically, name="promptramp-refresh", daemon=True
         )
         self._refresher.start()
+        if stream:
+            self._streamer = threading.Thread(
+                target=self._stream_forever, name="promptramp-stream", daemon=True
+            )
+            self._streamer.start()
         atexit.register(self.close)
 
     @property
     def snapshot(self) -> Snapshot | None:
         """The snapshot `get` reads, None until the server has answered once."""
         return self._snapshot
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the client is following the server's snapshot stream right now."""
+        return self._streaming
 
     def get(
         self,
@@ -91,7 +124,10 @@ class Client:
         if snapshot is not None:
             served = snapshot.prompts.get(name)
             if served is not None:
-                return served.resolve(unit, variables)
+                result = served.resolve(unit, variables)
+                if self._stale:
+                    result.stale = True
+                return result
         if default is not None:
             fallback = PromptVersion.from_default(name, default)
         elif (known := self._defaults.get(name)) is not None:
@@ -185,21 +221,34 @@ class Client:
             except NETWORK_ERRORS as error:
                 logger.warning("snapshot refresh failed: %s", error)
                 return False
+            if reply.status in (200, 304):
+                self._stream_url = stream_url(reply.headers.get("Link"), self._transport.base_url)
+            confirms = reply.headers.get("X-Promptramp-Stale") != "1"  # not from an unconfirmed state
             if reply.status == 304 and current is not None:
+                if confirms:
+                    self._confirm()
                 return True
             if reply.status != 200:
                 logger.warning("snapshot refresh answered %d", reply.status)
                 return False
             try:
-                self._snapshot = Snapshot.parse(json.loads(reply.body), reply.headers.get("ETag"))
-            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                snapshot = Snapshot.parse(json.loads(reply.body), reply.headers.get("ETag"))
+            except SNAPSHOT_ERRORS as error:
                 logger.warning("malformed snapshot ignored: %r", error)
                 return False
+            if not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
+                self._use(snapshot)
+            if confirms:
+                self._confirm()
             return True
 
     def close(self, timeout: float | None = None) -> bool:
         """Stop refreshing and flush the events; true when every event was delivered."""
         self._closed.set()
+        self._wake.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
         atexit.unregister(self.close)
         return self._events.close(self._close_timeout if timeout is None else timeout)
 
@@ -210,8 +259,92 @@ class Client:
         self.close()
 
     def _refresh_periodically(self) -> None:
-        while not self._closed.wait(self._refresh_interval):
-            self.refresh()
+        """Poll once nothing was heard from the server for `refresh_interval` (for two while
+        the stream is open: its keepalives confirm the snapshot); mark the snapshot stale once
+        nothing was heard for 3 × `refresh_interval`."""
+        attempted = time.monotonic()
+        while not self._closed.is_set():
+            now, confirmed = time.monotonic(), self._confirmed_at
+            stale_at = confirmed + self._stale_after
+            if now > stale_at and not self._stale:
+                self._stale = True
+                if self._confirmed_at != confirmed:  # confirmed meanwhile
+                    self._stale = False
+            quiet = self._refresh_interval * (2 if self._streaming else 1)
+            due = max(confirmed, attempted) + quiet
+            if now >= due:
+                attempted = now
+                self.refresh()
+                continue
+            wake_at = due if self._stale else min(due, stale_at)
+            self._wake.wait(max(wake_at - now, 0.001))
+            self._wake.clear()
+
+    def _confirm(self) -> None:
+        """The server has just confirmed the snapshot in use (or sent a newer one)."""
+        self._confirmed_at = time.monotonic()
+        self._stale = False
+
+    def _stream_forever(self) -> None:
+        """Follow the stream the server names, reconnecting (with Last-Event-ID) after it ends,
+        after a short pause that grows with each failure; the poll thread serves meanwhile."""
+        failures = 0
+        while not self._closed.is_set():
+            url = self._stream_url
+            if url is None:
+                self._closed.wait(min(self._refresh_interval, 1.0))
+                continue
+            try:
+                served = self._follow(url)
+            except (*NETWORK_ERRORS, *SNAPSHOT_ERRORS) as error:
+                logger.info("snapshot stream interrupted: %r", error)
+                served = False
+            finally:
+                self._streaming = False
+                self._wake.set()
+            failures = 0 if served else failures + 1
+            pause = min(self._max_backoff, STREAM_RETRY_SECONDS * 2 ** min(failures, 10))
+            self._closed.wait(pause * random.uniform(0.5, 1.0))  # spread when a server restarts
+
+    def _follow(self, url: str) -> bool:
+        """Read one stream until it ends; true when it was served (answered 200)."""
+        current = self._snapshot
+        stream = self._transport.open_stream(url, current.etag if current else None, STREAM_READ_TIMEOUT)
+        self._stream = stream
+        try:
+            if self._closed.is_set():
+                return True
+            if stream.status != 200:
+                logger.warning("the snapshot stream answered %d; polling meanwhile", stream.status)
+                return False
+            self._streaming = True
+            for event in stream.events():
+                if event.event in ("snapshot", "change"):
+                    self._apply(event)
+                if event.data != "stale":  # a keepalive of a server that is itself unconfirmed
+                    self._confirm()
+            return True
+        finally:
+            self._stream = None
+            stream.close()
+
+    def _apply(self, event: StreamEvent) -> None:
+        """Use the snapshot a `snapshot` event holds, or the current one after a `change`."""
+        body = json.loads(event.data)
+        with self._refresh_lock:
+            current = self._snapshot
+            if event.event == "snapshot":
+                self._use(Snapshot.parse(body, event.id))
+            elif current is not None:  # a change follows the snapshot this client holds
+                self._use(current.changed(body, event.id))
+
+    def _use(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+        if self._on_snapshot is not None:
+            try:
+                self._on_snapshot(snapshot)
+            except Exception:
+                logger.exception("on_snapshot raised")
 
     def _report_outcome(self, outcome: Outcome, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -225,3 +358,10 @@ class Client:
             output_tokens=outcome.output_tokens,
             scores=outcome.scores,
         )
+
+
+def _older(snapshot: Snapshot, current: Snapshot | None) -> bool:
+    """Whether `snapshot` was built before `current` (both with their build times)."""
+    if current is None or snapshot.generated_at is None or current.generated_at is None:
+        return False
+    return snapshot.generated_at < current.generated_at

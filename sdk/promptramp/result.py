@@ -33,6 +33,7 @@ class ResolvedPrompt:
     rendered: str | list[dict[str, Any]] | None = None
     unused_variables: list[str] | None = None
     fallback: bool = False
+    stale: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of the server's resolve (or render) answer."""
@@ -52,4 +53,6 @@ class ResolvedPrompt:
         )
         if self.rendered is not None:
             body.update(rendered=self.rendered, unused_variables=self.unused_variables)
+        if self.stale:
+            body["stale"] = True
         return body

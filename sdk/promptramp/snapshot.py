@@ -131,22 +131,39 @@ class Snapshot:
     @classmethod
     def parse(cls, body: Mapping[str, Any], etag: str | None) -> "Snapshot":
         """Parse the body of GET /api/v1/snapshot; a malformed one raises ValueError or similar."""
-        prompts: dict[str, PromptVersion | Rollout] = {}
+        prompts = {name: served for name, item in body["prompts"].items() if (served := _served(name, item))}
+        return cls(prompts=prompts, etag=etag, generated_at=_time(body.get("generated_at")))
+
+    def changed(self, body: Mapping[str, Any], etag: str | None) -> "Snapshot":
+        """This snapshot after a stream's `change` event: {generated_at, prompts: {name: entry}
+        (the prompts that changed), removed: [name]}; a malformed one raises like `parse`."""
+        prompts = dict(self.prompts)
+        for name in body["removed"]:
+            prompts.pop(name, None)
         for name, item in body["prompts"].items():
-            rollout = item.get("rollout")
-            if rollout and rollout["state"] in SPLITTING_STATES:
-                prompts[name] = Rollout(
-                    id=int(rollout["id"]),
-                    salt=str(rollout["salt"]),
-                    threshold=threshold_of(float(rollout["percent"])),
-                    baseline=PromptVersion.from_body(name, rollout["baseline"]),
-                    candidate=PromptVersion.from_body(name, rollout["candidate"]),
-                )
-            elif item.get("production") is not None:
-                prompts[name] = PromptVersion.from_body(name, item["production"])
-        generated_at = body.get("generated_at")
-        return cls(
-            prompts=prompts,
-            etag=etag,
-            generated_at=datetime.fromisoformat(generated_at) if generated_at else None,
+            served = _served(name, item)
+            if served is None:
+                prompts.pop(name, None)
+            else:
+                prompts[name] = served
+        return Snapshot(prompts=prompts, etag=etag, generated_at=_time(body.get("generated_at")))
+
+
+def _served(name: str, item: Mapping[str, Any]) -> PromptVersion | Rollout | None:
+    """What one snapshot entry serves: its splitting rollout, else its production version."""
+    rollout = item.get("rollout")
+    if rollout and rollout["state"] in SPLITTING_STATES:
+        return Rollout(
+            id=int(rollout["id"]),
+            salt=str(rollout["salt"]),
+            threshold=threshold_of(float(rollout["percent"])),
+            baseline=PromptVersion.from_body(name, rollout["baseline"]),
+            candidate=PromptVersion.from_body(name, rollout["candidate"]),
         )
+    if item.get("production") is not None:
+        return PromptVersion.from_body(name, item["production"])
+    return None
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

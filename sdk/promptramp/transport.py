@@ -1,4 +1,4 @@
-"""The two HTTP calls the client makes, over the standard library's urllib."""
+"""The HTTP calls the client makes, over the standard library (urllib, http.client)."""
 
 import email.message
 import http.client
@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from .stream import EventStream
 
 NETWORK_ERRORS = (OSError, http.client.HTTPException)
 
@@ -32,6 +34,11 @@ class Transport:
         """GET /api/v1/snapshot, revalidating `etag` (a 304 then means it is still current)."""
         headers = {"If-None-Match": etag} if etag else {}
         return self._send("GET", "/api/v1/snapshot", headers, None, timeout)
+
+    def open_stream(self, url: str, last_event_id: str | None, read_timeout: float) -> EventStream:
+        """GET the snapshot stream at `url` (on the base URL's host), resuming after `last_event_id`."""
+        headers = self._headers | ({"Last-Event-ID": last_event_id} if last_event_id else {})
+        return EventStream(url, headers, connect_timeout=self.timeout, read_timeout=read_timeout)
 
     def post_events(self, events: list[dict[str, Any]]) -> Reply:
         """POST /api/v1/events with one batch."""

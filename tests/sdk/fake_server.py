@@ -118,6 +118,8 @@ class FakeServer:
     _snapshot: bytes = b""
     _etag: str = ""
     _prompts: dict[str, Any] = field(default_factory=dict)
+    stream_link: str = ""  # the snapshot's Link rel="stream", when set
+    stale: bool = False  # snapshot answers carry X-Promptramp-Stale: 1
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -257,9 +259,14 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         ) -> tuple[int, Any, dict[str, str]]:
             if self.command == "GET" and path == "/api/v1/snapshot":
                 snapshot, etag = server.snapshot()
+                headers = {"ETag": etag}
+                if server.stream_link:
+                    headers["Link"] = f'<{server.stream_link}>; rel="stream"'
+                if server.stale:
+                    headers["X-Promptramp-Stale"] = "1"
                 if self.headers.get("If-None-Match") == etag:
-                    return 304, None, {"ETag": etag}
-                return 200, snapshot, {"ETag": etag}
+                    return 304, None, headers
+                return 200, snapshot, headers
             if self.command == "POST" and path == "/api/v1/events":
                 status, body = server.accept(payload["events"])
                 return status, body, {}

@@ -1,0 +1,126 @@
+"""``GET /api/v1/snapshot/stream``: the snapshot and its changes as Server-Sent Events, answered
+by the stream process (``config.asgi`` under uvicorn) before Django's ASGI handler, as
+``registry.api.serving_wsgi`` answers resolve before Django's WSGI handler. Only the stream
+process serves this path: the web server has no route for it (404).
+
+The key is checked as everywhere (``access.authentication.key_of_header``, scope ``read``); what
+the stream sends comes from ``registry.stream.StreamHub``, started and stopped with the
+process (ASGI lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+from rest_framework import exceptions
+
+from access.authentication import key_of_header
+from access.services import API_KEYS_STATE, hash_key
+from config.errors import DomainError
+from registry.api.serving_views import Answer, error_answer, key_refusal
+from registry.api.serving_wsgi import SECURITY_HEADERS
+from registry.stream import StreamHub
+
+STREAM_PATH = "/api/v1/snapshot/stream"
+Scope = dict[str, Any]  # the types of Django's ASGIHandler
+Receive = Callable[[], Awaitable[Mapping[str, Any]]]
+Send = Callable[[Mapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+STREAM_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # proxies such as nginx pass each event on at once
+] + [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS]
+
+
+def snapshot_stream_path(app: ASGIApp) -> ASGIApp:
+    hub = StreamHub(keepalive_seconds=settings.PROMPTRAMP_STREAM_KEEPALIVE_SECONDS)
+
+    async def application(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(hub, receive, send)
+        elif scope["type"] == "http" and scope["path"] == STREAM_PATH:
+            hub.start()  # started already, unless the server does not speak the lifespan protocol
+            await _stream(hub, scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return application
+
+
+async def _lifespan(hub: StreamHub, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            hub.start()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await hub.stop()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _stream(hub: StreamHub, scope: Scope, receive: Receive, send: Send) -> None:
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    refusal = await _refusal(hub, scope["method"], headers)
+    if refusal is not None:
+        status, answer_headers, body = refusal
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(name.lower().encode(), value.encode()) for name, value in answer_headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return
+    key_hash = hash_key(headers["authorization"].partition(" ")[2].strip())
+    events = hub.events(key_hash, headers.get("last-event-id", ""))
+    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+
+    async def forward() -> None:
+        async for chunk in events:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})  # the key may no longer read
+
+    sending, disconnected = asyncio.ensure_future(forward()), asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((sending, disconnected), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sending.cancel()
+        disconnected.cancel()
+        await asyncio.gather(sending, disconnected, return_exceptions=True)
+    if not sending.cancelled():
+        sending.result()  # raises what went wrong while sending
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _refusal(hub: StreamHub, method: str, headers: dict[str, str]) -> Answer | None:
+    """None when this request may stream; else the error answer."""
+    if method != "GET":
+        return error_answer(405, "method_not_allowed", f'Method "{method}" not allowed.')
+    domain, _port = split_domain_port(headers.get("host", ""))
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return error_answer(400, "bad_request", "The Host header is not allowed.")
+    header = headers.get("authorization", "")
+    try:
+        try:
+            key = await hub.check_key(key_of_header, header)
+        except exceptions.AuthenticationFailed:  # confirmed before it is refused: a new key?
+            await hub.confirm(API_KEYS_STATE)
+            key = await hub.check_key(key_of_header, header)
+    except exceptions.AuthenticationFailed as failure:
+        return error_answer(401, "unauthenticated", str(failure.detail))
+    except DomainError as error:  # the keys could not be loaded at all
+        return error_answer(error.status_code, error.code, error.message)
+    if key is None:
+        return error_answer(401, "unauthenticated", "Authentication credentials were not provided.")
+    return key_refusal(key)
