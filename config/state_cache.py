@@ -294,11 +294,12 @@ class StateCache(Generic[T]):
             return
         held = self._held
         current = held is not None and generation == held.generation and not self._invalidated
-        if not current or self._database_failed or self._redis_failed:
-            # Also after a failure: a change may have gone unannounced meanwhile.
+        failed = self._database_failed or self._redis_failed
+        if not current or failed:
             self._redis_failed = False
             changed = None
-            if self.update is not None and held is not None:
+            # After a failure, everything: a change may have gone unannounced meanwhile.
+            if self.update is not None and held is not None and not failed:
                 changed = (
                     frozenset()
                     if generation == held.generation

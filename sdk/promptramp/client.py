@@ -236,7 +236,9 @@ class Client:
             except SNAPSHOT_ERRORS as error:
                 logger.warning("malformed snapshot ignored: %r", error)
                 return False
-            if not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
+            if current is not None and snapshot.etag == current.etag:
+                pass  # the stream brought the same content meanwhile
+            elif not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
                 self._use(snapshot)
             if confirms:
                 self._confirm()

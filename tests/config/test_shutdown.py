@@ -45,6 +45,7 @@ def run_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
             PROMPTRAMP_DATA_DIR=str(tmp_path / name),
             PROMPTRAMP_ADMIN_PASSWORD="shutdown-test",
             PORT=str(free_port()),
+            STREAM_PORT=str(free_port()),  # PORT + 1 may be taken by anything else
         )
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the run command empties it: its own, in its data
         return env
@@ -65,7 +66,7 @@ def test_ctrl_c_stops_every_process_within_10_s_ten_times_in_a_row(run_env, tmp_
                 tree = process_tree(run.pid)
 
                 os.killpg(run.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
-                assert_everything_stops(run, tree, int(env["PORT"]), attempt=attempt)
+                assert_everything_stops(run, tree, env, attempt=attempt)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -78,7 +79,7 @@ def test_sigterm_stops_every_process_within_10_s(run_env, tmp_path):
             tree = process_tree(run.pid)
 
             run.send_signal(signal.SIGTERM)  # as a process manager stops a service
-            assert_everything_stops(run, tree, int(env["PORT"]), attempt=0)
+            assert_everything_stops(run, tree, env, attempt=0)
 
 
 @contextmanager
@@ -154,16 +155,17 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 
 def assert_everything_stops(
-    run: subprocess.Popen[bytes], tree: list[psutil.Process], port: int, *, attempt: int
+    run: subprocess.Popen[bytes], tree: list[psutil.Process], env: dict[str, str], *, attempt: int
 ) -> None:
     """Within STOP_SECONDS of the signal, the run command and every process of its tree are gone
-    and the port is free."""
+    and the ports (web and stream) are free."""
     deadline = time.monotonic() + STOP_SECONDS
     while (run.poll() is None or any(_alive(p) for p in tree)) and time.monotonic() < deadline:
         time.sleep(0.05)
     survivors = [f"{p.pid} {' '.join(p.cmdline()[1:4])}" for p in tree if _alive(p)]
     assert not survivors, f"attempt {attempt}: alive {STOP_SECONDS} s after the signal: {survivors}"
-    assert _port_is_free(port), f"attempt {attempt}: port {port} is still held"
+    for port in (int(env["PORT"]), int(env["STREAM_PORT"])):
+        assert _port_is_free(port), f"attempt {attempt}: port {port} is still held"
 
 
 def _send(url: str, key: str, body: dict[str, object] | None = None) -> dict[str, object]:
