@@ -1,34 +1,48 @@
-"""Benchmark of GET /api/v1/prompts/{name}/resolve against Unleash and nginx.
+"""Benchmark of GET /api/v1/prompts/{name}/resolve against Unleash and nginx, for one or more
+web servers, in one run.
 
 The peers run from a harness that is not part of this repository: ../shared/bench (setup.sh,
 compare.sh) beside the clone, or PROMPTRAMP_SHARED_DIR/bench. Nothing else (tests, `make run`,
 `make test`) reads anything outside the clone.
 
-    .venv/bin/python bench/resolve.py                 # the full comparison (about 2 minutes)
-    .venv/bin/python bench/resolve.py --serve         # only start the service and print the target
+    .venv/bin/python bench/resolve.py --servers gunicorn,granian --runs 3   # the comparison (~12 min)
+    .venv/bin/python bench/resolve.py                 # the run command's server, once (~2 minutes)
+    .venv/bin/python bench/resolve.py --serve [--servers gunicorn]   # start it, print the target, wait
     .venv/bin/python bench/resolve.py -- --duration 5 # arguments after -- go to compare.sh
 
-Starts the service as `make run` does (embedded PostgreSQL and Redis, gunicorn with the run
-command's defaults, which WEB_CONCURRENCY / WEB_WORKER_CLASS / WEB_THREADS override), with its
+Starts the service as `make run` does (embedded PostgreSQL and Redis, `config.stack.web_command`
+with WEB_SERVER set to each server in turn; WEB_CONCURRENCY / WEB_THREADS apply to all), with its
 data under bench/.results/data unless PROMPTRAMP_DATA_DIR says otherwise; loads a prompt with a
-running 10% rollout whose two versions have ~600 B templates and a read-only API key; then runs
-../shared/bench/compare.sh (setup.sh first) with a paced run at 1,000 req/s and prints its table.
+running 10% rollout whose two versions have ~600 B templates and a read-only API key; starts the
+peers once (../shared/bench/peers.sh, run folder bench/.results/peers unless PERF_RUN_DIR says
+otherwise); then for each run, for each server: starts the server, runs
+../shared/bench/compare.sh with a paced run at 1,000 req/s, prints its table and how the
+connections and the CPU were spread over the server's worker processes during each wrk run,
+stops the server. At the end, per server, the worst of the runs: resolve / Unleash,
+resolve / nginx, p99 at a paced 1,000 req/s, and the most CPU the rest of the machine used.
 Stops what it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_BENCH = Path(os.environ.get("PROMPTRAMP_SHARED_DIR") or ROOT.parent / "shared") / "bench"
+PEERS_RUN_DIR = ROOT / "bench" / ".results" / "peers"
 PROMPT = "bench.answer"
 TEMPLATE = (
     "You are the support assistant of {{company}}. Answer the customer's question below in the "
@@ -46,41 +60,232 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--port", default=os.environ.get("PORT", "18080"))
+    parser.add_argument(
+        "--servers",
+        default=os.environ.get("WEB_SERVER", "granian"),
+        help="web servers to compare, comma-separated (granian, gunicorn)",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="runs back to back, each of every server")
     parser.add_argument("--serve", action="store_true", help="start the service, print the target, wait")
     parser.add_argument("compare_args", nargs="*", help="extra arguments for compare.sh (after --)")
     args = parser.parse_args()
+    servers = args.servers.split(",")
     os.chdir(ROOT)
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("PERF_RUN_DIR", str(PEERS_RUN_DIR))
     from config import embedded_services, stack
 
     started = stack.prepare_environment()
-    server: subprocess.Popen[bytes] | None = None
+    peers_started = False
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], check=True)
         key = load_bench_data()
-        stack.prepare_metrics_dir()
-        command = stack.web_command("127.0.0.1", args.port)
-        print("server: " + " ".join(command[1:]), flush=True)
-        server = subprocess.Popen(command)
         target = f"http://127.0.0.1:{args.port}/api/v1/prompts/{PROMPT}/resolve?unit={{unit}}"
-        wait_until_answering(target.replace("{unit}", "user-1"), key)
         if args.serve:
-            print(f"target: {target}\nheader: Authorization: Bearer {key}\nCtrl-C stops.", flush=True)
-            stop_signals = {signal.SIGINT, signal.SIGTERM}
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # after the server's start
-            signal.sigwait(stop_signals)
-            return 0
+            return serve(servers[0], args.port, target, key)
         subprocess.run([str(SHARED_BENCH / "setup.sh")], check=True, stdout=subprocess.DEVNULL)
+        peers_started = start_peers()
+        results: dict[str, list[Run]] = {server: [] for server in servers}
+        for number in range(1, args.runs + 1):
+            for server in servers:
+                print(f"\n=== run {number} of {args.runs}: {server} ===", flush=True)
+                results[server].append(measure(server, args.port, target, key, args.compare_args))
+        print_summary(results)
+        return 0
+    finally:
+        if peers_started:
+            subprocess.run([str(SHARED_BENCH / "peers.sh"), "stop"], check=False)
+        embedded_services.stop(started)
+
+
+@dataclass
+class Run:
+    rows: dict[str, dict[str, Any]]  # compare.sh's results by endpoint name
+    stop_seconds: float
+
+
+def measure(server: str, port: str, target: str, key: str, compare_args: list[str]) -> Run:
+    process = start_server(server, port, target, key)
+    spread = WorkerSpread(process.pid, int(port))
+    spread.start()
+    try:
         compare = [str(SHARED_BENCH / "compare.sh"), "--name", "resolve", "--half-load", "--rate", "1000"]
         compare += ["--target", target, "--target-header", f"Authorization: Bearer {key}"]
-        return subprocess.call(compare + args.compare_args)
+        code = subprocess.call(compare + compare_args)
+        if code != 0:
+            raise SystemExit(f"compare.sh exited with {code}")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-        embedded_services.stop(started)
+        spread.stop()
+        stop_seconds = stop_server(process)
+    spread.report()
+    print(f"{server} stopped {stop_seconds:.2f} s after SIGTERM", flush=True)
+    results = sorted((Path(os.environ["PERF_RUN_DIR"]) / "results").iterdir())[-1] / "results.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    return Run({str(row["name"]): row for row in rows}, stop_seconds)
+
+
+def serve(server: str, port: str, target: str, key: str) -> int:
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    process = start_server(server, port, target, key)
+    print(f"target: {target}\nheader: Authorization: Bearer {key}\nCtrl-C stops.", flush=True)
+    while not stopping.wait(0.5):
+        if process.poll() is not None:
+            return process.returncode or 1
+    print(f"{server} stopped {stop_server(process):.2f} s after SIGTERM", flush=True)
+    return 0
+
+
+def start_server(server: str, port: str, target: str, key: str) -> subprocess.Popen[bytes]:
+    from config import stack
+
+    stack.prepare_metrics_dir()
+    command = stack.web_command("127.0.0.1", port, {**os.environ, "WEB_SERVER": server})
+    print("server: " + " ".join(command[1:]), flush=True)
+    process = subprocess.Popen(command, env={**os.environ, "WEB_SERVER": server})
+    wait_until_answering(target.replace("{unit}", "user-1"), key)
+    return process
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> float:
+    """SIGTERM, as the run command stops it; returns the seconds until the server and all its
+    workers were gone. After 30 s what is left is killed, by PID."""
+    main = psutil.Process(process.pid)
+    workers = main.children(recursive=True)
+    began = time.monotonic()
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+        psutil.wait_procs(workers, timeout=max(0.1, 30 - (time.monotonic() - began)))
+    except subprocess.TimeoutExpired:
+        pass
+    stopped = time.monotonic() - began
+    for leftover in [main, *workers]:
+        if leftover.is_running():
+            print(f"killing {leftover.pid}: still running {stopped:.0f} s after SIGTERM", flush=True)
+            leftover.kill()
+    process.wait()
+    return stopped
+
+
+class WorkerSpread(threading.Thread):
+    """Every 0.5 s, each worker process of the server: how many established connections on the
+    port it holds, and its CPU time. A wrk run is a stretch of samples with the same client
+    connections (wrk opens new ones at each start)."""
+
+    def __init__(self, server_pid: int, port: int) -> None:
+        super().__init__(daemon=True)
+        self.server = psutil.Process(server_pid)
+        self.port = port
+        self.stopping = threading.Event()
+        self.stretches: list[Stretch] = []
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                self.sample()
+            except psutil.Error:
+                return  # the server is stopping
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        clients: set[int] = set()
+        connections: dict[int, int] = {}
+        cpu: dict[int, float] = {}
+        for worker in self.server.children(recursive=True):
+            ports = {
+                conn.raddr.port
+                for conn in worker.net_connections("tcp")
+                if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == self.port and conn.raddr
+            }
+            times = worker.cpu_times()
+            clients |= ports
+            connections[worker.pid] = len(ports)
+            cpu[worker.pid] = times.user + times.system
+        if not clients:
+            return
+        current = self.stretches[-1] if self.stretches else None
+        if current is None or not clients & current.clients or now - current.last > 2:
+            current = Stretch(first=now, cpu_first=cpu)
+            self.stretches.append(current)
+        current.add(now, clients, connections, cpu)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+
+    def report(self) -> None:
+        print("connections and CPU per worker during each wrk run against the server:")
+        for stretch in self.stretches:
+            if stretch.last - stretch.first >= 2:
+                print("  " + stretch.describe())
+
+
+@dataclass
+class Stretch:
+    first: float
+    cpu_first: dict[int, float]
+    last: float = 0.0
+    clients: set[int] = field(default_factory=set)
+    samples: int = 0
+    connections: dict[int, int] = field(default_factory=dict)  # summed over the samples
+    cpu_last: dict[int, float] = field(default_factory=dict)
+
+    def add(self, now: float, clients: set[int], connections: dict[int, int], cpu: dict[int, float]) -> None:
+        self.last, self.clients, self.cpu_last = now, clients, cpu
+        self.samples += 1
+        for pid, count in connections.items():
+            self.connections[pid] = self.connections.get(pid, 0) + count
+
+    def describe(self) -> str:
+        seconds = self.last - self.first
+        parts = []
+        for pid in sorted(self.connections):
+            used = self.cpu_last.get(pid, 0.0) - self.cpu_first.get(pid, 0.0)
+            share = self.connections[pid] / self.samples
+            parts.append(f"pid {pid}: {share:4.1f} conn {100 * used / seconds:4.0f}% CPU")
+        return f"{seconds:4.1f} s, {len(self.clients)} connections: " + ", ".join(parts)
+
+
+def print_summary(results: dict[str, list[Run]]) -> None:
+    print("\nworst of the runs, per server (every run in brackets):")
+    header = ("server", "resolve/Unleash", "resolve/nginx", "p99 @1,000/s (Unleash)", "rest max", "stop")
+    lines = [header]
+    for server, runs in results.items():
+        unleash = [run.rows["resolve"]["rps"] / run.rows["unleash"]["rps"] for run in runs]
+        nginx = [run.rows["resolve"]["rps"] / run.rows["nginx"]["rps"] for run in runs]
+        p99 = [float(run.rows["resolve@rate"]["p99_ms"]) for run in runs]
+        p99_unleash = [float(run.rows["unleash@rate"]["p99_ms"]) for run in runs]
+        rest = [max(int(row["other_cpu_pct"]) for row in run.rows.values()) for run in runs]
+        lines.append(
+            (
+                server,
+                f"{min(unleash):.2f}x ({' '.join(f'{value:.2f}' for value in unleash)})",
+                f"{min(nginx):.3f} ({' '.join(f'{value:.3f}' for value in nginx)})",
+                f"{max(p99):.1f} ms ({' '.join(f'{value:.1f}' for value in p99)}; "
+                f"Unleash {' '.join(f'{value:.0f}' for value in p99_unleash)})",
+                f"{max(rest)}% ({' '.join(f'{value}%' for value in rest)})",
+                f"{max(run.stop_seconds for run in runs):.1f} s",
+            )
+        )
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    print("rest: CPU of everything but the server and wrk, % of one core; over 15% the figures are disturbed")
+
+
+def start_peers() -> bool:
+    """Start Unleash, its PostgreSQL and nginx once for all the runs; True when this call
+    started them (and so must stop them)."""
+    peers = str(SHARED_BENCH / "peers.sh")
+    Path(os.environ["PERF_RUN_DIR"]).mkdir(parents=True, exist_ok=True)
+    if subprocess.run([peers, "status"], capture_output=True, check=False).returncode == 0:
+        return False
+    subprocess.run([peers, "start"], check=True, stdout=subprocess.DEVNULL)
+    return True
 
 
 def load_bench_data() -> str:

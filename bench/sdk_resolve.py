@@ -1,24 +1,36 @@
-"""SDK local resolve (without render): time per `Client.get` over 10,000 distinct units.
+"""SDK local resolve (without render): time per `Client.get` over 10,000 distinct units, beside
+the Unleash Python SDK evaluating the same 10% variant flag for the same units, in the same run.
 
-The bar (SPEC, quality bars): ≤ 5 µs median per call, no network on the hot path. The client
-loads its snapshot from a local HTTP server once, then every call is timed on its own with
-perf_counter_ns (the timer's own cost, printed, is included in the figures).
+The bars (SPEC, quality bars): ≤ 5 µs median per call, at least 10× faster than Unleash's
+`get_variant`, no network on the hot path. The client loads its snapshot from a local HTTP
+server once, then every call is timed on its own with perf_counter_ns (the timer's own cost,
+printed, is included in the figures). Unleash's client is bootstrapped from a dict with
+registration, metrics and fetching off, its URL a closed port of 127.0.0.1; every socket
+connection the process opens while Unleash runs is counted (an audit hook) and must be none.
 
     PYTHONPATH=sdk .venv/bin/python bench/sdk_resolve.py [--rounds 5]
 """
 
 import argparse
 import json
+import socket
 import statistics
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from UnleashClient import UnleashClient
+from UnleashClient.cache import FileCache
+
 from promptramp import Client
 
 BAR_NS = 5_000
+BAR_TIMES_UNLEASH = 10
 UNITS = [f"user-{number}" for number in range(10_000)]
+PERCENT = 10
 
 
 def version(number: int, template: str) -> dict[str, object]:
@@ -35,7 +47,7 @@ SNAPSHOT = json.dumps(
                 "rollout": {
                     "id": 7,
                     "state": "running",
-                    "percent": 25,
+                    "percent": PERCENT,
                     "salt": "support.answer:7",
                     "baseline": version(3, "Answer {{question}}"),
                     "candidate": version(4, "Answer {{question}} kindly"),
@@ -45,6 +57,44 @@ SNAPSHOT = json.dumps(
         },
     }
 ).encode()
+
+
+# Unleash's flag as its /api/client/features answers it: the same 10% (flexibleRollout, sticky on
+# userId) with the baseline and the candidate as two variants.
+UNLEASH_FEATURES = {
+    "version": 2,
+    "features": [
+        {
+            "name": "support.answer",
+            "type": "release",
+            "enabled": True,
+            "strategies": [
+                {
+                    "name": "flexibleRollout",
+                    "constraints": [],
+                    "parameters": {
+                        "rollout": str(PERCENT),
+                        "stickiness": "userId",
+                        "groupId": "support.answer",
+                    },
+                    "variants": [
+                        {
+                            "name": f"v{number}",
+                            "weight": 500,
+                            "weightType": "variable",
+                            "stickiness": "userId",
+                            "payload": {"type": "json", "value": json.dumps(version(number, template))},
+                        }
+                        for number, template in (
+                            (3, "Answer {{question}}"),
+                            (4, "Answer {{question}} kindly"),
+                        )
+                    ],
+                }
+            ],
+        }
+    ],
+}
 
 
 class SnapshotHandler(BaseHTTPRequestHandler):
@@ -73,7 +123,7 @@ def per_call_ns(call: Callable[[str], object], rounds: int) -> list[int]:
 def summary(label: str, timings: list[int]) -> float:
     median = statistics.median(timings)
     p99 = statistics.quantiles(timings, n=100)[98]
-    print(f"{label:<44} median {median / 1000:6.2f} µs   p99 {p99 / 1000:6.2f} µs")
+    print(f"{label:<52} median {median / 1000:6.2f} µs   p99 {p99 / 1000:6.2f} µs")
     return median
 
 
@@ -88,13 +138,15 @@ def main() -> None:
     with Client(f"http://{host}:{port}", "bench", refresh_interval=3600) as client:
         assert client.snapshot is not None, "the client did not load the snapshot"
         server.shutdown()  # from here on, any network call would fail loudly
+        server.server_close()
         get = client.get
         per_call_ns(lambda unit: get("support.answer", unit=unit), 1)  # warm-up
+        candidates = sum(get("support.answer", unit=unit).arm == "candidate" for unit in UNITS)
 
         print(f"{len(UNITS):,} distinct units × {rounds} rounds, each call timed on its own")
         summary("perf_counter_ns alone (timer cost)", per_call_ns(lambda unit: None, rounds))
         median = summary(
-            "get, running rollout (hash + arm)",
+            f"get, running rollout (hash + arm; {candidates / len(UNITS):.1%} candidate)",
             per_call_ns(lambda unit: get("support.answer", unit=unit), rounds),
         )
         summary(
@@ -105,8 +157,60 @@ def main() -> None:
             "get, rollout without unit (random bucket)",
             per_call_ns(lambda unit: get("support.answer"), rounds),
         )
+    get_variant = time_unleash(rounds)
     verdict = "met" if median <= BAR_NS else "MISSED"
     print(f"bar ≤ {BAR_NS / 1000:.0f} µs median per call (running rollout): {verdict}")
+    times = get_variant / median
+    verdict = "met" if times >= BAR_TIMES_UNLEASH else "MISSED"
+    print(f"bar ≥ {BAR_TIMES_UNLEASH}× faster than Unleash's get_variant: {times:.1f}× ({verdict})")
+
+
+def time_unleash(rounds: int) -> float:
+    """The Unleash Python SDK on the same flag, bootstrapped, with nothing that fetches or
+    reports; returns get_variant's median. Fails when the process opened any connection
+    while the Unleash client existed."""
+    connections: list[object] = []
+    counting = threading.Event()
+
+    def count_connections(event: str, args: tuple[object, ...]) -> None:
+        if event == "socket.connect" and counting.is_set():
+            connections.append(args[1])
+
+    sys.addaudithook(count_connections)
+    with socket.socket() as probe:  # a port of 127.0.0.1 that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    counting.set()
+    with tempfile.TemporaryDirectory() as folder:
+        cache = FileCache("bench", directory=folder)
+        cache.bootstrap_from_dict(UNLEASH_FEATURES)
+        unleash = UnleashClient(
+            url=f"http://127.0.0.1:{closed_port}",
+            app_name="bench",
+            refresh_interval=3600,
+            disable_metrics=True,
+            disable_registration=True,
+            cache=cache,
+        )
+        unleash.initialize_client(fetch_toggles=False)
+        try:
+            variant, enabled = unleash.get_variant, unleash.is_enabled
+            per_call_ns(lambda unit: variant("support.answer", {"userId": unit}), 1)  # warm-up
+            shown = sum(variant("support.answer", {"userId": unit})["enabled"] for unit in UNITS)
+            median = summary(
+                f"Unleash get_variant, same flag ({shown / len(UNITS):.1%} in it)",
+                per_call_ns(lambda unit: variant("support.answer", {"userId": unit}), rounds),
+            )
+            summary(
+                "Unleash is_enabled, same flag",
+                per_call_ns(lambda unit: enabled("support.answer", {"userId": unit}), rounds),
+            )
+        finally:
+            unleash.destroy()
+    counting.clear()
+    print(f"connections opened while Unleash ran: {len(connections)}")
+    assert not connections, f"Unleash connected to {connections}"
+    return median
 
 
 if __name__ == "__main__":

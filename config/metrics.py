@@ -1,9 +1,9 @@
 """Prometheus metrics and the ``/metrics`` view.
 
-Under gunicorn every worker is a process of its own: when ``PROMETHEUS_MULTIPROC_DIR`` is set
-(``config.stack`` sets it to ``<data dir>/prometheus`` and empties it at start), each process
-writes its samples there and ``/metrics`` adds them up. Without it (tests, ``manage.py``), the
-process's own registry is served.
+Every web worker (granian's or gunicorn's) is a process of its own: when
+``PROMETHEUS_MULTIPROC_DIR`` is set (``config.stack`` sets it to ``<data dir>/prometheus`` and
+empties it at start), each process writes its samples there and ``/metrics`` adds them up.
+Without it (tests, ``manage.py``), the process's own registry is served.
 
 Updates on the request path go through children bound once per label set (a dict lookup and one
 increment). Prompt names become label values only for prompts that exist, at most

@@ -109,14 +109,29 @@ def run() -> int:
 
 
 def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> list[str]:
-    """gunicorn as the run command starts it: WEB_CONCURRENCY workers (default 2) of
-    WEB_WORKER_CLASS (default gthread) with WEB_THREADS threads each (default 4)."""
+    """The web server as the run command starts it: WEB_SERVER (granian, the default, or
+    gunicorn) with WEB_CONCURRENCY worker processes (default 2), each running the WSGI
+    application in WEB_THREADS threads (default 4: granian's blocking threads or gunicorn's
+    gthread threads; WEB_WORKER_CLASS picks another gunicorn worker class). ACCESS_LOG=1 logs
+    every request. docs/benchmarks.md has the measurements behind these choices."""
+    workers, threads = env.get("WEB_CONCURRENCY", "2"), env.get("WEB_THREADS", "4")
+    access_log = bool(env.get("ACCESS_LOG"))  # formatting costs gunicorn ~25% of a resolve
+    server = env.get("WEB_SERVER", "granian")
+    if server == "gunicorn":
+        return (
+            [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers]
+            + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread"), "--threads", threads]
+            + (["--access-logfile", "-"] if access_log else [])
+        )
+    if server != "granian":
+        raise ValueError(f"WEB_SERVER must be granian or gunicorn, not {server!r}")
     return (
-        [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}"]
-        + ["--workers", env.get("WEB_CONCURRENCY", "2")]
-        + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread")]
-        + ["--threads", env.get("WEB_THREADS", "4")]
-        + (["--access-logfile", "-"] if env.get("ACCESS_LOG") else [])  # formatting costs ~25%
+        [PYTHON, "-m", "granian", "config.wsgi:application", "--interface", "wsgi", "--http", "1"]
+        + ["--host", host, "--port", port, "--workers", workers, "--respawn-failed-workers"]
+        + ["--blocking-threads", threads, "--no-ws"]
+        # A worker that misses the signal (seen with Ctrl-C's SIGINT) is killed after 3 s.
+        + ["--workers-kill-timeout", "3"]
+        + (["--access-log"] if access_log else [])
     )
 
 

@@ -7,6 +7,7 @@ import http.client
 import json
 import threading
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 @dataclass
 class Reply:
     status: int
-    headers: dict[str, str]
+    headers: HTTPMessage  # names are case-insensitive: granian sends them in lower case
     body: Any
 
 
@@ -41,7 +42,7 @@ def request(
         connection.request(method, path, body=data, headers=sent)
         response = connection.getresponse()
         raw = response.read()
-        return Reply(response.status, dict(response.getheaders()), json.loads(raw) if raw else None)
+        return Reply(response.status, response.headers, json.loads(raw) if raw else None)
     finally:
         connection.close()
 

@@ -1,5 +1,5 @@
-"""Real web processes for tests: gunicorn started as the run command starts it, on a free port
-of 127.0.0.1, with the environment given; stopped by its PID."""
+"""Real web processes for tests: the web server started as the run command starts it, on a free
+port of 127.0.0.1, with the environment given; stopped by its PID."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from config.state_cache import WARM_LOG_MARK
 @dataclass
 class Reply:
     status: int
-    headers: dict[str, str]
+    headers: Message  # names are case-insensitive: granian sends them in lower case
     body: Any
 
 
@@ -39,9 +40,9 @@ def http_get(url: str, *, key: str | None = None, timeout: float = 5) -> Reply:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Reply(response.status, dict(response.headers), json.loads(response.read() or b"null"))
+            return Reply(response.status, response.headers, json.loads(response.read() or b"null"))
     except urllib.error.HTTPError as error:
-        return Reply(error.code, dict(error.headers), json.loads(error.read() or b"null"))
+        return Reply(error.code, error.headers, json.loads(error.read() or b"null"))
 
 
 def wait_for(predicate: Any, *, seconds: float, every: float = 0.05) -> float:

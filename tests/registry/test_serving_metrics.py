@@ -1,8 +1,12 @@
+import urllib.request
+
 import pytest
+from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import metrics
-from tests.factories import make_prompt
+from tests.factories import make_key, make_prompt
+from tests.registry.servers import base_env, database_url, http_get, web_server
 from tests.registry.serving_helpers import put_rollout
 
 
@@ -34,6 +38,25 @@ def test_metrics_count_resolves_by_prompt_and_arm_without_unit_ids(alice, client
     assert _sample(text, "promptramp_state_cache_rebuilds_total", state="serving", outcome="ok") >= 1
     assert _sample(text, "promptramp_state_cache_hits_total", state="serving") >= 3
     assert "promptramp_stale_serves_total" in text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metrics_of_the_web_server_add_up_every_worker(alice, tmp_path):
+    put_rollout(make_prompt(alice, versions=2), percent="100")
+    key = make_key(alice, "read")
+    folder = tmp_path / "prometheus"
+    folder.mkdir()
+    env = base_env(DATABASE_URL=database_url(connection.settings_dict), PROMETHEUS_MULTIPROC_DIR=str(folder))
+
+    with web_server(env, tmp_path / "web.log") as url:  # two worker processes
+        for unit in range(40):  # a connection each: the workers share them
+            reply = http_get(f"{url}/api/v1/prompts/support.answer/resolve?unit=user-{unit}", key=key)
+            assert reply.status == 200
+        # Whichever worker answers, it counts what both answered.
+        answers = [urllib.request.urlopen(url + "/metrics", timeout=5).read().decode() for _ in range(10)]
+
+    labels = {"prompt": "support.answer", "arm": "candidate"}
+    assert {_sample(text, "promptramp_resolves_total", **labels) for text in answers} == {40}
 
 
 def test_prompt_label_values_are_capped_and_fold_into_other(monkeypatch):
