@@ -102,21 +102,16 @@ def load(prompts: int, rollouts: int) -> None:
     from registry.serving import SERVING_STATE
     from rollouts.models import Rollout
 
-    have = Prompt.objects.filter(name__startswith="scale.p").count()
-    if have >= prompts and Rollout.objects.filter(state=Rollout.State.RUNNING).count() >= rollouts:
-        return
+    names = [f"scale.p{i:05d}" for i in range(prompts)]
+    have = set(Prompt.objects.filter(name__in=names).values_list("name", flat=True))
     started = time.perf_counter()
     plan = [
         {"percent": p, "min_duration_s": 0, "min_samples": 0, "max_duration_s": 86400, "approval": "auto"}
         for p in (10, 25, 50, 100)
     ]
-    with transaction.atomic():
-        Rollout.objects.all().delete()
-        Label.objects.all().delete()
-        PromptVersion.objects.all().delete()
-        Prompt.objects.all().delete()
+    with transaction.atomic():  # versions are append-only: what exists is kept, what is missing added
         made = Prompt.objects.bulk_create(
-            [Prompt(name=f"scale.p{i:05d}", kind="text", latest_version=2) for i in range(prompts)]
+            [Prompt(name=name, kind="text", latest_version=2) for name in names if name not in have]
         )
         versions = []
         for prompt in made:
@@ -139,23 +134,32 @@ def load(prompts: int, rollouts: int) -> None:
                         ),
                     )
                 )
-        versions = PromptVersion.objects.bulk_create(versions, batch_size=2000)
-        by_prompt = {(v.prompt_id, v.version): v for v in versions}
+        PromptVersion.objects.bulk_create(versions, batch_size=2000)
         Label.objects.bulk_create(
-            [Label(prompt=p, name=PRODUCTION, version=by_prompt[(p.pk, 1)]) for p in made], batch_size=2000
+            [Label(prompt=v.prompt, name=PRODUCTION, version=v) for v in versions if v.version == 1],
+            batch_size=2000,
         )
+        active = set(
+            Rollout.objects.filter(state__in=Rollout.ACTIVE_STATES).values_list("prompt__name", flat=True)
+        )
+        wanted = [name for name in names[:rollouts] if name not in active]
+        missing = rollouts - len(active & set(names[:rollouts]))
+        by_name = {
+            (v.prompt.name, v.version): v
+            for v in PromptVersion.objects.filter(prompt__name__in=wanted).select_related("prompt")
+        }
         Rollout.objects.bulk_create(
             [
                 Rollout(
-                    prompt=p,
-                    baseline=by_prompt[(p.pk, 1)],
-                    candidate=by_prompt[(p.pk, 2)],
+                    prompt=by_name[(name, 1)].prompt,
+                    baseline=by_name[(name, 1)],
+                    candidate=by_name[(name, 2)],
                     plan=plan,
                     gates=[],
                     state=Rollout.State.RUNNING,
                     percent=Decimal(10),
                 )
-                for p in made[:rollouts]
+                for name in wanted[:missing]
             ],
             batch_size=2000,
         )

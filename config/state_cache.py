@@ -29,6 +29,11 @@ The freshness contract (README, "Freshness"):
   PostgreSQL at least every ``REDIS_DOWN_REBUILD_SECONDS``; PostgreSQL is probed off the request
   path at most every ``PROBE_SECONDS``. A process with no object at all waits up to
   ``FIRST_BUILD_SECONDS`` for its first build.
+- **Work proportional to the change.** ``state_changed`` may name the keys that changed (the
+  serving state: prompt names); each announcement is logged in Redis with its generation, and a
+  cache given an ``update`` function applies only the keys logged between its generation and the
+  new one. A gap in the log, a change of everything, or a failure since the last build means a
+  whole rebuild.
 
 A read between checks costs one monotonic clock read and a few attribute reads.
 """

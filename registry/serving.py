@@ -75,6 +75,11 @@ class ServingState:
     snapshot: bytes
     snapshot_etag: str
     entries: Mapping[str, bytes]  # each prompt's entry of the snapshot's "prompts", serialized
+    # What an update reuses: each entry with its key (b'"name":{…}') and its digest, and the
+    # names in order.
+    pieces: Mapping[str, bytes]
+    digests: Mapping[str, bytes]
+    order: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,24 +229,52 @@ def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedProm
     return served
 
 
-def _serving_state(prompts: dict[str, ServedPrompt], entries: dict[str, bytes]) -> ServingState:
-    """The state with its snapshot, prompts in name order (so every process, however it got
-    there, serves the same snapshot under the same ETag)."""
-    prompts_json = b"{%b}" % b",".join(orjson.dumps(name) + b":" + entries[name] for name in sorted(entries))
+def _serving_state(
+    prompts: dict[str, ServedPrompt],
+    entries: dict[str, bytes],
+    pieces: dict[str, bytes],
+    digests: dict[str, bytes],
+    order: tuple[str, ...],
+) -> ServingState:
+    """The state with its snapshot, prompts in name order, and an ETag made of the entries'
+    digests: every process, however it got there, serves the same snapshot under the same ETag,
+    and an update hashes 16 bytes per prompt, not the whole snapshot."""
+    prompts_json = b"{%b}" % b",".join([pieces[name] for name in order])
     generated_at = timezone.now()
     snapshot = b"".join(
         (b'{"generated_at":', orjson.dumps(generated_at.isoformat()), b',"prompts":', prompts_json, b"}")
     )
-    etag = 'W/"' + hashlib.sha256(prompts_json).hexdigest()[:32] + '"'
+    etag = 'W/"' + hashlib.sha256(b"".join([digests[name] for name in order])).hexdigest()[:32] + '"'
     return ServingState(
-        prompts=prompts, generated_at=generated_at, snapshot=snapshot, snapshot_etag=etag, entries=entries
+        prompts=prompts,
+        generated_at=generated_at,
+        snapshot=snapshot,
+        snapshot_etag=etag,
+        entries=entries,
+        pieces=pieces,
+        digests=digests,
+        order=order,
     )
+
+
+def _set_entry(
+    prompt: ServedPrompt, entries: dict[str, bytes], pieces: dict[str, bytes], digests: dict[str, bytes]
+) -> None:
+    entry = orjson.dumps(_snapshot_entry(prompt))
+    piece = orjson.dumps(prompt.name) + b":" + entry
+    entries[prompt.name], pieces[prompt.name] = entry, piece
+    digests[prompt.name] = hashlib.blake2b(piece, digest_size=16).digest()
 
 
 def serving_state_build() -> ServingState:
     """Every prompt's production version and splitting rollout, from PostgreSQL."""
     served = _served_prompts()
-    return _serving_state(served, {name: orjson.dumps(_snapshot_entry(p)) for name, p in served.items()})
+    entries: dict[str, bytes] = {}
+    pieces: dict[str, bytes] = {}
+    digests: dict[str, bytes] = {}
+    for prompt in served.values():
+        _set_entry(prompt, entries, pieces, digests)
+    return _serving_state(served, entries, pieces, digests, tuple(sorted(served)))
 
 
 def serving_state_update(state: ServingState, names: frozenset[str]) -> ServingState:
@@ -249,15 +282,16 @@ def serving_state_update(state: ServingState, names: frozenset[str]) -> ServingS
     work proportional to what changed, plus joining the snapshot's bytes."""
     fresh = _served_prompts(names)
     prompts, entries = dict(state.prompts), dict(state.entries)
-    for name in names:
-        prompt = fresh.get(name)
-        if prompt is None:
-            prompts.pop(name, None)
-            entries.pop(name, None)
-        else:
-            prompts[name] = prompt
-            entries[name] = orjson.dumps(_snapshot_entry(prompt))
-    return _serving_state(prompts, entries)
+    pieces, digests = dict(state.pieces), dict(state.digests)
+    came = fresh.keys() - state.prompts.keys()
+    went = {name for name in names if name not in fresh and name in state.prompts}
+    for name in went:
+        del prompts[name], entries[name], pieces[name], digests[name]
+    for prompt in fresh.values():
+        prompts[prompt.name] = prompt
+        _set_entry(prompt, entries, pieces, digests)
+    order = tuple(sorted(prompts)) if came or went else state.order
+    return _serving_state(prompts, entries, pieces, digests, order)
 
 
 serving_cache: StateCache[ServingState] = StateCache(SERVING_STATE, serving_state_build, serving_state_update)
