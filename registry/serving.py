@@ -12,6 +12,7 @@ lookup, at most one hash, and a few byte joins. ``resolve`` and the body helpers
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Mapping
@@ -68,18 +69,31 @@ class ServedPrompt:
     rollout: ServedRollout | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ServingState:
     prompts: Mapping[str, ServedPrompt]
     generated_at: datetime
-    snapshot: bytes
-    snapshot_etag: str
     entries: Mapping[str, bytes]  # each prompt's entry of the snapshot's "prompts", serialized
     # What an update reuses: each entry with its key (b'"name":{…}') and its digest, and the
     # names in order.
     pieces: Mapping[str, bytes]
     digests: Mapping[str, bytes]
     order: tuple[str, ...]
+
+    @functools.cached_property
+    def snapshot(self) -> bytes:
+        """The snapshot's body, prompts in name order; joined when first asked for (a change
+        that nobody reads the snapshot of costs no join of every prompt)."""
+        prompts_json = b"{%b}" % b",".join([self.pieces[name] for name in self.order])
+        generated_at = orjson.dumps(self.generated_at.isoformat())
+        return b"".join((b'{"generated_at":', generated_at, b',"prompts":', prompts_json, b"}"))
+
+    @functools.cached_property
+    def snapshot_etag(self) -> str:
+        """Made of the entries' digests: every process, however it got there, serves the same
+        snapshot under the same ETag."""
+        digest = hashlib.sha256(b"".join([self.digests[name] for name in self.order])).hexdigest()
+        return 'W/"' + digest[:32] + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,34 +243,6 @@ def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedProm
     return served
 
 
-def _serving_state(
-    prompts: dict[str, ServedPrompt],
-    entries: dict[str, bytes],
-    pieces: dict[str, bytes],
-    digests: dict[str, bytes],
-    order: tuple[str, ...],
-) -> ServingState:
-    """The state with its snapshot, prompts in name order, and an ETag made of the entries'
-    digests: every process, however it got there, serves the same snapshot under the same ETag,
-    and an update hashes 16 bytes per prompt, not the whole snapshot."""
-    prompts_json = b"{%b}" % b",".join([pieces[name] for name in order])
-    generated_at = timezone.now()
-    snapshot = b"".join(
-        (b'{"generated_at":', orjson.dumps(generated_at.isoformat()), b',"prompts":', prompts_json, b"}")
-    )
-    etag = 'W/"' + hashlib.sha256(b"".join([digests[name] for name in order])).hexdigest()[:32] + '"'
-    return ServingState(
-        prompts=prompts,
-        generated_at=generated_at,
-        snapshot=snapshot,
-        snapshot_etag=etag,
-        entries=entries,
-        pieces=pieces,
-        digests=digests,
-        order=order,
-    )
-
-
 def _set_entry(
     prompt: ServedPrompt, entries: dict[str, bytes], pieces: dict[str, bytes], digests: dict[str, bytes]
 ) -> None:
@@ -274,12 +260,12 @@ def serving_state_build() -> ServingState:
     digests: dict[str, bytes] = {}
     for prompt in served.values():
         _set_entry(prompt, entries, pieces, digests)
-    return _serving_state(served, entries, pieces, digests, tuple(sorted(served)))
+    return ServingState(served, timezone.now(), entries, pieces, digests, tuple(sorted(served)))
 
 
 def serving_state_update(state: ServingState, names: frozenset[str]) -> ServingState:
     """``state`` with the prompts ``names`` read again (a prompt no longer there is dropped):
-    work proportional to what changed, plus joining the snapshot's bytes."""
+    work proportional to what changed, and copies of the mappings of names."""
     fresh = _served_prompts(names)
     prompts, entries = dict(state.prompts), dict(state.entries)
     pieces, digests = dict(state.pieces), dict(state.digests)
@@ -291,7 +277,7 @@ def serving_state_update(state: ServingState, names: frozenset[str]) -> ServingS
         prompts[prompt.name] = prompt
         _set_entry(prompt, entries, pieces, digests)
     order = tuple(sorted(prompts)) if came or went else state.order
-    return _serving_state(prompts, entries, pieces, digests, order)
+    return ServingState(prompts, timezone.now(), entries, pieces, digests, order)
 
 
 serving_cache: StateCache[ServingState] = StateCache(SERVING_STATE, serving_state_build, serving_state_update)
