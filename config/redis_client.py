@@ -21,36 +21,30 @@ REQUEST_TIMEOUT_SECONDS = 0.25
 CHECK_TIMEOUT_SECONDS = float(os.environ.get("PROMPTRAMP_SERVING_WAIT_MS", "50")) / 1000
 
 
-@functools.cache
-def get_redis() -> redis.Redis:
+def _client(timeout: float, retry: Retry | None = None) -> redis.Redis:
+    options = {} if retry is None else {"retry": retry}
     return redis.Redis.from_url(
         settings.REDIS_URL,
-        socket_timeout=0.5,
-        socket_connect_timeout=0.5,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         health_check_interval=30,
+        **options,
     )
+
+
+@functools.cache
+def get_redis() -> redis.Redis:
+    return _client(0.5)
 
 
 @functools.cache
 def get_request_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=REQUEST_TIMEOUT_SECONDS,
-        socket_connect_timeout=REQUEST_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-    )
+    return _client(REQUEST_TIMEOUT_SECONDS, Retry(NoBackoff(), 0))
 
 
 @functools.cache
 def get_checking_redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_timeout=CHECK_TIMEOUT_SECONDS,
-        socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=30,
-    )
+    return _client(CHECK_TIMEOUT_SECONDS, Retry(NoBackoff(), 0))
 
 
 def forget_clients() -> None:

@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,16 @@ def services_root() -> Iterator[Path]:
         yield Path(folder)
 
 
-def test_resolve_is_served_stale_while_postgres_or_redis_is_down_and_fresh_after(services_root, tmp_path):
+@dataclass
+class OwnService:
+    root: Path
+    env: dict[str, str]
+    key: str  # scopes read and ingest
+
+
+@pytest.fixture
+def own_service(services_root: Path) -> Iterator[OwnService]:
+    """PostgreSQL and Redis of the test's own, migrated, with the demo prompt and a key."""
     root = services_root
     urls = embedded_services.ensure_running(root=root, services=["postgres", "redis"]).urls
     try:
@@ -72,28 +82,32 @@ def test_resolve_is_served_stale_while_postgres_or_redis_is_down_and_fresh_after
         _manage(env, "migrate", "--no-input", "-v", "0")
         _manage(env, "ensure_admin")
         _manage(env, "load_demo")
-        key = _manage(env, "create_api_key", "fault-test", "--user", "admin", "--scopes", "read").split()[-1]
-
-        with web_server(env, tmp_path / "web.log") as url:
-            assert _all_fresh(url, key)
-
-            embedded_services.stop(["postgres"], root=root)
-            wait_for(lambda: _all_stale(url, key), seconds=5)
-            assert _all_stale(url, key)
-            snapshot = http_get(url + "/api/v1/snapshot", key=key)
-            assert snapshot.status == 200 and snapshot.headers["X-Promptramp-Stale"] == "1"
-
-            embedded_services.ensure_running(root=root, services=["postgres"])
-            wait_for(lambda: _all_fresh(url, key), seconds=5)
-
-            embedded_services.stop(["redis"], root=root)
-            wait_for(lambda: _all_stale(url, key), seconds=5)
-            assert _all_stale(url, key)
-
-            embedded_services.ensure_running(root=root, services=["redis"])
-            wait_for(lambda: _all_fresh(url, key), seconds=5)
+        created = _manage(env, "create_api_key", "fault-test", "--user", "admin", "--scopes", "read,ingest")
+        yield OwnService(root, env, created.split()[-1])
     finally:
         embedded_services.stop(["postgres", "redis"], root=root)
+
+
+def test_resolve_is_served_stale_while_postgres_or_redis_is_down_and_fresh_after(own_service, tmp_path):
+    root, env, key = own_service.root, own_service.env, own_service.key
+    with web_server(env, tmp_path / "web.log") as url:
+        assert _all_fresh(url, key)
+
+        embedded_services.stop(["postgres"], root=root)
+        wait_for(lambda: _all_stale(url, key), seconds=5)
+        assert _all_stale(url, key)
+        snapshot = http_get(url + "/api/v1/snapshot", key=key)
+        assert snapshot.status == 200 and snapshot.headers["X-Promptramp-Stale"] == "1"
+
+        embedded_services.ensure_running(root=root, services=["postgres"])
+        wait_for(lambda: _all_fresh(url, key), seconds=5)
+
+        embedded_services.stop(["redis"], root=root)
+        wait_for(lambda: _all_stale(url, key), seconds=5)
+        assert _all_stale(url, key)
+
+        embedded_services.ensure_running(root=root, services=["redis"])
+        wait_for(lambda: _all_fresh(url, key), seconds=5)
 
 
 def _latencies(url: str, key: str, *, count: int, every: float = 0.01) -> list[float]:
@@ -139,54 +153,34 @@ def _hung(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def test_a_hung_redis_or_a_postgres_taking_no_connections_costs_resolve_at_most_50_ms(
-    services_root, tmp_path
-):
+def test_a_hung_redis_or_a_postgres_taking_no_connections_costs_resolve_at_most_50_ms(own_service, tmp_path):
     """SIGSTOP on Redis, then on PostgreSQL's postmaster (new connections hang): resolve keeps
     answering within 50 ms of its usual latency (p99), and an events batch with a valid key is
     answered 503 (Redis) or 202 (PostgreSQL) quickly, never 401."""
-    root = services_root
-    urls = embedded_services.ensure_running(root=root, services=["postgres", "redis"]).urls
-    try:
-        env = base_env(
-            DATABASE_URL=urls["DATABASE_URL"],
-            REDIS_URL=urls["REDIS_URL"],
-            CELERY_BROKER_URL=urls["REDIS_URL"],
-            PROMPTRAMP_DATA_DIR=str(root),
-            PROMPTRAMP_ADMIN_USER="admin",
-            PROMPTRAMP_ADMIN_PASSWORD="fault-test-password",
+    root, env, key = own_service.root, own_service.env, own_service.key
+    with web_server(env, tmp_path / "web.log") as url:
+        assert _post_events(url, key)[0] == 202  # the version is known to the process now
+        usual = _p99(_latencies(url, key, count=200))
+
+        with _hung(int((root / "redis" / "redis.pid").read_text())):
+            during = _latencies(url, key, count=300)
+            events = [_post_events(url, key) for _ in range(5)]
+        print(
+            f"resolve p99 usual {usual * 1000:.1f} ms, Redis hung {_p99(during) * 1000:.1f} ms; "
+            f"events answered in at most {max(took for _, took in events) * 1000:.0f} ms"
         )
-        _manage(env, "migrate", "--no-input", "-v", "0")
-        _manage(env, "ensure_admin")
-        _manage(env, "load_demo")
-        scopes = "read,ingest"
-        key = _manage(env, "create_api_key", "fault-test", "--user", "admin", "--scopes", scopes).split()[-1]
+        assert _p99(during) <= usual + 0.05, (usual, _p99(during), max(during))
+        assert [status for status, _ in events] == [503] * 5
+        assert max(took for _, took in events) < 1.0, events
 
-        with web_server(env, tmp_path / "web.log") as url:
-            assert _post_events(url, key)[0] == 202  # the version is known to the process now
-            usual = _p99(_latencies(url, key, count=200))
-
-            with _hung(int((root / "redis" / "redis.pid").read_text())):
-                during = _latencies(url, key, count=300)
-                events = [_post_events(url, key) for _ in range(5)]
-            print(
-                f"resolve p99 usual {usual * 1000:.1f} ms, Redis hung {_p99(during) * 1000:.1f} ms; "
-                f"events answered in at most {max(took for _, took in events) * 1000:.0f} ms"
-            )
-            assert _p99(during) <= usual + 0.05, (usual, _p99(during), max(during))
-            assert [status for status, _ in events] == [503] * 5
-            assert max(took for _, took in events) < 1.0, events
-
-            wait_for(lambda: _all_fresh(url, key), seconds=5)
-            with _hung(int((root / "postgres" / "postmaster.pid").read_text().split()[0])):
-                during = _latencies(url, key, count=300)
-                events = [_post_events(url, key) for _ in range(5)]
-            print(
-                f"resolve p99 usual {usual * 1000:.1f} ms, PostgreSQL hung {_p99(during) * 1000:.1f} ms; "
-                f"events answered in at most {max(took for _, took in events) * 1000:.0f} ms"
-            )
-            assert _p99(during) <= usual + 0.05, (usual, _p99(during), max(during))
-            assert [status for status, _ in events] == [202] * 5
-            assert max(took for _, took in events) < 1.0, events
-    finally:
-        embedded_services.stop(["postgres", "redis"], root=root)
+        wait_for(lambda: _all_fresh(url, key), seconds=5)
+        with _hung(int((root / "postgres" / "postmaster.pid").read_text().split()[0])):
+            during = _latencies(url, key, count=300)
+            events = [_post_events(url, key) for _ in range(5)]
+        print(
+            f"resolve p99 usual {usual * 1000:.1f} ms, PostgreSQL hung {_p99(during) * 1000:.1f} ms; "
+            f"events answered in at most {max(took for _, took in events) * 1000:.0f} ms"
+        )
+        assert _p99(during) <= usual + 0.05, (usual, _p99(during), max(during))
+        assert [status for status, _ in events] == [202] * 5
+        assert max(took for _, took in events) < 1.0, events
