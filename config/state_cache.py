@@ -18,12 +18,13 @@ The freshness contract (README, "Freshness"):
   it as ``X-Promptramp-Generation``); a read with a minimum generation (the request header
   ``X-Promptramp-Min-Generation``, see ``min_generation``) is answered only from a check that saw
   at least that generation.
-- **No waiting on a sick dependency.** The counter is read with a ``WAIT_SECONDS`` (50 ms)
-  timeout, and rebuilds run on a builder thread of their own: a reader waits for a rebuild at most
-  ``WAIT_SECONDS`` longer than rebuilds usually take (twice the moving average of their
-  durations), then answers from the last good object marked stale while the rebuild goes on. A
-  miss, and a request that names a minimum generation (it asked to pay for freshness), wait up to
-  ``CONFIRM_WAIT_SECONDS`` for a rebuild: the other answer would be a 503.
+- **No waiting on a sick dependency.** The counter is read with a deadline a little under
+  ``WAIT_SECONDS`` (50 ms, see ``config.redis_client``), and rebuilds run on a builder thread
+  of their own: a reader waits for a rebuild at most ``WAIT_SECONDS`` longer than rebuilds
+  usually take (twice the moving average of their durations), then answers from the last good
+  object marked stale while the rebuild goes on. A miss, and a request that names a minimum
+  generation (it asked to pay for freshness), wait up to ``CONFIRM_WAIT_SECONDS`` for a
+  rebuild: the other answer would be a 503.
   A failed or slow counter read counts as a completed check (the answer is marked stale, Redis is
   asked again after ``CHECK_SECONDS``). While Redis cannot be asked, the object is rebuilt from
   PostgreSQL at least every ``REDIS_DOWN_REBUILD_SECONDS``; PostgreSQL is probed off the request
@@ -55,7 +56,7 @@ from redis.exceptions import RedisError
 
 from config.errors import ServiceUnavailable
 from config.metrics import state_reads_total, state_rebuilds_total
-from config.redis_client import CHECK_TIMEOUT_SECONDS, get_checking_redis, get_redis
+from config.redis_client import SERVING_WAIT_SECONDS, get_checking_redis, get_redis
 
 T = TypeVar("T")
 CHECK_SECONDS = 0.5
@@ -63,7 +64,7 @@ PROBE_SECONDS = 1.0
 REDIS_DOWN_REBUILD_SECONDS = 5.0
 FIRST_BUILD_SECONDS = 5.0
 CONFIRM_WAIT_SECONDS = 1.0
-WAIT_SECONDS = CHECK_TIMEOUT_SECONDS
+WAIT_SECONDS = SERVING_WAIT_SECONDS
 GLOBAL_GENERATION_KEY = "promptramp:generation"
 CHANGE_LOG_LENGTH = 1000
 EVERYTHING = "*"
