@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.db import connection
 from django.utils import timezone
 
 from config.state_cache import StateCache
@@ -165,7 +166,32 @@ def random_bucket() -> int:
 # --- building the state from PostgreSQL --------------------------------------------------------
 
 
-def _served_version(name: str, kind: str, version: PromptVersion) -> ServedVersion:
+@dataclass(frozen=True, slots=True)
+class _VersionRow:
+    """A version's served columns, as the serving query reads them."""
+
+    version: int
+    template: str | None
+    messages: list[dict[str, Any]] | None
+    model: str
+    config: dict[str, Any]
+    variables: list[str]
+    content_hash: str
+
+    @classmethod
+    def of(cls, columns: tuple[Any, ...]) -> _VersionRow | None:
+        if columns[0] is None:
+            return None
+        version, template, messages, model, config, variables, content_hash = columns
+        return cls(version, template, _json(messages), model, _json(config), _json(variables), content_hash)
+
+
+def _json(value: Any) -> Any:
+    """A JSON column as Django's PostgreSQL backend hands it to a plain cursor: text."""
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def _served_version(name: str, kind: str, version: _VersionRow) -> ServedVersion:
     body: dict[str, Any] = {"version": version.version, "kind": kind}
     if kind == Prompt.Kind.CHAT:
         body["messages"] = version.messages
@@ -185,18 +211,22 @@ def _served_version(name: str, kind: str, version: PromptVersion) -> ServedVersi
     )
 
 
-def _served_rollout(name: str, kind: str, rollout: Rollout) -> ServedRollout:
+def _served_rollout(
+    name: str, kind: str, rollout: tuple[Any, ...], baseline: _VersionRow, candidate: _VersionRow
+) -> ServedRollout:
+    rollout_id, state, percent, salt = rollout
+
     def tail(arm: str) -> bytes:
-        return f',"arm":"{arm}","rollout_id":{rollout.pk},"bucket":'.encode()
+        return f',"arm":"{arm}","rollout_id":{rollout_id},"bucket":'.encode()
 
     return ServedRollout(
-        id=rollout.pk,
-        state=rollout.state,
-        percent=rollout.percent,
-        salt=rollout.salt or default_salt(name, rollout.pk),
-        threshold=threshold_of(rollout.percent),
-        baseline=_served_version(name, kind, rollout.baseline),
-        candidate=_served_version(name, kind, rollout.candidate),
+        id=rollout_id,
+        state=state,
+        percent=percent,
+        salt=salt or default_salt(name, rollout_id),
+        threshold=threshold_of(percent),
+        baseline=_served_version(name, kind, baseline),
+        candidate=_served_version(name, kind, candidate),
         baseline_tail=tail("baseline"),
         candidate_tail=tail("candidate"),
     )
@@ -219,26 +249,56 @@ def _snapshot_entry(prompt: ServedPrompt) -> dict[str, Any]:
     }
 
 
+_VERSION_COLUMNS = (
+    "{v}.version, {v}.template, {v}.messages, {v}.model, {v}.config, {v}.variables, {v}.content_hash"
+)
+
+
+def _serving_query(named: bool) -> str:
+    """One query of plain rows: each prompt with its production version and its splitting
+    rollout's two versions (the ORM's own work was most of an update's cost)."""
+    columns = ", ".join(_VERSION_COLUMNS.format(v=v) for v in ("production", "baseline", "candidate"))
+    return f"""
+        SELECT prompt.name, prompt.kind, rollout.id, rollout.state, rollout.percent, rollout.salt,
+               {columns}
+        FROM {Prompt._meta.db_table} prompt
+        LEFT JOIN {Label._meta.db_table} label ON label.prompt_id = prompt.id AND label.name = %(production)s
+        LEFT JOIN {PromptVersion._meta.db_table} production ON production.id = label.version_id
+        LEFT JOIN {Rollout._meta.db_table} rollout ON rollout.prompt_id = prompt.id
+            AND rollout.state = ANY(%(splitting)s)
+        LEFT JOIN {PromptVersion._meta.db_table} baseline ON baseline.id = rollout.baseline_id
+        LEFT JOIN {PromptVersion._meta.db_table} candidate ON candidate.id = rollout.candidate_id
+        {"WHERE prompt.name = ANY(%(names)s)" if named else ""}
+        ORDER BY prompt.name
+    """
+
+
 def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedPrompt]:
     """Each prompt's production version and splitting rollout, for every prompt or for those
-    named: three queries."""
-    prompts = Prompt.objects.all()
-    labels = Label.objects.filter(name=PRODUCTION)
-    rollouts = Rollout.objects.filter(state__in=Rollout.SPLITTING_STATES)
-    if names is not None:
-        prompts = prompts.filter(name__in=names)
-        labels = labels.filter(prompt__name__in=names)
-        rollouts = rollouts.filter(prompt__name__in=names)
-    production = {label.prompt_id: label.version for label in labels.select_related("version")}
-    splitting = {rollout.prompt_id: rollout for rollout in rollouts.select_related("baseline", "candidate")}
+    named."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _serving_query(names is not None),
+            {
+                "production": PRODUCTION,
+                "splitting": list(Rollout.SPLITTING_STATES),
+                "names": list(names or ()),
+            },
+        )
+        rows = cursor.fetchall()
     served: dict[str, ServedPrompt] = {}
-    for prompt_id, name, kind in prompts.order_by("name").values_list("id", "name", "kind"):
-        version = production.get(prompt_id)
-        rollout = splitting.get(prompt_id)
+    width = len(_VERSION_COLUMNS.split(","))
+    for row in rows:
+        name, kind, rollout = row[0], row[1], row[2:6]
+        production, baseline, candidate = (
+            _VersionRow.of(row[start : start + width]) for start in range(6, 6 + 3 * width, width)
+        )
         served[name] = ServedPrompt(
             name=name,
-            production=_served_version(name, kind, version) if version else None,
-            rollout=_served_rollout(name, kind, rollout) if rollout else None,
+            production=_served_version(name, kind, production) if production else None,
+            rollout=_served_rollout(name, kind, rollout, baseline, candidate)
+            if rollout[0] is not None and baseline and candidate
+            else None,
         )
     return served
 
