@@ -23,11 +23,12 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.authentication import key_of_header
 from access.permissions import key_scopes
 from access.selectors import KeyInfo
 from config.api_schema import error_responses
@@ -69,11 +70,21 @@ def error_answer(status: int, code: str, message: str, details: Any = None) -> A
     return status, headers, orjson.dumps(error_body(code, message, details))
 
 
-def key_refusal(key: KeyInfo) -> Answer | None:
-    """None when this key may resolve; else the 403."""
+def bearer_key_answer(header: str) -> KeyInfo | Answer:
+    """The key an ``Authorization`` header carries when it may read; else the error answer: 401
+    for a missing, unknown or revoked key (a miss is confirmed before it is refused), 503 when
+    the keys could not be confirmed, 403 without the ``read`` scope."""
+    try:
+        key = key_of_header(header)
+    except exceptions.AuthenticationFailed as failure:
+        return error_answer(401, "unauthenticated", str(failure.detail))
+    except DomainError as error:  # the keys could not be loaded at all
+        return error_answer(error.status_code, error.code, error.message)
+    if key is None:
+        return error_answer(401, "unauthenticated", "Authentication credentials were not provided.")
     if "read" not in key_scopes(key):
         return error_answer(403, "forbidden", "This API key does not carry the scope this action needs.")
-    return None
+    return key
 
 
 def _unit_of(value: object) -> str | None:

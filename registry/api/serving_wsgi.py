@@ -12,13 +12,10 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from rest_framework import exceptions
-
-from access.authentication import key_of_header
 from config.errors import DomainError
 from config.freshness import MIN_GENERATION_META, min_generation_of
 from config.state_cache import min_generation
-from registry.api.serving_views import Answer, error_answer, key_refusal, resolve_answer
+from registry.api.serving_views import Answer, bearer_key_answer, error_answer, resolve_answer
 
 PREFIX = "/api/v1/prompts/"
 SUFFIX = "/resolve"
@@ -70,16 +67,11 @@ def _fresh_answer(environ: dict[str, Any], name: str, authorization: str) -> Ans
 
 
 def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
-    try:
-        key = key_of_header(authorization)
-    except exceptions.AuthenticationFailed as failure:
-        return error_answer(401, "unauthenticated", str(failure.detail))
-    except DomainError as error:  # the keys could not be loaded at all
-        return error_answer(error.status_code, error.code, error.message)
-    if key is None:
-        return error_answer(401, "unauthenticated", "Authentication credentials were not provided.")
+    key = bearer_key_answer(authorization)
+    if isinstance(key, tuple):
+        return key
     unit = None
     for field, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
         if field == "unit":
             unit = value
-    return key_refusal(key) or resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""))
+    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""))

@@ -3,7 +3,7 @@ by the stream process (``config.asgi`` under uvicorn) before Django's ASGI handl
 ``registry.api.serving_wsgi`` answers resolve before Django's WSGI handler. Only the stream
 process serves this path: the web server has no route for it (404).
 
-The key is checked as everywhere (``access.authentication.key_of_header``, scope ``read``); what
+The key is checked as on the resolve fast path (``bearer_key_answer``, scope ``read``); what
 the stream sends comes from ``registry.stream.StreamHub``, started and stopped with the
 process (ASGI lifespan).
 """
@@ -16,12 +16,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
-from rest_framework import exceptions
 
-from access.authentication import key_of_header
-from access.services import API_KEYS_STATE, hash_key
-from config.errors import DomainError
-from registry.api.serving_views import Answer, error_answer, key_refusal
+from access.services import hash_key
+from registry.api.serving_views import Answer, bearer_key_answer, error_answer
 from registry.api.serving_wsgi import SECURITY_HEADERS
 from registry.stream import StreamHub
 
@@ -110,17 +107,5 @@ async def _refusal(hub: StreamHub, method: str, headers: dict[str, str]) -> Answ
     domain, _port = split_domain_port(headers.get("host", ""))
     if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
         return error_answer(400, "bad_request", "The Host header is not allowed.")
-    header = headers.get("authorization", "")
-    try:
-        try:
-            key = await hub.check_key(key_of_header, header)
-        except exceptions.AuthenticationFailed:  # confirmed before it is refused: a new key?
-            await hub.confirm(API_KEYS_STATE)
-            key = await hub.check_key(key_of_header, header)
-    except exceptions.AuthenticationFailed as failure:
-        return error_answer(401, "unauthenticated", str(failure.detail))
-    except DomainError as error:  # the keys could not be loaded at all
-        return error_answer(error.status_code, error.code, error.message)
-    if key is None:
-        return error_answer(401, "unauthenticated", "Authentication credentials were not provided.")
-    return key_refusal(key)
+    key = await hub.check_key(bearer_key_answer, headers.get("authorization", ""))
+    return key if isinstance(key, tuple) else None
