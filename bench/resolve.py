@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,10 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
+
+from bench.service import wait_until_answering  # noqa: E402
+
 SHARED_BENCH = Path(os.environ.get("PROMPTRAMP_SHARED_DIR") or ROOT.parent / "shared") / "bench"
 PEERS_RUN_DIR = ROOT / "bench" / ".results" / "peers"
 PROMPT = "bench.answer"
@@ -71,7 +74,6 @@ def main() -> int:
     args = parser.parse_args()
     servers = args.servers.split(",")
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("PERF_RUN_DIR", str(PEERS_RUN_DIR))
@@ -146,7 +148,8 @@ def start_server(server: str, port: str, target: str, key: str) -> subprocess.Po
     command = stack.web_command("127.0.0.1", port, {**os.environ, "WEB_SERVER": server})
     print("server: " + " ".join(command[1:]), flush=True)
     process = subprocess.Popen(command, env={**os.environ, "WEB_SERVER": server})
-    wait_until_answering(target.replace("{unit}", "user-1"), key)
+    answer = wait_until_answering(target.replace("{unit}", "user-1"), key)
+    print(f"answering: {answer.decode()[:120]}…", flush=True)
     return process
 
 
@@ -334,20 +337,6 @@ def load_bench_data() -> str:
     _, key = apikey_create(actor=actor, name="bench", user=user, scopes=["read"])
     connection.close()
     return key
-
-
-def wait_until_answering(url: str, key: str) -> None:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                print(f"answering: {response.read().decode()[:120]}…", flush=True)
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
+
+from bench.service import wait_until_answering  # noqa: E402
+
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
 SENTENCE = "Answer {{question}} for {{customer}} in the voice of version %(version)d of %(name)s. "
 TEMPLATE = SENTENCE * 8
@@ -47,7 +51,6 @@ def main() -> int:
     parser.add_argument("--port", default="18180")
     args = parser.parse_args()
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "scale-data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("WEB_CONCURRENCY", "2")
@@ -281,19 +284,6 @@ def rebuild_counts(base: str) -> str:
             outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
             counts[outcome] = counts.get(outcome, 0) + float(line.rsplit(" ", 1)[1])
     return ", ".join(f"{outcome} {count:.0f}" for outcome, count in sorted(counts.items()))
-
-
-def wait_until_answering(url: str, key: str) -> None:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 if __name__ == "__main__":

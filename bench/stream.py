@@ -30,6 +30,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
+
+from bench.service import wait_until_answering  # noqa: E402
+
 PROMPT = "bench.stream.0000"
 TEMPLATE = "You answer {{question}} for {{customer}} briefly. Prompt {name}, version {version}."
 STREAM_PATH = "/api/v1/snapshot/stream"
@@ -58,7 +62,6 @@ def main() -> int:
 
 def run(args: argparse.Namespace) -> int:
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     stream_port = str(int(args.port) + 1)
@@ -214,20 +217,6 @@ def load_bench_data(count: int) -> tuple[str, str, int, str]:
     _, write_key = apikey_create(actor=actor, name="bench-write", user=user, scopes=["write"])
     connection.close()
     return read_key, write_key, rollout.pk, unit
-
-
-def wait_until_answering(url: str, key: str) -> None:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                response.read()
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
 
 
 # --- the clients -------------------------------------------------------------------------------

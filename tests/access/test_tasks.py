@@ -11,7 +11,7 @@ from access.selectors import LAST_USED_KEY
 from access.tasks import apikeys_store_last_used
 from config.redis_client import get_redis
 from tests.factories import make_key
-from tests.registry.servers import wait_for
+from tests.servers import wait_for
 
 
 @pytest.mark.django_db

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.factories import UserFactory, make_key
-from tests.registry.servers import base_env, database_url, free_port, wait_for
+from tests.servers import base_env, database_url, free_port, wait_for
 
 PROMPT = "demo.greeting"  # loaded by the run command
 STOP_SECONDS = 10

@@ -16,7 +16,7 @@ from django.db import connection
 
 from config.stack import web_command
 from config.state_cache import WARM_LOG_MARK
-from tests.registry.servers import base_env, database_url, free_port, http_get, wait_for
+from tests.servers import base_env, database_url, free_port, http_get, wait_for
 
 
 @pytest.mark.django_db(transaction=True)

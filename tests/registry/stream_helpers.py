@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 
 from config.stack import stream_command
-from tests.registry.servers import base_env, database_url, free_port, http_get, wait_for, web_server
+from tests.servers import base_env, database_url, free_port, serving_process, web_server
 
 STREAM_PATH = "/api/v1/snapshot/stream"
 
@@ -40,36 +38,8 @@ class Event:
 
 @contextmanager
 def stream_server(env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    with open(log, "ab") as output:
-        process = subprocess.Popen(
-            stream_command("127.0.0.1", str(port)),
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=output,
-            stderr=output,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _answers(url, process, log), seconds=60, every=0.2)
+    with serving_process(stream_command("127.0.0.1", str(port)), env, log, port) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
-    if process.poll() is not None:
-        raise AssertionError(
-            f"the stream process exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-        )
-    try:
-        return http_get(f"{url}/healthz", timeout=1).status == 200
-    except OSError:
-        return False
 
 
 @contextmanager

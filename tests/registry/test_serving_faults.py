@@ -21,7 +21,7 @@ import pytest
 from django.conf import settings
 
 from config import embedded_services
-from tests.registry.servers import base_env, http_get, wait_for, web_server
+from tests.servers import base_env, http_get, wait_for, web_server
 
 RESOLVE = "/api/v1/prompts/demo.greeting/resolve?unit=user-1"
 

@@ -18,7 +18,7 @@ from django.db import connection
 
 from tests.factories import make_key, make_prompt
 from tests.registry.bursts import burst, request
-from tests.registry.servers import base_env, database_url, web_server
+from tests.servers import base_env, database_url, web_server
 
 PROMPTS = "/api/v1/prompts"
 CHECK_INTERVAL = 0.5

@@ -24,9 +24,9 @@ from registry.serving import SERVING_STATE
 from rollouts.models import Rollout
 from rollouts.services import rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt
-from tests.registry.servers import base_env, database_url, free_port, http_get, wait_for
 from tests.registry.serving_helpers import put_rollout, set_rollout
 from tests.registry.stream_helpers import STREAM_PATH, Service, SSEReader, service, stream_server
+from tests.servers import base_env, database_url, free_port, http_get, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 KEEPALIVE_SECONDS = 0.5

@@ -27,19 +27,14 @@ from rollouts.tasks import rollout_evaluate_task, rollouts_tick
 from tests.factories import actor_for
 from tests.rollouts.outcomes import ingest_client, report
 from tests.rollouts.test_controller import GATES, step, wait_until
+from tests.servers import database_url, stop
 
 BASE_DIR = Path(settings.BASE_DIR)
 
 
-def database_url() -> str:
-    db = connection.settings_dict
-    password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
-    return f"postgresql://{db['USER']}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 def start_worker_process(name: str) -> subprocess.Popen[bytes]:
     env = os.environ | {
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database_url(connection.settings_dict),
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
     }
@@ -56,12 +51,7 @@ def worker_processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     yield started
     for process in started:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, seconds=30)
 
 
 def production() -> int:
@@ -115,7 +105,7 @@ def test_worker_killed_mid_evaluation_leaves_the_rollout_consistent(alice, promp
     )
     # Given another transaction holding the prompt's row, so that the evaluation deciding to
     # succeed stops inside its transaction, with the rollout locked, waiting to move production.
-    holder = psycopg.connect(database_url(), autocommit=False)
+    holder = psycopg.connect(database_url(connection.settings_dict), autocommit=False)
     holder.execute("SELECT id FROM registry_prompt WHERE name = 'support.answer' FOR UPDATE")
     worker = start_worker_process("doomed")
     worker_processes.append(worker)

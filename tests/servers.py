@@ -61,31 +61,40 @@ def web_server(env: dict[str, str], log: Path, *, workers: int = 2) -> Iterator[
     yields its base URL once every worker has loaded its state."""
     port = free_port()
     env = {**env, "WEB_CONCURRENCY": str(workers)}
+    with serving_process(web_command("127.0.0.1", str(port), env), env, log, port) as url:
+        wait_for(lambda: log.read_text().count(WARM_LOG_MARK) == workers, seconds=60, every=0.2)
+        yield url
+
+
+@contextmanager
+def serving_process(command: list[str], env: dict[str, str], log: Path, port: int) -> Iterator[str]:
+    """``command`` started with its output in ``log``; yields its base URL once its /healthz
+    answers on ``port``, stops it at the end."""
     with open(log, "ab") as output:
-        process = subprocess.Popen(
-            web_command("127.0.0.1", str(port), env),
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=output,
-            stderr=output,
-        )
+        process = subprocess.Popen(command, cwd=settings.BASE_DIR, env=env, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url, process, log), seconds=60, every=0.2)
-        wait_for(lambda: log.read_text().count(WARM_LOG_MARK) == workers, seconds=60, every=0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], *, seconds: float = 20) -> None:
+    """SIGTERM, then SIGKILL after ``seconds``."""
+    process.terminate()
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _answers(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
     if process.poll() is not None:
-        raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        raise AssertionError(
+            f"{process.args[:3]} exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+        )
     try:
         return http_get(f"{url}/healthz", timeout=1).status == 200
     except OSError:
