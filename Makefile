@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # The pure cores and the services are type-checked strictly.
-STRICT_MODULES := config/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
+STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
 	registry/side_by_side.py rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/live \
 	registry/services.py registry/selectors.py registry/serving.py registry/snapshot_changes.py \
@@ -11,7 +11,8 @@ STRICT_MODULES := config/json_values.py registry/templating.py registry/content.
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
-	config/state_cache.py config/freshness.py config/redis_client.py config/embedded_services.py config/errors.py \
+	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \
+	core/operations.py devstack/embedded_services.py \
 	access/announcements.py \
 	sdk/promptramp
 
@@ -26,21 +27,21 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 venv: $(VENV)/.installed
 
 run: venv
-	$(PY) -m config.stack run
+	$(PY) -m devstack.stack run
 
 # The admin's browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 test: venv browser
-	$(PY) -m config.stack test $(ARGS)
+	$(PY) -m devstack.stack test $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 stop: venv
-	$(PY) -m config.stack services down
+	$(PY) -m devstack.stack services down
 
 typecheck: venv
 	SECRET_KEY=typecheck DATABASE_URL=postgresql://typecheck/db REDIS_URL=redis://typecheck/0 \

@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from config import stack
+    from devstack import stack
 
     stack.prepare_environment()
     from django.core.management import execute_from_command_line

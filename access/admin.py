@@ -1,9 +1,5 @@
-"""API keys in the admin, and who may see the admin's pages.
-
-Any active staff user may open the registry, audit and API-key pages: what they may *change* is
-decided by the services (prompt ownership), not by Django's per-model permissions. A staff user
-who is not a superuser sees and manages only their own API keys, without the `admin` scope.
-"""
+"""API keys in the admin. A staff user who is not a superuser sees and manages only their own
+API keys, without the `admin` scope."""
 
 from __future__ import annotations
 
@@ -13,61 +9,21 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import AdminForm
-from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from django.utils.text import capfirst
 from django.views.decorators.http import require_POST
 
-from access.actors import Actor
 from access.models import SCOPES, ApiKey
 from access.services import apikey_create, apikey_revoke
-from config.errors import DomainError
+from core.admin import StaffAdmin, admin_actor, domain_error_text, form_page
+from core.errors import DomainError
 
 USED_FORMS_SESSION_KEY = "promptramp_apikey_forms_used"
 USED_FORMS_KEPT = 20
-
-
-def admin_actor(request: HttpRequest) -> Actor:
-    """The Actor for a change made in the admin by the logged-in user."""
-    return Actor.of_user(request.user, via="admin")
-
-
-def domain_error_text(error: DomainError) -> str:
-    """The message of a domain error, with its details when they name what was wrong."""
-    details = error.details
-    if isinstance(details, dict) and details:
-        return f"{error.message} ({'; '.join(f'{key}: {value}' for key, value in details.items())})"
-    return error.message
-
-
-class StaffAdmin(admin.ModelAdmin):
-    """Pages every active staff user may open; changes are checked by the services."""
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.has_module_permission(request)
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
-        title = capfirst(self.opts.verbose_name_plural)
-        return super().changelist_view(request, {"title": title, **(extra_context or {})})
 
 
 def short_time(moment: datetime | None) -> str:
@@ -163,14 +119,10 @@ class ApiKeyAdmin(StaffAdmin):
         self.message_user(request, f"Revoked {len(keys)} API key(s).", messages.SUCCESS)
 
     def get_urls(self) -> list[URLPattern]:
-        revoke = self.admin_site.admin_view(require_POST(self.revoke_view))
+        revoke = self.admin_site.admin_view(require_POST(self.object_page(revoke_view)))
         return [path("<path:object_id>/revoke/", revoke, name="access_apikey_revoke"), *super().get_urls()]
 
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
+    def add_page(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             form = ApiKeyCreateForm(request=request, initial={"once": secrets.token_urlsafe(16)})
             return self._render_add(request, form)
@@ -209,22 +161,19 @@ class ApiKeyAdmin(StaffAdmin):
         return response
 
     def _render_add(self, request: HttpRequest, form: ApiKeyCreateForm, status: int = 200) -> HttpResponse:
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": "Create an API key",
-            "adminform": AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
-            "form": form,
-            "submit_label": "Create key",
-            "intro": "The key is shown once, on the next page; only its hash is stored.",
-        }
-        return TemplateResponse(request, "admin/promptramp/form_page.html", context, status=status)
+        return form_page(
+            request,
+            self,
+            form=form,
+            title="Create an API key",
+            submit_label="Create key",
+            intro="The key is shown once, on the next page; only its hash is stored.",
+            status=status,
+        )
 
-    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        key = self.get_object(request, unquote(object_id))
-        if key is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        reason = request.POST.get("reason", "").strip()[:1000]
-        apikey_revoke(actor=admin_actor(request), key_id=key.pk, reason=reason)
-        self.message_user(request, f"API key “{key.name}” is revoked.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:access_apikey_change", args=[key.pk]))
+
+def revoke_view(request: HttpRequest, model_admin: ApiKeyAdmin, key: ApiKey) -> HttpResponse:
+    reason = request.POST.get("reason", "").strip()[:1000]
+    apikey_revoke(actor=admin_actor(request), key_id=key.pk, reason=reason)
+    model_admin.message_user(request, f"API key “{key.name}” is revoked.", messages.SUCCESS)
+    return HttpResponseRedirect(reverse("admin:access_apikey_change", args=[key.pk]))

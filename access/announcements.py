@@ -15,8 +15,7 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import post_delete, post_save
 
 from access.models import ApiKey
-from access.services import API_KEYS_STATE
-from config.state_cache import state_changed
+from core.state_cache import API_KEYS_STATE, state_changed
 
 # Fields of a user that a key's answer depends on (KeyInfo and the filter on is_active).
 USER_FIELDS_OF_KEYS = frozenset({"is_active", "is_superuser", "username"})

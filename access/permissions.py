@@ -12,8 +12,8 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
-from access.actors import Actor
 from access.selectors import KeyInfo
+from core.actors import Actor
 
 IMPLIED = {"admin": {"read", "ingest", "write", "admin"}, "write": {"read", "write"}}
 

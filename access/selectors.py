@@ -13,9 +13,9 @@ from django.db.models import QuerySet
 from redis.exceptions import RedisError
 
 from access.models import ApiKey
-from access.services import API_KEYS_STATE, hash_key
-from config.redis_client import get_redis
-from config.state_cache import StateCache
+from access.services import hash_key
+from core.redis_client import get_redis
+from core.state_cache import API_KEYS_STATE, StateCache
 
 LAST_USED_KEY = "promptramp:api_keys:last_used"
 LAST_USED_EVERY_SECONDS = 60.0

@@ -13,13 +13,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
-from access.actors import Actor
 from access.models import SCOPES, ApiKey
 from audit.services import audit_record
-from config.errors import NotFound, ValidationFailed
+from core.actors import Actor
+from core.errors import NotFound, ValidationFailed
 
 KEY_PREFIX = "pr_"
-API_KEYS_STATE = "api_keys"
 
 
 def hash_key(raw_key: str) -> str:
@@ -84,7 +83,7 @@ def _user_of(user: User | object) -> User:
 
 def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
     """Revoke a key (audited once; revoking it again changes nothing). Every process stops
-    accepting it within half a second (config.state_cache)."""
+    accepting it within half a second (core.state_cache)."""
     if not isinstance(reason, str) or len(reason) > 10_000:
         raise ValidationFailed("'reason' must be a string of at most 10,000 characters.")
     with transaction.atomic():

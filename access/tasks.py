@@ -10,7 +10,7 @@ from django.db.models import Q
 
 from access.models import ApiKey
 from access.selectors import LAST_USED_KEY
-from config.redis_client import get_redis
+from core.redis_client import get_redis
 
 
 @shared_task(name="access.store_last_used")

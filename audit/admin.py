@@ -6,14 +6,13 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from access.admin import StaffAdmin
 from audit.models import AuditEntry
+from core.admin import ExactTextFilter, StaffAdmin
 
 MAX_ACTIONS_IN_FILTER = 100
 
@@ -28,39 +27,6 @@ class ActionFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> QuerySet[AuditEntry]:
         return queryset.filter(action=self.value()) if self.value() else queryset
-
-
-class ExactTextFilter(admin.SimpleListFilter):
-    """A filter typed into a box (there may be too many prompts or actors to list them)."""
-
-    template = "admin/promptramp/text_filter.html"
-    field_name = ""
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return []
-
-    def has_output(self) -> bool:
-        return True
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> QuerySet[AuditEntry]:
-        value = (self.value() or "").strip()
-        return queryset.filter(**{self.field_name: value}) if value else queryset
-
-    def choices(self, changelist: ChangeList) -> Any:
-        others = {
-            name: values
-            for name, values in changelist.get_filters_params().items()
-            if name != self.parameter_name
-        }
-        yield {
-            "parameter_name": self.parameter_name,
-            "value": self.value() or "",
-            "others": [(name, value) for name, values in others.items() for value in _as_list(values)],
-        }
-
-
-def _as_list(values: Any) -> list[str]:
-    return list(values) if isinstance(values, list) else [values]
 
 
 class PromptFilter(ExactTextFilter):

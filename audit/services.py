@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from access.actors import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 
 
 def audit_record(

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from config import stack
+    from devstack import stack
 
     stack.prepare_environment()
     django.setup()

@@ -53,7 +53,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from config import stack
+    from devstack import stack
 
     started = stack.prepare_environment()
     processes: list[subprocess.Popen[bytes]] = []
@@ -93,7 +93,7 @@ def main() -> int:
         return _check(rollout_id, before, sum(r["accepted"] for r in results))
     finally:
         _stop(processes)
-        from config import embedded_services
+        from devstack import embedded_services
 
         embedded_services.stop(started)
 
@@ -103,8 +103,8 @@ def _prepare() -> tuple[str, int]:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from access.actors import Actor
     from access.services import apikey_create
+    from core.actors import Actor
     from registry.models import Prompt
     from registry.services import prompt_create, version_create
     from rollouts.models import Rollout
@@ -149,7 +149,7 @@ def _free_port() -> int:
 
 
 def _start_service(port: int, workers: str, *, celery: bool) -> list[subprocess.Popen[bytes]]:
-    from config import embedded_services
+    from devstack import embedded_services
 
     commands = [
         [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
@@ -180,7 +180,7 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 
 def _process_groups(processes: list[subprocess.Popen[bytes]]) -> dict[str, list[psutil.Process]]:
     """The processes whose CPU is reported: the service's, Redis and PostgreSQL."""
-    from config import embedded_services
+    from devstack import embedded_services
 
     groups: dict[str, list[psutil.Process]] = {}
     for name, popen in zip(("gunicorn", "celery worker", "celery beat"), processes, strict=False):

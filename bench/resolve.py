@@ -10,7 +10,7 @@ compare.sh) beside the clone, or PROMPTRAMP_SHARED_DIR/bench. Nothing else (test
     .venv/bin/python bench/resolve.py --serve [--servers gunicorn]   # start it, print the target, wait
     .venv/bin/python bench/resolve.py -- --duration 5 # arguments after -- go to compare.sh
 
-Starts the service as `make run` does (embedded PostgreSQL and Redis, `config.stack.web_command`
+Starts the service as `make run` does (embedded PostgreSQL and Redis, `devstack.stack.web_command`
 with WEB_SERVER set to each server in turn; WEB_CONCURRENCY / WEB_THREADS apply to all), with its
 data under bench/.results/data unless PROMPTRAMP_DATA_DIR says otherwise; loads a prompt with a
 running 10% rollout whose two versions have ~600 B templates and a read-only API key; starts the
@@ -77,7 +77,7 @@ def main() -> int:
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("PERF_RUN_DIR", str(PEERS_RUN_DIR))
-    from config import embedded_services, stack
+    from devstack import embedded_services, stack
 
     started = stack.prepare_environment()
     peers_started = False
@@ -142,7 +142,7 @@ def serve(server: str, port: str, target: str, key: str) -> int:
 
 
 def start_server(server: str, port: str, target: str, key: str) -> subprocess.Popen[bytes]:
-    from config import stack
+    from devstack import stack
 
     stack.prepare_metrics_dir()
     command = stack.web_command("127.0.0.1", port, {**os.environ, "WEB_SERVER": server})
@@ -301,12 +301,11 @@ def load_bench_data() -> str:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from access.actors import Actor
     from access.services import apikey_create
-    from config.state_cache import state_changed
+    from core.actors import Actor
+    from core.state_cache import SERVING_STATE, state_changed
     from registry.models import Prompt
     from registry.services import prompt_create, version_create
-    from registry.serving import SERVING_STATE
     from rollouts.models import Rollout
 
     actor = Actor.system()

@@ -37,7 +37,7 @@ def main() -> int:
     import subprocess
 
     from bench.resolve import PROMPT, load_bench_data
-    from config import embedded_services, stack
+    from devstack import embedded_services, stack
 
     started = stack.prepare_environment()
     try:

@@ -54,7 +54,7 @@ def main() -> int:
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "scale-data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("WEB_CONCURRENCY", "2")
-    from config import embedded_services, stack
+    from devstack import embedded_services, stack
 
     started = stack.prepare_environment()
     server: subprocess.Popen[bytes] | None = None
@@ -99,10 +99,9 @@ def load(prompts: int, rollouts: int) -> None:
 
     from django.db import transaction
 
-    from config.state_cache import state_changed
+    from core.state_cache import SERVING_STATE, state_changed
     from registry.content import content_hash
     from registry.models import PRODUCTION, Label, Prompt, PromptVersion
-    from registry.serving import SERVING_STATE
     from rollouts.models import Rollout
 
     names = [f"scale.p{i:05d}" for i in range(prompts)]
@@ -201,8 +200,8 @@ def timed(function: object, times: int) -> list[float]:
 def keys() -> tuple[str, str]:
     from django.contrib.auth import get_user_model
 
-    from access.actors import Actor
     from access.services import apikey_create
+    from core.actors import Actor
 
     user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_superuser": True})
     if not user.is_superuser:
@@ -236,7 +235,7 @@ class Churn:
     def _run(self) -> None:
         from django.db import connection
 
-        from access.actors import Actor
+        from core.actors import Actor
         from rollouts.models import Rollout
         from rollouts.services import rollout_promote
 

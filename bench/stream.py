@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     stream_port = str(int(args.port) + 1)
     os.environ["PORT"], os.environ["STREAM_PORT"] = args.port, stream_port
-    from config import embedded_services, stack
+    from devstack import embedded_services, stack
 
     started = stack.prepare_environment()
     processes: list[subprocess.Popen[bytes]] = []
@@ -173,13 +173,12 @@ def load_bench_data(count: int) -> tuple[str, str, int, str]:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from access.actors import Actor
     from access.services import apikey_create
-    from config.state_cache import state_changed
+    from core.actors import Actor
+    from core.state_cache import SERVING_STATE, state_changed
     from registry.bucketing import bucket_of, default_salt
     from registry.models import Prompt
     from registry.services import prompt_create, version_create
-    from registry.serving import SERVING_STATE
     from rollouts.models import Rollout
 
     actor = Actor.system()

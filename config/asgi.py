@@ -1,5 +1,5 @@
 """The stream process's application: the snapshot stream (registry.api.stream_asgi) in front of
-Django's ASGI handler. Run by uvicorn beside the web server (config.stack.stream_command)."""
+Django's ASGI handler. Run by uvicorn beside the web server (devstack.stack.stream_command)."""
 
 import os
 

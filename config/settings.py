@@ -6,18 +6,47 @@ are used (their URLs are read from <PROMPTRAMP_DATA_DIR>/services.json).
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config import embedded_services
+from devstack import embedded_services
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+Number = TypeVar("Number", int, float)
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 
 def env_bool(name: str, default: bool) -> bool:
+    """A yes/no setting; anything but the words below stops the start (``DEBUG=ture`` is a typo,
+    not "false")."""
     value = os.environ.get(name)
-    return default if value is None else value.strip().lower() in {"1", "true", "yes", "on"}
+    if value is None:
+        return default
+    word = value.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is neither true ({', '.join(sorted(TRUE_WORDS))}) nor false "
+            f"({', '.join(sorted(FALSE_WORDS - {''}))} or empty)."
+        )
+    return word in TRUE_WORDS
+
+
+def env_number(name: str, default: Number) -> Number:
+    """A number setting, of the default's type (``int`` or ``float``); a value that is not one
+    stops the start."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return type(default)(value)
+    except ValueError:
+        what = "an integer" if isinstance(default, int) else "a number"
+        raise ImproperlyConfigured(f"{name}={value!r} is not {what}.") from None
 
 
 def service_url(name: str) -> str:
@@ -26,7 +55,7 @@ def service_url(name: str) -> str:
         raise ImproperlyConfigured(
             f"{name} is not set and no embedded services are running under "
             f"{embedded_services.data_dir()}: start them with `make run` (or "
-            "`.venv/bin/python -m config.stack services up`), or set "
+            "`.venv/bin/python -m devstack.stack services up`), or set "
             f"{name} to an external server."
         )
     return url
@@ -60,7 +89,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "config.freshness.FreshnessMiddleware",
+    "core.freshness.FreshnessMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -91,7 +120,7 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         service_url("DATABASE_URL"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        conn_max_age=env_number("DATABASE_CONN_MAX_AGE", 60),
         conn_health_checks=True,
     )
 }
@@ -117,13 +146,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 
-PROMPTRAMP_TICK_SECONDS = float(os.environ.get("PROMPTRAMP_TICK_SECONDS", "15"))
+PROMPTRAMP_TICK_SECONDS = env_number("PROMPTRAMP_TICK_SECONDS", 15.0)
 # Outcome ingest (outcomes app): how often aggregates move from Redis to PostgreSQL, how many
 # event ids are remembered for de-duplication (and 24 h at most), and how many aggregates may
 # wait in Redis before POST /api/v1/events sheds load with 503.
-PROMPTRAMP_FLUSH_SECONDS = float(os.environ.get("PROMPTRAMP_FLUSH_SECONDS", "2"))
-PROMPTRAMP_DEDUPE_MAX_IDS = int(os.environ.get("PROMPTRAMP_DEDUPE_MAX_IDS", "50000000"))
-PROMPTRAMP_INGEST_MAX_PENDING = int(os.environ.get("PROMPTRAMP_INGEST_MAX_PENDING", "20000"))
+PROMPTRAMP_FLUSH_SECONDS = env_number("PROMPTRAMP_FLUSH_SECONDS", 2.0)
+PROMPTRAMP_DEDUPE_MAX_IDS = env_number("PROMPTRAMP_DEDUPE_MAX_IDS", 50_000_000)
+PROMPTRAMP_INGEST_MAX_PENDING = env_number("PROMPTRAMP_INGEST_MAX_PENDING", 20_000)
 # Beat: a task that waited longer than its period is dropped (the next run does its work).
 CELERY_BEAT_SCHEDULE = {
     "outcomes-flush": {
@@ -144,11 +173,26 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 PROMPTRAMP_ADMIN_USER = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
+PROMPTRAMP_ADMIN_PASSWORD = os.environ.get("PROMPTRAMP_ADMIN_PASSWORD", "")
+# What a serving request may pay beyond its usual latency for a sick Redis or a rebuild
+# (core.redis_client, core.state_cache).
+PROMPTRAMP_SERVING_WAIT_SECONDS = env_number("PROMPTRAMP_SERVING_WAIT_MS", 50.0) / 1000
 # The snapshot stream (registry.stream): its process listens on STREAM_PORT; GET /api/v1/snapshot
 # names it in a Link header, PROMPTRAMP_STREAM_URL when set (behind a load balancer).
-STREAM_PORT = int(os.environ.get("STREAM_PORT") or int(os.environ.get("PORT") or "8000") + 1)
+PORT = env_number("PORT", 8000)
+STREAM_PORT = env_number("STREAM_PORT", PORT + 1)
 PROMPTRAMP_STREAM_URL = os.environ.get("PROMPTRAMP_STREAM_URL", "")
-PROMPTRAMP_STREAM_KEEPALIVE_SECONDS = float(os.environ.get("PROMPTRAMP_STREAM_KEEPALIVE_SECONDS", "15"))
+PROMPTRAMP_STREAM_KEEPALIVE_SECONDS = env_number("PROMPTRAMP_STREAM_KEEPALIVE_SECONDS", 15.0)
+
+# Third parties. Gate sources: the Langfuse server and its keys (the names the langfuse SDK
+# reads; Langfuse Cloud when no server is named), and the Prometheus server (a gate may name its
+# own). Prometheus metrics of every web worker go to PROMETHEUS_MULTIPROC_DIR when it is set
+# (the run command sets it): prometheus_client reads it too.
+LANGFUSE_BASE_URL = os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST") or ""
+LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
+LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
+PROMETHEUS_URL = os.environ.get("PROMETHEUS_URL", "")
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -179,10 +223,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.errors.exception_handler",
     # JSON only: the admin is the HTML interface, /api/v1/docs/ the API's (asking for HTML is a 406).
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["config.api_input.JSONBodyParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api_input.JSONBodyParser"],
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }

@@ -2,15 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config import health, metrics
+from core import operations
 
-handler404 = "config.errors.json_404"
-handler500 = "config.errors.json_500"
+handler404 = "core.errors.json_404"
+handler500 = "core.errors.json_500"
 
 urlpatterns = [
-    path("healthz", health.healthz, name="healthz"),
-    path("readyz", health.readyz, name="readyz"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("healthz", operations.healthz, name="healthz"),
+    path("readyz", operations.readyz, name="readyz"),
+    path("metrics", operations.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("registry.api.serving_urls")),
     path("api/v1/", include("registry.api.urls")),

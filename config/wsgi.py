@@ -7,7 +7,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_wsgi_application()
 
 # Both need Django set up.
-from config.state_cache import warm_state_caches  # noqa: E402
+from core.state_cache import warm_state_caches  # noqa: E402
 from registry.api.serving_wsgi import resolve_fast_path  # noqa: E402
 
 application = resolve_fast_path(django_application)

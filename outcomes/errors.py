@@ -1,4 +1,4 @@
-from config.errors import DomainError, ServiceUnavailable, ValidationFailed
+from core.errors import DomainError, ServiceUnavailable, ValidationFailed
 
 
 class InvalidEvents(ValidationFailed):

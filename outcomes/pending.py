@@ -31,7 +31,7 @@ from django.conf import settings
 from redis.commands.core import Script
 from redis.exceptions import RedisError, ResponseError
 
-from config.redis_client import get_checking_redis, get_redis, get_request_redis
+from core.redis_client import get_checking_redis, get_redis, get_request_redis
 from outcomes.aggregation import Increments, increments_payload
 
 PREFIX = "promptramp:ingest:"

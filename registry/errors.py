@@ -1,4 +1,4 @@
-from config.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound
 
 
 class PromptNotFound(NotFound):

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.db import transaction
 
-from access.actors import Actor
-from config.errors import DomainError, ValidationFailed
+from core.actors import Actor
+from core.errors import DomainError, ValidationFailed
 from registry.git_repo import GitSnapshot
 from registry.models import PRODUCTION, Label, Prompt
 from registry.prompt_files import PromptFile, PromptFileError, parse_prompt_file

@@ -11,17 +11,16 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 
-from access.actors import Actor
 from audit.services import audit_record
-from config.errors import Conflict, Forbidden, ValidationFailed
-from config.json_values import nesting_depth
-from config.state_cache import state_changed
+from core.actors import Actor
+from core.errors import Conflict, Forbidden, ValidationFailed
+from core.json_values import nesting_depth
+from core.state_cache import SERVING_STATE, state_changed
 from registry.content import content_hash
 from registry.errors import LabelNotFound, ProductionFrozen, PromptNotFound, VersionNotFound
 from registry.models import LABEL_NAME_RE, LATEST, PRODUCTION, PROMPT_NAME_RE, Label, Prompt, PromptVersion
 from registry.templating import message_texts, variables_of
 
-SERVING_STATE = "serving"
 MAX_CONTENT_BYTES = 256 * 1024
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_NESTING = 32

@@ -2,7 +2,7 @@
 
 The serving state is an immutable object built from PostgreSQL: every prompt's production version
 and each running or paused rollout (baseline, candidate, percent, salt). It is cached per process
-by ``config.state_cache`` and updated when any process calls ``state_changed(SERVING_STATE,
+by ``core.state_cache`` and updated when any process calls ``state_changed(SERVING_STATE,
 [prompt names])`` (registry and rollout services do, inside their transactions): only the named
 prompts are read again (``serving_state_update``).
 
@@ -25,14 +25,11 @@ import orjson
 from django.db import connection
 from django.utils import timezone
 
-from config.state_cache import StateCache
+from core.state_cache import SERVING_STATE, StateCache
 from registry.bucketing import BUCKETS, assign, default_salt, threshold_of
 from registry.errors import NoProductionVersion, PromptNotFound
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
-from registry.services import SERVING_STATE
 from rollouts.models import Rollout
-
-__all__ = ["SERVING_STATE", "serving_cache", "serving_state_build", "resolve"]
 
 
 @dataclass(frozen=True, slots=True)

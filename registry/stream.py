@@ -2,7 +2,7 @@
 
 One ``StreamHub`` per process follows the serving state and the API keys and fans them out to
 every open stream. It learns of changes from one Redis pub/sub subscription
-(``config.state_cache.CHANGES_CHANNEL``: writers publish the name of the state they changed and
+(``core.state_cache.CHANGES_CHANNEL``: writers publish the name of the state they changed and
 the new global generation)
 and, whether or not pub/sub works, reads each state's generation counter every quarter second,
 rebuilding when it moved. The caches are synchronous and may block: each is read on a thread of
@@ -31,10 +31,16 @@ from redis.exceptions import RedisError
 
 from access.permissions import key_scopes
 from access.selectors import KeyInfo, api_keys_cache
-from access.services import API_KEYS_STATE
-from config.errors import ServiceUnavailable
-from config.state_cache import CHANGES_CHANNEL, CHECK_SECONDS, StateCache, generation_key
-from registry.serving import SERVING_STATE, ServingState, serving_cache
+from core.errors import ServiceUnavailable
+from core.state_cache import (
+    API_KEYS_STATE,
+    CHANGES_CHANNEL,
+    CHECK_SECONDS,
+    SERVING_STATE,
+    StateCache,
+    generation_key,
+)
+from registry.serving import ServingState, serving_cache
 from registry.snapshot_changes import KEEPALIVE, STALE_KEEPALIVE, change_data, snapshot_change, sse_event
 
 CHANGE_SECONDS = 0.1  # at most one change event per stream in this time

@@ -17,12 +17,12 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from access.actors import Actor
 from audit.services import audit_record
-from config.errors import ValidationFailed
-from config.state_cache import state_changed
+from core.actors import Actor
+from core.errors import ValidationFailed
+from core.state_cache import SERVING_STATE, state_changed
 from registry.models import PRODUCTION, Label
-from registry.services import SERVING_STATE, ensure_owner, label_move, prompt_get
+from registry.services import ensure_owner, label_move, prompt_get
 from rollouts.engine import (
     DEFAULT_GATES,
     DEFAULT_PLAN,

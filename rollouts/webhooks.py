@@ -29,9 +29,9 @@ from celery import current_app
 from django.db import transaction
 from django.db.models import Q
 
-from access.actors import Actor
 from audit.services import audit_record
-from config.errors import ValidationFailed
+from core.actors import Actor
+from core.errors import ValidationFailed
 from rollouts.errors import WebhookNotFound
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
 

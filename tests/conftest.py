@@ -8,8 +8,8 @@ from django.conf import settings
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
-from config.redis_client import get_redis
-from config.state_cache import StateCache
+from core.redis_client import get_redis
+from core.state_cache import StateCache
 from outcomes.event_targets import rollouts_cache, versions_cache
 from tests.factories import UserFactory, make_key
 
@@ -19,7 +19,7 @@ hypothesis_settings.load_profile("ci")
 
 @pytest.fixture(scope="session", autouse=True)
 def _clean_redis(django_db_blocker: Any) -> None:
-    """Tests run on Redis databases of their own (see config.stack.test); start them empty."""
+    """Tests run on Redis databases of their own (see devstack.stack.test); start them empty."""
     get_redis().flushdb()
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import factory
 from django.contrib.auth import get_user_model
 
-from access.actors import Actor
 from access.services import apikey_create
+from core.actors import Actor
 from registry.models import Prompt
 from registry.services import prompt_create, version_create
 

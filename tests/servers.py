@@ -19,8 +19,8 @@ from typing import Any
 
 from django.conf import settings
 
-from config.stack import web_command
-from config.state_cache import WARM_LOG_MARK
+from core.state_cache import WARM_LOG_MARK
+from devstack.stack import web_command
 
 
 @dataclass

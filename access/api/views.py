@@ -18,8 +18,8 @@ from access.api.serializers import (
 from access.permissions import actor_of
 from access.selectors import apikey_list
 from access.services import apikey_create, apikey_revoke
-from config.api_input import json_object
-from config.api_schema import error_responses
+from core.api_input import json_object
+from core.api_schema import error_responses
 
 ADMIN_ONLY = dict.fromkeys(("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"), "admin")
 

@@ -9,8 +9,8 @@ from rest_framework.response import Response
 
 from audit.api.serializers import AuditEntrySerializer
 from audit.selectors import audit_list
-from config.api_input import query_text
-from config.api_schema import error_responses
+from core.api_input import query_text
+from core.api_schema import error_responses
 
 
 class AuditListView(GenericAPIView):  # type: ignore[type-arg]

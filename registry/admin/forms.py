@@ -9,6 +9,7 @@ from typing import Any
 
 from django import forms
 
+from core.admin import parse_json
 from registry.models import Prompt, PromptVersion
 
 MONOSPACE = {"class": "vLargeTextField pr-code", "spellcheck": "false"}
@@ -21,15 +22,6 @@ def comma_list(text: str) -> list[str]:
 def _one_newline_style(text: str) -> str:
     """Browsers send a textarea's lines joined by CRLF: keep the registry's LF."""
     return text.replace("\r\n", "\n")
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise forms.ValidationError(
-            f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
-        ) from error
 
 
 class PromptCreateForm(forms.Form):
@@ -110,11 +102,11 @@ class VersionCreateForm(forms.Form):
         return _one_newline_style(self.cleaned_data["template"])
 
     def clean_messages(self) -> Any:
-        return _parse_json(_one_newline_style(self.cleaned_data["messages"]), "Messages")
+        return parse_json(_one_newline_style(self.cleaned_data["messages"]), "Messages")
 
     def clean_config(self) -> Any:
         text = self.cleaned_data["config"].strip()
-        return _parse_json(text, "Config") if text else {}
+        return parse_json(text, "Config") if text else {}
 
     def clean_labels(self) -> list[str]:
         return comma_list(self.cleaned_data["labels"])

@@ -6,15 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.db.models import F, Func, OuterRef, QuerySet, Subquery
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from access.admin import StaffAdmin, admin_actor
+from core.admin import StaffAdmin, admin_actor
 from registry.admin import views
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
 from registry.services import actor_owns, owner_names
@@ -154,42 +152,16 @@ class PromptAdmin(StaffAdmin):
             ("diff", views.version_diff, "registry_prompt_diff"),
         ]
         return [
-            path(
-                f"<path:object_id>/{suffix}/", self.admin_site.admin_view(self._prompt_page(view)), name=name
-            )
+            path(f"<path:object_id>/{suffix}/", self.admin_site.admin_view(self.object_page(view)), name=name)
             for suffix, view, name in pages
         ] + super().get_urls()
 
-    def _prompt_page(self, view: Any) -> Any:
-        def page(request: HttpRequest, object_id: str) -> HttpResponse:
-            prompt = self.get_object(request, unquote(object_id))
-            if prompt is None:
-                return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-            response: HttpResponse = view(request, self, prompt)
-            return response
-
-        return page
-
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
+    def add_page(self, request: HttpRequest) -> HttpResponse:
         return views.prompt_add(request, self)
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        prompt = self.get_object(request, unquote(object_id))
-        if prompt is not None:
-            extra_context = {
-                **(extra_context or {}),
-                "prompt_owned": actor_owns(admin_actor(request), prompt),
-                "owners": ", ".join(owner_names(prompt)) or "none",
-                "version_count": prompt.versions.count(),
-            }
-        return super().change_view(request, object_id, form_url, extra_context)
+    def page_context(self, request: HttpRequest, prompt: Prompt) -> dict[str, Any]:
+        return {
+            "prompt_owned": actor_owns(admin_actor(request), prompt),
+            "owners": ", ".join(owner_names(prompt)) or "none",
+            "version_count": prompt.versions.count(),
+        }

@@ -8,13 +8,12 @@ import json
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from access.admin import StaffAdmin, admin_actor
+from core.admin import StaffAdmin, admin_actor
 from registry.admin.prompts import label_pills
 from registry.models import PRODUCTION, PromptVersion
 from registry.services import actor_owns
@@ -76,18 +75,6 @@ class PromptVersionAdmin(StaffAdmin):
     def labels_on_it(self, version: PromptVersion) -> str:
         return label_pills([label.name for label in version.labels.all()]) or "—"
 
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        version = self.get_object(request, unquote(object_id))
-        if version is not None:
-            is_production = any(label.name == PRODUCTION for label in version.labels.all())
-            extra_context = {
-                **(extra_context or {}),
-                "can_roll_out": not is_production and actor_owns(admin_actor(request), version.prompt),
-            }
-        return super().change_view(request, object_id, form_url, extra_context)
+    def page_context(self, request: HttpRequest, version: PromptVersion) -> dict[str, Any]:
+        is_production = any(label.name == PRODUCTION for label in version.labels.all())
+        return {"can_roll_out": not is_production and actor_owns(admin_actor(request), version.prompt)}

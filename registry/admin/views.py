@@ -4,18 +4,14 @@ a DomainError comes back on the form, with the HTTP status it stands for."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import AdminForm
-from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.text import Truncator
 
-from access.admin import admin_actor, domain_error_text
-from config.errors import DomainError
+from core.admin import admin_actor, domain_error_text, form_page
+from core.errors import DomainError
 from registry.admin.forms import DiffChoiceForm, LabelMoveForm, PromptCreateForm, VersionCreateForm
 from registry.models import PRODUCTION, Prompt, PromptVersion
 from registry.services import actor_owns, label_move, owner_names, prompt_create, version_create
@@ -54,7 +50,7 @@ def prompt_add(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpRespo
                 messages.SUCCESS,
             )
             return HttpResponseRedirect(reverse("admin:registry_prompt_new_version", args=[prompt.pk]))
-    return _form_page(
+    return form_page(
         request, model_admin, form=form, title="Add prompt", submit_label="Create prompt", status=status
     )
 
@@ -88,7 +84,7 @@ def version_new(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Pro
             kind=prompt.kind, initial=VersionCreateForm.initial_from(source, prompt.kind)
         )
         intro = f"Pre-filled from v{source.version}." if source else "The first version becomes production."
-    return _form_page(
+    return form_page(
         request,
         model_admin,
         form=form,
@@ -96,14 +92,14 @@ def version_new(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Pro
         original=prompt,
         submit_label="Publish version",
         intro=intro,
-        owner_note=_owner_note(request, prompt),
+        owner_note=owner_note(request, prompt),
         status=status,
     )
 
 
 def label_move_view(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Prompt) -> HttpResponse:
     labels = list(prompt.labels.select_related("version").order_by("name"))
-    choices = _version_choices(prompt)
+    choices = version_choices(prompt)
     status = 200
     if request.method == "POST":
         form = LabelMoveForm(request.POST, versions=choices)
@@ -132,14 +128,14 @@ def label_move_view(request: HttpRequest, model_admin: admin.ModelAdmin, prompt:
             initial={"label": label, "version": current or prompt.latest_version}, versions=choices
         )
     names = sorted({item.name for item in labels} | set(COMMON_LABELS))
-    return _form_page(
+    return form_page(
         request,
         model_admin,
         form=form,
         title=f"Move a label of {prompt.name}",
         original=prompt,
         submit_label="Move label",
-        owner_note=_owner_note(request, prompt),
+        owner_note=owner_note(request, prompt),
         status=status,
         template="admin/registry/prompt/move_label.html",
         extra={"labels": labels, "label_names": names},
@@ -147,7 +143,7 @@ def label_move_view(request: HttpRequest, model_admin: admin.ModelAdmin, prompt:
 
 
 def version_diff(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Prompt) -> HttpResponse:
-    choices = _version_choices(prompt)
+    choices = version_choices(prompt)
     form = DiffChoiceForm(request.GET if "old" in request.GET else None, versions=choices)
     if form.is_bound and form.is_valid():
         old_number, new_number = form.cleaned_data["old"], form.cleaned_data["new"]
@@ -193,8 +189,10 @@ def _default_pair(prompt: Prompt) -> tuple[int, int]:
     return max(latest - 1, 1), latest
 
 
-def _version_choices(prompt: Prompt) -> list[tuple[int, str]]:
-    rows = prompt.versions.order_by("-version").values_list("version", "message")[:MAX_VERSION_CHOICES]
+def version_choices(prompt: Prompt, *, excluding: int | None = None) -> list[tuple[int, str]]:
+    """A select's choices of the prompt's versions, newest first: number and commit message."""
+    versions = prompt.versions.exclude(version=excluding) if excluding else prompt.versions.all()
+    rows = versions.order_by("-version").values_list("version", "message")[:MAX_VERSION_CHOICES]
     return [(number, Truncator(message or "(no message)").chars(60)) for number, message in rows]
 
 
@@ -207,11 +205,13 @@ def _version_or_latest(prompt: Prompt, number: str | None) -> PromptVersion | No
     return versions.filter(version=prompt.latest_version).first()
 
 
-def _owner_note(request: HttpRequest, prompt: Prompt) -> str:
+def owner_note(request: HttpRequest, prompt: Prompt, *, they_may: str = "may change it") -> str:
+    """Why the logged-in user may not act on ``prompt`` (empty when they may): shown above the
+    forms of the prompt's pages, and of its rollouts'."""
     if actor_owns(admin_actor(request), prompt):
         return ""
     owners = ", ".join(owner_names(prompt)) or "none"
-    return f"You are not an owner of “{prompt.name}”: only its owners ({owners}) or an admin may change it."
+    return f"You are not an owner of “{prompt.name}”: only its owners ({owners}) or an admin {they_may}."
 
 
 def _report_published(
@@ -227,32 +227,3 @@ def _report_published(
             f"Same content as v{version.version}: no new version was made.{on_it}",
             messages.WARNING,
         )
-
-
-def _form_page(
-    request: HttpRequest,
-    model_admin: admin.ModelAdmin,
-    *,
-    form: Form,
-    title: str,
-    submit_label: str,
-    original: Prompt | None = None,
-    intro: str = "",
-    owner_note: str = "",
-    status: int = 200,
-    template: str = "admin/promptramp/form_page.html",
-    extra: dict[str, Any] | None = None,
-) -> HttpResponse:
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "opts": model_admin.opts,
-        "title": title,
-        "original": original,
-        "adminform": AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
-        "form": form,
-        "submit_label": submit_label,
-        "intro": intro,
-        "owner_note": owner_note,
-        **(extra or {}),
-    }
-    return TemplateResponse(request, template, context, status=status)

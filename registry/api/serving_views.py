@@ -4,7 +4,7 @@
 Requests with a Bearer key reach it from ``registry.api.serving_wsgi`` before Django's request
 handling, which costs ten times what resolving does (see docs/benchmarks.md); the others
 (sessions, and the OpenAPI schema) through the DRF view ``ResolveView``, with the same answers.
-``render`` and ``snapshot`` are DRF views. Errors have the shape of ``config.errors``.
+``render`` and ``snapshot`` are DRF views. Errors have the shape of ``core.errors``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from rest_framework.views import APIView
 from access.authentication import key_of_header
 from access.permissions import key_scopes
 from access.selectors import KeyInfo
-from config.api_schema import error_responses
-from config.errors import DomainError, ValidationFailed, error_body
-from config.metrics import count_resolve, request_seconds, stale_serves_total
+from core.api_schema import error_responses
+from core.errors import DomainError, ValidationFailed, error_body
+from core.metrics import count_resolve, request_seconds, stale_serves_total
 from registry.errors import NoProductionVersion, PromptNotFound
 from registry.serving import Resolved, random_bucket, resolve, serving_cache
 from registry.templating import MissingVariables, render

@@ -12,9 +12,9 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from config.errors import DomainError
-from config.freshness import MIN_GENERATION_META, min_generation_of
-from config.state_cache import min_generation
+from core.errors import DomainError
+from core.freshness import MIN_GENERATION_META, min_generation_of
+from core.state_cache import min_generation
 from registry.api.serving_views import Answer, bearer_key_answer, error_answer, resolve_answer
 
 PREFIX = "/api/v1/prompts/"

@@ -18,9 +18,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import actor_of
-from config.api_input import json_object, query_positive_int, query_text
-from config.api_schema import error_responses
-from config.errors import ValidationFailed
+from core.api_input import json_object, query_positive_int, query_text
+from core.api_schema import error_responses
+from core.errors import ValidationFailed
 from registry.api.serializers import (
     LabelDeleteSerializer,
     LabelMoveSerializer,

@@ -9,6 +9,7 @@ from typing import Any
 
 from django import forms
 
+from core.admin import parse_json
 from rollouts.engine import DEFAULT_GATES, DEFAULT_MAX_DURATION_S, DEFAULT_PLAN
 
 MAX_REASON = 10_000
@@ -29,15 +30,6 @@ def _tidy(value: Any) -> Any:
 
 def _without_defaults(item: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in item.items() if (key, value) not in FIELD_DEFAULTS}
-
-
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise forms.ValidationError(
-            f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
-        ) from error
 
 
 class PromptChoiceForm(forms.Form):
@@ -105,10 +97,10 @@ class RolloutStartForm(forms.Form):
         }
 
     def clean_plan(self) -> Any:
-        return _parse_json(self.cleaned_data["plan"], "The plan")
+        return parse_json(self.cleaned_data["plan"], "The plan")
 
     def clean_gates(self) -> Any:
-        return _parse_json(self.cleaned_data["gates"], "The gates")
+        return parse_json(self.cleaned_data["gates"], "The gates")
 
 
 class ReasonForm(forms.Form):

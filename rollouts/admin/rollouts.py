@@ -7,16 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
-from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
-from access.admin import StaffAdmin
-from audit.admin import ExactTextFilter
+from core.admin import ExactTextFilter, StaffAdmin
 from rollouts.admin import views
 from rollouts.models import Rollout
 
@@ -84,32 +81,18 @@ class RolloutAdmin(StaffAdmin):
         return [
             path(
                 "<path:object_id>/live/",
-                wrap(require_GET(self._rollout_page(views.live_part))),
+                wrap(require_GET(self.object_page(views.live_part))),
                 name="rollouts_rollout_live",
             ),
             path(
                 "<path:object_id>/act/<slug:action>/",
-                wrap(require_POST(self._rollout_page(views.act))),
+                wrap(require_POST(self.object_page(views.act))),
                 name="rollouts_rollout_action",
             ),
             *super().get_urls(),
         ]
 
-    def _rollout_page(self, view: Any) -> Any:
-        def page(request: HttpRequest, object_id: str, **kwargs: Any) -> HttpResponse:
-            rollout = self.get_object(request, unquote(object_id))
-            if rollout is None:
-                return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-            response: HttpResponse = view(request, self, rollout, **kwargs)
-            return response
-
-        return page
-
-    def add_view(
-        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
+    def add_page(self, request: HttpRequest) -> HttpResponse:
         return views.rollout_new(request, self)
 
     def change_view(
@@ -119,5 +102,5 @@ class RolloutAdmin(StaffAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        response: HttpResponse = self._rollout_page(views.live)(request, object_id)
-        return response
+        """The rollout's page is its live page."""
+        return self.object_page(views.live)(request, object_id)

@@ -9,24 +9,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import AdminForm
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.text import Truncator
 
-from access.admin import admin_actor, domain_error_text
-from config.errors import DomainError, ValidationFailed
+from core.admin import admin_actor, domain_error_text, form_page
+from core.errors import DomainError, ValidationFailed
+from registry.admin.views import owner_note, version_choices
 from registry.models import PRODUCTION, Prompt
-from registry.services import actor_owns, owner_names
+from registry.services import actor_owns
 from rollouts import services
 from rollouts.admin.forms import PromptChoiceForm, ReasonForm, RolloutStartForm
 from rollouts.admin.live import live_page
 from rollouts.models import Rollout
 
 REFRESH_SECONDS = 5
-MAX_VERSION_CHOICES = 500
+RUN_ROLLOUTS = "run its rollouts"
 MAX_PROMPT_NAMES = 500
 S = Rollout.State
 
@@ -108,7 +107,7 @@ def rollout_new(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResp
     if prompt is None:
         return _choose_prompt(request, model_admin, name)
     production = prompt.labels.filter(name=PRODUCTION).values_list("version__version", flat=True).first()
-    versions = _candidate_choices(prompt, production)
+    versions = version_choices(prompt, excluding=production)
     status = 200
     if request.method == "POST":
         form = RolloutStartForm(request.POST, versions=versions)
@@ -129,19 +128,17 @@ def rollout_new(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResp
             initial={**RolloutStartForm.defaults(), "candidate_version": initial}, versions=versions
         )
     active = Rollout.objects.filter(prompt=prompt, state__in=Rollout.ACTIVE_STATES).first()
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "opts": model_admin.opts,
-        "title": f"Start a rollout of {prompt.name}",
-        "prompt": prompt,
-        "production": production,
-        "active_rollout": active,
-        "adminform": AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
-        "form": form,
-        "submit_label": "Create rollout",
-        "owner_note": _owner_note(request, prompt),
-    }
-    return TemplateResponse(request, "admin/rollouts/rollout/start.html", context, status=status)
+    return form_page(
+        request,
+        model_admin,
+        form=form,
+        title=f"Start a rollout of {prompt.name}",
+        submit_label="Create rollout",
+        owner_note=owner_note(request, prompt, they_may=RUN_ROLLOUTS),
+        status=status,
+        template="admin/rollouts/rollout/start.html",
+        extra={"prompt": prompt, "production": production, "active_rollout": active},
+    )
 
 
 def _create(request: HttpRequest, prompt: Prompt, data: dict[str, Any]) -> Rollout:
@@ -176,15 +173,6 @@ def _created_text(rollout: Rollout) -> str:
     return f"{what} created. It is pending: everyone gets v{rollout.baseline.version} until you start it."
 
 
-def _candidate_choices(prompt: Prompt, production: int | None) -> list[tuple[int, str]]:
-    rows = (
-        prompt.versions.exclude(version=production or 0)
-        .order_by("-version")
-        .values_list("version", "message")[:MAX_VERSION_CHOICES]
-    )
-    return [(number, Truncator(message or "(no message)").chars(60)) for number, message in rows]
-
-
 def _choose_prompt(request: HttpRequest, model_admin: admin.ModelAdmin, name: str) -> HttpResponse:
     form = PromptChoiceForm(request.GET if name else None)
     if name and form.is_valid():
@@ -201,15 +189,6 @@ def _choose_prompt(request: HttpRequest, model_admin: admin.ModelAdmin, name: st
     }
     return TemplateResponse(
         request, "admin/rollouts/rollout/choose_prompt.html", context, status=404 if name else 200
-    )
-
-
-def _owner_note(request: HttpRequest, prompt: Prompt) -> str:
-    if actor_owns(admin_actor(request), prompt):
-        return ""
-    owners = ", ".join(owner_names(prompt)) or "none"
-    return (
-        f"You are not an owner of “{prompt.name}”: only its owners ({owners}) or an admin run its rollouts."
     )
 
 
@@ -232,7 +211,7 @@ def live(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout) 
             "opts": model_admin.opts,
             "title": f"Rollout #{rollout.pk} of {rollout.prompt.name}",
             "actions": actions if owned else [],
-            "owner_note": "" if owned or not actions else _owner_note(request, rollout.prompt),
+            "owner_note": owner_note(request, rollout.prompt, they_may=RUN_ROLLOUTS) if actions else "",
         }
     )
     return TemplateResponse(request, "admin/rollouts/rollout/live.html", context)

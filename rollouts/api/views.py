@@ -12,9 +12,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import actor_of
-from config.api_input import query_text
-from config.api_schema import error_responses
-from config.errors import ValidationFailed
+from core.api_input import query_text
+from core.api_schema import error_responses
+from core.errors import ValidationFailed
 from rollouts import selectors, services, webhooks
 from rollouts.api.serializers import (
     ReasonRequest,

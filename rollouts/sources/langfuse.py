@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pydantic
+from django.conf import settings
 from langfuse.api import LangfuseAPI
 from langfuse.api.commons.errors import AccessDeniedError, UnauthorizedError
 from langfuse.api.commons.types.observation_level import ObservationLevel
@@ -132,11 +132,10 @@ def _score_request(gates: Sequence[Gate]) -> ScoreRequest | None:
 
 
 class _Server:
-    """The Langfuse public API from the environment's settings, within a deadline."""
+    """The Langfuse public API of the settings (LANGFUSE_*), within a deadline."""
 
     def __init__(self, http: httpx.Client, *, deadline: float) -> None:
-        public_key = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
-        secret_key = os.environ.get("LANGFUSE_SECRET_KEY", "")
+        public_key, secret_key = settings.LANGFUSE_PUBLIC_KEY, settings.LANGFUSE_SECRET_KEY
         missing = [
             name
             for name, value in (("LANGFUSE_PUBLIC_KEY", public_key), ("LANGFUSE_SECRET_KEY", secret_key))
@@ -147,9 +146,7 @@ class _Server:
                 f"Langfuse is not configured: set {' and '.join(missing)} "
                 "(and LANGFUSE_BASE_URL for a self-hosted server)"
             )
-        self.base_url = (
-            os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGFUSE_HOST") or DEFAULT_BASE_URL
-        ).rstrip("/")
+        self.base_url = str(settings.LANGFUSE_BASE_URL or DEFAULT_BASE_URL).rstrip("/")
         self.public_key, self.secret_key = public_key, secret_key
         self.http, self.deadline = http, deadline
 

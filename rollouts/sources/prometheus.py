@@ -24,13 +24,13 @@ or answers with an error or an unexpected shape raises SourceUnavailable with th
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 import requests
+from django.conf import settings
 
 from rollouts import promql
 from rollouts.engine import Gate, SourceWindow
@@ -91,7 +91,7 @@ class PrometheusSource:
 
 
 def _server_url(gate: Gate) -> str:
-    url = gate.url or os.environ.get("PROMETHEUS_URL", "")
+    url = str(gate.url or settings.PROMETHEUS_URL)
     if not url:
         raise SourceUnavailable("Prometheus is not configured: set PROMETHEUS_URL or the gate's url")
     return url.rstrip("/")

@@ -11,10 +11,10 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
-from access.actors import Actor
 from access.models import ApiKey
 from access.services import apikey_revoke
 from audit.models import AuditEntry
+from core.actors import Actor
 from tests.factories import make_key
 
 KEYS = "/api/v1/keys"

@@ -9,7 +9,7 @@ import pytest
 from access.models import ApiKey
 from access.selectors import LAST_USED_KEY
 from access.tasks import apikeys_store_last_used
-from config.redis_client import get_redis
+from core.redis_client import get_redis
 from tests.factories import make_key
 from tests.servers import wait_for
 

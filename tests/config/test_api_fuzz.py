@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import checks
 
-from access.actors import Actor
 from access.services import apikey_create
+from core.actors import Actor
 from outcomes.services import events_ingest, outcome_minutes_flush
 from registry.api.serving_wsgi import resolve_fast_path
 from registry.services import label_move

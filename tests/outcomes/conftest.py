@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from config.redis_client import get_redis
+from core.redis_client import get_redis
 from outcomes.pending import PREFIX
 from registry.models import Prompt
 from rollouts.models import Rollout

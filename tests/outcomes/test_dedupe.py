@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from config.redis_client import get_redis
+from core.redis_client import get_redis
 from outcomes.pending import GENERATIONS, PREFIX
 from outcomes.services import IngestResult, events_ingest
 from tests.outcomes.conftest import event

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from config import embedded_services
-from config.redis_client import forget_clients, get_redis
+from core.redis_client import forget_clients, get_redis
+from devstack import embedded_services
 from outcomes import pending
 from outcomes.pending import pending_count
 from outcomes.selectors import arm_stats

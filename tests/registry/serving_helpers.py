@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from config.state_cache import state_changed
+from core.state_cache import SERVING_STATE, state_changed
 from registry.models import Prompt
-from registry.serving import SERVING_STATE
 from rollouts.models import Rollout
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.db import connection
 
-from config.stack import stream_command
+from devstack.stack import stream_command
 from tests.servers import base_env, database_url, free_port, serving_process, web_server
 
 STREAM_PATH = "/api/v1/snapshot/stream"

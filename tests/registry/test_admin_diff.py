@@ -6,7 +6,7 @@ from django.urls import reverse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from access.actors import Actor
+from core.actors import Actor
 from registry.services import version_create
 from registry.side_by_side import Segment, collapse, compare, side_by_side, version_sections
 from tests.factories import make_prompt

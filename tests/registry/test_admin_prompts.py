@@ -4,8 +4,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from access.actors import Actor
 from audit.models import AuditEntry
+from core.actors import Actor
 from registry.models import Prompt
 from registry.services import prompt_create
 from tests.factories import make_prompt

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from config import embedded_services
+from devstack import embedded_services
 from tests.servers import base_env, http_get, wait_for, web_server
 
 RESOLVE = "/api/v1/prompts/demo.greeting/resolve?unit=user-1"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from config import state_cache
-from config.metrics import state_rebuilds_total
-from config.redis_client import get_redis
+from core import state_cache
+from core.metrics import state_rebuilds_total
+from core.redis_client import get_redis
 from registry.services import label_move, prompt_create
 from registry.serving import serving_cache, serving_state_build, serving_state_update
 from rollouts.models import Rollout

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import metrics
+from core import metrics
 from tests.factories import make_key, make_prompt
 from tests.registry.serving_helpers import put_rollout
 from tests.servers import base_env, database_url, http_get, web_server

@@ -3,8 +3,8 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
-from access.actors import Actor
-from config import state_cache
+from core import state_cache
+from core.actors import Actor
 from registry.bucketing import bucket_of
 from registry.services import label_move, prompt_create
 from registry.serving import serving_cache

@@ -13,14 +13,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from access.actors import Actor
 from access.models import ApiKey
-from access.services import API_KEYS_STATE, apikey_revoke
-from config.redis_client import get_redis
-from config.state_cache import generation_key, state_changed
+from access.services import apikey_revoke
+from core.actors import Actor
+from core.redis_client import get_redis
+from core.state_cache import API_KEYS_STATE, SERVING_STATE, generation_key, state_changed
 from registry.api.serving_views import stream_url
 from registry.services import label_move
-from registry.serving import SERVING_STATE
 from rollouts.models import Rollout
 from rollouts.services import rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt

@@ -9,9 +9,9 @@ import pytest
 from django.db import connection
 
 from audit.models import AuditEntry
-from config.errors import Forbidden, ValidationFailed
-from config.redis_client import get_redis
-from config.state_cache import generation_key
+from core.errors import Forbidden, ValidationFailed
+from core.redis_client import get_redis
+from core.state_cache import generation_key
 from registry.models import Label
 from rollouts.errors import NoProduction, RolloutActive, RolloutStateError
 from rollouts.models import Outbox, Rollout, RolloutTransition

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pytest_django.fixtures import Settings
 
 from rollouts.engine import INSUFFICIENT, Gate, Plan, SourceWindow, decide
 from rollouts.sources import RolloutRef, SourceUnavailable, read_windows
@@ -37,13 +37,12 @@ def read(*gates: Gate, source: LangfuseSource | None = None) -> SourceWindow:
 
 
 @pytest.fixture
-def langfuse(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangfuse]:
+def langfuse(settings: Settings) -> Iterator[FakeLangfuse]:
     state = FakeLangfuse()
     with serve(state) as url:
-        monkeypatch.setenv("LANGFUSE_BASE_URL", url)
-        monkeypatch.delenv("LANGFUSE_HOST", raising=False)
-        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", state.public_key)
-        monkeypatch.setenv("LANGFUSE_SECRET_KEY", state.secret_key)
+        settings.LANGFUSE_BASE_URL = url
+        settings.LANGFUSE_PUBLIC_KEY = state.public_key
+        settings.LANGFUSE_SECRET_KEY = state.secret_key
         yield state
 
 
@@ -236,10 +235,10 @@ def test_a_server_error_makes_the_source_unavailable(langfuse: FakeLangfuse) -> 
 
 
 def test_wrong_keys_make_the_source_unavailable_naming_the_keys(
-    langfuse: FakeLangfuse, monkeypatch: pytest.MonkeyPatch
+    langfuse: FakeLangfuse, settings: Settings
 ) -> None:
     # Given a secret key the server does not know
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-wrong")
+    settings.LANGFUSE_SECRET_KEY = "sk-lf-wrong"
 
     # When the source reads, then it says the keys were refused
     with pytest.raises(SourceUnavailable, match="refused the API keys .HTTP 401.*LANGFUSE_SECRET_KEY"):
@@ -248,10 +247,10 @@ def test_wrong_keys_make_the_source_unavailable_naming_the_keys(
 
 @pytest.mark.parametrize("missing", ["LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"])
 def test_an_unconfigured_langfuse_is_unavailable_with_the_setting_to_set(
-    langfuse: FakeLangfuse, monkeypatch: pytest.MonkeyPatch, missing: str
+    langfuse: FakeLangfuse, settings: Settings, missing: str
 ) -> None:
-    # Given a key missing from the environment
-    monkeypatch.delenv(missing)
+    # Given a key missing from the settings
+    setattr(settings, missing, "")
 
     # When the source reads, then it names the missing setting and asks nothing
     with pytest.raises(SourceUnavailable, match=f"Langfuse is not configured: set {missing}"):
@@ -259,25 +258,12 @@ def test_an_unconfigured_langfuse_is_unavailable_with_the_setting_to_set(
     assert langfuse.requests == []
 
 
-def test_langfuse_host_is_used_when_base_url_is_not_set(
-    langfuse: FakeLangfuse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given the server named by LANGFUSE_HOST only
-    monkeypatch.setenv("LANGFUSE_HOST", os.environ["LANGFUSE_BASE_URL"])
-    monkeypatch.delenv("LANGFUSE_BASE_URL")
-    add_arm(langfuse, 2, [1.0])
-
-    # When the source reads, then it read that server
-    assert read().candidate.samples == 1
-
-
-def test_an_unreachable_server_makes_the_source_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreachable_server_makes_the_source_unavailable(settings: Settings) -> None:
     # Given a server address where nothing listens
     with serve(FakeLangfuse()) as url:
         pass
-    monkeypatch.setenv("LANGFUSE_BASE_URL", url)
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk")
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk")
+    settings.LANGFUSE_BASE_URL = url
+    settings.LANGFUSE_PUBLIC_KEY, settings.LANGFUSE_SECRET_KEY = "pk", "sk"
 
     # When the source reads, then it is unavailable
     with pytest.raises(SourceUnavailable, match="unreachable"):
@@ -285,10 +271,10 @@ def test_an_unreachable_server_makes_the_source_unavailable(monkeypatch: pytest.
 
 
 def test_an_unavailable_langfuse_gives_insufficient_data_with_the_cause_not_a_rollback(
-    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
 ) -> None:
     # Given no Langfuse configured and a langfuse gate on a running step
-    monkeypatch.delenv("LANGFUSE_PUBLIC_KEY", raising=False)
+    settings.LANGFUSE_PUBLIC_KEY = ""
     plan = Plan.from_json(
         [
             {"percent": 10, "min_duration_s": 0, "min_samples": 0},

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pytest_django.fixtures import Settings
 
 from rollouts import promql
 from rollouts.engine import ConfigError, Gate, Plan, SourceWindow, decide
@@ -52,10 +52,10 @@ def read(*gates: Gate, source: PrometheusSource | None = None, rollout: RolloutR
 
 
 @pytest.fixture
-def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePrometheus]:
+def prometheus(settings: Settings) -> Iterator[FakePrometheus]:
     state = FakePrometheus()
     with serve(state) as url:
-        monkeypatch.setenv("PROMETHEUS_URL", url)
+        settings.PROMETHEUS_URL = url
         yield state
     assert state.unexpected == [], "the source sent queries the test did not expect"
 
@@ -326,12 +326,10 @@ def test_a_prometheus_gate_round_trips_through_json() -> None:
 # --- an unavailable Prometheus ---------------------------------------------------------------
 
 
-def test_the_gates_url_is_used_before_prometheus_url(
-    prometheus: FakePrometheus, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_gates_url_is_used_before_prometheus_url(prometheus: FakePrometheus, settings: Settings) -> None:
     # Given PROMETHEUS_URL pointing nowhere and the gate naming the server
-    url = os.environ["PROMETHEUS_URL"]
-    monkeypatch.setenv("PROMETHEUS_URL", "http://127.0.0.1:9")
+    url = settings.PROMETHEUS_URL
+    settings.PROMETHEUS_URL = "http://127.0.0.1:9"
     gate = prometheus_gate("latency_p50_ms", BUCKETS, url=url)
     for version in (1, 2):
         prometheus.register(sent(BUCKETS, version), [({"le": "1"}, 30.0), ({"le": "+Inf"}, 30.0)])
@@ -341,9 +339,9 @@ def test_the_gates_url_is_used_before_prometheus_url(
 
 
 def test_an_unconfigured_prometheus_is_unavailable_with_the_setting_to_set(
-    monkeypatch: pytest.MonkeyPatch,
+    settings: Settings,
 ) -> None:
-    monkeypatch.delenv("PROMETHEUS_URL", raising=False)
+    settings.PROMETHEUS_URL = ""
     with pytest.raises(SourceUnavailable, match="set PROMETHEUS_URL or the gate's url"):
         read()
 

@@ -1,9 +1,9 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from access.actors import Actor
 from access.services import apikey_create
-from config.errors import DomainError
+from core.actors import Actor
+from core.errors import DomainError
 
 
 class Command(BaseCommand):

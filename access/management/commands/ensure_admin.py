@@ -1,5 +1,3 @@
-import os
-
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -10,7 +8,7 @@ class Command(BaseCommand):
     help = "Make sure the admin user (PROMPTRAMP_ADMIN_USER, PROMPTRAMP_ADMIN_PASSWORD) exists."
 
     def handle(self, *args: object, **options: object) -> None:
-        password = os.environ.get("PROMPTRAMP_ADMIN_PASSWORD")
+        password = settings.PROMPTRAMP_ADMIN_PASSWORD
         if not password:
             raise CommandError("PROMPTRAMP_ADMIN_PASSWORD is not set.")
         user, created = admin_ensure(username=settings.PROMPTRAMP_ADMIN_USER, password=password)

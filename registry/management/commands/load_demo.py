@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from access.actors import Actor
+from core.actors import Actor
 from registry.models import Prompt
 from registry.services import prompt_create, version_create
 

@@ -15,8 +15,8 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from access.actors import Actor
-from config.errors import DomainError
+from core.actors import Actor
+from core.errors import DomainError
 from registry.git_repo import GitError, read_snapshot
 from registry.prompt_files import dump_prompt_file
 from registry.prompts_in_git import prompt_files_export, prompts_import

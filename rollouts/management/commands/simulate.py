@@ -3,18 +3,18 @@ rollout can be watched advancing (or rolling back) live."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from access.actors import Actor
 from access.services import apikey_create
+from core.actors import Actor
 from rollouts.traffic_model import ArmBehaviour, outcome_event
 
 
@@ -26,7 +26,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("prompt")
-        parser.add_argument("--base-url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
+        parser.add_argument("--base-url", default=f"http://127.0.0.1:{settings.PORT}")
         parser.add_argument("--api-key", help="a key with read and ingest; default: a new one for the admin")
         parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
         parser.add_argument("--duration", type=float, default=600.0, help="seconds to run")
@@ -60,8 +60,6 @@ class Command(BaseCommand):
         self._run(session, options, behaviours)
 
     def _new_key(self) -> str:
-        from django.conf import settings
-
         admin = get_user_model().objects.filter(username=settings.PROMPTRAMP_ADMIN_USER).first()
         if admin is None:
             raise CommandError("No admin user to make a key for; pass --api-key.")

@@ -5,12 +5,11 @@ for each read, connecting included, and no retry), so a hung Redis costs a reque
 second before its 503 (which asks the client to retry), and ``get_checking_redis`` for the
 serving state's change counter (``CHECK_TIMEOUT_SECONDS``: the 50 ms a serving request may pay
 beyond its usual latency, PROMPTRAMP_SERVING_WAIT_MS, less 5 ms for the request's own work; no
-retry: config.state_cache then answers from its last good state)."""
+retry: core.state_cache then answers from its last good state)."""
 
 from __future__ import annotations
 
 import functools
-import os
 
 import redis
 from django.conf import settings
@@ -18,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 REQUEST_TIMEOUT_SECONDS = 0.25
-SERVING_WAIT_SECONDS = float(os.environ.get("PROMPTRAMP_SERVING_WAIT_MS", "50")) / 1000
+SERVING_WAIT_SECONDS: float = settings.PROMPTRAMP_SERVING_WAIT_SECONDS
 CHECK_TIMEOUT_SECONDS = max(0.005, SERVING_WAIT_SECONDS - 0.005)
 
 

@@ -1,4 +1,4 @@
-"""The error shape of config.errors, described for the OpenAPI schema."""
+"""The error shape of core.errors, described for the OpenAPI schema."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]
     """The run command, answering /readyz; whatever of its tree is left at the end is killed."""
     with open(log, "wb") as output:
         run = subprocess.Popen(
-            [sys.executable, "-m", "config.stack", "run"],
+            [sys.executable, "-m", "devstack.stack", "run"],
             cwd=settings.BASE_DIR,
             env=env,
             stdout=output,

@@ -1,7 +1,7 @@
 """Read-your-writes over HTTP: every write's 2xx answer carries ``X-Promptramp-Generation`` (the
 global generation of the serving state after it), and a request carrying
 ``X-Promptramp-Min-Generation: N`` is answered only from state caches that have seen generation N
-(``config.state_cache``). Both the Django middleware here and the WSGI fast path of resolve use
+(``core.state_cache``). Both the Django middleware here and the WSGI fast path of resolve use
 ``min_generation_of``.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.errors import ValidationFailed, error_body
-from config.state_cache import current_generation, min_generation, written_generation
+from core.errors import ValidationFailed, error_body
+from core.state_cache import current_generation, min_generation, written_generation
 
 GENERATION_HEADER = "X-Promptramp-Generation"
 MIN_GENERATION_META = "HTTP_X_PROMPTRAMP_MIN_GENERATION"

@@ -1,8 +1,8 @@
 """The run and test commands: embedded services, set-up, and the processes of the service.
 
-    python -m config.stack run              # what `make run` does
-    python -m config.stack test [ARGS]      # what `make test` does; ARGS go to pytest
-    python -m config.stack services up|down|status
+    python -m devstack.stack run              # what `make run` does
+    python -m devstack.stack test [ARGS]      # what `make test` does; ARGS go to pytest
+    python -m devstack.stack services up|down|status
 
 Embedded PostgreSQL/Redis are started only for what DATABASE_URL / REDIS_URL leave unset, and
 stopped on exit only when this command started them.
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from config import embedded_services
+from devstack import embedded_services
 
 PYTHON = sys.executable
 

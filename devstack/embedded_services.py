@@ -3,7 +3,7 @@
 Both run as daemons of their own (``pg_ctl`` and ``redis-server --daemonize``) with their data
 under ``PROMPTRAMP_DATA_DIR`` (default ``.data/``). Their URLs are written to
 ``<data dir>/services.json``; settings read that file when ``DATABASE_URL`` / ``REDIS_URL`` are
-not set. Only the run and test commands (``config.stack``) and ``manage.py`` start them, never an
+not set. Only the run and test commands (``devstack.stack``) and ``manage.py`` start them, never an
 import. A server that is already running is reused.
 
 PostgreSQL refuses to run as root, so when we are root it runs as the system user

@@ -20,8 +20,8 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.serializers import BaseSerializer
 
-from config.errors import DomainError, ValidationFailed
-from config.json_values import has_nul, nesting_depth
+from core.errors import DomainError, ValidationFailed
+from core.json_values import has_nul, nesting_depth
 
 MAX_QUERY_VALUE_CHARS = 500
 MAX_NESTING = 64

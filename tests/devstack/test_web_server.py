@@ -1,4 +1,4 @@
-"""The web server as the run command starts it (config.stack.web_command) stops with all its
+"""The web server as the run command starts it (devstack.stack.web_command) stops with all its
 workers, leaving the port free, on SIGTERM and on Ctrl-C's SIGINT to its process group."""
 
 import contextlib
@@ -14,8 +14,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from config.stack import web_command
-from config.state_cache import WARM_LOG_MARK
+from core.state_cache import WARM_LOG_MARK
+from devstack.stack import web_command
 from tests.servers import base_env, database_url, free_port, http_get, wait_for
 
 

@@ -1,7 +1,7 @@
-"""Prometheus metrics and the ``/metrics`` view.
+"""Prometheus metrics (``/metrics`` serves them: ``core.operations``).
 
 Every web worker (granian's or gunicorn's) is a process of its own: when
-``PROMETHEUS_MULTIPROC_DIR`` is set (``config.stack`` sets it to ``<data dir>/prometheus`` and
+``PROMETHEUS_MULTIPROC_DIR`` is set (``devstack.stack`` sets it to ``<data dir>/prometheus`` and
 empties it at start), each process writes its samples there and ``/metrics`` adds them up.
 Without it (tests, ``manage.py``), the process's own registry is served.
 
@@ -13,19 +13,9 @@ become labels.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import Counter, Histogram
 
 MAX_PROMPT_LABELS = 200
 OTHER = "other"
@@ -75,16 +65,3 @@ def _bind_resolve_counter(prompt: str, arm: str) -> Callable[[], None]:
     inc: Callable[[], None] = resolves_total.labels(label, arm).inc
     _resolve_counters[(prompt, arm)] = inc
     return inc
-
-
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    from config.state_cache import StateCache  # which counts its reads with these metrics
-
-    for cache in StateCache.instances:
-        cache.report_reads()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    else:
-        registry = REGISTRY
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -19,7 +19,7 @@ The freshness contract (README, "Freshness"):
   ``X-Promptramp-Min-Generation``, see ``min_generation``) is answered only from a check that saw
   at least that generation.
 - **No waiting on a sick dependency.** The counter is read with a deadline a little under
-  ``WAIT_SECONDS`` (50 ms, see ``config.redis_client``), and rebuilds run on a builder thread
+  ``WAIT_SECONDS`` (50 ms, see ``core.redis_client``), and rebuilds run on a builder thread
   of their own: a reader waits for a rebuild at most ``WAIT_SECONDS`` longer than rebuilds
   usually take (twice the moving average of their durations), then answers from the last good
   object marked stale while the rebuild goes on. A miss, and a request that names a minimum
@@ -54,9 +54,9 @@ from typing import Generic, TypeVar
 from django.db import DatabaseError, connection, connections, transaction
 from redis.exceptions import RedisError
 
-from config.errors import ServiceUnavailable
-from config.metrics import state_reads_total, state_rebuilds_total
-from config.redis_client import SERVING_WAIT_SECONDS, get_checking_redis, get_redis
+from core.errors import ServiceUnavailable
+from core.metrics import state_reads_total, state_rebuilds_total
+from core.redis_client import SERVING_WAIT_SECONDS, get_checking_redis, get_redis
 
 T = TypeVar("T")
 CHECK_SECONDS = 0.5
@@ -71,6 +71,11 @@ EVERYTHING = "*"
 CHANGES_CHANNEL = "promptramp:changes"
 WARM_LOG_MARK = "state caches warmed"
 log = logging.getLogger(__name__)
+
+# The states every process caches. Each is changed by the apps that own its tables, which call
+# ``state_changed`` with its name; the process that reads it builds it (``StateCache``).
+API_KEYS_STATE = "api_keys"  # API keys and their users: access
+SERVING_STATE = "serving"  # what each prompt serves: registry and rollouts write, serving reads
 
 # The minimum global generation the current request asks for (X-Promptramp-Min-Generation), and
 # the generation the current request's own writes reached (for X-Promptramp-Generation).

@@ -1,0 +1,183 @@
+"""The base of every admin page of promptramp, and who may see them.
+
+Any active staff user may open the registry, audit, rollout and API-key pages: what they may
+*change* is decided by the services (prompt ownership), not by Django's per-model permissions.
+Our own pages (a form that calls a service, a page of one object) are plain functions
+``view(request, model_admin, …)``; ``StaffAdmin`` routes to them and renders their forms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.helpers import AdminForm
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Model, QuerySet
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.text import capfirst
+
+from core.actors import Actor
+from core.errors import DomainError
+
+FORM_PAGE = "admin/promptramp/form_page.html"
+# A page of one object: view(request, model_admin, obj, **url_kwargs).
+ObjectView = Callable[..., HttpResponse]
+
+
+def admin_actor(request: HttpRequest) -> Actor:
+    """The Actor for a change made in the admin by the logged-in user."""
+    return Actor.of_user(request.user, via="admin")
+
+
+def domain_error_text(error: DomainError) -> str:
+    """The message of a domain error, with its details when they name what was wrong."""
+    details = error.details
+    if isinstance(details, dict) and details:
+        return f"{error.message} ({'; '.join(f'{key}: {value}' for key, value in details.items())})"
+    return error.message
+
+
+class StaffAdmin(admin.ModelAdmin):
+    """Pages every active staff user may open; changes are checked by the services."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        title = capfirst(self.opts.verbose_name_plural)
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        return self.add_page(request)
+
+    def add_page(self, request: HttpRequest) -> HttpResponse:
+        """The "add" page: ours call a service instead of saving Django's model form."""
+        response: HttpResponse = super().add_view(request)
+        return response
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None:
+            extra_context = {**(extra_context or {}), **self.page_context(request, obj)}
+        response: HttpResponse = super().change_view(request, object_id, form_url, extra_context)
+        return response
+
+    def page_context(self, request: HttpRequest, obj: Any) -> dict[str, Any]:
+        """What an object's own (read-only) page shows beyond its fields."""
+        return {}
+
+    def object_page(self, view: ObjectView) -> Callable[..., HttpResponse]:
+        """``view`` as a page of the object named in the URL, or the admin's own answer when
+        there is no such object."""
+
+        def page(request: HttpRequest, object_id: str, **kwargs: Any) -> HttpResponse:
+            obj = self.get_object(request, unquote(object_id))
+            if obj is None:
+                return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            response: HttpResponse = view(request, self, obj, **kwargs)
+            return response
+
+        return page
+
+
+def parse_json(text: str, what: str) -> Any:
+    """A form field's JSON, or the form's error saying where it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
+        ) from error
+
+
+def form_page(
+    request: HttpRequest,
+    model_admin: admin.ModelAdmin,
+    *,
+    form: Form,
+    title: str,
+    submit_label: str,
+    original: Model | None = None,
+    intro: str = "",
+    owner_note: str = "",
+    status: int = 200,
+    template: str = FORM_PAGE,
+    extra: dict[str, Any] | None = None,
+) -> HttpResponse:
+    """A page with one form, in the admin's look: errors of the service it calls come back on
+    the form with the HTTP status they stand for (``status``)."""
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "opts": model_admin.opts,
+        "title": title,
+        "original": original,
+        "adminform": AdminForm(form, [(None, {"fields": list(form.fields)})], {}),
+        "form": form,
+        "submit_label": submit_label,
+        "intro": intro,
+        "owner_note": owner_note,
+        **(extra or {}),
+    }
+    return TemplateResponse(request, template, context, status=status)
+
+
+class ExactTextFilter(admin.SimpleListFilter):
+    """A filter typed into a box (there may be too many prompts or actors to list them)."""
+
+    template = "admin/promptramp/text_filter.html"
+    field_name = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return []
+
+    def has_output(self) -> bool:
+        return True
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = (self.value() or "").strip()
+        return queryset.filter(**{self.field_name: value}) if value else queryset
+
+    def choices(self, changelist: ChangeList) -> Any:
+        others = {
+            name: values
+            for name, values in changelist.get_filters_params().items()
+            if name != self.parameter_name
+        }
+        yield {
+            "parameter_name": self.parameter_name,
+            "value": self.value() or "",
+            "others": [(name, value) for name, values in others.items() for value in _as_list(values)],
+        }
+
+
+def _as_list(values: Any) -> list[str]:
+    return list(values) if isinstance(values, list) else [values]

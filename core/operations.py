@@ -1,0 +1,46 @@
+"""The operators' endpoints: /healthz (the process is up), /readyz (PostgreSQL and Redis answer),
+/metrics (Prometheus text: every web worker's samples added up when PROMETHEUS_MULTIPROC_DIR is
+set, see ``core.metrics``)."""
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from redis.exceptions import RedisError
+
+from core.redis_client import get_redis
+from core.state_cache import StateCache
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        checks["database"] = "ok"
+    except DatabaseError as error:
+        checks["database"] = f"unavailable: {type(error).__name__}"
+    try:
+        get_redis().ping()
+        checks["redis"] = "ok"
+    except RedisError as error:
+        checks["redis"] = f"unavailable: {type(error).__name__}"
+    ready = all(value == "ok" for value in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    for cache in StateCache.instances:
+        cache.report_reads()
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry = REGISTRY
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
