@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # The pure cores and the services are type-checked strictly.
-STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
+STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py serving/bucketing.py registry/diff.py \
 	registry/side_by_side.py rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/live \
-	registry/services.py registry/selectors.py registry/serving.py registry/snapshot_changes.py \
+	registry/services.py registry/selectors.py serving/state.py serving/answers.py serving/snapshot_changes.py \
 	registry/prompt_files.py registry/git_repo.py registry/prompts_in_git.py \
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
-	outcomes/services.py outcomes/selectors.py outcomes/pending.py \
+	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
 	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \
 	core/operations.py devstack/embedded_services.py \
@@ -39,6 +39,7 @@ test: venv browser
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=sdk $(VENV)/bin/lint-imports --no-cache
 
 stop: venv
 	$(PY) -m devstack.stack services down

@@ -5,7 +5,8 @@ from typing import Any
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from access.selectors import KeyInfo, apikey_lookup
+from access.selectors import KeyInfo, apikey_of_header
+from core.errors import Unauthenticated
 
 
 class ApiKeyUser:
@@ -29,26 +30,14 @@ class ApiKeyUser:
         return self.username
 
 
-def key_of_header(header: str) -> KeyInfo | None:
-    """The API key an ``Authorization`` header carries: None without a Bearer key, and
-    AuthenticationFailed for a key that is malformed, unknown or revoked."""
-    scheme, _, raw = header.partition(" ")
-    if not header or scheme.lower() != "bearer":
-        return None
-    raw = raw.strip()
-    if not raw or len(raw) > 200:
-        raise exceptions.AuthenticationFailed("Invalid API key.")
-    info = apikey_lookup(raw)
-    if info is None:
-        raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
-    return info
-
-
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[ApiKeyUser, KeyInfo] | None:
-        info = key_of_header(request.META.get("HTTP_AUTHORIZATION", ""))
+        try:
+            info = apikey_of_header(request.META.get("HTTP_AUTHORIZATION", ""))
+        except Unauthenticated as refused:
+            raise exceptions.AuthenticationFailed(refused.message) from None
         return None if info is None else (ApiKeyUser(info), info)
 
     def authenticate_header(self, request: Any) -> str:

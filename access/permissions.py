@@ -12,10 +12,8 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
-from access.selectors import KeyInfo
+from access.selectors import IMPLIED, KeyInfo, key_scopes
 from core.actors import Actor
-
-IMPLIED = {"admin": {"read", "ingest", "write", "admin"}, "write": {"read", "write"}}
 
 
 def granted_scopes(request: Request) -> set[str]:
@@ -28,13 +26,6 @@ def granted_scopes(request: Request) -> set[str]:
         if user.is_staff:
             return {"read", "write"}
     return set()
-
-
-def key_scopes(info: KeyInfo) -> set[str]:
-    granted: set[str] = set()
-    for scope in info.scopes:
-        granted |= IMPLIED.get(scope, {scope})
-    return granted
 
 
 def actor_of(request: Request) -> Actor:

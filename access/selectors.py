@@ -14,9 +14,12 @@ from redis.exceptions import RedisError
 
 from access.models import ApiKey
 from access.services import hash_key
+from core.errors import Unauthenticated
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 
+# What each scope grants beyond itself (access.permissions explains the scopes).
+IMPLIED = {"admin": {"read", "ingest", "write", "admin"}, "write": {"read", "write"}}
 LAST_USED_KEY = "promptramp:api_keys:last_used"
 LAST_USED_EVERY_SECONDS = 60.0
 log = logging.getLogger(__name__)
@@ -54,6 +57,29 @@ _last_noted: dict[int, float] = {}
 def apikey_list() -> QuerySet[ApiKey]:
     """Every key, revoked ones too, newest first (for admins; never the key itself)."""
     return ApiKey.objects.select_related("user").order_by("-created_at", "-id")
+
+
+def key_scopes(info: KeyInfo) -> set[str]:
+    """Every scope the key grants, the implied ones included."""
+    granted: set[str] = set()
+    for scope in info.scopes:
+        granted |= IMPLIED.get(scope, {scope})
+    return granted
+
+
+def apikey_of_header(header: str) -> KeyInfo | None:
+    """The API key an ``Authorization`` header carries: None without a Bearer key, and
+    Unauthenticated for a key that is malformed, unknown or revoked."""
+    scheme, _, raw = header.partition(" ")
+    if not header or scheme.lower() != "bearer":
+        return None
+    raw = raw.strip()
+    if not raw or len(raw) > 200:
+        raise Unauthenticated("Invalid API key.")
+    info = apikey_lookup(raw)
+    if info is None:
+        raise Unauthenticated("Invalid or revoked API key.")
+    return info
 
 
 def apikey_lookup(raw_key: str) -> KeyInfo | None:

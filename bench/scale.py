@@ -173,7 +173,7 @@ def load(prompts: int, rollouts: int) -> None:
 def per_change_cost() -> None:
     from django.db import connection
 
-    from registry.serving import serving_state_build, serving_state_update
+    from serving.state import serving_state_build, serving_state_update
 
     state = serving_state_build()
     whole = timed(serving_state_build, 5)

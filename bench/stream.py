@@ -176,10 +176,10 @@ def load_bench_data(count: int) -> tuple[str, str, int, str]:
     from access.services import apikey_create
     from core.actors import Actor
     from core.state_cache import SERVING_STATE, state_changed
-    from registry.bucketing import bucket_of, default_salt
     from registry.models import Prompt
     from registry.services import prompt_create, version_create
     from rollouts.models import Rollout
+    from serving.bucketing import bucket_of, default_salt
 
     actor = Actor.system()
     user, _ = get_user_model().objects.get_or_create(username="bench")

@@ -1,4 +1,4 @@
-"""The stream process's application: the snapshot stream (registry.api.stream_asgi) in front of
+"""The stream process's application: the snapshot stream (serving.stream_asgi) in front of
 Django's ASGI handler. Run by uvicorn beside the web server (devstack.stack.stream_command)."""
 
 import os
@@ -10,6 +10,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 
 # Needs Django set up.
-from registry.api.stream_asgi import snapshot_stream_path  # noqa: E402
+from serving.stream_asgi import snapshot_stream_path  # noqa: E402
 
 application = snapshot_stream_path(django_application)

@@ -172,12 +172,22 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 60.0},
     },
 }
+# Where a gate's numbers come from, by gate `source` (rollouts.sources): the `ingest` source is
+# the outcomes app's, which the controller finds here (rollouts does not import outcomes).
+PROMPTRAMP_GATE_SOURCES = {
+    "ingest": "outcomes.ingest_source.IngestSource",
+    "langfuse": "rollouts.sources.langfuse.LangfuseSource",
+    "prometheus": "rollouts.sources.prometheus.PrometheusSource",
+}
+# Who holds a prompt's `production` label so that nobody else moves it (registry.services): a
+# prompt's active rollout. The registry asks them through these names (it imports no app above it).
+PROMPTRAMP_PRODUCTION_HOLDERS = ["rollouts.selectors.rollout_holding_production"]
 PROMPTRAMP_ADMIN_USER = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
 PROMPTRAMP_ADMIN_PASSWORD = os.environ.get("PROMPTRAMP_ADMIN_PASSWORD", "")
 # What a serving request may pay beyond its usual latency for a sick Redis or a rebuild
 # (core.redis_client, core.state_cache).
 PROMPTRAMP_SERVING_WAIT_SECONDS = env_number("PROMPTRAMP_SERVING_WAIT_MS", 50.0) / 1000
-# The snapshot stream (registry.stream): its process listens on STREAM_PORT; GET /api/v1/snapshot
+# The snapshot stream (serving.stream): its process listens on STREAM_PORT; GET /api/v1/snapshot
 # names it in a Link header, PROMPTRAMP_STREAM_URL when set (behind a load balancer).
 PORT = env_number("PORT", 8000)
 STREAM_PORT = env_number("STREAM_PORT", PORT + 1)

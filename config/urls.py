@@ -12,7 +12,7 @@ urlpatterns = [
     path("readyz", operations.readyz, name="readyz"),
     path("metrics", operations.metrics, name="metrics"),
     path("admin/", admin.site.urls),
-    path("api/v1/", include("registry.api.serving_urls")),
+    path("api/v1/", include("serving.api.urls")),
     path("api/v1/", include("registry.api.urls")),
     path("api/v1/", include("rollouts.api.urls")),
     path("api/v1/", include("outcomes.api.urls")),

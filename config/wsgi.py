@@ -8,7 +8,7 @@ django_application = get_wsgi_application()
 
 # Both need Django set up.
 from core.state_cache import warm_state_caches  # noqa: E402
-from registry.api.serving_wsgi import resolve_fast_path  # noqa: E402
+from serving.fast_path import resolve_fast_path  # noqa: E402
 
 application = resolve_fast_path(django_application)
 warm_state_caches()

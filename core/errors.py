@@ -33,6 +33,13 @@ class ValidationFailed(DomainError):
     code = "validation_error"
 
 
+class Unauthenticated(DomainError):
+    """No valid credentials (the API's views answer it as DRF's AuthenticationFailed)."""
+
+    status_code = 401
+    code = "unauthenticated"
+
+
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"

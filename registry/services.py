@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
+from django.utils.module_loading import import_string
 
 from audit.services import audit_record
 from core.actors import Actor
@@ -383,14 +386,20 @@ def version_get(prompt: Prompt, number: int) -> PromptVersion:
 # --- labels ---------------------------------------------------------------------------------
 
 
-def _ensure_production_movable(prompt: Prompt) -> None:
-    from rollouts.models import Rollout
+@functools.cache
+def production_holders() -> list[Callable[[Prompt], str | None]]:
+    """Who may hold a prompt's ``production`` label, so that only they move it (the rollout
+    controller, while a rollout is active): the functions named in
+    settings.PROMPTRAMP_PRODUCTION_HOLDERS, each answering why it holds it, or None. The apps
+    above the registry plug in there; the registry imports none of them."""
+    return [import_string(path) for path in settings.PROMPTRAMP_PRODUCTION_HOLDERS]
 
-    if Rollout.objects.filter(prompt=prompt, state__in=Rollout.ACTIVE_STATES).exists():
-        raise ProductionFrozen(
-            f"'production' of '{prompt.name}' belongs to its active rollout: promote, roll back "
-            "or abort the rollout instead."
-        )
+
+def _ensure_production_movable(prompt: Prompt) -> None:
+    for holder in production_holders():
+        held = holder(prompt)
+        if held:
+            raise ProductionFrozen(held)
 
 
 def _label_set(*, actor: Actor, prompt: Prompt, label: str, version: PromptVersion, reason: str) -> Label:

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from django.db.models import F, QuerySet
 
-from outcomes.selectors import arm_stats
+from registry.models import Prompt
 from registry.services import prompt_get
 from rollouts.errors import RolloutNotFound, WebhookNotFound
 from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.sources import outcome_store
 from rollouts.stats import ArmStats
 
 
@@ -46,9 +47,20 @@ def rollout_get_with_stats(rollout_id: int) -> RolloutWithStats:
     rollout = rollout_get(rollout_id)
     return RolloutWithStats(
         rollout=rollout,
-        arms=arm_stats(rollout_id=rollout.pk),
+        arms=outcome_store().arm_stats(rollout_id=rollout.pk),
         history=list(rollout.transitions.order_by("at", "id")),
     )
+
+
+def rollout_holding_production(prompt: Prompt) -> str | None:
+    """Why ``production`` of ``prompt`` is not to be moved by hand: its active rollout holds it
+    (one of settings.PROMPTRAMP_PRODUCTION_HOLDERS, asked by registry.services)."""
+    if Rollout.objects.filter(prompt=prompt, state__in=Rollout.ACTIVE_STATES).exists():
+        return (
+            f"'production' of '{prompt.name}' belongs to its active rollout: promote, roll back "
+            "or abort the rollout instead."
+        )
+    return None
 
 
 def rollout_ids_to_evaluate(*, limit: int) -> list[int]:

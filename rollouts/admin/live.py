@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from outcomes.selectors import arm_series, arm_stats
 from rollouts.engine import ABSOLUTE_RULES, ALL_SCORES, RELATIVE_RULES, SCORE_PREFIX
 from rollouts.live.charts import Buckets, Chart, chart_buckets, chart_build
 from rollouts.live.figures import (
@@ -23,6 +22,7 @@ from rollouts.live.progress import StepProgress, step_progress
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.selectors import rollout_get_with_stats
 from rollouts.services import step_window
+from rollouts.sources import outcome_store
 from rollouts.stats import arm_summary
 
 # Charts cover the rollout from its start, or its last day when it ran longer.
@@ -232,7 +232,7 @@ def _charts(
     start = rollout.started_at or rollout.created_at
     end = rollout.ended_at or now
     since = max(start, end - CHART_SPAN)
-    series = arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_AHEAD)
+    series = outcome_store().arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_AHEAD)
     # Up to now, or to the last minute with outcomes when callers' clocks run ahead.
     until = max(
         [end + timedelta(seconds=1)] + [minute + timedelta(minutes=1) for minute, _, _ in series[-1:]]
@@ -293,10 +293,8 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
     samples: dict[str, int] = {}
     if rollout.state in (Rollout.State.RUNNING, Rollout.State.PAUSED) and rollout.step_started_at:
         since, until = step_window(rollout.step_started_at, now)
-        samples = {
-            arm: stats.samples
-            for arm, stats in arm_stats(rollout_id=rollout.pk, since=since, until=until).items()
-        }
+        window = outcome_store().arm_stats(rollout_id=rollout.pk, since=since, until=until)
+        samples = {arm: stats.samples for arm, stats in window.items()}
     active = rollout.state in ACTIVE
     progress = (
         step_progress(

@@ -1,7 +1,7 @@
 """Per-arm charts of a rollout's metrics over time, as the geometry of an inline SVG.
 
 Pure: no Django. `chart_buckets` merges the per-minute outcome rows of a rollout
-(`outcomes.selectors.arm_series`) into at most ``MAX_POINTS`` buckets of whole minutes. The
+(`rollouts.sources.OutcomeStore.arm_series`) into at most ``MAX_POINTS`` buckets of whole minutes. The
 aggregates merge exactly, so a bucket's p95 is the p95 of all its outcomes, not a mean of
 per-minute p95s. `chart_build` turns one metric of those buckets into a line per arm, axis ticks,
 the gate's limit and markers of the rollout's transitions, in the SVG's own coordinates

@@ -8,19 +8,28 @@ with that cause, never a rollback. A source bounds its own waiting (HTTP timeout
 `SOURCE_TIMEOUT_SECONDS`): it is called while the rollout's row is locked.
 
 At a 100% step there is no baseline traffic; a source returns an empty baseline (`ArmStats()`).
+
+Which class reads each source is named in ``settings.PROMPTRAMP_GATE_SOURCES``: the `ingest`
+source is the outcomes app's (``outcomes.ingest_source``), above this one, which rollouts never
+imports. It is also the ``OutcomeStore`` that rollouts show whole (the API's `arms`) and minute
+by minute (the admin's charts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
+
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from rollouts.engine import Gate, SourceWindow
 from rollouts.stats import ArmStats
 
 SOURCE_TIMEOUT_SECONDS = 5.0
+INGEST = "ingest"
 
 
 @dataclass(frozen=True)
@@ -50,30 +59,35 @@ class Source(Protocol):
         ...
 
 
-def _ingest() -> Source:
-    from rollouts.sources.ingest import IngestSource
+class OutcomeStore(Source, Protocol):
+    """The `ingest` source: outcomes reported to promptramp, kept per rollout, arm and minute."""
 
-    return IngestSource()
+    def arm_stats(
+        self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, ArmStats]:
+        """``{"baseline": …, "candidate": …}``: every outcome of the rollout when ``since`` and
+        ``until`` are None, else those of the minutes overlapping ``[since, until)``."""
+        ...
+
+    def arm_series(
+        self, *, rollout_id: int, since: datetime, until: datetime
+    ) -> list[tuple[datetime, str, ArmStats]]:
+        """``(minute, arm, ArmStats)`` of each minute of each arm with outcomes, oldest first."""
+        ...
 
 
-def _langfuse() -> Source:
-    from rollouts.sources.langfuse import LangfuseSource
-
-    return LangfuseSource()
-
-
-def _prometheus() -> Source:
-    from rollouts.sources.prometheus import PrometheusSource
-
-    return PrometheusSource()
+def source(name: str) -> Source:
+    """The reader of the gate source ``name`` (SourceUnavailable when none is installed)."""
+    path = settings.PROMPTRAMP_GATE_SOURCES.get(name)
+    if path is None:
+        raise SourceUnavailable(f"the {name} source is not available in this installation")
+    made: Source = import_string(path)()
+    return made
 
 
-# Each gate source name and how to make its reader.
-SOURCES: Mapping[str, Callable[[], Source]] = {
-    "ingest": _ingest,
-    "langfuse": _langfuse,
-    "prometheus": _prometheus,
-}
+def outcome_store() -> OutcomeStore:
+    """The `ingest` source, which settings must name (outcomes.ingest_source.IngestSource)."""
+    return cast(OutcomeStore, source(INGEST))
 
 
 def read_windows(
@@ -82,13 +96,10 @@ def read_windows(
     """Every source the gates name, read once: its window, or an empty one carrying the cause.
     With no gates, the ingest source is read (sample counts still hold a step)."""
     windows: dict[str, SourceWindow] = {}
-    for name in sorted({gate.source for gate in gates} or {"ingest"}):
+    for name in sorted({gate.source for gate in gates} or {INGEST}):
         own_gates = [gate for gate in gates if gate.source == name]
         try:
-            make = SOURCES.get(name)
-            if make is None:
-                raise SourceUnavailable(f"the {name} source is not available in this installation")
-            windows[name] = make().read(rollout=rollout, gates=own_gates, since=since, until=until)
+            windows[name] = source(name).read(rollout=rollout, gates=own_gates, since=since, until=until)
         except SourceUnavailable as unavailable:
             windows[name] = SourceWindow(ArmStats(), ArmStats(), error=unavailable.cause)
     return windows

@@ -27,10 +27,10 @@ from schemathesis import checks
 from access.services import apikey_create
 from core.actors import Actor
 from outcomes.services import events_ingest, outcome_minutes_flush
-from registry.api.serving_wsgi import resolve_fast_path
 from registry.services import label_move
 from rollouts.services import rollout_create, rollout_rollback
 from rollouts.webhooks import webhook_create
+from serving.fast_path import resolve_fast_path
 from tests.factories import actor_for, make_key, make_prompt
 from tests.outcomes.conftest import clear_ingest_keys
 
@@ -129,7 +129,7 @@ def fuzzer_key(admin_user: Any, stored: None) -> str:
 @pytest.fixture(scope="session")
 def web_server() -> Iterator[str]:
     """A live server of the WSGI application gunicorn serves (Bearer resolves take its short way,
-    registry.api.serving_wsgi); its base URL."""
+    serving.fast_path); its base URL."""
     thread = LiveServerThread("127.0.0.1", static_handler=resolve_fast_path)
     thread.daemon = True
     thread.start()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from promptramp import Client
-from tests.registry import vectors
+from tests.serving import vectors
 
 from .fake_server import API_KEY, DEMO_PROMPTS, FakeServer
 

@@ -11,9 +11,9 @@ from django.db import connection
 from registry.services import label_move
 from rollouts.services import rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt
-from tests.registry.serving_helpers import put_rollout
-from tests.registry.stream_helpers import Service, service, stream_server
 from tests.servers import base_env, database_url, free_port, http_get, wait_for, web_server
+from tests.serving.helpers import put_rollout
+from tests.serving.stream_helpers import Service, service, stream_server
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from tests.factories import make_key, make_prompt
-from tests.registry.bursts import burst, request
 from tests.servers import base_env, database_url, web_server
+from tests.serving.bursts import burst, request
 
 PROMPTS = "/api/v1/prompts"
 CHECK_INTERVAL = 0.5

@@ -18,14 +18,14 @@ from access.services import apikey_revoke
 from core.actors import Actor
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, SERVING_STATE, generation_key, state_changed
-from registry.api.serving_views import stream_url
 from registry.services import label_move
 from rollouts.models import Rollout
 from rollouts.services import rollout_rollback
+from serving.api.views import stream_url
 from tests.factories import actor_for, make_key, make_prompt
-from tests.registry.serving_helpers import put_rollout, set_rollout
-from tests.registry.stream_helpers import STREAM_PATH, Service, SSEReader, service, stream_server
 from tests.servers import base_env, database_url, free_port, http_get, wait_for
+from tests.serving.helpers import put_rollout, set_rollout
+from tests.serving.stream_helpers import STREAM_PATH, Service, SSEReader, service, stream_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 KEEPALIVE_SECONDS = 0.5

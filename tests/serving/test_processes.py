@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 
 from tests.factories import make_key, make_prompt
-from tests.registry.serving_helpers import put_rollout, set_rollout
 from tests.servers import base_env, database_url, http_get, wait_for, web_server
+from tests.serving.helpers import put_rollout, set_rollout
 
 RESOLVE = "/api/v1/prompts/support.answer/resolve?unit=user-1"
 

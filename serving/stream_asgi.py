@@ -1,10 +1,10 @@
 """``GET /api/v1/snapshot/stream``: the snapshot and its changes as Server-Sent Events, answered
 by the stream process (``config.asgi`` under uvicorn) before Django's ASGI handler, as
-``registry.api.serving_wsgi`` answers resolve before Django's WSGI handler. Only the stream
+``serving.fast_path`` answers resolve before Django's WSGI handler. Only the stream
 process serves this path: the web server has no route for it (404).
 
 The key is checked as on the resolve fast path (``bearer_key_answer``, scope ``read``); what
-the stream sends comes from ``registry.stream.StreamHub``, started and stopped with the
+the stream sends comes from ``serving.stream.StreamHub``, started and stopped with the
 process (ASGI lifespan).
 """
 
@@ -18,9 +18,9 @@ from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
 from access.services import hash_key
-from registry.api.serving_views import Answer, bearer_key_answer, error_answer
-from registry.api.serving_wsgi import SECURITY_HEADERS
-from registry.stream import StreamHub
+from serving.answers import Answer, bearer_key_answer, error_answer
+from serving.fast_path import SECURITY_HEADERS
+from serving.stream import StreamHub
 
 STREAM_PATH = "/api/v1/snapshot/stream"
 Scope = dict[str, Any]  # the types of Django's ASGIHandler

@@ -1,18 +1,12 @@
-"""Runtime serving: resolve, render and snapshot, answered from the in-memory serving state.
-
-``resolve`` is the hot path: ``resolve_answer`` writes bytes prepared when the state was built.
-Requests with a Bearer key reach it from ``registry.api.serving_wsgi`` before Django's request
-handling, which costs ten times what resolving does (see docs/benchmarks.md); the others
-(sessions, and the OpenAPI schema) through the DRF view ``ResolveView``, with the same answers.
-``render`` and ``snapshot`` are DRF views. Errors have the shape of ``core.errors``.
-"""
+"""The serving API as DRF views: resolve (for sessions and the OpenAPI schema; Bearer-key
+resolves are answered before Django by ``serving.fast_path``, with the same answers from
+``serving.answers``), render and snapshot."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -23,114 +17,31 @@ from drf_spectacular.utils import (
     extend_schema,
     inline_serializer,
 )
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.authentication import key_of_header
-from access.permissions import key_scopes
-from access.selectors import KeyInfo
 from core.api_schema import error_responses
-from core.errors import DomainError, ValidationFailed, error_body
-from core.metrics import count_resolve, request_seconds, stale_serves_total
-from registry.errors import NoProductionVersion, PromptNotFound
-from registry.serving import Resolved, random_bucket, resolve, serving_cache
+from core.errors import ValidationFailed
+from core.metrics import request_seconds
 from registry.templating import MissingVariables, render
+from serving.answers import (
+    CACHE_CONTROL,
+    JSON,
+    MAX_UNIT_LENGTH,
+    STALE_HEADER,
+    count_stale,
+    etag_matches,
+    resolve_answer,
+    resolved_for,
+    unit_of,
+)
+from serving.state import serving_cache
 
-MAX_UNIT_LENGTH = 512
 MAX_VARIABLES = 200
-CACHE_CONTROL = "private, no-cache"
-STALE_HEADER = "X-Promptramp-Stale"
-JSON = "application/json"
-Answer = tuple[int, list[tuple[str, str]], bytes]
-
-_observe_resolve = request_seconds.labels("resolve").observe
 _observe_render = request_seconds.labels("render").observe
 _observe_snapshot = request_seconds.labels("snapshot").observe
-_count_stale = stale_serves_total.inc
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """Weak comparison, as If-None-Match asks (RFC 9110 13.1.2)."""
-    if not if_none_match:
-        return False
-    if if_none_match.strip() == "*":
-        return True
-    wanted = etag.removeprefix("W/")
-    return any(tag.strip().removeprefix("W/") == wanted for tag in if_none_match.split(","))
-
-
-def error_answer(status: int, code: str, message: str, details: Any = None) -> Answer:
-    headers = [("Content-Type", JSON)]
-    if status == 401:
-        headers.append(("WWW-Authenticate", 'Bearer realm="api"'))
-    elif status == 503:
-        headers.append(("Retry-After", "5"))
-    return status, headers, orjson.dumps(error_body(code, message, details))
-
-
-def bearer_key_answer(header: str) -> KeyInfo | Answer:
-    """The key an ``Authorization`` header carries when it may read; else the error answer: 401
-    for a missing, unknown or revoked key (a miss is confirmed before it is refused), 503 when
-    the keys could not be confirmed, 403 without the ``read`` scope."""
-    try:
-        key = key_of_header(header)
-    except exceptions.AuthenticationFailed as failure:
-        return error_answer(401, "unauthenticated", str(failure.detail))
-    except DomainError as error:  # the keys could not be loaded at all
-        return error_answer(error.status_code, error.code, error.message)
-    if key is None:
-        return error_answer(401, "unauthenticated", "Authentication credentials were not provided.")
-    if "read" not in key_scopes(key):
-        return error_answer(403, "forbidden", "This API key does not carry the scope this action needs.")
-    return key
-
-
-def _unit_of(value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > MAX_UNIT_LENGTH:
-        raise ValidationFailed(
-            f"'unit' must be a string of at most {MAX_UNIT_LENGTH} characters.", details={"field": "unit"}
-        )
-    return value
-
-
-def _served(name: str, unit: str | None) -> tuple[Resolved, bool]:
-    """What ``unit`` is served of ``name``. A miss (no such prompt, no production version) is
-    confirmed against the change counter before it is answered."""
-    state, stale = serving_cache.get()
-    bucket = 0 if unit else random_bucket()
-    try:
-        resolved = resolve(state, name, unit, random_bucket=bucket)
-    except (PromptNotFound, NoProductionVersion):
-        state, stale = serving_cache.confirmed()
-        resolved = resolve(state, name, unit, random_bucket=bucket)
-    count_resolve(name, resolved.arm)
-    if stale:
-        _count_stale()
-    return resolved, stale
-
-
-def resolve_answer(name: str, unit: object, if_none_match: str) -> Answer:
-    """Status, headers and body of a resolve by a caller who may read."""
-    started = time.perf_counter()
-    try:
-        resolved, stale = _served(name, _unit_of(unit))
-    except DomainError as error:
-        return error_answer(error.status_code, error.code, error.message, error.details)
-    etag = resolved.etag(stale=stale)
-    headers = [("ETag", etag), ("Cache-Control", CACHE_CONTROL)]
-    if stale:
-        headers.append((STALE_HEADER, "1"))
-    if etag_matches(if_none_match, etag):
-        answer: Answer = 304, headers, b""
-    else:
-        headers.append(("Content-Type", JSON))
-        answer = 200, headers, resolved.body(stale=stale)
-    _observe_resolve(time.perf_counter() - started)
-    return answer
 
 
 VERSION_FIELDS = {
@@ -172,7 +83,7 @@ class ResolveView(APIView):
     @extend_schema(
         summary="The version a unit should use now",
         description="Requests with a Bearer key are answered before Django's request handling "
-        "(registry.api.serving_wsgi), with the same answers.",
+        "(serving.fast_path), with the same answers.",
         parameters=[
             OpenApiParameter(
                 "unit", str, description="the caller's stable id (user, session, tenant); none: random bucket"
@@ -243,9 +154,9 @@ class RenderView(APIView):
         data = request.data
         if not isinstance(data, dict):
             raise ValidationFailed("The body must be a JSON object {unit, variables}.")
-        unit = _unit_of(data.get("unit"))
+        unit = unit_of(data.get("unit"))
         variables = _variables_of(data)
-        resolved, stale = _served(name, unit)
+        resolved, stale = resolved_for(name, unit)
         served = resolved.served
         try:
             rendered = render(template=served.template, messages=served.messages, values=variables)
@@ -290,7 +201,7 @@ class SnapshotView(APIView):
         started = time.perf_counter()
         state, stale = serving_cache.confirmed()
         if stale:
-            _count_stale()
+            count_stale()
         if etag_matches(request.META.get("HTTP_IF_NONE_MATCH", ""), state.snapshot_etag):
             response = HttpResponse(status=304)
         else:

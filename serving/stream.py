@@ -29,8 +29,7 @@ import redis.asyncio
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from access.permissions import key_scopes
-from access.selectors import KeyInfo, api_keys_cache
+from access.selectors import KeyInfo, api_keys_cache, key_scopes
 from core.errors import ServiceUnavailable
 from core.state_cache import (
     API_KEYS_STATE,
@@ -40,8 +39,8 @@ from core.state_cache import (
     StateCache,
     generation_key,
 )
-from registry.serving import ServingState, serving_cache
-from registry.snapshot_changes import KEEPALIVE, STALE_KEEPALIVE, change_data, snapshot_change, sse_event
+from serving.snapshot_changes import KEEPALIVE, STALE_KEEPALIVE, change_data, snapshot_change, sse_event
+from serving.state import ServingState, serving_cache
 
 CHANGE_SECONDS = 0.1  # at most one change event per stream in this time
 RESUBSCRIBE_SECONDS = 1.0

@@ -2,7 +2,7 @@
 Server-Sent Events that carry a snapshot, a change or a keepalive.
 
 A snapshot is seen here as its entries: each prompt's name and its serialized entry of the
-snapshot's ``prompts`` (``registry.serving.ServingState.entries``). Entries are compared as
+snapshot's ``prompts`` (``serving.state.ServingState.entries``). Entries are compared as
 bytes, so a change holds exactly the prompts whose entry differs.
 """
 

@@ -2,10 +2,10 @@ from decimal import Decimal
 
 import pytest
 
-from registry.serving import serving_cache
 from rollouts.models import Rollout
+from serving.state import serving_cache
 from tests.factories import make_prompt
-from tests.registry.serving_helpers import put_rollout
+from tests.serving.helpers import put_rollout
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/snapshot"

@@ -6,8 +6,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core import metrics
 from tests.factories import make_key, make_prompt
-from tests.registry.serving_helpers import put_rollout
 from tests.servers import base_env, database_url, http_get, web_server
+from tests.serving.helpers import put_rollout
 
 
 def _sample(text: str, name: str, **labels: str) -> float:

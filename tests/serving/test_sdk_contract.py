@@ -9,8 +9,8 @@ import pytest
 from promptramp.snapshot import Snapshot
 from rollouts.models import Rollout
 from tests.factories import make_prompt
-from tests.registry.serving_helpers import put_rollout
-from tests.registry.vectors import bucketing_vectors
+from tests.serving.helpers import put_rollout
+from tests.serving.vectors import bucketing_vectors
 
 pytestmark = pytest.mark.django_db
 UNITS = [f"user-{i}" for i in range(200)] + [v["unit"] for v in bucketing_vectors() if v["unit"]][:60]

@@ -5,14 +5,14 @@ from rest_framework.test import APIClient
 
 from core import state_cache
 from core.actors import Actor
-from registry.bucketing import bucket_of
 from registry.services import label_move, prompt_create
-from registry.serving import serving_cache
 from rollouts.models import Rollout
+from serving.bucketing import bucket_of
+from serving.state import serving_cache
 from tests.factories import actor_for, make_key, make_prompt
-from tests.registry.serving_clients import django_get, fast_get
-from tests.registry.serving_helpers import put_rollout, set_rollout
-from tests.registry.vectors import bucketing_vectors
+from tests.serving.clients import django_get, fast_get
+from tests.serving.helpers import put_rollout, set_rollout
+from tests.serving.vectors import bucketing_vectors
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/prompts/support.answer/resolve"

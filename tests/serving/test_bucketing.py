@@ -6,8 +6,8 @@ import mmh3
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.bucketing import BUCKETS, assign, bucket_of, default_salt, threshold_of
-from tests.registry.vectors import bucketing_vectors
+from serving.bucketing import BUCKETS, assign, bucket_of, default_salt, threshold_of
+from tests.serving.vectors import bucketing_vectors
 
 salts = st.text(max_size=200)
 units = st.text(min_size=1, max_size=100)

@@ -1,5 +1,5 @@
 """Two ways into resolve: Django's test client (the Django view, which also serves sessions) and
-the WSGI short way that gunicorn uses for Bearer keys (registry.api.serving_wsgi)."""
+the WSGI short way that gunicorn uses for Bearer keys (serving.fast_path)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from django.test import Client
 
-from registry.api.serving_wsgi import resolve_fast_path
+from serving.fast_path import resolve_fast_path
 
 
 @dataclass

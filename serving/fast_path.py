@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from core.errors import DomainError
 from core.freshness import MIN_GENERATION_META, min_generation_of
 from core.state_cache import min_generation
-from registry.api.serving_views import Answer, bearer_key_answer, error_answer, resolve_answer
+from serving.answers import Answer, bearer_key_answer, error_answer, resolve_answer
 
 PREFIX = "/api/v1/prompts/"
 SUFFIX = "/resolve"

@@ -10,10 +10,10 @@ from core import state_cache
 from core.metrics import state_rebuilds_total
 from core.redis_client import get_redis
 from registry.services import label_move, prompt_create
-from registry.serving import serving_cache, serving_state_build, serving_state_update
 from rollouts.models import Rollout
+from serving.state import serving_cache, serving_state_build, serving_state_update
 from tests.factories import actor_for, make_prompt
-from tests.registry.serving_helpers import put_rollout, set_rollout
+from tests.serving.helpers import put_rollout, set_rollout
 
 
 def _same(a, b) -> None:

@@ -26,10 +26,10 @@ from django.db import connection
 from django.utils import timezone
 
 from core.state_cache import SERVING_STATE, StateCache
-from registry.bucketing import BUCKETS, assign, default_salt, threshold_of
 from registry.errors import NoProductionVersion, PromptNotFound
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
 from rollouts.models import Rollout
+from serving.bucketing import BUCKETS, assign, default_salt, threshold_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 import pytest
 
 from tests.factories import make_prompt
-from tests.registry.serving_helpers import put_rollout
+from tests.serving.helpers import put_rollout
 
 pytestmark = pytest.mark.django_db
 URL = "/api/v1/prompts/support.answer/render"

@@ -5,7 +5,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.snapshot_changes import (
+from serving.snapshot_changes import (
     KEEPALIVE,
     SnapshotChange,
     change_apply,

@@ -1,0 +1,34 @@
+"""The `ingest` gate source: outcomes reported to promptramp (`POST /api/v1/events`), read from
+the per-minute aggregates this app keeps for each rollout and arm (``outcomes.selectors``).
+The rollout controller finds it through ``settings.PROMPTRAMP_GATE_SOURCES`` (see
+``rollouts.sources``): rollouts does not import this app, this app imports rollouts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from outcomes import selectors
+from rollouts.engine import Gate, SourceWindow
+from rollouts.sources import RolloutRef
+from rollouts.stats import ArmStats
+
+
+class IngestSource:
+    """A ``rollouts.sources.OutcomeStore``."""
+
+    def read(
+        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+    ) -> SourceWindow:
+        arms = selectors.arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
+        return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
+
+    def arm_stats(
+        self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[str, ArmStats]:
+        return selectors.arm_stats(rollout_id=rollout_id, since=since, until=until)
+
+    def arm_series(
+        self, *, rollout_id: int, since: datetime, until: datetime
+    ) -> list[tuple[datetime, str, ArmStats]]:
+        return selectors.arm_series(rollout_id=rollout_id, since=since, until=until)
