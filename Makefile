@@ -4,10 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # The pure cores and the services are type-checked strictly.
 STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py serving/bucketing.py registry/diff.py \
-	registry/side_by_side.py rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
+	rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/live \
 	registry/services.py registry/selectors.py serving/state.py serving/answers.py serving/snapshot_changes.py \
-	registry/prompt_files.py registry/git_repo.py registry/prompts_in_git.py \
+	registry/git \
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \

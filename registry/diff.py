@@ -1,9 +1,11 @@
-"""The difference between two versions of a prompt, as unified diffs (pure; no Django).
+"""How two versions of a prompt differ (pure; no Django): as unified diffs (the API's
+``…/versions/{n}/diff``) and side by side, as rows a template prints (the admin's compare page).
 
-The content diff compares the template, or the chat messages written one after the other as
-``[role]`` followed by the content; the config diff compares the config as indented JSON with
-sorted keys (so key order never shows). A text that does not end in a newline is marked the way
-git marks it, so even a trailing newline shows.
+Both compare the content (the template, or the chat messages one after the other), the model
+and the config, written as indented JSON with sorted keys (so key order never shows). In a
+unified diff, a text that does not end in a newline is marked the way git marks it, so even a
+trailing newline shows; side by side, the characters that changed inside a changed line are
+marked, and long unchanged stretches folded.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ import difflib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import zip_longest
+from typing import Any, Literal
 
 NO_NEWLINE = "\\ No newline at end of file\n"
+RowKind = Literal["equal", "replace", "delete", "insert", "skip"]
+# Below this similarity a changed line is marked whole rather than in scattered fragments.
+FRAGMENT_RATIO = 0.4
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,9 @@ def content_text(content: VersionContent) -> str:
 
 def config_text(config: Mapping[str, Any]) -> str:
     return json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --- unified diffs ----------------------------------------------------------------------------
 
 
 def diff_lines(text: str) -> list[str]:
@@ -89,3 +98,138 @@ def version_diff(old: VersionContent, new: VersionContent, *, context: int = 3) 
         from_model=old.model,
         to_model=new.model,
     )
+
+
+# --- side by side ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: RowKind
+    old_number: int | None = None
+    old: tuple[Segment, ...] = ()
+    new_number: int | None = None
+    new: tuple[Segment, ...] = ()
+    skipped: int = 0  # for "skip" rows: how many unchanged lines are folded
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    rows: tuple[Row, ...]
+
+    @property
+    def changed(self) -> bool:
+        return any(row.kind not in ("equal", "skip") for row in self.rows)
+
+
+def version_sections(content: VersionContent) -> dict[str, list[str]]:
+    """A version's content as lines, by section: "Template" or "Messages", "Model", "Config"."""
+    if content.template is None:
+        lines: list[str] = []
+        for message in content.messages or []:
+            lines.append(f"── {message.get('role', '')} ──")
+            lines.extend(str(message.get("content", "")).splitlines() or [""])
+        text = ("Messages", lines)
+    else:
+        text = ("Template", content.template.splitlines())
+    return {text[0]: text[1], "Model": [content.model], "Config": config_text(content.config).splitlines()}
+
+
+def side_by_side(old_lines: Sequence[str], new_lines: Sequence[str]) -> list[Row]:
+    rows: list[Row] = []
+    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            for offset in range(i2 - i1):
+                text = (Segment(old_lines[i1 + offset], False),)
+                rows.append(Row("equal", i1 + offset + 1, text, j1 + offset + 1, text))
+        elif tag == "delete":
+            rows.extend(_deleted(i, old_lines[i]) for i in range(i1, i2))
+        elif tag == "insert":
+            rows.extend(_inserted(j, new_lines[j]) for j in range(j1, j2))
+        else:
+            pairs = zip_longest(range(i1, i2), range(j1, j2))
+            for i, j in pairs:
+                if i is None:
+                    rows.append(_inserted(j, new_lines[j]))
+                elif j is None:
+                    rows.append(_deleted(i, old_lines[i]))
+                else:
+                    old, new = _changed_parts(old_lines[i], new_lines[j])
+                    rows.append(Row("replace", i + 1, old, j + 1, new))
+    return rows
+
+
+def collapse(rows: Sequence[Row], *, context: int = 3) -> list[Row]:
+    """Fold each run of more than 2 × context + 1 unchanged rows, keeping `context` rows around
+    every change (and at the start and end of the text)."""
+    folded: list[Row] = []
+    run: list[Row] = []
+
+    def flush(at_start: bool, at_end: bool) -> None:
+        keep_head = 0 if at_start else context
+        keep_tail = 0 if at_end else context
+        if len(run) > keep_head + keep_tail + 1:
+            folded.extend(run[:keep_head])
+            folded.append(Row("skip", skipped=len(run) - keep_head - keep_tail))
+            folded.extend(run[len(run) - keep_tail :])
+        else:
+            folded.extend(run)
+        run.clear()
+
+    seen_change = False
+    for row in rows:
+        if row.kind == "equal":
+            run.append(row)
+            continue
+        flush(at_start=not seen_change, at_end=False)
+        seen_change = True
+        folded.append(row)
+    if seen_change:
+        flush(at_start=False, at_end=True)
+    else:
+        folded.extend(run)
+    return folded
+
+
+def compare(old: dict[str, list[str]], new: dict[str, list[str]], *, context: int = 3) -> list[Section]:
+    """Sections of two versions side by side; a section only one side has is compared with nothing."""
+    titles = list(old) + [title for title in new if title not in old]
+    return [
+        Section(title, tuple(collapse(side_by_side(old.get(title, []), new.get(title, [])), context=context)))
+        for title in titles
+    ]
+
+
+def _deleted(index: int, line: str) -> Row:
+    """A line only the old version has: the row's kind marks it, not its characters."""
+    return Row("delete", old_number=index + 1, old=(Segment(line, False),))
+
+
+def _inserted(index: int, line: str) -> Row:
+    return Row("insert", new_number=index + 1, new=(Segment(line, False),))
+
+
+def _whole(line: str) -> tuple[Segment, ...]:
+    return (Segment(line, True),)
+
+
+def _changed_parts(old: str, new: str) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    if matcher.ratio() < FRAGMENT_RATIO:
+        return _whole(old), _whole(new)
+    old_parts: list[Segment] = []
+    new_parts: list[Segment] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if i2 > i1:
+            old_parts.append(Segment(old[i1:i2], tag != "equal"))
+        if j2 > j1:
+            new_parts.append(Segment(new[j1:j2], tag != "equal"))
+    return tuple(old_parts), tuple(new_parts)

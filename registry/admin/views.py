@@ -13,9 +13,10 @@ from django.utils.text import Truncator
 from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError
 from registry.admin.forms import DiffChoiceForm, LabelMoveForm, PromptCreateForm, VersionCreateForm
+from registry.diff import compare, version_sections
 from registry.models import PRODUCTION, Prompt, PromptVersion
+from registry.selectors import version_content
 from registry.services import actor_owns, label_move, owner_names, prompt_create, version_create
-from registry.side_by_side import compare, version_sections
 
 # Version selects list at most this many versions, newest first.
 MAX_VERSION_CHOICES = 500
@@ -155,7 +156,11 @@ def version_diff(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Pr
         for v in prompt.versions.filter(version__in=[old_number, new_number]).prefetch_related("labels")
     }
     old, new = versions.get(old_number), versions.get(new_number)
-    sections = compare(_lines(prompt, old), _lines(prompt, new)) if old and new else []
+    sections = (
+        compare(version_sections(version_content(old)), version_sections(version_content(new)))
+        if old and new
+        else []
+    )
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,
@@ -168,16 +173,6 @@ def version_diff(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Pr
         "changed": any(section.changed for section in sections),
     }
     return TemplateResponse(request, "admin/registry/prompt/diff.html", context)
-
-
-def _lines(prompt: Prompt, version: PromptVersion) -> dict[str, list[str]]:
-    return version_sections(
-        kind=prompt.kind,
-        template=version.template,
-        messages=version.messages,
-        model=version.model,
-        config=version.config,
-    )
 
 
 def _default_pair(prompt: Prompt) -> tuple[int, int]:

@@ -17,9 +17,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.actors import Actor
 from core.errors import DomainError
-from registry.git_repo import GitError, read_snapshot
-from registry.prompt_files import dump_prompt_file
-from registry.prompts_in_git import prompt_files_export, prompts_import
+from registry.git.prompt_files import dump_prompt_file
+from registry.git.repo import GitError, read_snapshot
+from registry.git.sync import prompt_files_export, prompts_import
 
 VIA = "command:prompts import"
 

@@ -14,9 +14,9 @@ from django.db import transaction
 
 from core.actors import Actor
 from core.errors import DomainError, ValidationFailed
-from registry.git_repo import GitSnapshot
+from registry.git.prompt_files import PromptFile, PromptFileError, parse_prompt_file
+from registry.git.repo import GitSnapshot
 from registry.models import PRODUCTION, Label, Prompt
-from registry.prompt_files import PromptFile, PromptFileError, parse_prompt_file
 from registry.services import UNCHANGED, owner_names, prompt_create, prompt_update, version_create
 
 

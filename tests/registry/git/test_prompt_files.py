@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.prompt_files import PromptFile, PromptFileError, dump_prompt_file, parse_prompt_file
+from registry.git.prompt_files import PromptFile, PromptFileError, dump_prompt_file, parse_prompt_file
 
 # Any text, with more than its share of new lines, other line breaks, tabs and spaces.
 texts = st.text(
