@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from access.models import SCOPES, ApiKey
+from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import NotFound, ValidationFailed
@@ -62,7 +63,7 @@ def apikey_create(*, actor: Actor, name: object, user: User | object, scopes: ob
         )
         audit_record(
             actor=actor,
-            action="apikey.create",
+            action=AuditAction.APIKEY_CREATE,
             object_type="apikey",
             object_id=key.pk,
             data={"name": name, "user": user.get_username(), "scopes": scope_list},
@@ -95,7 +96,7 @@ def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
             key.save(update_fields=["revoked_at"])
             audit_record(
                 actor=actor,
-                action="apikey.revoke",
+                action=AuditAction.APIKEY_REVOKE,
                 object_type="apikey",
                 object_id=key.pk,
                 reason=reason,
@@ -115,7 +116,7 @@ def admin_ensure(*, username: str, password: str) -> tuple[User, bool]:
             user.save()
             audit_record(
                 actor=Actor.system(),
-                action="user.admin_ensure",
+                action=AuditAction.ADMIN_ENSURE,
                 object_type="user",
                 object_id=user.pk,
                 data={"username": username, "created": created},

@@ -11,10 +11,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from audit.actions import AuditAction
 from audit.models import AuditEntry
 from core.admin import ExactTextFilter, StaffAdmin
-
-MAX_ACTIONS_IN_FILTER = 100
 
 
 class ActionFilter(admin.SimpleListFilter):
@@ -22,8 +21,7 @@ class ActionFilter(admin.SimpleListFilter):
     parameter_name = "action"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        actions = AuditEntry.objects.values_list("action", flat=True).distinct().order_by("action")
-        return [(action, action) for action in actions[:MAX_ACTIONS_IN_FILTER]]
+        return [(action, action) for action in AuditAction.values]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[AuditEntry]) -> QuerySet[AuditEntry]:
         return queryset.filter(action=self.value()) if self.value() else queryset

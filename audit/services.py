@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from audit.actions import AuditAction
 from audit.models import AuditEntry
 from core.actors import Actor
 
@@ -9,14 +10,16 @@ from core.actors import Actor
 def audit_record(
     *,
     actor: Actor,
-    action: str,
+    action: AuditAction,
     prompt_name: str = "",
     object_type: str = "",
     object_id: object = "",
     reason: str = "",
     data: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one entry to the audit log (call inside the transaction of the change it records)."""
+    """Append one entry to the audit log (call inside the transaction of the change it records).
+    ``action`` is one of AuditAction's (ValueError for any other)."""
+    action = AuditAction(action)
     return AuditEntry.objects.create(
         actor_id=actor.user_id,
         actor_name=actor.name,

@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
 
+from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import Conflict, Forbidden, ValidationFailed
@@ -238,7 +239,7 @@ def prompt_create(
         prompt.owner_groups.set(groups)
         audit_record(
             actor=actor,
-            action="prompt.create",
+            action=AuditAction.PROMPT_CREATE,
             prompt_name=name,
             object_type="prompt",
             object_id=prompt.pk,
@@ -291,7 +292,7 @@ def prompt_update(
             prompt.save(update_fields=[f for f in ("description", "tags") if f in changes] + ["updated_at"])
             audit_record(
                 actor=actor,
-                action="prompt.update",
+                action=AuditAction.PROMPT_UPDATE,
                 prompt_name=prompt.name,
                 object_type="prompt",
                 object_id=prompt.pk,
@@ -358,7 +359,7 @@ def version_create(
             )
             audit_record(
                 actor=actor,
-                action="version.create",
+                action=AuditAction.VERSION_CREATE,
                 prompt_name=prompt.name,
                 object_type="version",
                 object_id=version.version,
@@ -412,7 +413,7 @@ def _label_set(*, actor: Actor, prompt: Prompt, label: str, version: PromptVersi
         current.save(update_fields=["version", "updated_at"])
     audit_record(
         actor=actor,
-        action="label.move",
+        action=AuditAction.LABEL_MOVE,
         prompt_name=prompt.name,
         object_type="label",
         object_id=label,
@@ -462,7 +463,7 @@ def label_delete(*, actor: Actor, prompt_name: str, label: object, reason: objec
             raise LabelNotFound(f"Prompt '{prompt.name}' has no label '{label}'.")
         audit_record(
             actor=actor,
-            action="label.delete",
+            action=AuditAction.LABEL_DELETE,
             prompt_name=prompt.name,
             object_type="label",
             object_id=label,

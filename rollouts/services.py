@@ -17,6 +17,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import ValidationFailed
@@ -115,7 +116,7 @@ def _transition(
     )
     audit_record(
         actor=actor,
-        action=f"rollout.{event}",
+        action=AuditAction.of_rollout_event(event),
         prompt_name=rollout.prompt.name,
         object_type="rollout",
         object_id=rollout.pk,
@@ -250,7 +251,7 @@ def rollout_create(
             rollout.save(update_fields=["salt"])
         audit_record(
             actor=actor,
-            action="rollout.create",
+            action=AuditAction.ROLLOUT_CREATE,
             prompt_name=prompt.name,
             object_type="rollout",
             object_id=rollout.pk,

@@ -29,6 +29,7 @@ from celery import current_app
 from django.db import transaction
 from django.db.models import Q
 
+from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import ValidationFailed
@@ -90,7 +91,7 @@ def webhook_create(*, actor: Actor, url: object, secret: object, events: object 
         )
         audit_record(
             actor=actor,
-            action="webhook.create",
+            action=AuditAction.WEBHOOK_CREATE,
             object_type="webhook",
             object_id=webhook.pk,
             data={"url": clean_url, "events": clean_events},
@@ -105,7 +106,7 @@ def webhook_delete(*, actor: Actor, webhook_id: int) -> None:
             raise WebhookNotFound(f"Webhook {webhook_id} does not exist.")
         audit_record(
             actor=actor,
-            action="webhook.delete",
+            action=AuditAction.WEBHOOK_DELETE,
             object_type="webhook",
             object_id=webhook.pk,
             data={"url": webhook.url},

@@ -7,6 +7,7 @@ from rest_framework.generics import GenericAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from audit.actions import AuditAction
 from audit.api.serializers import AuditEntrySerializer
 from audit.selectors import audit_list
 from core.api_input import query_text
@@ -22,7 +23,7 @@ class AuditListView(GenericAPIView):  # type: ignore[type-arg]
         parameters=[
             OpenApiParameter("prompt", str, description="entries about this prompt"),
             OpenApiParameter("actor", str, description="entries by this user name (or 'system')"),
-            OpenApiParameter("action", str, description="e.g. label.move"),
+            OpenApiParameter("action", str, description=f"one of {', '.join(AuditAction.values)}"),
         ],
         responses={200: AuditEntrySerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
