@@ -20,16 +20,11 @@ from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.serializers import BaseSerializer
 
-from core.errors import DomainError, ValidationFailed
+from core.errors import PayloadTooLarge, ValidationFailed
 from core.json_values import has_nul, nesting_depth
 
 MAX_QUERY_VALUE_CHARS = 500
 MAX_NESTING = 64
-
-
-class PayloadTooLarge(DomainError):
-    status_code = 413
-    code = "too_large"
 
 
 class JSONBodyParser(BaseParser):

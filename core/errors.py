@@ -1,7 +1,10 @@
 """Domain errors and the one place that turns any error into promptramp's JSON error shape:
 ``{"error": {"code": "...", "message": "...", "details": ...}}``.
 
-Services raise DomainError subclasses; views never build error responses by hand.
+Services raise DomainError subclasses; views never build error responses by hand. A subclass
+says its code (and, for a new kind of error, its HTTP status) in its class line:
+
+    class PromptNotFound(NotFound, code="prompt_not_found"): ...
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ class DomainError(Exception):
     code = "invalid"
     retry_after: int | None = None  # seconds, sent as Retry-After
 
+    def __init_subclass__(cls, *, code: str = "", status: int = 0, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.code = code or cls.code
+        cls.status_code = status or cls.status_code
+
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -29,35 +37,26 @@ class DomainError(Exception):
             self.code = code
 
 
-class ValidationFailed(DomainError):
-    code = "validation_error"
+class ValidationFailed(DomainError, code="validation_error"): ...
 
 
-class Unauthenticated(DomainError):
-    """No valid credentials (the API's views answer it as DRF's AuthenticationFailed)."""
-
-    status_code = 401
-    code = "unauthenticated"
+# No valid credentials (the API's views answer it as DRF's AuthenticationFailed).
+class Unauthenticated(DomainError, status=401, code="unauthenticated"): ...
 
 
-class NotFound(DomainError):
-    status_code = 404
-    code = "not_found"
+class Forbidden(DomainError, status=403, code="forbidden"): ...
 
 
-class Forbidden(DomainError):
-    status_code = 403
-    code = "forbidden"
+class NotFound(DomainError, status=404, code="not_found"): ...
 
 
-class Conflict(DomainError):
-    status_code = 409
-    code = "conflict"
+class Conflict(DomainError, status=409, code="conflict"): ...
 
 
-class ServiceUnavailable(DomainError):
-    status_code = 503
-    code = "unavailable"
+class PayloadTooLarge(DomainError, status=413, code="too_large"): ...
+
+
+class ServiceUnavailable(DomainError, status=503, code="unavailable"):
     retry_after = 5
 
 

@@ -1,14 +1,10 @@
-from core.errors import DomainError, ServiceUnavailable, ValidationFailed
+from core.errors import PayloadTooLarge, ServiceUnavailable, ValidationFailed
 
 
-class InvalidEvents(ValidationFailed):
-    code = "invalid_events"
+class InvalidEvents(ValidationFailed, code="invalid_events"): ...
 
 
-class BatchTooLarge(DomainError):
-    status_code = 413
-    code = "too_large"
+class BatchTooLarge(PayloadTooLarge): ...
 
 
-class IngestBacklog(ServiceUnavailable):
-    code = "ingest_backlog"
+class IngestBacklog(ServiceUnavailable, code="ingest_backlog"): ...

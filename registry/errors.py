@@ -1,25 +1,17 @@
 from core.errors import Conflict, NotFound
 
 
-class PromptNotFound(NotFound):
-    code = "prompt_not_found"
+class PromptNotFound(NotFound, code="prompt_not_found"): ...
 
 
-class VersionNotFound(NotFound):
-    code = "version_not_found"
+class VersionNotFound(NotFound, code="version_not_found"): ...
 
 
-class LabelNotFound(NotFound):
-    code = "label_not_found"
+class LabelNotFound(NotFound, code="label_not_found"): ...
 
 
-class NoProductionVersion(NotFound):
-    code = "no_production"
+class NoProductionVersion(NotFound, code="no_production"): ...
 
 
-class VersionConflict(Conflict):
-    code = "version_conflict"
-
-
-class ProductionFrozen(Conflict):
-    code = "production_frozen"
+# 'production' belongs to the prompt's active rollout (settings.PROMPTRAMP_PRODUCTION_HOLDERS).
+class ProductionFrozen(Conflict, code="production_frozen"): ...

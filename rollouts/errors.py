@@ -1,27 +1,20 @@
 from core.errors import Conflict, NotFound
 
 
-class RolloutNotFound(NotFound):
-    code = "rollout_not_found"
+class RolloutNotFound(NotFound, code="rollout_not_found"): ...
 
 
-class WebhookNotFound(NotFound):
-    code = "webhook_not_found"
+class WebhookNotFound(NotFound, code="webhook_not_found"): ...
 
 
-class RolloutStateError(Conflict):
-    """The action is not allowed in the rollout's current state."""
-
-    code = "invalid_state"
+# The action is not allowed in the rollout's current state.
+class RolloutStateError(Conflict, code="invalid_state"): ...
 
 
-class RolloutActive(Conflict):
-    code = "rollout_active"
+class RolloutActive(Conflict, code="rollout_active"): ...
 
 
-class NoProduction(Conflict):
-    code = "no_production"
+class NoProduction(Conflict, code="no_production"): ...
 
 
-class GateFailing(Conflict):
-    code = "gate_failing"
+class GateFailing(Conflict, code="gate_failing"): ...
