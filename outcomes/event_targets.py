@@ -43,6 +43,18 @@ class LruCache(Generic[K, V]):
                 self._entries.move_to_end(key)
             return value
 
+    def get_many(self, keys: Iterable[K]) -> tuple[dict[K, V], list[K]]:
+        """The values of the distinct ``keys`` it holds, and the keys it does not."""
+        found: dict[K, V] = {}
+        missing: list[K] = []
+        for key in set(keys):
+            value = self.get(key)
+            if value is None:
+                missing.append(key)
+            else:
+                found[key] = value
+        return found, missing
+
     def put(self, key: K, value: V) -> None:
         with self._lock:
             self._entries[key] = value
@@ -74,14 +86,7 @@ rollouts_cache: LruCache[int, RolloutRef] = LruCache(CACHE_SIZE)
 
 def versions_lookup(wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], VersionRef]:
     """(prompt name, version number) -> ids, for those that exist."""
-    found: dict[tuple[str, int], VersionRef] = {}
-    missing = []
-    for pair in set(wanted):
-        ref = versions_cache.get(pair)
-        if ref is None:
-            missing.append(pair)
-        else:
-            found[pair] = ref
+    found, missing = versions_cache.get_many(wanted)
     if missing:
         condition = reduce(or_, (Q(prompt__name=name, version=number) for name, number in missing))
         rows = PromptVersion.objects.filter(condition).values_list(
@@ -96,14 +101,7 @@ def versions_lookup(wanted: Iterable[tuple[str, int]]) -> dict[tuple[str, int], 
 
 def rollouts_lookup(wanted: Iterable[int]) -> dict[int, RolloutRef]:
     """Rollout id -> its prompt and arms' versions, for those that exist."""
-    found: dict[int, RolloutRef] = {}
-    missing = []
-    for rollout_id in set(wanted):
-        ref = rollouts_cache.get(rollout_id)
-        if ref is None:
-            missing.append(rollout_id)
-        else:
-            found[rollout_id] = ref
+    found, missing = rollouts_cache.get_many(wanted)
     if missing:
         rows = Rollout.objects.filter(pk__in=missing).values_list(
             "id",

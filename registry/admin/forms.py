@@ -24,6 +24,21 @@ def _one_newline_style(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
+class VersionChoicesForm(forms.Form):
+    """A form whose ``version_fields`` each choose one of a prompt's versions, given as
+    ``versions``: (number, commit message) pairs, newest first."""
+
+    version_fields: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, versions: Sequence[tuple[int, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [(number, f"v{number} — {text}") for number, text in versions]
+        for name in self.version_fields:
+            field = self.fields[name]
+            assert isinstance(field, forms.TypedChoiceField)
+            field.choices = choices
+
+
 class PromptCreateForm(forms.Form):
     name = forms.CharField(
         max_length=128,
@@ -112,7 +127,7 @@ class VersionCreateForm(forms.Form):
         return comma_list(self.cleaned_data["labels"])
 
 
-class LabelMoveForm(forms.Form):
+class LabelMoveForm(VersionChoicesForm):
     label = forms.CharField(
         max_length=64,
         widget=forms.TextInput(attrs={"list": "label-names", "autocomplete": "off"}),
@@ -124,23 +139,13 @@ class LabelMoveForm(forms.Form):
         help_text="Required: it is kept in the audit log.",
     )
 
-    def __init__(self, *args: Any, versions: Sequence[tuple[int, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        version_field = self.fields["version"]
-        assert isinstance(version_field, forms.TypedChoiceField)
-        version_field.choices = [(number, f"v{number} — {text}") for number, text in versions]
+    version_fields = ("version",)
 
 
-class DiffChoiceForm(forms.Form):
+class DiffChoiceForm(VersionChoicesForm):
     """Which two versions to compare (a GET form: it changes nothing)."""
 
     old = forms.TypedChoiceField(coerce=int, label="Compare")
     new = forms.TypedChoiceField(coerce=int, label="with")
 
-    def __init__(self, *args: Any, versions: Sequence[tuple[int, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        choices = [(number, f"v{number} — {text}") for number, text in versions]
-        for name in ("old", "new"):
-            field = self.fields[name]
-            assert isinstance(field, forms.TypedChoiceField)
-            field.choices = choices
+    version_fields = ("old", "new")

@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 
 from core.admin import parse_json
+from registry.admin.forms import VersionChoicesForm
 from rollouts.engine import DEFAULT_GATES, DEFAULT_MAX_DURATION_S, DEFAULT_PLAN
 
 MAX_REASON = 10_000
@@ -42,7 +43,9 @@ class PromptChoiceForm(forms.Form):
     )
 
 
-class RolloutStartForm(forms.Form):
+class RolloutStartForm(VersionChoicesForm):
+    version_fields = ("candidate_version",)
+
     candidate_version = forms.TypedChoiceField(
         coerce=int, help_text="The version to ramp up. Production is the baseline it is compared with."
     )
@@ -80,12 +83,6 @@ class RolloutStartForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2, "class": "vLargeTextField"}),
         help_text="Why: it is kept in the audit log.",
     )
-
-    def __init__(self, *args: Any, versions: Sequence[tuple[int, str]], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        field = self.fields["candidate_version"]
-        assert isinstance(field, forms.TypedChoiceField)
-        field.choices = [(number, f"v{number} — {text}") for number, text in versions]
 
     @staticmethod
     def defaults() -> dict[str, str]:
