@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -105,14 +106,21 @@ def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
     return key
 
 
-def admin_ensure(*, username: str, password: str) -> tuple[User, bool]:
-    """Make sure the superuser exists with this password. Returns (user, created)."""
+def admin_ensure(
+    *, username: str, password: str | None, new_password: Callable[[], str]
+) -> tuple[User, bool]:
+    """Make sure the superuser ``username`` exists. With ``password`` it is set to it; without,
+    an existing user keeps the password it has (changed in the admin, say) and a new one gets
+    ``new_password()``. Returns (user, created)."""
     with transaction.atomic():
         user, created = User.objects.select_for_update().get_or_create(username=username)
-        changed = created or not user.check_password(password) or not user.is_superuser
+        if created and password is None:
+            password = new_password()
+        changed = not user.is_superuser or (password is not None and not user.check_password(password))
         if changed:
             user.is_staff = user.is_superuser = user.is_active = True
-            user.set_password(password)
+            if password is not None:
+                user.set_password(password)
             user.save()
             audit_record(
                 actor=Actor.system(),
