@@ -11,7 +11,7 @@ STRICT_MODULES := config/json_values.py registry/templating.py registry/content.
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
-	config/state_cache.py config/freshness.py config/redis_client.py config/embedded_services.py config/errors.py \
+	config/state_cache.py config/freshness.py config/redis_client.py config/embedded_services.py config/errors.py config/outbound.py config/secret_files.py \
 	access/announcements.py \
 	sdk/promptramp
 
