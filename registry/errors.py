@@ -1,4 +1,4 @@
-from config.errors import Conflict, NotFound
+from config.errors import Conflict, DomainError, NotFound
 
 
 class PromptNotFound(NotFound):
@@ -23,3 +23,8 @@ class VersionConflict(Conflict):
 
 class ProductionFrozen(Conflict):
     code = "production_frozen"
+
+
+class RenderTooLarge(DomainError):
+    status_code = 413
+    code = "render_too_large"

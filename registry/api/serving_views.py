@@ -34,9 +34,9 @@ from access.selectors import KeyInfo
 from config.api_schema import error_responses
 from config.errors import DomainError, ValidationFailed, error_body
 from config.metrics import count_resolve, request_seconds, stale_serves_total
-from registry.errors import NoProductionVersion, PromptNotFound
+from registry.errors import NoProductionVersion, PromptNotFound, RenderTooLarge
 from registry.serving import Resolved, random_bucket, resolve, serving_cache
-from registry.templating import MissingVariables, render
+from registry.templating import MissingVariables, TooLarge, render
 
 MAX_UNIT_LENGTH = 512
 MAX_VARIABLES = 200
@@ -255,6 +255,8 @@ class RenderView(APIView):
                 details={"missing": missing.names},
                 code="missing_variables",
             ) from missing
+        except TooLarge as too_large:
+            raise RenderTooLarge(str(too_large)) from None
         body = resolved.as_dict(stale=stale)
         body.update(rendered=rendered.content, unused_variables=rendered.unused_variables)
         response = Response(body, headers={"Cache-Control": "no-store"})
