@@ -106,6 +106,21 @@ def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
     return key
 
 
+def user_delete(*, actor: Actor, user: User) -> None:
+    """Delete ``user`` and their API keys (audited, naming the keys). What they did stays in the
+    audit log and the registry under their name; the references to them become NULL."""
+    with transaction.atomic():
+        keys = list(user.api_keys.values_list("name", flat=True))
+        audit_record(
+            actor=actor,
+            action="user.delete",
+            object_type="user",
+            object_id=user.pk,
+            data={"username": user.get_username(), "api_keys_deleted": keys},
+        )
+        user.delete()
+
+
 def admin_ensure(
     *, username: str, password: str | None, new_password: Callable[[], str]
 ) -> tuple[User, bool]:
