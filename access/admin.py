@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -18,7 +19,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from access.models import SCOPES, ApiKey
-from access.services import apikey_create, apikey_revoke
+from access.services import apikey_create, apikey_revoke, user_delete
 from core.admin import StaffAdmin, admin_actor, domain_error_text, form_page
 from core.errors import DomainError
 
@@ -177,3 +178,25 @@ def revoke_view(request: HttpRequest, model_admin: ApiKeyAdmin, key: ApiKey) -> 
     apikey_revoke(actor=admin_actor(request), key_id=key.pk, reason=reason)
     model_admin.message_user(request, f"API key “{key.name}” is revoked.", messages.SUCCESS)
     return HttpResponseRedirect(reverse("admin:access_apikey_change", args=[key.pk]))
+
+
+class UserAdmin(DjangoUserAdmin):
+    """Django's user pages; deleting a user goes through ``user_delete`` (audited, their keys
+    with them), whichever button does it."""
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """The user's keys go with them (``user_delete``), though the key pages offer no delete
+        button: whoever may delete the user may delete their keys."""
+        deleted, count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, count, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        user_delete(actor=admin_actor(request), user=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        for user in queryset:
+            user_delete(actor=admin_actor(request), user=user)
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), UserAdmin)

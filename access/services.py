@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -105,14 +106,36 @@ def apikey_revoke(*, actor: Actor, key_id: int, reason: object = "") -> ApiKey:
     return key
 
 
-def admin_ensure(*, username: str, password: str) -> tuple[User, bool]:
-    """Make sure the superuser exists with this password. Returns (user, created)."""
+def user_delete(*, actor: Actor, user: User) -> None:
+    """Delete ``user`` and their API keys (audited, naming the keys). What they did stays in the
+    audit log and the registry under their name; the references to them become NULL."""
+    with transaction.atomic():
+        keys = list(user.api_keys.values_list("name", flat=True))
+        audit_record(
+            actor=actor,
+            action=AuditAction.USER_DELETE,
+            object_type="user",
+            object_id=user.pk,
+            data={"username": user.get_username(), "api_keys_deleted": keys},
+        )
+        user.delete()
+
+
+def admin_ensure(
+    *, username: str, password: str | None, new_password: Callable[[], str]
+) -> tuple[User, bool]:
+    """Make sure the superuser ``username`` exists. With ``password`` it is set to it; without,
+    an existing user keeps the password it has (changed in the admin, say) and a new one gets
+    ``new_password()``. Returns (user, created)."""
     with transaction.atomic():
         user, created = User.objects.select_for_update().get_or_create(username=username)
-        changed = created or not user.check_password(password) or not user.is_superuser
+        if created and password is None:
+            password = new_password()
+        changed = not user.is_superuser or (password is not None and not user.check_password(password))
         if changed:
             user.is_staff = user.is_superuser = user.is_active = True
-            user.set_password(password)
+            if password is not None:
+                user.set_password(password)
             user.save()
             audit_record(
                 actor=Actor.system(),

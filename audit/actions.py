@@ -27,6 +27,7 @@ class AuditAction(models.TextChoices):
     APIKEY_CREATE = "apikey.create", "API key created"
     APIKEY_REVOKE = "apikey.revoke", "API key revoked"
     ADMIN_ENSURE = "user.admin_ensure", "admin user ensured"
+    USER_DELETE = "user.delete", "user deleted"
 
     @classmethod
     def of_rollout_event(cls, event: str) -> AuditAction:

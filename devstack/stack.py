@@ -11,7 +11,6 @@ stopped on exit only when this command started them.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from core.secret_files import kept_secret
 from devstack import embedded_services
 
 PYTHON = sys.executable
@@ -32,11 +32,7 @@ def prepare_environment() -> list[str]:
     root = embedded_services.data_dir()
     root.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("SECRET_KEY"):
-        key_file = root / "secret_key"
-        if not key_file.exists():
-            key_file.write_text(secrets.token_urlsafe(50))
-            key_file.chmod(0o600)
-        os.environ["SECRET_KEY"] = key_file.read_text().strip()
+        os.environ["SECRET_KEY"] = kept_secret(root / "secret_key")
     result = embedded_services.ensure_running(root)
     for name, url in result.urls.items():
         os.environ.setdefault(name, url)
@@ -48,19 +44,15 @@ def _with_redis_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":…@", 1)))
+
+
 def _manage(*args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], check=True)
-
-
-def _admin_password() -> str:
-    password = os.environ.get("PROMPTRAMP_ADMIN_PASSWORD")
-    if password:
-        return password
-    password_file = embedded_services.data_dir() / "admin_password"
-    if not password_file.exists():
-        password_file.write_text(secrets.token_urlsafe(12))
-        password_file.chmod(0o600)
-    return password_file.read_text().strip()
 
 
 def run() -> int:
@@ -73,9 +65,15 @@ def run() -> int:
         _manage("migrate", "--no-input", "-v", "0")
         _manage("collectstatic", "--no-input", "-v", "0")
         user = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
-        password = _admin_password()
-        os.environ["PROMPTRAMP_ADMIN_PASSWORD"] = password
-        _manage("ensure_admin")
+        password_file = embedded_services.data_dir() / "admin_password"
+        _manage("ensure_admin", "--password-file", str(password_file))
+        password_note = (
+            "password: PROMPTRAMP_ADMIN_PASSWORD"
+            if os.environ.get("PROMPTRAMP_ADMIN_PASSWORD")
+            else f"password in {password_file}"
+            if password_file.exists()
+            else "password as set before"
+        )
         _manage("load_demo")
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
@@ -94,7 +92,7 @@ def run() -> int:
                 processes.append(subprocess.Popen(command, start_new_session=True))
         print(
             f"\npromptramp is running: http://{host}:{port}/admin/  "
-            f"(user {user!r}, password {password!r})\n"
+            f"(user {user!r}, {password_note})\n"
             f"API: http://{host}:{port}/api/v1/   docs: http://{host}:{port}/api/v1/docs/\n"
             "Ctrl-C stops everything.\n",
             flush=True,
@@ -248,7 +246,8 @@ def services(action: str) -> int:
         started = prepare_environment()
         print("started: " + (", ".join(started) or "nothing (already running or configured)"))
         for name, url in embedded_services.read_urls().items():
-            print(f"{name}={url}")
+            print(f"{name}={_without_password(url)}")
+        print(f"(with their passwords: {embedded_services.services_file()})")
     elif action == "down":
         embedded_services.stop(["postgres", "redis"])
     else:

@@ -1,9 +1,9 @@
 """Reading a batch of outcome events: JSON in, checked events or the problems of each item out.
 
-Pure and fast (no Django, no I/O; the arrival time is an argument): it runs on every event of
-the ingest hot path, so each check is a type test or a cached regular expression, never a
-serializer. Whether the prompt, version and rollout exist is checked afterwards
-(outcomes.event_targets), with the same problem shape.
+Pure and fast (no Django, no I/O but reading the rules once; the arrival time is an argument):
+it runs on every event of the ingest hot path, so each check is a type test or a cached regular
+expression, never a serializer. Whether the prompt, version and rollout exist is checked
+afterwards (outcomes.event_targets), with the same problem shape.
 """
 
 from __future__ import annotations
@@ -12,24 +12,28 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-MAX_EVENTS = 1000
+# The per-event rules are the SDK's table (it checks events with them before sending).
+RULES_FILE = Path(__file__).resolve().parent.parent / "sdk" / "promptramp" / "event_rules.json"
+RULES: dict[str, Any] = orjson.loads(RULES_FILE.read_bytes())
+MAX_EVENTS: int = RULES["max_events_per_batch"]
 MAX_BODY_BYTES = 4 * 1024 * 1024
-MAX_SCORES = 32
-MAX_LATENCY_MS = 86_400_000.0  # one day
-MAX_COST_USD = 1_000_000.0
-MAX_SCORE_ABS = 1e9
-MAX_TOKENS = 1_000_000_000
-TS_CLAMP_SECONDS = 300.0
+MAX_SCORES: int = RULES["max_scores_per_event"]
+MAX_LATENCY_MS = float(RULES["max_latency_ms"])
+MAX_COST_USD = float(RULES["max_cost_usd"])
+MAX_SCORE_ABS = float(RULES["max_score_abs"])
+MAX_TOKENS: int = RULES["max_tokens"]
+TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
 ARMS_OF_ROLLOUT = ("baseline", "candidate")
 PRODUCTION = "production"
 
-PROMPT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}")
-SCORE_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-ERROR_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+PROMPT_NAME = re.compile(RULES["prompt_name"])
+SCORE_NAME = re.compile(RULES["score_name"])
+ERROR_TYPE = re.compile(RULES["error_type"])
 
 # Names seen valid before: most batches repeat a handful, so the regex runs once per name.
 _KNOWN_NAMES_LIMIT = 4096

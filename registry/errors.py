@@ -1,4 +1,4 @@
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, NotFound, PayloadTooLarge
 
 
 class PromptNotFound(NotFound, code="prompt_not_found"): ...
@@ -15,3 +15,7 @@ class NoProductionVersion(NotFound, code="no_production"): ...
 
 # 'production' belongs to the prompt's active rollout (settings.PROMPTRAMP_PRODUCTION_HOLDERS).
 class ProductionFrozen(Conflict, code="production_frozen"): ...
+
+
+# A render's values or output are too large (413).
+class RenderTooLarge(PayloadTooLarge, code="render_too_large"): ...

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
@@ -12,6 +14,7 @@ from core.redis_client import get_redis
 from core.state_cache import StateCache
 from outcomes.event_targets import rollouts_cache, versions_cache
 from tests.factories import UserFactory, make_key
+from tests.servers import base_env, database_url, free_port
 
 hypothesis_settings.register_profile("ci", deadline=None, max_examples=200)
 hypothesis_settings.load_profile("ci")
@@ -62,3 +65,23 @@ def client_with_key() -> Callable[..., APIClient]:
 @pytest.fixture
 def redis_url() -> str:
     return str(settings.REDIS_URL)
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
+    """run_env(name) -> the environment of one run command, with a data folder of its own."""
+
+    def make(name: str) -> dict[str, str]:
+        env = base_env(
+            DATABASE_URL=database_url(connection.settings_dict),
+            REDIS_URL=settings.REDIS_URL,
+            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+            PROMPTRAMP_DATA_DIR=str(tmp_path / name),
+            PROMPTRAMP_ADMIN_PASSWORD="shutdown-test",
+            PORT=str(free_port()),
+            STREAM_PORT=str(free_port()),  # PORT + 1 may be taken by anything else
+        )
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the run command empties it: its own, in its data
+        return env
+
+    return make

@@ -1,5 +1,6 @@
-"""Real web processes for tests: the web server started as the run command starts it, on a free
-port of 127.0.0.1, with the environment given; stopped by its PID."""
+"""Real processes for tests: the web server and the stream process started as the run command
+starts them, and the run command itself, on free ports of 127.0.0.1 with the environment given;
+stopped by their PIDs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +19,7 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
+import psutil
 from django.conf import settings
 
 from core.state_cache import WARM_LOG_MARK
@@ -111,3 +114,51 @@ def database_url(settings_dict: dict[str, Any]) -> str:
 
 def base_env(**overrides: str) -> dict[str, str]:
     return {**os.environ, **overrides}
+
+
+@contextmanager
+def running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The run command, answering /readyz; whatever of its tree is left at the end is killed."""
+    with open(log, "wb") as output:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "devstack.stack", "run"],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    tree = [psutil.Process(run.pid)]
+    try:
+        wait_for(lambda: run_command_ready(env["PORT"], run, log), seconds=120, every=0.2)
+        tree = process_tree(run.pid)
+        yield run
+    finally:
+        # Left only after a failure: the processes this test started, by PID.
+        leftovers = tree + (process_tree(run.pid) if run.poll() is None else [])
+        for process in leftovers:
+            if alive(process):
+                process.kill()
+        run.wait()
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def run_command_ready(port: str, run: subprocess.Popen[bytes], log: Path) -> bool:
+    if run.poll() is not None:
+        raise AssertionError(f"the run command exited with {run.returncode}:\n{log.read_text()[-3000:]}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

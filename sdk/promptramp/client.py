@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from .errors import PromptUnavailable
-from .events import EventCounts, EventSender, Outcome, outcome_event
+from .events import EventCounts, EventSender, Outcome, outcome_event, retry_after_seconds
 from .result import ResolvedPrompt
 from .snapshot import PromptVersion, Snapshot
 from .stream import EventStream, StreamEvent, stream_url
@@ -69,6 +69,7 @@ class Client:
         }
         self._snapshot: Snapshot | None = None
         self._confirmed_at = -float("inf")  # time.monotonic() of the server's last confirmation
+        self._poll_not_before = -float("inf")  # a Retry-After of the server's, as time.monotonic()
         self._stale = False  # set by the poll thread once unconfirmed for 3 × refresh_interval
         self._refresh_lock = threading.Lock()
         self._closed = threading.Event()
@@ -230,6 +231,9 @@ class Client:
                 return True
             if reply.status != 200:
                 logger.warning("snapshot refresh answered %d", reply.status)
+                wait = retry_after_seconds(reply.headers.get("Retry-After"))
+                if wait is not None:  # 429 or 503: the next poll waits as asked, within max_backoff
+                    self._poll_not_before = time.monotonic() + min(wait, self._max_backoff)
                 return False
             try:
                 snapshot = Snapshot.parse(json.loads(reply.body), reply.headers.get("ETag"))
@@ -273,7 +277,7 @@ class Client:
                 if self._confirmed_at != confirmed:  # confirmed meanwhile
                     self._stale = False
             quiet = self._refresh_interval * (2 if self._streaming else 1)
-            due = max(confirmed, attempted) + quiet
+            due = max(max(confirmed, attempted) + quiet, self._poll_not_before)
             if now >= due:
                 attempted = now
                 self.refresh()

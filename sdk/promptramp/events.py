@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from .event_rules import figures_problems
 from .result import ResolvedPrompt
 from .transport import NETWORK_ERRORS, Reply
 
@@ -35,18 +36,20 @@ def outcome_event(
 ) -> Event:
     """The event body for one call; raises ValueError on a value the server would refuse.
 
-    One bad event makes the server refuse its whole batch, so it is refused here instead.
+    One bad event makes the server refuse its whole batch, so it is refused here instead, by
+    the server's own rules (``event_rules``).
     """
-    for label, value in (("latency_ms", latency_ms), ("cost_usd", cost_usd)):
-        if value is not None and not _is_number(value, minimum=0):
-            raise ValueError(f"{label} must be a finite number ≥ 0, not {value!r}")
-    for label, count in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-        if count is not None and not (type(count) is int and count >= 0):
-            raise ValueError(f"{label} must be an integer ≥ 0, not {count!r}")
     scores = dict(scores or {})
-    for name, value in scores.items():
-        if not (isinstance(name, str) and name and _is_number(value)):
-            raise ValueError(f"scores must map names to finite numbers, not {name!r}: {value!r}")
+    problems = figures_problems(
+        latency_ms=latency_ms,
+        error_type=error_type,
+        cost_usd=cost_usd,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        scores=scores,
+    )
+    if problems:
+        raise ValueError("; ".join(problems))
     moment = (ts or datetime.now(UTC)).astimezone(UTC)
     return {
         "event_id": str(uuid.uuid4()),
@@ -63,15 +66,6 @@ def outcome_event(
         "scores": scores,
         "ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
-
-
-def _is_number(value: object, minimum: float = -math.inf) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= minimum
-    )
 
 
 @dataclass(slots=True)
@@ -96,7 +90,7 @@ class EventCounts:
     accepted: int = 0  # acknowledged by the server as new
     duplicates: int = 0  # acknowledged by the server as already received
     dropped: int = 0  # pushed out of the full buffer (oldest first), or reported after close
-    rejected: int = 0  # in a batch the server refused for good (400 and other 4xx)
+    rejected: int = 0  # refused by the server for good (400 and other 4xx)
     retries: int = 0  # delivery attempts that failed and were retried
     pending: int = 0  # buffered or in flight
 
@@ -105,8 +99,11 @@ class EventSender:
     """A bounded buffer of events and the thread that posts them in batches.
 
     A batch that fails for a reason that may pass (network, 408, 429, 5xx) is retried after its
-    `Retry-After` or an exponential backoff; the server de-duplicates by event_id, so a retry
-    never double-counts. A batch refused for good is dropped and logged.
+    `Retry-After` (at most `max_backoff`) or an exponential backoff; the server de-duplicates by
+    event_id, so a retry never double-counts. When the server refuses a batch naming the events
+    it refuses (400 or 403 with their indexes: rules that depend on its state, such as the score
+    names of a rollout), those are dropped and the rest sent again at once; a batch refused
+    otherwise is dropped whole, and logged.
     """
 
     def __init__(
@@ -191,45 +188,64 @@ class EventSender:
                 batch = self._in_flight
             if not batch:
                 return
-            delay = self._deliver(batch, attempt)
-            if delay is None:
-                with self._lock:
-                    self._in_flight = []
+            remaining, delay = self._deliver(batch, attempt)
+            with self._lock:
+                self._in_flight = remaining
+                if not remaining:
                     self._lock.notify_all()
-                attempt = 0
-            else:
-                with self._lock:
+                if remaining is batch:
                     self._counts["retries"] += 1
+            if remaining is batch:
                 attempt += 1
                 self._stop.wait(delay)
+            else:
+                attempt = 0
 
-    def _deliver(self, batch: list[Event], attempt: int) -> float | None:
-        """Post one batch: None once it is settled, else the seconds to wait before a retry."""
+    def _deliver(self, batch: list[Event], attempt: int) -> tuple[list[Event], float]:
+        """Post one batch: what is left to send of it (``batch`` itself: all of it, after the
+        delay; a shorter list: at once; empty: it is settled) and the delay."""
         backoff = min(self._max_backoff, 0.5 * 2.0 ** min(attempt, 16)) * random.uniform(0.5, 1.0)
         try:
             reply = self._post(batch)
         except NETWORK_ERRORS as error:
             logger.warning("posting %d events failed: %s", len(batch), error)
-            return backoff
+            return batch, backoff
         if 200 <= reply.status < 300:
             answer = _json_object(reply.body)
             with self._lock:
                 self._counts["accepted"] += int(answer.get("accepted", len(batch)))
                 self._counts["duplicates"] += int(answer.get("duplicates", 0))
-            return None
+            return [], 0.0
         if reply.status in (408, 429) or reply.status >= 500:
-            logger.warning("events answered %d, will retry", reply.status)
             wait = retry_after_seconds(reply.headers.get("Retry-After"))
-            return backoff if wait is None else wait
+            logger.warning("events answered %d, will retry", reply.status)
+            return batch, backoff if wait is None else min(wait, self._max_backoff)
+        refused = _refused_indexes(reply.body, len(batch)) if reply.status in (400, 403) else set()
+        if not refused:
+            refused = set(range(len(batch)))
         logger.error(
-            "dropping %d events the server refused with %d: %s",
+            "dropping %d of %d events the server refused with %d: %s",
+            len(refused),
             len(batch),
             reply.status,
             reply.body[:1000].decode(errors="replace"),
         )
         with self._lock:
-            self._counts["rejected"] += len(batch)
-        return None
+            self._counts["rejected"] += len(refused)
+        return [event for index, event in enumerate(batch) if index not in refused], 0.0
+
+
+def _refused_indexes(body: bytes, size: int) -> set[int]:
+    """The indexes of the events a refusal names (``error.details[].index``); empty when it
+    names none, or names one the batch does not have."""
+    error = _json_object(body).get("error")
+    details = error.get("details") if isinstance(error, dict) else None
+    if not isinstance(details, list):
+        return set()
+    indexes = {item.get("index") for item in details if isinstance(item, dict)}
+    if not indexes or not all(type(index) is int and 0 <= index < size for index in indexes):
+        return set()
+    return indexes  # type: ignore[return-value]
 
 
 def retry_after_seconds(value: str | None) -> float | None:

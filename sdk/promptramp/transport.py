@@ -4,6 +4,7 @@ import email.message
 import http.client
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +21,34 @@ class Reply:
     body: bytes
 
 
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect, without the API key when it leads to another scheme, host or port."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        follow = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if follow is not None and _origin(newurl) != _origin(req.full_url):
+            follow.remove_header("Authorization")
+        return follow
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 class Transport:
     def __init__(self, base_url: str, api_key: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_KeyStaysHome)
         self._headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -58,7 +83,7 @@ class Transport:
             self.base_url + path, data=body, headers=self._headers | headers, method=method
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 return Reply(response.status, response.headers, response.read())
         except urllib.error.HTTPError as error:
             with error:

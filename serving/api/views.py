@@ -25,7 +25,8 @@ from rest_framework.views import APIView
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
 from core.metrics import request_seconds
-from registry.templating import MissingVariables, render
+from registry.errors import RenderTooLarge
+from registry.templating import MissingVariables, TooLarge, render
 from serving.answers import (
     CACHE_CONTROL,
     JSON,
@@ -166,6 +167,8 @@ class RenderView(APIView):
                 details={"missing": missing.names},
                 code="missing_variables",
             ) from missing
+        except TooLarge as too_large:
+            raise RenderTooLarge(str(too_large)) from None
         body = resolved.as_dict(stale=stale)
         body.update(rendered=rendered.content, unused_variables=rendered.unused_variables)
         response = Response(body, headers={"Cache-Control": "no-store"})

@@ -5,7 +5,7 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from access.models import ApiKey
 from access.services import hash_key
@@ -133,3 +133,23 @@ def test_an_api_key_secret_is_shown_once(page: Page, log_in, screenshot):
     expect(page.locator("ul.messagelist")).to_contain_text("API key “checkout service” is revoked.")
     key.refresh_from_db()
     assert key.revoked_at is not None
+
+
+def test_the_api_docs_render_with_every_request_off_this_server_blocked(page: Page, live_server) -> None:
+    """Swagger UI comes from the service's own static files: on a machine without internet (and
+    with every other host blocked here) the docs page still renders."""
+    elsewhere: list[str] = []
+
+    def only_this_server(route: Route) -> None:
+        if route.request.url.startswith(str(live_server)):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto("/api/v1/docs/")
+
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("promptramp API")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    assert elsewhere == []

@@ -17,40 +17,18 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psutil
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from tests.factories import UserFactory, make_key
-from tests.servers import base_env, database_url, free_port, wait_for
+from tests.servers import alive, process_tree, running, wait_for
 
 PROMPT = "demo.greeting"  # loaded by the run command
 STOP_SECONDS = 10
-
-
-@pytest.fixture
-def run_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
-    """run_env(name) -> the environment of one run command, with a data folder of its own."""
-
-    def make(name: str) -> dict[str, str]:
-        env = base_env(
-            DATABASE_URL=database_url(connection.settings_dict),
-            REDIS_URL=settings.REDIS_URL,
-            CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
-            PROMPTRAMP_DATA_DIR=str(tmp_path / name),
-            PROMPTRAMP_ADMIN_PASSWORD="shutdown-test",
-            PORT=str(free_port()),
-            STREAM_PORT=str(free_port()),  # PORT + 1 may be taken by anything else
-        )
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the run command empties it: its own, in its data
-        return env
-
-    return make
 
 
 @pytest.mark.django_db(transaction=True)
@@ -80,32 +58,6 @@ def test_sigterm_stops_every_process_within_10_s(run_env, tmp_path):
 
             run.send_signal(signal.SIGTERM)  # as a process manager stops a service
             assert_everything_stops(run, tree, env, attempt=0)
-
-
-@contextmanager
-def running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The run command, answering /readyz; whatever of its tree is left at the end is killed."""
-    with open(log, "wb") as output:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "devstack.stack", "run"],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    tree = [psutil.Process(run.pid)]
-    try:
-        wait_for(lambda: _ready(env["PORT"], run, log), seconds=120, every=0.2)
-        tree = process_tree(run.pid)
-        yield run
-    finally:
-        # Left only after a failure: the processes this test started, by PID.
-        leftovers = tree + (process_tree(run.pid) if run.poll() is None else [])
-        for process in leftovers:
-            if _alive(process):
-                process.kill()
-        run.wait()
 
 
 @contextmanager
@@ -149,20 +101,15 @@ def simulate(env: dict[str, str], key: str) -> None:
     )
 
 
-def process_tree(pid: int) -> list[psutil.Process]:
-    root = psutil.Process(pid)
-    return [root, *root.children(recursive=True)]
-
-
 def assert_everything_stops(
     run: subprocess.Popen[bytes], tree: list[psutil.Process], env: dict[str, str], *, attempt: int
 ) -> None:
     """Within STOP_SECONDS of the signal, the run command and every process of its tree are gone
     and the ports (web and stream) are free."""
     deadline = time.monotonic() + STOP_SECONDS
-    while (run.poll() is None or any(_alive(p) for p in tree)) and time.monotonic() < deadline:
+    while (run.poll() is None or any(alive(p) for p in tree)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    survivors = [f"{p.pid} {' '.join(p.cmdline()[1:4])}" for p in tree if _alive(p)]
+    survivors = [f"{p.pid} {' '.join(p.cmdline()[1:4])}" for p in tree if alive(p)]
     assert not survivors, f"attempt {attempt}: alive {STOP_SECONDS} s after the signal: {survivors}"
     for port in (int(env["PORT"]), int(env["STREAM_PORT"])):
         assert _port_is_free(port), f"attempt {attempt}: port {port} is still held"
@@ -177,23 +124,6 @@ def _send(url: str, key: str, body: dict[str, object] | None = None) -> dict[str
     with urllib.request.urlopen(request, timeout=5) as response:
         answer: dict[str, object] = json.loads(response.read())
         return answer
-
-
-def _ready(port: str, run: subprocess.Popen[bytes], log: Path) -> bool:
-    if run.poll() is not None:
-        raise AssertionError(f"the run command exited with {run.returncode}:\n{log.read_text()[-3000:]}")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _port_is_free(port: int) -> bool:

@@ -120,6 +120,10 @@ class FakeServer:
     _prompts: dict[str, Any] = field(default_factory=dict)
     stream_link: str = ""  # the snapshot's Link rel="stream", when set
     stale: bool = False  # snapshot answers carry X-Promptramp-Stale: 1
+    # Score names the server refuses as the rule of a rollout's 20 score names does: a 400 that
+    # names the indexes of the events carrying them.
+    refused_scores: set[str] = field(default_factory=set)
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 307
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -191,21 +195,30 @@ class FakeServer:
         return body | {"name": name, "sticky": bool(unit)}
 
     def accept(self, events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
-        problems = {
-            index: f"missing {name}"
+        problems = [
+            {"index": index, "field": field, "reason": reason}
             for index, event in enumerate(events)
-            for name in REQUIRED
-            if event.get(name) in (None, "")
-        }
+            for field, reason in _problems(event, self.refused_scores)
+        ]
         if len(events) > 1000:
-            problems[1000] = "more than 1000 events"
+            problems.append({"index": 1000, "field": "", "reason": "more than 1000 events"})
         if problems:
-            return 400, {"error": {"code": "invalid", "message": "bad events", "details": problems}}
+            return 400, {"error": {"code": "invalid_events", "message": "bad events", "details": problems}}
         with self._lock:
             self.batches.append(events)
             fresh = {event["event_id"]: event for event in events if event["event_id"] not in self.events}
             self.events.update(fresh)
         return 202, {"accepted": len(fresh), "duplicates": len(events) - len(fresh)}
+
+
+def _problems(event: dict[str, Any], refused_scores: set[str]) -> list[tuple[str, str]]:
+    missing = [(name, "required") for name in REQUIRED if event.get(name) in (None, "")]
+    refused = [
+        (f"scores.{name}", "a rollout takes at most 20 score names")
+        for name in event.get("scores") or {}
+        if name in refused_scores
+    ]
+    return missing + refused
 
 
 def render(body: dict[str, Any], values: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -248,6 +261,9 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if fault is not None:
                 received.status = fault[0]
                 return self._send(fault[0], {"error": {"code": "fault", "message": "scripted"}}, fault[1])
+            if url.path in server.redirects:
+                received.status = 307
+                return self._send(307, None, {"Location": server.redirects[url.path]})
             if self.headers.get("Authorization") != f"Bearer {API_KEY}":
                 received.status = 401
                 return self._send(401, {"error": {"code": "unauthenticated", "message": "bad key"}})

@@ -107,6 +107,12 @@ def test_an_outcome_event_carries_the_arm_it_was_served() -> None:
         {"scores": {"helpfulness": math.inf}},
         {"scores": {"helpfulness": True}},
         {"scores": {"": 0.5}},
+        {"scores": {"Helpfulness": 0.8}},  # score names are lower case
+        {"scores": {f"s{n}": 0.5 for n in range(21)}},  # at most 20 per event
+        {"scores": {"helpfulness": 2e9}},
+        {"error_type": "Timeout Error"},
+        {"latency_ms": 86_400_001},
+        {"input_tokens": 10**10},
     ],
 )
 def test_a_figure_the_server_would_refuse_is_refused_at_once(figures: dict[str, object]) -> None:

@@ -176,3 +176,67 @@ def test_events_are_flushed_when_the_program_exits(fake_server: FakeServer) -> N
     subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=30)
 
     assert [event["latency_ms"] for event in fake_server.events.values()] == [7]
+
+
+def test_events_a_400_names_are_dropped_and_the_rest_of_the_batch_is_sent_again(
+    fake_server: FakeServer, make_client: MakeClient
+) -> None:
+    """A rule that depends on the server's state (a rollout's 20 score names) cannot be checked
+    before sending: the server names the refused events, and only those are lost."""
+    client = make_client(fake_server.base_url, flush_interval=3600)
+    fake_server.refused_scores = {"name_21"}
+    result = client.get("summarize", unit="u1")
+    client.report(result, latency_ms=1, scores={"helpfulness": 0.8})
+    client.report(result, latency_ms=2, scores={"name_21": 0.5})
+    client.report(result, latency_ms=3)
+
+    assert client.flush(timeout=5)
+
+    assert [post.status for post in fake_server.received(EVENTS)] == [400, 202]
+    assert sorted(event["latency_ms"] for event in fake_server.events.values()) == [1, 3]
+    counts = client.event_counts()
+    assert (counts.rejected, counts.accepted, counts.retries, counts.pending) == (1, 2, 0, 0)
+
+
+def test_a_retry_after_longer_than_max_backoff_waits_only_max_backoff(
+    fake_server: FakeServer, make_client: MakeClient
+) -> None:
+    client = make_client(fake_server.base_url, flush_interval=3600, max_backoff=0.5)
+    fake_server.fail_next(EVENTS, 429, headers={"Retry-After": "1000000000"})
+    client.report(client.get("summarize", unit="u1"), latency_ms=10)
+
+    assert client.flush(timeout=5)
+
+    posts = fake_server.received(EVENTS)
+    assert [post.status for post in posts] == [429, 202]
+    assert posts[1].at - posts[0].at < 1.5
+
+
+def test_a_429_on_the_snapshot_holds_the_next_poll_for_its_retry_after(
+    fake_server: FakeServer, make_client: MakeClient
+) -> None:
+    client = make_client(fake_server.base_url, refresh_interval=0.1, stream=False)
+    fake_server.fail_next(SNAPSHOT, 429, headers={"Retry-After": "1"})
+    fake_server.set_prompts({"summarize": {"production": text_version(9, "Rate limited"), "rollout": None}})
+
+    assert wait_until(lambda: client.get("summarize").version == 9, timeout=5)
+
+    polls = fake_server.received(SNAPSHOT)
+    refused = next(index for index, poll in enumerate(polls) if poll.status == 429)
+    assert polls[refused + 1].at - polls[refused].at >= 0.95
+
+
+def test_a_redirect_to_another_host_does_not_carry_the_key(make_client: MakeClient) -> None:
+    elsewhere, home = FakeServer(), FakeServer()
+    try:
+        home.redirects[SNAPSHOT] = elsewhere.base_url + SNAPSHOT
+
+        client = make_client(home.base_url)
+
+        assert client.snapshot is None  # the other host refused a request without the key
+        (followed,) = elsewhere.received(SNAPSHOT)
+        assert "Authorization" not in followed.headers
+        assert followed.status == 401
+    finally:
+        elsewhere.stop()
+        home.stop()
