@@ -58,7 +58,8 @@ def test_other_labels_move_while_a_rollout_is_active(client_with_key, alice, pro
 
     response = client_with_key(alice, "write").put(f"{LABELS}/staging", {"version": 3})
 
-    assert response.status_code == 200
+    assert response.status_code == 200, response.json()
+    assert labels_of(prompt) == {"production": 1, "staging": 3}
 
 
 def test_deleting_a_label_removes_it_and_audits_it(client_with_key, alice, prompt):
