@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py serving/bucketing.py registry/diff.py \
 	rollouts/engine.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/live \
-	registry/services.py registry/selectors.py serving/state.py serving/answers.py serving/snapshot_changes.py \
+	registry/services.py registry/selectors.py registry/validation.py serving/state.py serving/answers.py serving/snapshot_changes.py \
 	registry/git \
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py \

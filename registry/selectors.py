@@ -1,14 +1,42 @@
-"""Reads of the registry for the management API, with the prefetches that keep them at a fixed
-number of queries however many prompts, owners or labels there are."""
+"""Reads of the registry: one prompt (for update, in a service's transaction), who owns it, and
+the management API's lists and details, with the prefetches that keep them at a fixed number of
+queries however many prompts, owners or labels there are."""
 
 from __future__ import annotations
 
+import re
+
 from django.db.models import Prefetch, Q, QuerySet
 
+from core.actors import Actor
 from registry.diff import VersionContent, VersionDiff, version_diff
-from registry.errors import LabelNotFound, VersionNotFound
-from registry.models import LATEST, Label, Prompt, PromptVersion
-from registry.services import prompt_get
+from registry.errors import LabelNotFound, PromptNotFound, VersionNotFound
+from registry.models import LATEST, PROMPT_NAME_RE, Label, Prompt, PromptVersion
+
+
+def prompt_get(name: str, *, for_update: bool = False) -> Prompt:
+    prompts = Prompt.objects.select_for_update() if for_update else Prompt.objects
+    # A name that cannot exist is not looked up (it may hold characters PostgreSQL refuses).
+    prompt = prompts.filter(name=name).first() if re.fullmatch(PROMPT_NAME_RE, name) else None
+    if prompt is None:
+        raise PromptNotFound(f"Prompt '{name}' does not exist.")
+    return prompt
+
+
+def owner_names(prompt: Prompt) -> list[str]:
+    users = sorted(u.get_username() for u in prompt.owner_users.all())
+    groups = sorted(f"group:{g.name}" for g in prompt.owner_groups.all())
+    return users + groups
+
+
+def actor_owns(actor: Actor, prompt: Prompt) -> bool:
+    if actor.is_admin:
+        return True
+    if actor.user_id is None:
+        return False
+    if prompt.owner_users.filter(pk=actor.user_id).exists():
+        return True
+    return prompt.owner_groups.filter(user__pk=actor.user_id).exists()
 
 
 def _with_relations(prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:

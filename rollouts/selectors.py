@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import F, QuerySet
 
 from registry.models import Prompt
-from registry.services import prompt_get
+from registry.selectors import prompt_get
 from rollouts.errors import RolloutNotFound, WebhookNotFound
 from rollouts.models import Rollout, RolloutTransition, Webhook
 from rollouts.sources import outcome_store

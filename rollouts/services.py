@@ -23,7 +23,8 @@ from core.actors import Actor
 from core.errors import ValidationFailed
 from core.state_cache import SERVING_STATE, state_changed
 from registry.models import PRODUCTION, Label
-from registry.services import ensure_owner, label_move, prompt_get
+from registry.selectors import prompt_get
+from registry.services import ensure_owner, label_move
 from rollouts.engine import (
     DEFAULT_GATES,
     DEFAULT_PLAN,

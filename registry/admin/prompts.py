@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from core.admin import StaffAdmin, admin_actor
 from registry.admin import views
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
-from registry.services import actor_owns, owner_names
+from registry.selectors import actor_owns, owner_names
 
 # The prompt page lists this many versions, newest first; the versions page has them all.
 VERSIONS_ON_PROMPT_PAGE = 30

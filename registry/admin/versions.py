@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from core.admin import StaffAdmin, admin_actor
 from registry.admin.prompts import label_pills
 from registry.models import PRODUCTION, PromptVersion
-from registry.services import actor_owns
+from registry.selectors import actor_owns
 
 
 def _pre(text: str) -> str:

@@ -15,8 +15,8 @@ from core.errors import DomainError
 from registry.admin.forms import DiffChoiceForm, LabelMoveForm, PromptCreateForm, VersionCreateForm
 from registry.diff import compare, version_sections
 from registry.models import PRODUCTION, Prompt, PromptVersion
-from registry.selectors import version_content
-from registry.services import actor_owns, label_move, owner_names, prompt_create, version_create
+from registry.selectors import actor_owns, owner_names, version_content
+from registry.services import label_move, prompt_create, version_create
 
 # Version selects list at most this many versions, newest first.
 MAX_VERSION_CHOICES = 500

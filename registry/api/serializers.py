@@ -12,7 +12,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import LABEL_NAME_RE, PROMPT_NAME_RE, Prompt, PromptVersion
-from registry.services import GIT_COMMIT_RE, TAG_RE, owner_names
+from registry.selectors import owner_names
+from registry.validation import GIT_COMMIT_RE, TAG_RE
 
 OWNER_HELP = "user names and 'group:NAME' entries"
 

@@ -34,21 +34,15 @@ from registry.api.serializers import (
 )
 from registry.selectors import (
     prompt_detail,
+    prompt_get,
     prompt_list,
     version_by_label,
     version_compare,
     version_detail,
     version_list,
 )
-from registry.services import (
-    label_delete,
-    label_move,
-    prompt_create,
-    prompt_get,
-    prompt_update,
-    validate_label_name,
-    version_create,
-)
+from registry.services import label_delete, label_move, prompt_create, prompt_update, version_create
+from registry.validation import validate_label_name
 
 READ_ERRORS = error_responses(401, 403, 404)
 WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415)

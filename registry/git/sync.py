@@ -17,7 +17,8 @@ from core.errors import DomainError, ValidationFailed
 from registry.git.prompt_files import PromptFile, PromptFileError, parse_prompt_file
 from registry.git.repo import GitSnapshot
 from registry.models import PRODUCTION, Label, Prompt
-from registry.services import UNCHANGED, owner_names, prompt_create, prompt_update, version_create
+from registry.selectors import owner_names
+from registry.services import UNCHANGED, prompt_create, prompt_update, version_create
 
 
 @dataclass(frozen=True)

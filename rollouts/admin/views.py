@@ -18,7 +18,7 @@ from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError, ValidationFailed
 from registry.admin.views import owner_note, version_choices
 from registry.models import PRODUCTION, Prompt
-from registry.services import actor_owns
+from registry.selectors import actor_owns
 from rollouts import services
 from rollouts.admin.forms import PromptChoiceForm, ReasonForm, RolloutStartForm
 from rollouts.admin.live import live_page
