@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +14,10 @@ from rest_framework.test import APIClient
 
 from core.redis_client import get_redis
 from core.state_cache import StateCache
+from devstack import embedded_services
 from outcomes.event_targets import rollouts_cache, versions_cache
 from tests.factories import UserFactory, make_key
-from tests.servers import base_env, database_url, free_port
+from tests.servers import base_env, database_url, free_port, manage
 
 hypothesis_settings.register_profile("ci", deadline=None, max_examples=200)
 hypothesis_settings.load_profile("ci")
@@ -85,3 +88,45 @@ def run_env(tmp_path: Path) -> Callable[[str], dict[str, str]]:
         return env
 
     return make
+
+
+@pytest.fixture
+def services_root() -> Iterator[Path]:
+    """A folder for the test's own PostgreSQL and Redis. Not under pytest's tmp_path: PostgreSQL
+    runs as another user when we are root, and pytest keeps its base folder private."""
+    with tempfile.TemporaryDirectory(prefix="promptramp-services-") as folder:
+        root = Path(folder)
+        try:
+            yield root
+        finally:
+            embedded_services.stop(["postgres", "redis"], root)
+
+
+@dataclass
+class OwnService:
+    root: Path
+    env: dict[str, str]
+    key: str  # scopes read and ingest
+
+
+@pytest.fixture
+def own_service(services_root: Path) -> Iterator[OwnService]:
+    """PostgreSQL and Redis of the test's own, migrated, with the demo prompt and a key."""
+    root = services_root
+    urls = embedded_services.ensure_running(root=root, services=["postgres", "redis"]).urls
+    try:
+        env = base_env(
+            DATABASE_URL=urls["DATABASE_URL"],
+            REDIS_URL=urls["REDIS_URL"],
+            CELERY_BROKER_URL=urls["REDIS_URL"],
+            PROMPTRAMP_DATA_DIR=str(root),
+            PROMPTRAMP_ADMIN_USER="admin",
+            PROMPTRAMP_ADMIN_PASSWORD="fault-test-password",
+        )
+        manage(env, "migrate", "--no-input", "-v", "0")
+        manage(env, "ensure_admin")
+        manage(env, "load_demo")
+        created = manage(env, "create_api_key", "fault-test", "--user", "admin", "--scopes", "read,ingest")
+        yield OwnService(root, env, created.split()[-1])
+    finally:
+        embedded_services.stop(["postgres", "redis"], root=root)

@@ -5,9 +5,6 @@ owner may read."""
 from __future__ import annotations
 
 import stat
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import psycopg
@@ -15,18 +12,6 @@ import pytest
 import redis
 
 from devstack import embedded_services
-
-
-@pytest.fixture
-def services_root() -> Iterator[Path]:
-    """Not under pytest's tmp_path: PostgreSQL runs as another user when we are root, and pytest
-    keeps its base folder private."""
-    with tempfile.TemporaryDirectory(prefix="promptramp-security-") as folder:
-        root = Path(folder)
-        try:
-            yield root
-        finally:
-            embedded_services.stop(["postgres", "redis"], root)
 
 
 def _port(url: str) -> int:

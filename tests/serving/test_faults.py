@@ -5,33 +5,17 @@ Redis (whatever else is configured) and a real web process on them."""
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-
-import pytest
-from django.conf import settings
 
 from devstack import embedded_services
-from tests.servers import base_env, http_get, wait_for, web_server
+from tests.servers import http_get, wait_for, web_server
 
 RESOLVE = "/api/v1/prompts/demo.greeting/resolve?unit=user-1"
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def _all_stale(url: str, key: str) -> bool:
@@ -48,44 +32,6 @@ def _is_stale(url: str, key: str) -> bool:
     assert reply.status == 200 and reply.body["version"] == 1
     assert ("X-Promptramp-Stale" in reply.headers) == (reply.body.get("stale") is True)
     return reply.body.get("stale") is True
-
-
-@pytest.fixture
-def services_root() -> Iterator[Path]:
-    """A folder for the test's own PostgreSQL and Redis. Not under pytest's tmp_path: PostgreSQL
-    runs as another user when we are root, and pytest keeps its base folder private."""
-    with tempfile.TemporaryDirectory(prefix="promptramp-faults-") as folder:
-        yield Path(folder)
-
-
-@dataclass
-class OwnService:
-    root: Path
-    env: dict[str, str]
-    key: str  # scopes read and ingest
-
-
-@pytest.fixture
-def own_service(services_root: Path) -> Iterator[OwnService]:
-    """PostgreSQL and Redis of the test's own, migrated, with the demo prompt and a key."""
-    root = services_root
-    urls = embedded_services.ensure_running(root=root, services=["postgres", "redis"]).urls
-    try:
-        env = base_env(
-            DATABASE_URL=urls["DATABASE_URL"],
-            REDIS_URL=urls["REDIS_URL"],
-            CELERY_BROKER_URL=urls["REDIS_URL"],
-            PROMPTRAMP_DATA_DIR=str(root),
-            PROMPTRAMP_ADMIN_USER="admin",
-            PROMPTRAMP_ADMIN_PASSWORD="fault-test-password",
-        )
-        _manage(env, "migrate", "--no-input", "-v", "0")
-        _manage(env, "ensure_admin")
-        _manage(env, "load_demo")
-        created = _manage(env, "create_api_key", "fault-test", "--user", "admin", "--scopes", "read,ingest")
-        yield OwnService(root, env, created.split()[-1])
-    finally:
-        embedded_services.stop(["postgres", "redis"], root=root)
 
 
 def test_resolve_is_served_stale_while_postgres_or_redis_is_down_and_fresh_after(own_service, tmp_path):
