@@ -1,4 +1,5 @@
-"""The Celery app. Tasks live in each app's tasks.py; the beat schedule is set in rollouts."""
+"""The Celery app. Tasks live in each app's tasks.py; the beat schedule is CELERY_BEAT_SCHEDULE in
+settings."""
 
 import os
 
