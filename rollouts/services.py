@@ -23,20 +23,11 @@ from config.errors import ValidationFailed
 from config.state_cache import state_changed
 from registry.models import PRODUCTION, Label
 from registry.services import SERVING_STATE, ensure_owner, label_move, prompt_get
-from rollouts.engine import (
-    DEFAULT_GATES,
-    DEFAULT_PLAN,
-    FAIL,
-    Action,
-    ConfigError,
-    Decision,
-    Gate,
-    Plan,
-    parse_gates,
-)
+from rollouts.engine import FAIL, Action, Decision
 from rollouts.engine import decide as engine_decide
 from rollouts.errors import GateFailing, NoProduction, RolloutActive, RolloutNotFound, RolloutStateError
 from rollouts.models import Rollout, RolloutTransition
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, Plan, parse_gates
 from rollouts.sources import RolloutRef, read_windows
 from rollouts.webhooks import outbox_enqueue
 

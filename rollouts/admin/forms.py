@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 
-from rollouts.engine import DEFAULT_GATES, DEFAULT_MAX_DURATION_S, DEFAULT_PLAN
+from rollouts.plan import DEFAULT_GATES, DEFAULT_MAX_DURATION_S, DEFAULT_PLAN
 
 MAX_REASON = 10_000
 # Fields a step or gate has when left out: the pre-filled plan and gates do without them.

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from outcomes.selectors import arm_series, arm_stats
-from rollouts.engine import ABSOLUTE_RULES, ALL_SCORES, RELATIVE_RULES, SCORE_PREFIX
+from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.live.charts import Buckets, Chart, chart_buckets, chart_build
 from rollouts.live.figures import (
     REQUESTS,
@@ -21,6 +21,7 @@ from rollouts.live.figures import (
 )
 from rollouts.live.progress import StepProgress, step_progress
 from rollouts.models import Rollout, RolloutTransition
+from rollouts.plan import ABSOLUTE_RULES, RELATIVE_RULES
 from rollouts.selectors import rollout_get_with_stats
 from rollouts.services import step_window
 from rollouts.stats import arm_summary

@@ -10,15 +10,16 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from rollouts.engine import APPROVALS, DEFAULT_MAX_DURATION_S, METRICS, ON_FAIL, SOURCES
+from rollouts.gate_metrics import METRICS
 from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.plan import APPROVALS, DEFAULT_MAX_DURATION_S, ON_FAIL, SOURCES
 from rollouts.selectors import RolloutWithStats
 from rollouts.stats import arm_summary
 from rollouts.webhooks import EVENT_NAMES
 
 
 class PlanStepSerializer(serializers.Serializer[Any]):
-    """A plan step as the OpenAPI schema describes it (`rollouts.engine.Step` checks it)."""
+    """A plan step as the OpenAPI schema describes it (`rollouts.plan.Step` checks it)."""
 
     percent = serializers.IntegerField(
         min_value=1, max_value=100, help_text="strictly increasing; the last is 100"
@@ -32,7 +33,7 @@ class PlanStepSerializer(serializers.Serializer[Any]):
 
 
 class GateSerializer(serializers.Serializer[Any]):
-    """A gate as the OpenAPI schema describes it (`rollouts.engine.Gate` checks it): a metric and
+    """A gate as the OpenAPI schema describes it (`rollouts.plan.Gate` checks it): a metric and
     exactly one rule."""
 
     metric = serializers.RegexField(
@@ -57,14 +58,14 @@ class GateSerializer(serializers.Serializer[Any]):
 
 @extend_schema_field(PlanStepSerializer(many=True))
 class PlanField(serializers.ListField):  # type: ignore[type-arg]
-    """The plan as sent: the engine checks it."""
+    """The plan as sent: `rollouts.plan` checks it."""
 
     child = serializers.JSONField()
 
 
 @extend_schema_field(GateSerializer(many=True))
 class GatesField(serializers.ListField):  # type: ignore[type-arg]
-    """The gates as sent: the engine checks them."""
+    """The gates as sent: `rollouts.plan` checks them."""
 
     child = serializers.JSONField()
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rollouts.engine import SCORE_PREFIX
+from rollouts.gate_metrics import SCORE_PREFIX
 from rollouts.live.figures import REQUESTS, metric_text, metric_title, metric_value, tick_text
 from rollouts.stats import ArmStats, arm_stats_sum
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from rollouts.engine import QUANTILES, SCORE_PREFIX
+from rollouts.gate_metrics import QUANTILES, SCORE_PREFIX
 from rollouts.stats import ArmStats
 
 REQUESTS = "requests"

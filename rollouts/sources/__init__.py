@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from rollouts.engine import Gate, SourceWindow
+from rollouts.engine import SourceWindow
+from rollouts.plan import Gate
 from rollouts.stats import ArmStats
 
 SOURCE_TIMEOUT_SECONDS = 5.0

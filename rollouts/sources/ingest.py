@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from outcomes.selectors import arm_stats
-from rollouts.engine import Gate, SourceWindow
+from rollouts.engine import SourceWindow
+from rollouts.plan import Gate
 from rollouts.sources import RolloutRef
 from rollouts.stats import ArmStats
 

@@ -44,7 +44,9 @@ from langfuse.api.core.api_error import ApiError
 from langfuse.api.core.request_options import RequestOptions
 from langfuse.api.scores.types.score_v3 import ScoreV3
 
-from rollouts.engine import SCORE_PREFIX, Gate, SourceWindow
+from rollouts.engine import SourceWindow
+from rollouts.gate_metrics import SCORE_PREFIX
+from rollouts.plan import Gate
 from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutRef, SourceUnavailable
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_bucket_index
 

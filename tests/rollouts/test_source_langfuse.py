@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rollouts.engine import INSUFFICIENT, Gate, Plan, SourceWindow, decide
+from rollouts.engine import INSUFFICIENT, SourceWindow, decide
+from rollouts.plan import Gate, Plan
 from rollouts.sources import RolloutRef, SourceUnavailable, read_windows
 from rollouts.sources.langfuse import LangfuseSource
 from rollouts.stats import RELATIVE_ACCURACY

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rollouts import promql
-from rollouts.engine import ConfigError, Gate, Plan, SourceWindow, decide
+from rollouts.engine import SourceWindow, decide
+from rollouts.plan import ConfigError, Gate, Plan
 from rollouts.sources import RolloutRef, SourceUnavailable, read_windows
 from rollouts.sources.prometheus import PrometheusSource, histogram_from_buckets
 from rollouts.stats import RELATIVE_ACCURACY, bucket_value
