@@ -27,6 +27,14 @@ from datetime import datetime
 from enum import StrEnum
 
 from rollouts import stats
+from rollouts.figures import (
+    change_text,
+    metric_text,
+    number_text,
+    ratio_change_text,
+    rule_text,
+    verdict_change_text,
+)
 from rollouts.gate_metrics import ALL_SCORES, QUANTILES, SCORE_PREFIX, metric_value
 from rollouts.plan import Gate, Plan, Step
 from rollouts.stats import ArmStats, Estimate
@@ -93,33 +101,6 @@ def _observations(metric: str, arm: ArmStats) -> int:
     if metric == "cost_per_request":
         return arm.cost.count
     return arm.score(metric.removeprefix(SCORE_PREFIX)).count
-
-
-def _fmt(metric: str, value: float) -> str:
-    if metric in QUANTILES:
-        return f"{value:,.0f} ms"
-    if metric == "error_rate":
-        return f"{value:.2%}"
-    if metric == "cost_per_request":
-        return f"${value:.4f}"
-    return f"{value:.3f}"
-
-
-def _fmt_change(metric: str, delta: float) -> str:
-    sign = "+" if delta >= 0 else "-"
-    if metric == "error_rate":
-        return f"{sign}{abs(delta) * 100:.2f} pts"
-    return sign + _fmt(metric, abs(delta))
-
-
-def _limit_text(gate: Gate, metric: str) -> str:
-    if gate.rule == "max_increase_pct":
-        return f"limit +{gate.limit:g}%"
-    if gate.rule == "max_increase_abs":
-        return f"limit {_fmt_change(metric, gate.limit)}"
-    if gate.rule == "max_drop_abs":
-        return f"limit {_fmt_change(metric, -gate.limit)}"
-    return f"limit {gate.rule} {_fmt(metric, gate.limit)}"
 
 
 def _relative_effect(metric: str, gate: Gate, base: ArmStats, cand: ArmStats) -> tuple[Estimate, float] | str:
@@ -215,13 +196,10 @@ def _relative_verdict(
 ) -> tuple[str, str]:
     """The sequential probability ratio test's verdict and its explanation."""
     b_value, c_value = metric_value(metric, base) or 0.0, metric_value(metric, cand) or 0.0
-    if gate.rule == "max_increase_pct" and b_value:
-        change = f"{c_value / b_value - 1:+.1%}"
-    else:
-        change = _fmt_change(metric, c_value - b_value)
     figures = (
-        f"candidate {_fmt(metric, c_value)} vs baseline {_fmt(metric, b_value)} "
-        f"({change}, {_limit_text(gate, metric)}; {counts})"
+        f"candidate {metric_text(metric, c_value)} vs baseline {metric_text(metric, b_value)} "
+        f"({verdict_change_text(metric, gate.rule, b_value, c_value)}; "
+        f"allowed: {rule_text(metric, gate.rule, gate.limit)}; {counts})"
     )
     evidence = _relative_effect(metric, gate, base, cand)
     if isinstance(evidence, str):
@@ -229,8 +207,9 @@ def _relative_verdict(
     effect, regression = evidence
     llr = stats.sprt_log_likelihood_ratio(effect, regression)
     fail_at, pass_at = math.log(2 / alpha), math.log(BETA)
+    llr_text, fail_text, pass_text = (number_text(x, 1) for x in (llr, fail_at, pass_at))
     if llr >= fail_at:
-        return FAIL, f"{figures}: a regression (LLR {llr:.1f} >= {fail_at:.1f})"
+        return FAIL, f"{figures}: a regression (LLR {llr_text} >= {fail_text})"
     least = effect.value - stats.mixture_halfwidth(effect.standard_error, alpha / 2, FAIL_SCALE * regression)
     if least > regression:
         return (
@@ -238,16 +217,18 @@ def _relative_verdict(
             f"{figures}: a regression beyond the limit (at least {_effect_text(metric, gate, least)})",
         )
     if llr <= pass_at:
-        return PASS, f"{figures}: within the limit (LLR {llr:.1f} <= {pass_at:.1f})"
-    bounds = f"fail >= {fail_at:.1f}, pass <= {pass_at:.1f}"
-    return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {llr:.1f}; {bounds})"
+        return PASS, f"{figures}: within the limit (LLR {llr_text} <= {pass_text})"
+    return (
+        INSUFFICIENT,
+        f"{figures}: not yet conclusive (LLR {llr_text}; fail >= {fail_text}, pass <= {pass_text})",
+    )
 
 
 def _effect_text(metric: str, gate: Gate, effect: float) -> str:
     """An effect as `_relative_effect` measures it (positive = worse), in the metric's terms."""
     if metric in QUANTILES and gate.rule == "max_increase_pct":
-        return f"{math.expm1(effect):+.1%}"  # the effect is a log ratio of the quantiles
-    return _fmt_change(metric, -effect if gate.rule == "max_drop_abs" else effect)
+        return ratio_change_text(math.exp(effect))  # the effect is a log ratio of the quantiles
+    return change_text(metric, -effect if gate.rule == "max_drop_abs" else effect)
 
 
 def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, counts: str) -> tuple[str, str]:
@@ -257,12 +238,13 @@ def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, cou
     sign = 1.0 if gate.rule == "max" else -1.0
     best = estimate.value - sign * stats.mixture_halfwidth(se, alpha, ABSOLUTE_FAIL_SCALE * size or se)
     worst = estimate.value + sign * stats.mixture_halfwidth(se, BETA, ABSOLUTE_PASS_SCALE * size or se)
-    figures = f"candidate {_fmt(metric, estimate.value)} ({_limit_text(gate, metric)}; {counts})"
+    allowed = rule_text(metric, gate.rule, gate.limit)
+    figures = f"candidate {metric_text(metric, estimate.value)} (allowed: {allowed}; {counts})"
     if sign * (best - gate.limit) > 0:
-        return FAIL, f"{figures}: beyond the limit (bound {_fmt(metric, best)})"
+        return FAIL, f"{figures}: beyond the limit (bound {metric_text(metric, best)})"
     if sign * (worst - gate.limit) <= 0:
-        return PASS, f"{figures}: within the limit (bound {_fmt(metric, worst)})"
-    bounds = f"{_fmt(metric, min(best, worst))} .. {_fmt(metric, max(best, worst))}"
+        return PASS, f"{figures}: within the limit (bound {metric_text(metric, worst)})"
+    bounds = f"{metric_text(metric, min(best, worst))} .. {metric_text(metric, max(best, worst))}"
     return INSUFFICIENT, f"{figures}: not yet conclusive (bounds {bounds})"
 
 

@@ -26,6 +26,7 @@ from registry.services import SERVING_STATE, ensure_owner, label_move, prompt_ge
 from rollouts.engine import FAIL, Action, Decision
 from rollouts.engine import decide as engine_decide
 from rollouts.errors import GateFailing, NoProduction, RolloutActive, RolloutNotFound, RolloutStateError
+from rollouts.figures import percent_value
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, Plan, parse_gates
 from rollouts.sources import RolloutRef, read_windows
@@ -115,7 +116,7 @@ def _transition(
             "from_state": from_state,
             "to_state": to_state,
             "step_index": rollout.step_index,
-            "percent": float(rollout.percent),
+            "percent": percent_value(rollout.percent),
             "verdicts": verdicts or [],
         },
     )

@@ -22,7 +22,8 @@ from registry.models import PRODUCTION, Prompt
 from registry.services import actor_owns, owner_names
 from rollouts import services
 from rollouts.admin.forms import PromptChoiceForm, ReasonForm, RolloutStartForm
-from rollouts.admin.live import live_page
+from rollouts.admin.live_page import live_page
+from rollouts.figures import percent_value
 from rollouts.models import Rollout
 
 REFRESH_SECONDS = 5
@@ -169,8 +170,9 @@ def _show_error(form: RolloutStartForm, error: DomainError) -> None:
 def _created_text(rollout: Rollout) -> str:
     what = f"Rollout #{rollout.pk} of {rollout.prompt.name}"
     if rollout.state == S.RUNNING:
+        share = percent_value(rollout.percent)
         return (
-            f"{what} started: v{rollout.candidate.version} serves {_percent(rollout)}% of users, "
+            f"{what} started: v{rollout.candidate.version} serves {share}% of users, "
             f"v{rollout.baseline.version} the rest."
         )
     return f"{what} created. It is pending: everyone gets v{rollout.baseline.version} until you start it."
@@ -213,10 +215,6 @@ def _owner_note(request: HttpRequest, prompt: Prompt) -> str:
     )
 
 
-def _percent(rollout: Rollout) -> str:
-    return f"{float(rollout.percent):g}"
-
-
 # --- the live page --------------------------------------------------------------------------
 
 
@@ -252,7 +250,7 @@ def _live_context(request: HttpRequest, rollout: Rollout) -> dict[str, Any]:
     return {
         "live": page,
         "rollout": page.rollout,
-        "percent": _percent(page.rollout),
+        "percent": percent_value(page.rollout.percent),
         "refresh_url": reverse("admin:rollouts_rollout_live", args=[rollout.pk]),
         "refresh_seconds": REFRESH_SECONDS,
     }
@@ -309,7 +307,11 @@ def act(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout, a
 
 
 def _done_text(name: str, rollout: Rollout) -> str:
-    baseline, candidate, percent = rollout.baseline.version, rollout.candidate.version, _percent(rollout)
+    baseline, candidate, percent = (
+        rollout.baseline.version,
+        rollout.candidate.version,
+        percent_value(rollout.percent),
+    )
     if name == "start":
         return f"Started: v{candidate} serves {percent}% of users."
     if name == "pause":

@@ -4,12 +4,12 @@ JSON of rollouts and webhooks."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from rollouts.figures import percent_value
 from rollouts.gate_metrics import METRICS
 from rollouts.models import Rollout, RolloutTransition, Webhook
 from rollouts.plan import APPROVALS, DEFAULT_MAX_DURATION_S, ON_FAIL, SOURCES
@@ -137,11 +137,6 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def _percent(value: Decimal | int) -> int | float:
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-
 def rollout_json(rollout: Rollout) -> dict[str, Any]:
     plan = rollout.plan
     return {
@@ -151,7 +146,7 @@ def rollout_json(rollout: Rollout) -> dict[str, Any]:
         "candidate_version": rollout.candidate.version,
         "state": rollout.state,
         "step_index": rollout.step_index,
-        "percent": _percent(rollout.percent),
+        "percent": percent_value(rollout.percent),
         "plan": plan,
         "gates": rollout.gates,
         "salt": rollout.salt,
@@ -172,7 +167,7 @@ def transition_json(transition: RolloutTransition) -> dict[str, Any]:
         "from_state": transition.from_state,
         "to_state": transition.to_state,
         "step_index": transition.step_index,
-        "percent": _percent(transition.percent),
+        "percent": percent_value(transition.percent),
         "actor": transition.actor_name,
         "reason": transition.reason,
         "verdicts": transition.verdicts,

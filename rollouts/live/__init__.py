@@ -1,4 +1,3 @@
-"""The pure parts of a rollout's live page in the admin (no Django; time is an argument):
-`figures` (a metric's value, name and units), `charts` (per-arm charts over time as SVG
-geometry) and `progress` (what the current step waits for). rollouts/admin/live.py reads the
-database and puts them together."""
+"""What a rollout's current step is waiting for, as the live page shows it (`progress`; pure: no
+Django, time is an argument). rollouts/admin/live_page.py reads the database and puts it together
+with the charts (rollouts.charts) and the figures (rollouts.figures)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rollouts.live.figures import duration_text, metric_title
+from rollouts.figures import duration_text, metric_title
 
 PASS, FAIL = "pass", "fail"
 RUNNING, PAUSED, PENDING = "running", "paused", "pending"

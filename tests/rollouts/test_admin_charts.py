@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rollouts.live.charts import (
+from rollouts.charts import (
     HEIGHT,
     LEFT,
     MAX_POINTS,
@@ -16,9 +16,7 @@ from rollouts.live.charts import (
     WIDTH,
     chart_buckets,
     chart_build,
-    nice_step,
 )
-from rollouts.live.figures import duration_text, metric_text, rule_text, tick_text
 from rollouts.live.progress import step_progress
 from rollouts.stats import arm_stats_sum, event_stats
 
@@ -133,33 +131,6 @@ def test_an_absolute_limit_near_the_data_is_drawn_and_one_far_away_is_not():
 
     assert near.limit is not None and near.limit.label == "1,000 ms"
     assert far.limit is None
-
-
-def test_chart_ticks_read_as_values_with_units():
-    assert [nice_step(x) for x in (0.013, 0.3, 7, 2400)] == [0.02, 0.5, 10, 2500]
-    assert tick_text("error_rate", 0.025, 0.005) == "2.5%"
-    assert tick_text("latency_p95_ms", 2000, 500) == "2,000 ms"
-    assert tick_text("cost_per_request", 0.0015, 0.0005) == "$0.0015"
-    assert tick_text("score:tone", 0.75, 0.05) == "0.75"
-
-
-def test_figures_carry_their_units():
-    assert metric_text("error_rate", 0.0123) == "1.23%"
-    assert metric_text("latency_p99_ms", 1812.4) == "1,812 ms"
-    assert metric_text("score:tone", None) == "—"
-    assert rule_text("latency_p95_ms", "max_increase_pct", 20.0) == "at most +20% vs baseline"
-    assert rule_text("error_rate", "max_increase_abs", 0.01) == "at most +1.00 pts vs baseline"
-    assert rule_text("score:tone", "max_drop_abs", 0.05) == "at most −0.050 vs baseline"
-    assert rule_text("cost_per_request", "max", 0.05) == "at most $0.0500"
-    assert [duration_text(s) for s in (0, 45, 600, 250, 5400, 86400, 3 * 86400 + 7200)] == [
-        "0 s",
-        "45 s",
-        "10 min",
-        "4 min 10 s",
-        "1 h 30 min",
-        "24 h",
-        "3 d 2 h",
-    ]
 
 
 PLAN = [

@@ -71,7 +71,7 @@ def test_failing_error_rate_gate_rolls_back_naming_the_gate():
     assert decision.percent == 0
     assert verdict_of(decision, "error_rate").verdict == "fail"
     assert "error_rate failed" in decision.reason
-    assert "3.00%" in decision.reason and "limit +1.00 pts" in decision.reason
+    assert "3.00%" in decision.reason and "allowed: at most +1.00 pts vs baseline" in decision.reason
 
 
 def test_failing_gate_with_on_fail_pause_pauses_instead_of_rolling_back():

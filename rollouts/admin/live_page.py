@@ -9,19 +9,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from outcomes.selectors import arm_series, arm_stats
-from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
-from rollouts.live.charts import Buckets, Chart, chart_buckets, chart_build
-from rollouts.live.figures import (
+from rollouts.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.figures import (
+    NONE,
     REQUESTS,
-    change_text,
     duration_text,
     metric_text,
     metric_title,
+    percent_value,
     rule_text,
+    verdict_change_text,
 )
+from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.live.progress import StepProgress, step_progress
 from rollouts.models import Rollout, RolloutTransition
-from rollouts.plan import ABSOLUTE_RULES, RELATIVE_RULES
+from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
 from rollouts.selectors import rollout_get_with_stats
 from rollouts.services import step_window
 from rollouts.stats import arm_summary
@@ -31,7 +33,6 @@ CHART_SPAN = timedelta(hours=24)
 # Outcomes may be stamped up to this far ahead of the server's clock (ingest accepts them).
 CLOCK_AHEAD = timedelta(minutes=5)
 ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
-RULES = (*ABSOLUTE_RULES, *RELATIVE_RULES)
 MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
 
 
@@ -122,20 +123,13 @@ class LivePage:
     history: list[HistoryRow]
 
 
-def _number(value: Any) -> float:
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-
 def verdict_row(verdict: dict[str, Any]) -> VerdictRow:
+    """A verdict as stored (`rollouts.engine.Verdict.to_json`)."""
     metric = verdict["metric"]
-    baseline, candidate = verdict.get("baseline"), verdict.get("candidate")
+    baseline, candidate = verdict["baseline"], verdict["candidate"]
     change = ""
     if baseline is not None and candidate is not None:
-        if verdict.get("rule") == "max_increase_pct" and baseline:
-            change = f"{candidate / baseline - 1:+.1%}"
-        else:
-            change = change_text(metric, candidate - baseline)
+        change = verdict_change_text(metric, verdict["rule"], baseline, candidate)
     return VerdictRow(
         metric=metric,
         title=metric_title(metric),
@@ -144,24 +138,21 @@ def verdict_row(verdict: dict[str, Any]) -> VerdictRow:
         baseline=metric_text(metric, baseline),
         candidate=metric_text(metric, candidate),
         change=change,
-        rule=rule_text(metric, verdict.get("rule", ""), verdict.get("limit", 0.0)),
-        source=verdict.get("source", ""),
-        on_fail=verdict.get("on_fail", ""),
-        detail=verdict.get("detail", ""),
+        rule=rule_text(metric, verdict["rule"], verdict["limit"]),
+        source=verdict["source"],
+        on_fail=verdict["on_fail"],
+        detail=verdict["detail"],
     )
 
 
-def _gate_row(gate: dict[str, Any]) -> GateRow:
-    metric = gate["metric"]
-    rule = next(name for name in RULES if gate.get(name) is not None)
-    min_samples = gate.get("min_samples")
+def _gate_row(gate: Gate) -> GateRow:
     return GateRow(
-        metric=metric,
-        title=metric_title(metric),
-        rule=rule_text(metric, rule, float(gate[rule])),
-        source=gate.get("source", "ingest"),
-        min_samples="the step's" if min_samples is None else f"{min_samples:,}",
-        on_fail=gate.get("on_fail", "rollback"),
+        metric=gate.metric,
+        title=metric_title(gate.metric),
+        rule=rule_text(gate.metric, gate.rule, gate.limit),
+        source=gate.source,
+        min_samples="the step's" if gate.min_samples is None else f"{gate.min_samples:,}",
+        on_fail=gate.on_fail,
     )
 
 
@@ -177,8 +168,9 @@ def _reached(history: list[RolloutTransition]) -> dict[int, datetime]:
 def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanRow]:
     reached = _reached(history)
     succeeded = rollout.state == Rollout.State.SUCCEEDED
+    steps = Plan.from_json(rollout.plan).steps
     rows = []
-    for index, step in enumerate(rollout.plan):
+    for index, step in enumerate(steps):
         if index < rollout.step_index or (succeeded and index == rollout.step_index):
             status = "done"
         elif index == rollout.step_index and rollout.state != Rollout.State.PENDING:
@@ -188,13 +180,11 @@ def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanR
         rows.append(
             PlanRow(
                 number=index + 1,
-                percent=step["percent"],
-                min_duration=duration_text(step["min_duration_s"]),
-                min_samples=step["min_samples"],
-                max_duration="—"
-                if index == len(rollout.plan) - 1
-                else duration_text(step.get("max_duration_s", 86400)),
-                approval=step.get("approval", "auto"),
+                percent=step.percent,
+                min_duration=duration_text(step.min_duration_s),
+                min_samples=step.min_samples,
+                max_duration=NONE if index == len(steps) - 1 else duration_text(step.max_duration_s),
+                approval=step.approval,
                 status=status,
                 reached_at=reached.get(index),
             )
@@ -202,29 +192,21 @@ def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanR
     return rows
 
 
-def _chart_metrics(gates: list[dict[str, Any]], score_names: list[str]) -> list[str]:
+def _chart_metrics(gates: tuple[Gate, ...], score_names: list[str]) -> list[str]:
     """Requests, then every gate's metric once, in the gates' order (``score:*``: each score)."""
     metrics = [REQUESTS]
     for gate in gates:
-        names = (
-            [SCORE_PREFIX + name for name in score_names]
-            if gate["metric"] == ALL_SCORES
-            else [gate["metric"]]
-        )
+        names = [SCORE_PREFIX + name for name in score_names] if gate.metric == ALL_SCORES else [gate.metric]
         metrics.extend(name for name in names if name not in metrics)
     return metrics
 
 
-def _absolute_limits(gates: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
-    limits = {}
-    for gate in gates:
-        for rule in ("max", "min"):
-            if gate.get(rule) is not None and gate["metric"] != ALL_SCORES:
-                limits[gate["metric"]] = (
-                    float(gate[rule]),
-                    rule_text(gate["metric"], rule, float(gate[rule])),
-                )
-    return limits
+def _absolute_limits(gates: tuple[Gate, ...]) -> dict[str, tuple[float, str]]:
+    return {
+        gate.metric: (gate.limit, rule_text(gate.metric, gate.rule, gate.limit))
+        for gate in gates
+        if gate.rule in ABSOLUTE_RULES and gate.metric != ALL_SCORES
+    }
 
 
 def _charts(
@@ -241,9 +223,10 @@ def _charts(
     buckets: Buckets = chart_buckets(series, since=since, until=until)
     score_names = sorted({name for _, _, stats in series for name, _ in stats.scores})
     markers = [(t.at, _marker_label(t)) for t in history if t.event in MARKED_EVENTS]
-    limits = _absolute_limits(rollout.gates)
+    gates = parse_gates(rollout.gates)
+    limits = _absolute_limits(gates)
     charts = []
-    for metric in _chart_metrics(rollout.gates, score_names):
+    for metric in _chart_metrics(gates, score_names):
         limit, limit_text = limits.get(metric, (None, ""))
         charts.append(
             chart_build(
@@ -260,7 +243,7 @@ def _charts(
 
 def _marker_label(transition: RolloutTransition) -> str:
     if transition.event in ("started", "advanced"):
-        return f"{_number(transition.percent)}%"
+        return f"{percent_value(transition.percent)}%"
     return transition.event.replace("_", " ")
 
 
@@ -343,7 +326,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         chart_since=chart_since,
         chart_from_start=from_start,
         verdicts=[verdict_row(v) for v in rollout.last_verdicts],
-        gates=[_gate_row(gate) for gate in rollout.gates],
+        gates=[_gate_row(gate) for gate in parse_gates(rollout.gates)],
         arms=arms,
         arm_headers=[metric_title(column) for column in ARM_COLUMNS]
         + [metric_title(SCORE_PREFIX + name) for name in score_names],
@@ -355,7 +338,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
                 from_state=t.from_state,
                 to_state=t.to_state,
                 step_number=t.step_index + 1,
-                percent=_number(t.percent),
+                percent=percent_value(t.percent),
                 actor=t.actor_name,
                 reason=t.reason,
                 verdicts=[verdict_row(v) for v in t.verdicts],
