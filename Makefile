@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The pure cores and the services are type-checked strictly.
 STRICT_MODULES := config/json_values.py registry/templating.py registry/content.py registry/bucketing.py registry/diff.py \
 	registry/side_by_side.py rollouts/engine.py rollouts/plan.py rollouts/gate_metrics.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
-	outcomes/aggregation.py rollouts/figures.py rollouts/charts.py rollouts/live \
+	outcomes/aggregation.py rollouts/figures.py rollouts/charts.py \
 	registry/services.py registry/selectors.py registry/serving.py registry/snapshot_changes.py \
 	registry/prompt_files.py registry/git_repo.py registry/prompts_in_git.py \
 	rollouts/services.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \

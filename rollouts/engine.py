@@ -25,10 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from rollouts import stats
 from rollouts.figures import (
     change_text,
+    duration_text,
     metric_text,
     number_text,
     ratio_change_text,
@@ -261,6 +263,151 @@ def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[
     return checks
 
 
+# --- conditions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeOnStep:
+    """How long the step has run (since it began, or was resumed) against its minimum, and its
+    maximum: a step whose gates or samples are still wanted then pauses."""
+
+    elapsed_s: float
+    min_duration_s: int
+    max_duration_s: int
+
+    @property
+    def met(self) -> bool:
+        return self.elapsed_s >= self.min_duration_s
+
+    @property
+    def past_max(self) -> bool:
+        return self.elapsed_s >= self.max_duration_s
+
+
+@dataclass(frozen=True)
+class SamplesPerArm:
+    """Requests each arm received in the step's window — the most that any source that answered
+    counted — against the step's ``min_samples``."""
+
+    baseline: int
+    candidate: int
+    min_samples: int
+
+    @property
+    def short(self) -> dict[str, int]:
+        """The arms below ``min_samples``, with their counts."""
+        counts = {"baseline": self.baseline, "candidate": self.candidate}
+        return {arm: count for arm, count in counts.items() if count < self.min_samples}
+
+    @property
+    def met(self) -> bool:
+        return not self.short
+
+
+@dataclass(frozen=True)
+class GatesPassing:
+    """The gates' verdicts as the step needs them: ``checked`` verdicts, the metrics ``failing``
+    and those ``waiting`` (insufficient_data, which holds a step below 100% only)."""
+
+    checked: int
+    failing: tuple[str, ...]
+    waiting: tuple[str, ...]
+
+    @property
+    def met(self) -> bool:
+        return not self.failing and not self.waiting
+
+
+@dataclass(frozen=True)
+class Approval:
+    manual: bool
+    """``approval: manual``: only a promote advances the step."""
+
+    @property
+    def met(self) -> bool:
+        return not self.manual
+
+
+@dataclass(frozen=True)
+class StepConditions:
+    """What an advance of the current step needs, as `decide` found it."""
+
+    time: TimeOnStep
+    samples: SamplesPerArm | None
+    """None at the 100% step: it has no baseline arm, and needs no samples."""
+    gates: GatesPassing
+    approval: Approval
+
+    @property
+    def met(self) -> bool:
+        samples_met = self.samples is None or self.samples.met
+        return self.time.met and samples_met and self.gates.met and self.approval.met
+
+    @property
+    def pauses_at_max_duration(self) -> bool:
+        """Whether the step pauses once its ``max_duration_s`` has passed: some gate has not
+        passed, or an arm lacks samples."""
+        return bool(self.gates.waiting) or (self.samples is not None and not self.samples.met)
+
+    def to_json(self) -> list[dict[str, object]]:
+        time, gates = self.time, self.gates
+        items: list[dict[str, object]] = [
+            {
+                "name": "time",
+                "met": time.met,
+                "elapsed_s": time.elapsed_s,
+                "min_duration_s": time.min_duration_s,
+                "max_duration_s": time.max_duration_s,
+            }
+        ]
+        if self.samples is not None:
+            samples = self.samples
+            items.append(
+                {
+                    "name": "samples",
+                    "met": samples.met,
+                    "baseline": samples.baseline,
+                    "candidate": samples.candidate,
+                    "min_samples": samples.min_samples,
+                }
+            )
+        items.append(
+            {
+                "name": "gates",
+                "met": gates.met,
+                "checked": gates.checked,
+                "failing": list(gates.failing),
+                "waiting": list(gates.waiting),
+            }
+        )
+        items.append({"name": "approval", "met": self.approval.met, "manual": self.approval.manual})
+        return items
+
+    @classmethod
+    def from_json(cls, items: Sequence[Mapping[str, Any]]) -> StepConditions:
+        """Read what `to_json` wrote."""
+        named = {item["name"]: item for item in items}
+        time, gates = named["time"], named["gates"]
+        samples = named.get("samples")
+        return cls(
+            time=TimeOnStep(time["elapsed_s"], time["min_duration_s"], time["max_duration_s"]),
+            samples=None
+            if samples is None
+            else SamplesPerArm(samples["baseline"], samples["candidate"], samples["min_samples"]),
+            gates=GatesPassing(gates["checked"], tuple(gates["failing"]), tuple(gates["waiting"])),
+            approval=Approval(named["approval"]["manual"]),
+        )
+
+
+def _samples_per_arm(step: Step, windows: Mapping[str, SourceWindow]) -> SamplesPerArm:
+    answered = [w for w in windows.values() if w.error is None]
+    return SamplesPerArm(
+        baseline=max((w.baseline.samples for w in answered), default=0),
+        candidate=max((w.candidate.samples for w in answered), default=0),
+        min_samples=step.min_samples,
+    )
+
+
 # --- decisions -----------------------------------------------------------------------------
 
 
@@ -274,14 +421,16 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do now. ``step_index`` and ``percent`` are those after the decision: the next
-    step's on advance, 100 on succeed, 0 (all traffic to the baseline) on rollback."""
+    """What to do now, why, and what was checked. ``step_index`` and ``percent`` are those after
+    the decision: the next step's on advance, 100 on succeed, 0 (all traffic to the baseline) on
+    rollback; ``verdicts`` and ``conditions`` are of the step that was decided on."""
 
     action: Action
     step_index: int
     percent: int
     reason: str
     verdicts: tuple[Verdict, ...]
+    conditions: StepConditions
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -290,6 +439,7 @@ class Decision:
             "percent": self.percent,
             "reason": self.reason,
             "verdicts": [v.to_json() for v in self.verdicts],
+            "conditions": self.conditions.to_json(),
         }
 
 
@@ -322,54 +472,56 @@ def decide(
         for gate, metric in checks
         if has_baseline or not gate.relative
     )
+    open_gates = [v for v in verdicts if v.verdict == INSUFFICIENT] if has_baseline else []
+    conditions = StepConditions(
+        time=TimeOnStep((now - step_started_at).total_seconds(), step.min_duration_s, step.max_duration_s),
+        samples=_samples_per_arm(step, windows) if has_baseline else None,
+        gates=GatesPassing(
+            checked=len(verdicts),
+            failing=tuple(v.metric for v in verdicts if v.verdict == FAIL),
+            waiting=tuple(v.metric for v in open_gates),
+        ),
+        approval=Approval(manual=step.approval == "manual"),
+    )
 
-    def decision(action: Action, reason: str, percent: int = step.percent) -> Decision:
-        return Decision(action, step_index, percent, reason, verdicts)
+    def decision(
+        action: Action, reason: str, index: int = step_index, percent: int = step.percent
+    ) -> Decision:
+        return Decision(action, index, percent, reason, verdicts, conditions)
 
     failing = [v for v in verdicts if v.verdict == FAIL]
     if failing:
         failures = "; ".join(f"{v.metric} failed: {v.detail}" for v in failing)
         if any(v.on_fail == "rollback" for v in failing):
-            return decision(Action.ROLLBACK, f"rolled back at {step.percent}%: {failures}", 0)
+            return decision(Action.ROLLBACK, f"rolled back at {step.percent}%: {failures}", percent=0)
         return decision(Action.PAUSE, f"paused at {step.percent}%: {failures}")
 
-    elapsed = (now - step_started_at).total_seconds()
-    open_gates = [v for v in verdicts if v.verdict != PASS] if has_baseline else []
-    short = _samples_short(step, windows) if has_baseline else []
+    time, samples = conditions.time, conditions.samples
+    short = (
+        [f"{arm} {count:,} of {samples.min_samples:,} samples" for arm, count in samples.short.items()]
+        if samples is not None
+        else []
+    )
     waiting = (
-        ([f"{elapsed:,.0f} s of {step.min_duration_s:,} s"] if elapsed < step.min_duration_s else [])
+        ([] if time.met else [f"{duration_text(time.elapsed_s)} of {duration_text(time.min_duration_s)}"])
         + short
         + [f"{v.metric} {v.verdict} ({v.detail})" for v in open_gates]
-        + (["manual approval"] if step.approval == "manual" else [])
+        + (["manual approval"] if conditions.approval.manual else [])
     )
-    if promote or not waiting:
+    if promote or conditions.met:
         why = f"promoted past {'; '.join(waiting)}" if waiting else "every gate passed"
-        why += f" after {elapsed:,.0f} s"
+        why += f" after {duration_text(time.elapsed_s)}"
         if step_index == len(plan.steps) - 1:
             return decision(Action.SUCCEED, f"succeeded at {step.percent}%: {why}")
         following = plan.steps[step_index + 1]
         reason = f"advanced from {step.percent}% to {following.percent}%: {why}"
-        return Decision(Action.ADVANCE, step_index + 1, following.percent, reason, verdicts)
-    if (open_gates or short) and elapsed >= step.max_duration_s:
-        still = [f"{v.metric} ({v.detail})" for v in open_gates if v.verdict == INSUFFICIENT]
+        return decision(Action.ADVANCE, reason, step_index + 1, following.percent)
+    if conditions.pauses_at_max_duration and time.past_max:
+        still = [f"{v.metric} ({v.detail})" for v in open_gates]
         return decision(
             Action.PAUSE,
-            f"paused at {step.percent}%: the step ran {elapsed:,.0f} s (max "
-            f"{step.max_duration_s:,} s) without every gate passing; still insufficient_data: "
+            f"paused at {step.percent}%: the step ran {duration_text(time.elapsed_s)} (max "
+            f"{duration_text(time.max_duration_s)}) without every gate passing; still insufficient_data: "
             + "; ".join(still + short),
         )
     return decision(Action.HOLD, f"holding at {step.percent}%: waiting for {'; '.join(waiting)}")
-
-
-def _samples_short(step: Step, windows: Mapping[str, SourceWindow]) -> list[str]:
-    """The arms below the step's ``min_samples`` (requests seen by any source that answered)."""
-    answered = [w for w in windows.values() if w.error is None]
-    counts = {
-        "baseline": max((w.baseline.samples for w in answered), default=0),
-        "candidate": max((w.candidate.samples for w in answered), default=0),
-    }
-    return [
-        f"{arm} {count:,} of {step.min_samples:,} samples"
-        for arm, count in counts.items()
-        if count < step.min_samples
-    ]

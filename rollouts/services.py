@@ -78,18 +78,21 @@ def _transition(
     to_state: str,
     now: datetime,
     reason: str,
-    verdicts: list[dict[str, Any]] | None = None,
+    decision: Decision | None = None,
     **changes: Any,
 ) -> RolloutTransition:
-    """Move a locked rollout to ``to_state`` (with ``changes`` to its fields) and record it."""
+    """Move a locked rollout to ``to_state`` (with ``changes`` to its fields) and record it, with
+    what the ``decision`` that made it checked."""
     from_state = rollout.state
     rollout.state = to_state
     if to_state in (S.PAUSED, S.SUCCEEDED, S.ROLLED_BACK, S.ABORTED):
         rollout.reason = reason
     elif to_state == S.RUNNING and from_state != S.RUNNING:
         rollout.reason = ""
-    if verdicts is not None:
-        rollout.last_verdicts, rollout.last_evaluated_at = verdicts, now
+    verdicts = [v.to_json() for v in decision.verdicts] if decision is not None else []
+    conditions = decision.conditions.to_json() if decision is not None else []
+    if decision is not None:
+        rollout.last_verdicts, rollout.last_conditions, rollout.last_evaluated_at = verdicts, conditions, now
     for field, value in changes.items():
         setattr(rollout, field, value)
     rollout.save()
@@ -103,7 +106,8 @@ def _transition(
         percent=rollout.percent,
         actor_name=actor.name,
         reason=reason,
-        verdicts=verdicts or [],
+        verdicts=verdicts,
+        conditions=conditions,
     )
     audit_record(
         actor=actor,
@@ -117,7 +121,7 @@ def _transition(
             "to_state": to_state,
             "step_index": rollout.step_index,
             "percent": percent_value(rollout.percent),
-            "verdicts": verdicts or [],
+            "verdicts": verdicts,
         },
     )
     outbox_enqueue(rollout=rollout, transition=transition)
@@ -133,7 +137,7 @@ def _end(
     to_state: str,
     now: datetime,
     reason: str,
-    verdicts: list[dict[str, Any]] | None = None,
+    decision: Decision | None = None,
 ) -> RolloutTransition:
     """Rollback or abort: every user back on the baseline, which stays (or is again) production."""
     production = Label.objects.filter(prompt=rollout.prompt, name=PRODUCTION).first()
@@ -153,7 +157,7 @@ def _end(
         to_state=to_state,
         now=now,
         reason=reason,
-        verdicts=verdicts,
+        decision=decision,
         percent=0,
         ended_at=now,
     )
@@ -426,7 +430,7 @@ def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = 
                 # lose them, and the next tick writes them again).
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            Rollout.objects.bulk_update(holds, ["last_verdicts", "last_evaluated_at"])
+            Rollout.objects.bulk_update(holds, ["last_verdicts", "last_conditions", "last_evaluated_at"])
     return decisions
 
 
@@ -440,13 +444,13 @@ def rollout_apply_decision(
     *, rollout: Rollout, decision: Decision, actor: Actor, now: datetime, reason: str = ""
 ) -> RolloutTransition | None:
     """Apply the engine's decision to a rollout the caller has locked: every action but hold is
-    a transition (returned). A hold changes only the latest verdicts, set on ``rollout`` for the
-    caller to store (`rollout_evaluate_many` stores a whole batch's in one UPDATE). ``reason``
-    (a person's) is kept beside the engine's explanation."""
-    verdicts = [verdict.to_json() for verdict in decision.verdicts]
+    a transition (returned). A hold changes only the latest verdicts and conditions, set on
+    ``rollout`` for the caller to store (`rollout_evaluate_many` stores a whole batch's in one
+    UPDATE). ``reason`` (a person's) is kept beside the engine's explanation."""
     why = f"{reason} ({decision.reason})" if reason else decision.reason
     if decision.action == Action.HOLD:
-        rollout.last_verdicts, rollout.last_evaluated_at = verdicts, now
+        rollout.last_verdicts = [verdict.to_json() for verdict in decision.verdicts]
+        rollout.last_conditions, rollout.last_evaluated_at = decision.conditions.to_json(), now
         return None
     if decision.action == Action.ADVANCE:
         return _transition(
@@ -456,14 +460,14 @@ def rollout_apply_decision(
             to_state=S.RUNNING,
             now=now,
             reason=why,
-            verdicts=verdicts,
+            decision=decision,
             step_index=decision.step_index,
             percent=decision.percent,
             step_started_at=now,
         )
     if decision.action == Action.PAUSE:
         return _transition(
-            rollout, actor=actor, event="paused", to_state=S.PAUSED, now=now, reason=why, verdicts=verdicts
+            rollout, actor=actor, event="paused", to_state=S.PAUSED, now=now, reason=why, decision=decision
         )
     if decision.action == Action.ROLLBACK:
         return _end(
@@ -473,7 +477,7 @@ def rollout_apply_decision(
             to_state=S.ROLLED_BACK,
             now=now,
             reason=why,
-            verdicts=verdicts,
+            decision=decision,
         )
     label_move(
         actor=actor,
@@ -490,7 +494,7 @@ def rollout_apply_decision(
         to_state=S.SUCCEEDED,
         now=now,
         reason=why,
-        verdicts=verdicts,
+        decision=decision,
         percent=100,
         ended_at=now,
     )

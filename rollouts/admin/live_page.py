@@ -1,6 +1,11 @@
 """Everything the live page of a rollout shows, read in one place: the rollout, its plan with the
 current step and what it waits for, per-arm charts of its gate metrics, the latest verdicts, the
-per-arm totals and the history of transitions."""
+per-arm totals and the history of transitions.
+
+What a step waits for is what the controller's latest decision checked (`StepConditions`, stored
+with the rollout and with each transition it made): the page shows it and never works a rule out
+again. A step the controller has not evaluated yet says so.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from outcomes.selectors import arm_series, arm_stats
+from django.conf import settings
+
+from outcomes.selectors import arm_series
 from rollouts.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.engine import StepConditions, TimeOnStep
 from rollouts.figures import (
     NONE,
     REQUESTS,
@@ -21,11 +29,9 @@ from rollouts.figures import (
     verdict_change_text,
 )
 from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
-from rollouts.live.progress import StepProgress, step_progress
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
 from rollouts.selectors import rollout_get_with_stats
-from rollouts.services import step_window
 from rollouts.stats import arm_summary
 
 # Charts cover the rollout from its start, or its last day when it ran longer.
@@ -34,6 +40,19 @@ CHART_SPAN = timedelta(hours=24)
 CLOCK_AHEAD = timedelta(minutes=5)
 ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
 MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
+
+
+@dataclass(frozen=True)
+class ConditionRow:
+    name: str
+    met: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    summary: str
+    conditions: tuple[ConditionRow, ...]
 
 
 @dataclass(frozen=True)
@@ -86,6 +105,7 @@ class HistoryRow:
     actor: str
     reason: str
     verdicts: list[VerdictRow]
+    conditions: tuple[ConditionRow, ...]
 
 
 ARM_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate", "cost_per_request")
@@ -258,6 +278,12 @@ def _ended_summary(rollout: Rollout) -> str:
     return f"Aborted {when} {where}: every user is on v{baseline}."
 
 
+def _evaluated_on_this_step(rollout: Rollout) -> bool:
+    """Whether the latest verdicts and conditions are of the current step's window."""
+    evaluated, began = rollout.last_evaluated_at, rollout.step_started_at
+    return evaluated is not None and began is not None and evaluated > began
+
+
 def _verdicts_note(rollout: Rollout) -> str:
     """Which window the latest verdicts are of."""
     evaluated = rollout.last_evaluated_at
@@ -266,36 +292,93 @@ def _verdicts_note(rollout: Rollout) -> str:
     at = f"{evaluated:%H:%M:%S}"
     if rollout.state not in ACTIVE:
         return f"last verdicts, at {at}"
-    if rollout.step_started_at and evaluated > rollout.step_started_at:
+    if _evaluated_on_this_step(rollout):
         return f"latest verdicts, at {at}, on this step's window"
     return f"from {at}, before this step began: the next evaluation is of this step"
+
+
+def _time_detail(time: TimeOnStep) -> str:
+    elapsed, needed = duration_text(time.elapsed_s), duration_text(time.min_duration_s)
+    if time.min_duration_s == 0:
+        return "no minimum time"
+    if time.met:
+        return f"{elapsed} on this step of {needed}"
+    return f"{elapsed} of {needed}: {duration_text(time.min_duration_s - time.elapsed_s)} left"
+
+
+def _gates_detail(conditions: StepConditions) -> str:
+    gates = conditions.gates
+    if gates.failing:
+        return "failing: " + ", ".join(metric_title(metric) for metric in gates.failing)
+    if conditions.samples is None:
+        return "no absolute gate fails (insufficient_data does not hold this step)"
+    if gates.waiting:
+        return "insufficient data: " + ", ".join(metric_title(metric) for metric in gates.waiting)
+    return "every gate passes" if gates.checked else "no gates"
+
+
+def condition_rows(conditions: StepConditions) -> tuple[ConditionRow, ...]:
+    """What a decision checked, one row per condition, in words."""
+    rows = [ConditionRow("time", conditions.time.met, _time_detail(conditions.time))]
+    samples = conditions.samples
+    if samples is not None:
+        needed = f"{samples.min_samples:,}"
+        detail = f"baseline {samples.baseline:,} of {needed} · candidate {samples.candidate:,} of {needed}"
+        rows.append(ConditionRow("samples per arm", samples.met, detail))
+    rows.append(ConditionRow("gates", conditions.gates.met, _gates_detail(conditions)))
+    manual = conditions.approval.manual
+    rows.append(
+        ConditionRow(
+            "approval", not manual, "manual: someone must promote this step" if manual else "automatic"
+        )
+    )
+    return tuple(rows)
+
+
+def _progress(rollout: Rollout) -> StepProgress:
+    """The current step of an active rollout, as the controller's latest decision found it."""
+    percent = percent_value(rollout.percent)
+    if rollout.state == Rollout.State.PENDING:
+        first = Plan.from_json(rollout.plan).steps[0].percent
+        return StepProgress(
+            f"Not started: everyone gets production. Start sends {first}% to the candidate.", ()
+        )
+    evaluated = _evaluated_on_this_step(rollout) and bool(rollout.last_conditions)
+    conditions = StepConditions.from_json(rollout.last_conditions) if evaluated else None
+    rows = condition_rows(conditions) if conditions is not None else ()
+    at = f"{rollout.last_evaluated_at:%H:%M:%S}" if evaluated else ""
+    if rollout.state == Rollout.State.PAUSED:
+        summary = (
+            f"Paused: {percent}% stay on the candidate and nothing is evaluated. "
+            "Resume restarts this step's clock and statistics."
+        )
+        return StepProgress(summary + (f" At the last evaluation, {at} UTC:" if rows else ""), rows)
+    if conditions is None or rollout.step_started_at is None:
+        every = settings.PROMPTRAMP_TICK_SECONDS
+        return StepProgress(f"Not evaluated on this step yet: the controller looks every {every} s.", ())
+    waiting = [row.name for row in rows if not row.met]
+    if not waiting:
+        return StepProgress("Every condition is met: the controller moves on at its next tick.", rows)
+    summary = f"Waiting for {', '.join(waiting)} (as of {at} UTC)."
+    if conditions.pauses_at_max_duration:
+        max_s = conditions.time.max_duration_s
+        pauses_at = rollout.step_started_at + timedelta(seconds=max_s)
+        summary += (
+            f" If the gates have not all passed after {duration_text(max_s)} on this step "
+            f"(at {pauses_at:%Y-%m-%d %H:%M} UTC), the rollout pauses."
+        )
+    return StepProgress(summary, rows)
+
+
+def _transition_conditions(transition: RolloutTransition) -> tuple[ConditionRow, ...]:
+    return condition_rows(StepConditions.from_json(transition.conditions)) if transition.conditions else ()
 
 
 def live_page(rollout_id: int, *, now: datetime) -> LivePage:
     detail = rollout_get_with_stats(rollout_id)
     rollout, history = detail.rollout, detail.history
-    samples: dict[str, int] = {}
-    if rollout.state in (Rollout.State.RUNNING, Rollout.State.PAUSED) and rollout.step_started_at:
-        since, until = step_window(rollout.step_started_at, now)
-        samples = {
-            arm: stats.samples
-            for arm, stats in arm_stats(rollout_id=rollout.pk, since=since, until=until).items()
-        }
     active = rollout.state in ACTIVE
-    progress = (
-        step_progress(
-            plan=rollout.plan,
-            step_index=rollout.step_index,
-            state=rollout.state,
-            step_started_at=rollout.step_started_at,
-            now=now,
-            samples=samples,
-            verdicts=rollout.last_verdicts,
-            last_evaluated_at=rollout.last_evaluated_at,
-        )
-        if active
-        else StepProgress(_ended_summary(rollout), (), None)
-    )
+    progress = _progress(rollout) if active else StepProgress(_ended_summary(rollout), ())
     charts, chart_since, from_start = _charts(rollout, history, now)
     versions = {"baseline": rollout.baseline.version, "candidate": rollout.candidate.version}
     summaries = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
@@ -342,6 +425,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
                 actor=t.actor_name,
                 reason=t.reason,
                 verdicts=[verdict_row(v) for v in t.verdicts],
+                conditions=_transition_conditions(t),
             )
             for t in reversed(history)
         ],

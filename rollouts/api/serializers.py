@@ -123,6 +123,11 @@ class RolloutOut(serializers.Serializer[Any]):
 class RolloutDetailOut(RolloutOut):
     arms = serializers.DictField(child=serializers.DictField())
     verdicts = serializers.ListField(child=serializers.DictField())
+    conditions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="what the latest evaluation checked: time, samples (per arm, as the controller "
+        "counts them), gates, approval; each with met",
+    )
     history = serializers.ListField(child=serializers.DictField())
 
 
@@ -171,6 +176,7 @@ def transition_json(transition: RolloutTransition) -> dict[str, Any]:
         "actor": transition.actor_name,
         "reason": transition.reason,
         "verdicts": transition.verdicts,
+        "conditions": transition.conditions,
     }
 
 
@@ -178,6 +184,7 @@ def rollout_detail_json(detail: RolloutWithStats) -> dict[str, Any]:
     body = rollout_json(detail.rollout)
     body["arms"] = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
     body["verdicts"] = detail.rollout.last_verdicts
+    body["conditions"] = detail.rollout.last_conditions
     body["history"] = [transition_json(t) for t in detail.history]
     return body
 

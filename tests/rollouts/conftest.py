@@ -1,5 +1,5 @@
-"""Fixtures for rollout tests: prompts with a candidate, a Celery worker of the test run, and a
-local HTTP server receiving webhooks."""
+"""Fixtures for rollout tests: prompts with a candidate, a Celery worker of the test run, a
+local HTTP server receiving webhooks, and a local Langfuse the langfuse source reads."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from celery.contrib.testing.worker import start_worker
 from config.celery import app as celery_app
 from rollouts import tasks  # noqa: F401  (registers the tasks with the app)
 from tests.factories import make_prompt
+from tests.fakes.langfuse_server import FakeLangfuse, serve
 
 WEBHOOK_SECRET = "s3cret-for-tests"
 
@@ -93,3 +94,15 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     yield receiver
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def langfuse(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangfuse]:
+    """A fake Langfuse, named by the environment as the real one would be."""
+    state = FakeLangfuse()
+    with serve(state) as url:
+        monkeypatch.setenv("LANGFUSE_BASE_URL", url)
+        monkeypatch.delenv("LANGFUSE_HOST", raising=False)
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", state.public_key)
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", state.secret_key)
+        yield state

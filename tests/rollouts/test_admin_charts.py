@@ -1,5 +1,4 @@
-"""The pure parts of the rollout pages: chart buckets and geometry, figures, and what a step
-waits for."""
+"""Per-arm charts of the live page: buckets over time and the geometry of each chart."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +16,6 @@ from rollouts.charts import (
     chart_buckets,
     chart_build,
 )
-from rollouts.live.progress import step_progress
 from rollouts.stats import arm_stats_sum, event_stats
 
 START = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
@@ -131,98 +129,3 @@ def test_an_absolute_limit_near_the_data_is_drawn_and_one_far_away_is_not():
 
     assert near.limit is not None and near.limit.label == "1,000 ms"
     assert far.limit is None
-
-
-PLAN = [
-    {"percent": 10, "min_duration_s": 600, "min_samples": 200, "max_duration_s": 3600, "approval": "auto"},
-    {"percent": 50, "min_duration_s": 600, "min_samples": 200, "max_duration_s": 86400, "approval": "manual"},
-    {"percent": 100, "min_duration_s": 0, "min_samples": 0, "max_duration_s": 86400, "approval": "auto"},
-]
-
-
-def progress(
-    step_index=0, state="running", elapsed=timedelta(minutes=4), samples=None, verdicts=(), evaluated=True
-):  # type: ignore[no-untyped-def]
-    began = START
-    return step_progress(
-        plan=PLAN,
-        step_index=step_index,
-        state=state,
-        step_started_at=began,
-        now=began + elapsed,
-        samples=samples or {"baseline": 900, "candidate": 120},
-        verdicts=list(verdicts),
-        last_evaluated_at=began + elapsed if evaluated else began,
-    )
-
-
-def verdict(metric: str, result: str) -> dict:
-    return {"metric": metric, "verdict": result}
-
-
-def test_a_young_step_waits_for_time_samples_and_gates():
-    shown = progress(verdicts=[verdict("error_rate", "insufficient_data"), verdict("latency_p95_ms", "pass")])
-
-    conditions = {c.name: (c.met, c.detail) for c in shown.conditions}
-    assert conditions == {
-        "time": (False, "4 min of 10 min: 6 min left"),
-        "samples per arm": (False, "baseline 900 of 200 · candidate 120 of 200"),
-        "gates": (False, "insufficient data: error rate"),
-        "approval": (True, "automatic"),
-    }
-    assert shown.summary == (
-        "Waiting for time, samples per arm, gates. If the gates have not all passed after 1 h "
-        "(56 min from now), the rollout pauses."
-    )
-
-
-def test_a_step_with_everything_met_moves_on_at_the_next_tick():
-    shown = progress(
-        elapsed=timedelta(minutes=12),
-        samples={"baseline": 900, "candidate": 300},
-        verdicts=[verdict("error_rate", "pass")],
-    )
-
-    assert all(c.met for c in shown.conditions)
-    assert shown.summary == "Every condition is met: the controller moves on at its next tick."
-
-
-def test_a_manual_step_waits_for_a_promote_and_verdicts_of_before_the_step_do_not_count():
-    shown = progress(
-        step_index=1,
-        elapsed=timedelta(minutes=12),
-        samples={"baseline": 900, "candidate": 900},
-        evaluated=False,
-    )
-
-    waiting = {c.name: c.detail for c in shown.conditions if not c.met}
-    assert waiting == {
-        "gates": "not evaluated on this step yet",
-        "approval": "manual: someone must promote this step",
-    }
-    assert (
-        shown.summary
-        == "Waiting for gates, approval. If the gates have not all passed after 24 h (23 h 48 min from now), "
-        "the rollout pauses."
-    )
-
-
-def test_the_last_step_needs_no_samples_and_is_not_held_by_insufficient_data():
-    shown = progress(step_index=2, verdicts=[verdict("cost_per_request", "insufficient_data")])
-
-    assert [(c.name, c.met) for c in shown.conditions] == [
-        ("time", True),
-        ("gates", True),
-        ("approval", True),
-    ]
-
-
-def test_a_paused_step_waits_for_a_resume_and_a_pending_rollout_has_only_a_summary():
-    paused = progress(state="paused")
-    pending = progress(state="pending")
-
-    assert paused.summary.startswith("Paused: 10% stay on the candidate and nothing is evaluated.")
-    assert {c.name: c.detail for c in paused.conditions}[
-        "time"
-    ] == "10 min from the resume (the clock restarts)"
-    assert pending.conditions == () and pending.summary.startswith("Not started: everyone gets production.")

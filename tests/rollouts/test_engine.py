@@ -1,3 +1,4 @@
+import json
 import math
 import random
 from collections import Counter
@@ -8,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rollouts.engine import Action, SourceWindow, decide
+from rollouts.engine import (
+    Action,
+    Approval,
+    GatesPassing,
+    SamplesPerArm,
+    SourceWindow,
+    StepConditions,
+    TimeOnStep,
+    decide,
+)
 from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, Gate, Plan, Step
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_bucket_index
 
@@ -151,7 +161,7 @@ def test_holds_before_min_duration_even_when_every_gate_passes():
 
     assert decision.action == Action.HOLD
     assert {v.verdict for v in decision.verdicts} == {"pass"}
-    assert "300 s of 600 s" in decision.reason
+    assert "5 min of 10 min" in decision.reason
 
 
 def test_holds_until_each_arm_has_min_samples():
@@ -305,6 +315,48 @@ def test_decision_and_verdicts_serialize_to_the_api_shape():
 
     assert data["action"] == "advance"
     assert set(data["verdicts"][0]) >= {"metric", "verdict", "baseline", "candidate", "detail"}
+    assert [c["name"] for c in data["conditions"]] == ["time", "samples", "gates", "approval"]
+
+
+# --- the conditions a decision checked ----------------------------------------------------
+
+
+def test_a_decision_carries_the_conditions_it_checked():
+    decision = run(arm(150, seed=2), elapsed=300)
+
+    assert decision.conditions == StepConditions(
+        time=TimeOnStep(elapsed_s=300.0, min_duration_s=600, max_duration_s=86400),
+        samples=SamplesPerArm(baseline=27000, candidate=150, min_samples=200),
+        gates=GatesPassing(
+            checked=4,
+            failing=(),
+            waiting=("latency_p95_ms", "error_rate", "cost_per_request", "score:helpfulness"),
+        ),
+        approval=Approval(manual=False),
+    )
+    assert not decision.conditions.met
+
+
+def test_samples_are_counted_from_whichever_source_answered_with_the_most():
+    langfuse_gate = Gate(metric="error_rate", rule="max_increase_abs", limit=0.05, source="langfuse")
+    windows = {
+        "langfuse": SourceWindow(arm(900, seed=1), arm(300, seed=2)),
+        "ingest": SourceWindow(arm(50, seed=3), arm(20, seed=4)),
+        "prometheus": SourceWindow(arm(5000), arm(5000), error="down"),
+    }
+
+    decision = run(windows=windows, gates=[langfuse_gate])
+
+    assert decision.conditions.samples == SamplesPerArm(baseline=900, candidate=300, min_samples=200)
+    assert decision.action == Action.ADVANCE
+
+
+def test_the_last_step_checks_no_samples_and_is_not_held_by_insufficient_data():
+    decision = run_last_step(arm(10, seed=2), elapsed=60)
+
+    assert decision.conditions.samples is None
+    assert decision.conditions.gates.waiting == ()
+    assert decision.conditions.met
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -431,3 +483,38 @@ def test_candidate_without_errors_yet_does_not_pass_the_error_rate_gate_early():
     decision = run(arm(200, error_rate=0.0, seed=2), arm(1800, seed=1), gates=gates)
 
     assert verdict_of(decision, "error_rate").verdict == "insufficient_data"
+
+
+@given(situations())
+def test_a_decision_advances_by_itself_exactly_when_every_condition_it_checked_is_met(situation):
+    decision = decide(**(situation | {"promote": False}))
+
+    if not decision.conditions.gates.failing:
+        assert (decision.action in (Action.ADVANCE, Action.SUCCEED)) == decision.conditions.met
+
+
+@given(situations())
+def test_a_step_pauses_for_its_max_duration_exactly_as_its_conditions_say(situation):
+    decision = decide(**(situation | {"promote": False}))
+
+    conditions = decision.conditions
+    if not conditions.gates.failing and not conditions.met:
+        paused = conditions.pauses_at_max_duration and conditions.time.past_max
+        assert (decision.action == Action.PAUSE) == paused
+
+
+@given(situations())
+def test_the_samples_a_decision_checked_are_the_sources_requests(situation):
+    decision = decide(**situation)
+
+    (window,) = situation["windows"].values()
+    samples = decision.conditions.samples
+    if samples is not None:
+        assert (samples.baseline, samples.candidate) == (window.baseline.samples, window.candidate.samples)
+
+
+@given(situations())
+def test_conditions_survive_a_json_round_trip(situation):
+    conditions = decide(**situation).conditions
+
+    assert StepConditions.from_json(json.loads(json.dumps(conditions.to_json()))) == conditions

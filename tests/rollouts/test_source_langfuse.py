@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -35,17 +34,6 @@ def read(*gates: Gate, source: LangfuseSource | None = None) -> SourceWindow:
     return (source or LangfuseSource()).read(
         rollout=ROLLOUT, gates=gates or (ERROR_GATE,), since=SINCE, until=UNTIL
     )
-
-
-@pytest.fixture
-def langfuse(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangfuse]:
-    state = FakeLangfuse()
-    with serve(state) as url:
-        monkeypatch.setenv("LANGFUSE_BASE_URL", url)
-        monkeypatch.delenv("LANGFUSE_HOST", raising=False)
-        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", state.public_key)
-        monkeypatch.setenv("LANGFUSE_SECRET_KEY", state.secret_key)
-        yield state
 
 
 def add_arm(langfuse: FakeLangfuse, version: int, latencies: list[float], **extra: object) -> None:
