@@ -51,8 +51,14 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import accumulate
 from statistics import NormalDist
+
+# How far ahead of the server's clock an outcome may be stamped: ingest places an event within
+# its arrival ± the event rules' ``ts_clamp_seconds`` (held equal to this by a test), so a window
+# that ends now also holds the minutes of outcomes stamped ahead by callers' clocks.
+CLOCK_ALLOWANCE = timedelta(minutes=5)
 
 GAMMA = 1.02
 LOG_GAMMA = math.log(GAMMA)

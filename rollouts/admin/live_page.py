@@ -32,12 +32,10 @@ from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
 from rollouts.selectors import rollout_get_with_stats
-from rollouts.stats import arm_summary
+from rollouts.stats import CLOCK_ALLOWANCE, arm_summary
 
 # Charts cover the rollout from its start, or its last day when it ran longer.
 CHART_SPAN = timedelta(hours=24)
-# Outcomes may be stamped up to this far ahead of the server's clock (ingest accepts them).
-CLOCK_AHEAD = timedelta(minutes=5)
 ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
 MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
 
@@ -235,7 +233,7 @@ def _charts(
     start = rollout.started_at or rollout.created_at
     end = rollout.ended_at or now
     since = max(start, end - CHART_SPAN)
-    series = arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_AHEAD)
+    series = arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_ALLOWANCE)
     # Up to now, or to the last minute with outcomes when callers' clocks run ahead.
     until = max(
         [end + timedelta(seconds=1)] + [minute + timedelta(minutes=1) for minute, _, _ in series[-1:]]

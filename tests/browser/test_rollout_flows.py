@@ -18,8 +18,9 @@ from playwright.sync_api import Page, expect
 from audit.models import AuditEntry
 from outcomes.services import events_ingest, outcome_minutes_flush
 from registry.models import Label
+from rollouts.controller import rollout_evaluate
 from rollouts.models import Rollout, RolloutTransition
-from rollouts.services import rollout_create, rollout_evaluate, rollout_pause, rollout_promote
+from rollouts.services import rollout_create, rollout_pause, rollout_promote
 from tests.browser.conftest import PASSWORD
 from tests.factories import actor_for, make_prompt
 

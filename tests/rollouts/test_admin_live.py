@@ -11,9 +11,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from rollouts.admin.live_page import condition_rows
+from rollouts.controller import rollout_evaluate
 from rollouts.engine import Approval, GatesPassing, SamplesPerArm, StepConditions, TimeOnStep
 from rollouts.models import Rollout
-from rollouts.services import rollout_create, rollout_evaluate, rollout_pause
+from rollouts.services import rollout_create, rollout_pause
 from tests.factories import actor_for, make_prompt
 from tests.rollouts.outcomes import ingest_client, report
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,11 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from outcomes.validation import TS_CLAMP_SECONDS
 from registry.models import Label
 from rollouts.admin.live_page import condition_rows
+from rollouts.controller import rollout_evaluate, step_window
 from rollouts.engine import Action, SamplesPerArm
 from rollouts.models import Outbox, Rollout, RolloutTransition
-from rollouts.services import rollout_create, rollout_evaluate
+from rollouts.services import rollout_create
 from rollouts.tasks import rollouts_tick
 from rollouts.webhooks import webhook_create
 from tests.factories import actor_for
@@ -311,3 +313,12 @@ def test_a_rollout_gated_only_on_langfuse_advances_and_the_page_and_api_show_wha
         "baseline 300 of 200 · candidate 250 of 200"
     )
     assert all(c.met for c in shown.conditions)
+
+
+def test_a_step_window_starts_at_its_first_whole_minute_and_reaches_as_far_ahead_as_ingest_places_events():
+    now = datetime(2026, 11, 22, 18, 0, 30, tzinfo=UTC)
+
+    since, until = step_window(now - timedelta(minutes=3), now)
+
+    assert since == datetime(2026, 11, 22, 17, 58, tzinfo=UTC)
+    assert until == now + timedelta(seconds=TS_CLAMP_SECONDS)
