@@ -16,7 +16,8 @@ from rollouts.charts import (
     chart_buckets,
     chart_build,
 )
-from rollouts.stats import arm_stats_sum, event_stats
+from rollouts.stats import arm_stats_sum
+from tests.factories import event_stats
 
 START = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
