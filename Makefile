@@ -8,7 +8,7 @@ STRICT_MODULES := config/json_values.py registry/templating.py registry/content.
 	outcomes/aggregation.py rollouts/figures.py rollouts/charts.py \
 	registry/services.py registry/selectors.py registry/serving.py registry/snapshot_changes.py \
 	registry/prompt_files.py registry/git_repo.py registry/prompts_in_git.py \
-	rollouts/services.py rollouts/transitions.py rollouts/controller.py rollouts/selectors.py rollouts/webhooks.py rollouts/sources \
+	rollouts/services.py rollouts/transitions.py rollouts/controller.py rollouts/selectors.py rollouts/webhooks.py rollouts/as_json.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
 	config/state_cache.py config/freshness.py config/redis_client.py config/embedded_services.py config/errors.py config/outbound.py config/secret_files.py \

@@ -32,6 +32,7 @@ from django.db.models import Q
 from access.actors import Actor
 from audit.services import audit_record
 from config.errors import ValidationFailed
+from rollouts.as_json import rollout_json, transition_json
 from rollouts.errors import WebhookNotFound
 from rollouts.figures import percent_value
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
@@ -145,24 +146,8 @@ def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, A
     return {
         "event": f"rollout.{transition.event}",
         "text": message_text(rollout, transition),
-        "rollout": {
-            "id": rollout.pk,
-            "prompt": rollout.prompt.name,
-            "baseline_version": rollout.baseline.version,
-            "candidate_version": rollout.candidate.version,
-            "state": rollout.state,
-            "step_index": rollout.step_index,
-            "percent": percent_value(rollout.percent),
-        },
-        "transition": {
-            "at": transition.at.isoformat(),
-            "from_state": transition.from_state,
-            "to_state": transition.to_state,
-            "percent": percent_value(transition.percent),
-            "actor": transition.actor_name,
-            "reason": transition.reason,
-            "verdicts": transition.verdicts,
-        },
+        "rollout": rollout_json(rollout),
+        "transition": transition_json(transition),
     }
 
 

@@ -3,15 +3,14 @@ JSON of rollouts and webhooks."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from rollouts.figures import percent_value
+from rollouts.as_json import iso_time, rollout_json, transition_json
 from rollouts.gate_metrics import METRICS
-from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.models import Rollout, Webhook
 from rollouts.plan import APPROVALS, DEFAULT_MAX_DURATION_S, ON_FAIL, SOURCES
 from rollouts.selectors import RolloutWithStats
 from rollouts.stats import arm_summary
@@ -138,48 +137,6 @@ class WebhookOut(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
 
 
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def rollout_json(rollout: Rollout) -> dict[str, Any]:
-    plan = rollout.plan
-    return {
-        "id": rollout.pk,
-        "prompt": rollout.prompt.name,
-        "baseline_version": rollout.baseline.version,
-        "candidate_version": rollout.candidate.version,
-        "state": rollout.state,
-        "step_index": rollout.step_index,
-        "percent": percent_value(rollout.percent),
-        "plan": plan,
-        "gates": rollout.gates,
-        "salt": rollout.salt,
-        "created_at": _time(rollout.created_at),
-        "started_at": _time(rollout.started_at),
-        "ended_at": _time(rollout.ended_at),
-        "reason": rollout.reason,
-        "current_step": plan[rollout.step_index] if rollout.step_index < len(plan) else None,
-        "step_started_at": _time(rollout.step_started_at),
-        "last_evaluated_at": _time(rollout.last_evaluated_at),
-    }
-
-
-def transition_json(transition: RolloutTransition) -> dict[str, Any]:
-    return {
-        "at": _time(transition.at),
-        "event": transition.event,
-        "from_state": transition.from_state,
-        "to_state": transition.to_state,
-        "step_index": transition.step_index,
-        "percent": percent_value(transition.percent),
-        "actor": transition.actor_name,
-        "reason": transition.reason,
-        "verdicts": transition.verdicts,
-        "conditions": transition.conditions,
-    }
-
-
 def rollout_detail_json(detail: RolloutWithStats) -> dict[str, Any]:
     body = rollout_json(detail.rollout)
     body["arms"] = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
@@ -195,5 +152,5 @@ def webhook_json(webhook: Webhook) -> dict[str, Any]:
         "id": webhook.pk,
         "url": webhook.url,
         "events": webhook.events,
-        "created_at": _time(webhook.created_at),
+        "created_at": iso_time(webhook.created_at),
     }
