@@ -18,7 +18,7 @@ from access.actors import Actor
 from rollouts.engine import Decision, decide
 from rollouts.models import Rollout
 from rollouts.plan import Plan, parse_gates
-from rollouts.sources import RolloutRef, read_windows
+from rollouts.sources import RolloutArms, read_windows
 from rollouts.stats import CLOCK_ALLOWANCE
 from rollouts.transitions import rollout_apply_decision
 
@@ -41,13 +41,13 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
     plan, gates = Plan.from_json(rollout.plan), parse_gates(rollout.gates)
     step_started_at = rollout.step_started_at or now
     since, until = step_window(step_started_at, now)
-    ref = RolloutRef(
+    arms = RolloutArms(
         rollout_id=rollout.pk,
         prompt=rollout.prompt.name,
         baseline_version=rollout.baseline.version,
         candidate_version=rollout.candidate.version,
     )
-    windows = read_windows(rollout=ref, gates=gates, since=since, until=until)
+    windows = read_windows(rollout=arms, gates=gates, since=since, until=until)
     return decide(
         plan=plan,
         step_index=rollout.step_index,

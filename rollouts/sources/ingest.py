@@ -9,13 +9,13 @@ from datetime import datetime
 from outcomes.selectors import arm_stats
 from rollouts.engine import SourceWindow
 from rollouts.plan import Gate
-from rollouts.sources import RolloutRef
+from rollouts.sources import RolloutArms
 from rollouts.stats import ArmStats
 
 
 class IngestSource:
     def read(
-        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         arms = arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
         return SourceWindow(

@@ -36,7 +36,7 @@ from rollouts import promql
 from rollouts.engine import SourceWindow
 from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.plan import Gate
-from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutRef, SourceUnavailable
+from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutArms, SourceUnavailable
 from rollouts.stats import (
     GAMMA,
     ZERO_BUCKET,
@@ -68,7 +68,7 @@ class PrometheusSource:
         self.timeout_seconds = timeout_seconds
 
     def read(
-        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         deadline = time.monotonic() + self.timeout_seconds
         arms = {}

@@ -11,12 +11,12 @@ import pytest
 
 from rollouts.engine import INSUFFICIENT, SourceWindow, decide
 from rollouts.plan import Gate, Plan
-from rollouts.sources import RolloutRef, SourceUnavailable, read_windows
+from rollouts.sources import RolloutArms, SourceUnavailable, read_windows
 from rollouts.sources.langfuse import LangfuseSource
 from rollouts.stats import RELATIVE_ACCURACY
 from tests.fakes.langfuse_server import FakeLangfuse, serve
 
-ROLLOUT = RolloutRef(rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2)
+ROLLOUT = RolloutArms(rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2)
 UNTIL = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 SINCE = UNTIL - timedelta(minutes=10)
 ERROR_GATE = Gate.from_json({"metric": "error_rate", "source": "langfuse", "max_increase_abs": 0.01})
