@@ -2,8 +2,11 @@
 
 Pure: no Django, no clock, no I/O. `decide` takes the plan and the gates (`rollouts.plan`), the
 current step and when it started, the time now and each source's per-arm statistics for the
-step's window, and returns a `Decision` (hold, advance, pause, rollback or succeed) with a reason naming the
-gates and their numbers, and every gate's `Verdict`. The statistics are in `rollouts.stats`.
+step's window, and returns a `Decision` (hold, advance, pause, rollback or succeed) with a reason
+naming the gates and their numbers, every gate's `Verdict`, and the `StepConditions` it checked
+(time on the step, samples per arm, the gates, approval): what the API and the admin show of a
+step, so nothing else works these rules out again. The statistics are in `rollouts.stats`, the
+wording of numbers in `rollouts.figures`.
 
 A rollout's false-rollback budget `ROLLOUT_ALPHA` is split evenly over its steps and gate
 checks: each check fails with probability at most ROLLOUT_ALPHA / (steps * checks) when the
