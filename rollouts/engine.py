@@ -33,6 +33,7 @@ from typing import Any
 from rollouts import stats
 from rollouts.figures import (
     change_text,
+    count_text,
     duration_text,
     metric_text,
     number_text,
@@ -182,15 +183,15 @@ def _evaluate(gate: Gate, metric: str, window: SourceWindow | None, step: Step, 
     )
     n_b, n_c = _observations(metric, base), _observations(metric, cand)
     if gate.relative:
-        counts = f"n {n_c:,} candidate / {n_b:,} baseline"
+        counts = f"n {count_text(n_c)} candidate / {count_text(n_b)} baseline"
         if min(n_c, n_b) < needed or b_value is None or c_value is None:
-            detail = f"needs {needed:,} observations per arm ({counts})"
+            detail = f"needs {count_text(needed)} observations per arm ({counts})"
             return verdict(INSUFFICIENT, detail, b_value, c_value)
         result, detail = _relative_verdict(gate, metric, base, cand, alpha, counts)
     else:
-        counts = f"n {n_c:,}"
+        counts = f"n {count_text(n_c)}"
         if n_c < needed or c_value is None:
-            detail = f"needs {needed:,} observations ({counts})"
+            detail = f"needs {count_text(needed)} observations ({counts})"
             return verdict(INSUFFICIENT, detail, b_value, c_value)
         result, detail = _absolute_verdict(gate, metric, cand, alpha, counts)
     return verdict(result, detail, b_value, c_value)
@@ -501,7 +502,10 @@ def decide(
 
     time, samples = conditions.time, conditions.samples
     short = (
-        [f"{arm} {count:,} of {samples.min_samples:,} samples" for arm, count in samples.short.items()]
+        [
+            f"{arm} {count_text(count)} of {count_text(samples.min_samples)} samples"
+            for arm, count in samples.short.items()
+        ]
         if samples is not None
         else []
     )

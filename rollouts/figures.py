@@ -34,6 +34,11 @@ def _signed(text: str, negative: bool, *, plus: bool = False) -> str:
     return "+" + text if plus else text
 
 
+def count_text(count: int) -> str:
+    """A count: ``1,240``."""
+    return f"{count:,}"
+
+
 def number_text(value: float, decimals: int) -> str:
     """A plain number: ``−3.0``, ``12.5``."""
     return _signed(f"{abs(value):,.{decimals}f}", value < 0)

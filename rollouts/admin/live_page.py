@@ -21,6 +21,7 @@ from rollouts.engine import StepConditions, TimeOnStep
 from rollouts.figures import (
     NONE,
     REQUESTS,
+    count_text,
     duration_text,
     metric_text,
     metric_title,
@@ -169,7 +170,7 @@ def _gate_row(gate: Gate) -> GateRow:
         title=metric_title(gate.metric),
         rule=rule_text(gate.metric, gate.rule, gate.limit),
         source=gate.source,
-        min_samples="the step's" if gate.min_samples is None else f"{gate.min_samples:,}",
+        min_samples="the step's" if gate.min_samples is None else count_text(gate.min_samples),
         on_fail=gate.on_fail,
     )
 
@@ -320,8 +321,9 @@ def condition_rows(conditions: StepConditions) -> tuple[ConditionRow, ...]:
     rows = [ConditionRow("time", conditions.time.met, _time_detail(conditions.time))]
     samples = conditions.samples
     if samples is not None:
-        needed = f"{samples.min_samples:,}"
-        detail = f"baseline {samples.baseline:,} of {needed} · candidate {samples.candidate:,} of {needed}"
+        needed = count_text(samples.min_samples)
+        baseline, candidate = count_text(samples.baseline), count_text(samples.candidate)
+        detail = f"baseline {baseline} of {needed} · candidate {candidate} of {needed}"
         rows.append(ConditionRow("samples per arm", samples.met, detail))
     rows.append(ConditionRow("gates", conditions.gates.met, _gates_detail(conditions)))
     manual = conditions.approval.manual
@@ -385,8 +387,8 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         ArmRow(
             arm=arm,
             version=versions[arm],
-            requests=f"{summary['samples']:,}",
-            errors=f"{summary['errors']:,}",
+            requests=count_text(summary["samples"]),
+            errors=count_text(summary["errors"]),
             cells=[metric_text(column, summary[column]) for column in ARM_COLUMNS]
             + [metric_text(SCORE_PREFIX + name, summary["scores"].get(name)) for name in score_names],
         )

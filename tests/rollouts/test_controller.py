@@ -306,13 +306,14 @@ def test_a_rollout_gated_only_on_langfuse_advances_and_the_page_and_api_show_wha
     # And so does the admin page, in the same words as the decision's numbers
     admin = Client()
     admin.force_login(alice)
-    live = admin.get(reverse("admin:rollouts_rollout_change", args=[rollout.pk])).context["live"]
-    shown = next(entry for entry in live.history if entry.event == "advanced")
+    page = admin.get(reverse("admin:rollouts_rollout_change", args=[rollout.pk]))
+    shown = next(entry for entry in page.context["live"].history if entry.event == "advanced")
     assert shown.conditions == condition_rows(decision.conditions)
     assert {c.name: c.detail for c in shown.conditions}["samples per arm"] == (
         "baseline 300 of 200 · candidate 250 of 200"
     )
     assert all(c.met for c in shown.conditions)
+    assert "baseline 300 of 200 · candidate 250 of 200" in page.content.decode()
 
 
 def test_a_step_window_starts_at_its_first_whole_minute_and_reaches_as_far_ahead_as_ingest_places_events():
