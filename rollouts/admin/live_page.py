@@ -356,9 +356,8 @@ def _progress(rollout: Rollout) -> StepProgress:
     if conditions is None or rollout.step_started_at is None:
         every = settings.PROMPTRAMP_TICK_SECONDS
         return StepProgress(f"Not evaluated on this step yet: the controller looks every {every} s.", ())
+    # The step is still here: the decision held it, so some condition was not met.
     waiting = [row.name for row in rows if not row.met]
-    if not waiting:
-        return StepProgress("Every condition is met: the controller moves on at its next tick.", rows)
     summary = f"Waiting for {', '.join(waiting)} (as of {at} UTC)."
     if conditions.pauses_at_max_duration:
         max_s = conditions.time.max_duration_s
