@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from outcomes.services import events_ingest, outcome_minutes_flush
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
-from rollouts.engine import DEFAULT_GATES, DEFAULT_PLAN
 from rollouts.models import Rollout
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN
 
 
 def make_running_rollouts(*, count: int, events_per_arm: int) -> list[Rollout]:

@@ -35,6 +35,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from rollouts import engine, stats  # noqa: E402
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN  # noqa: E402
 
 REQUESTS_PER_S = 50
 TICK_S = 15
@@ -126,7 +127,7 @@ def _split(rng: np.random.Generator, seconds: int, percent: int, rps: float) -> 
 
 
 def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
-    plan, gates = engine.DEFAULT_PLAN, engine.DEFAULT_GATES
+    plan, gates = DEFAULT_PLAN, DEFAULT_GATES
     step_index, step_start, now = 0, 0, 0
     base, cand = Window(), Window()
     while True:

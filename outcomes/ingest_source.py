@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from outcomes import selectors
-from rollouts.engine import Gate, SourceWindow
-from rollouts.sources import RolloutRef
+from rollouts.engine import SourceWindow
+from rollouts.plan import Gate
+from rollouts.sources import RolloutArms
 from rollouts.stats import ArmStats
 
 
@@ -18,7 +19,7 @@ class IngestSource:
     """A ``rollouts.sources.OutcomeStore``."""
 
     def read(
-        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         arms = selectors.arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])

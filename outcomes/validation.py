@@ -28,7 +28,6 @@ MAX_COST_USD = float(RULES["max_cost_usd"])
 MAX_SCORE_ABS = float(RULES["max_score_abs"])
 MAX_TOKENS: int = RULES["max_tokens"]
 TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
-ARMS_OF_ROLLOUT = ("baseline", "candidate")
 PRODUCTION = "production"
 
 PROMPT_NAME = re.compile(RULES["prompt_name"])

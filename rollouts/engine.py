@@ -1,9 +1,12 @@
-"""The rollout controller's decision engine: plan and gate configuration, and `decide`.
+"""The rollout controller's decision engine: `decide`.
 
-Pure: no Django, no clock, no I/O. `decide` takes the plan, the current step and when it
-started, the time now, each source's per-arm statistics for the step's window and the gates,
-and returns a `Decision` (hold, advance, pause, rollback or succeed) with a reason naming the
-gates and their numbers, and every gate's `Verdict`. The statistics are in `rollouts.stats`.
+Pure: no Django, no clock, no I/O. `decide` takes the plan and the gates (`rollouts.plan`), the
+current step and when it started, the time now and each source's per-arm statistics for the
+step's window, and returns a `Decision` (hold, advance, pause, rollback or succeed) with a reason
+naming the gates and their numbers, every gate's `Verdict`, and the `StepConditions` it checked
+(time on the step, samples per arm, the gates, approval): what the API and the admin show of a
+step, so nothing else works these rules out again. The statistics are in `rollouts.stats`, the
+wording of numbers in `rollouts.figures`.
 
 A rollout's false-rollback budget `ROLLOUT_ALPHA` is split evenly over its steps and gate
 checks: each check fails with probability at most ROLLOUT_ALPHA / (steps * checks) when the
@@ -25,8 +28,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from rollouts import promql, stats
+from rollouts import stats
+from rollouts.figures import (
+    change_text,
+    count_text,
+    duration_text,
+    metric_text,
+    number_text,
+    ratio_change_text,
+    rule_text,
+    verdict_change_text,
+)
+from rollouts.gate_metrics import ALL_SCORES, QUANTILES, SCORE_PREFIX, metric_value
+from rollouts.plan import Gate, Plan, Step
 from rollouts.stats import ArmStats, Estimate
 
 ROLLOUT_ALPHA = 0.005
@@ -36,251 +52,10 @@ BETA = 0.05
 FAIL_SCALE = 10.0
 ABSOLUTE_FAIL_SCALE = 1.0
 ABSOLUTE_PASS_SCALE = 0.1
-DEFAULT_MAX_DURATION_S = 86400
-
-QUANTILES = {"latency_p50_ms": 0.50, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
-METRICS = (*QUANTILES, "error_rate", "cost_per_request")
-SCORE_PREFIX = "score:"
-ALL_SCORES = "score:*"
-SOURCES = ("ingest", "langfuse", "prometheus")
-ABSOLUTE_RULES = ("max", "min")
-RELATIVE_RULES = ("max_increase_pct", "max_increase_abs", "max_drop_abs")
-ON_FAIL = ("rollback", "pause")
-APPROVALS = ("auto", "manual")
-MAX_GATES = 50
-MAX_QUERY_LENGTH = 2000
 
 PASS = "pass"
 FAIL = "fail"
 INSUFFICIENT = "insufficient_data"
-
-
-class ConfigError(ValueError):
-    """An invalid plan or gate; ``field`` names the offending field, e.g. ``gates[1].min``."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-def _object(obj: object, field: str, allowed: set[str]) -> Mapping[str, object]:
-    if not isinstance(obj, Mapping):
-        raise ConfigError(field, "must be an object")
-    for key in obj:
-        if key not in allowed:
-            raise ConfigError(f"{field}.{key}", "unknown field")
-    return obj
-
-
-def _int(data: Mapping[str, object], key: str, field: str, default: int | None = None) -> int:
-    """An integer >= 0; absent or null is ``default`` (an error when there is none)."""
-    value = data.get(key)
-    value = default if value is None else value
-    if value is None:
-        raise ConfigError(f"{field}.{key}", "is required")
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{field}.{key}", f"must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _choice(data: Mapping[str, object], key: str, field: str, options: Sequence[str]) -> str:
-    """One of ``options``; absent or null is the first."""
-    value = data.get(key)
-    value = options[0] if value is None else value
-    if value not in options:
-        raise ConfigError(f"{field}.{key}", f"must be one of {', '.join(options)}; got {value!r}")
-    return str(value)
-
-
-# --- plan ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Step:
-    percent: int
-    min_duration_s: int
-    min_samples: int
-    max_duration_s: int = DEFAULT_MAX_DURATION_S
-    approval: str = "auto"
-
-    @classmethod
-    def from_json(cls, obj: object, field: str = "step") -> Step:
-        keys = {"percent", "min_duration_s", "min_samples", "max_duration_s", "approval"}
-        data = _object(obj, field, keys)
-        step = cls(
-            percent=_int(data, "percent", field),
-            min_duration_s=_int(data, "min_duration_s", field),
-            min_samples=_int(data, "min_samples", field),
-            max_duration_s=_int(data, "max_duration_s", field, DEFAULT_MAX_DURATION_S),
-            approval=_choice(data, "approval", field, APPROVALS),
-        )
-        if not 0 < step.percent <= 100:
-            raise ConfigError(f"{field}.percent", f"must be within 1..100, got {step.percent}")
-        if step.max_duration_s < step.min_duration_s:
-            raise ConfigError(f"{field}.max_duration_s", "must not be less than min_duration_s")
-        return step
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "percent": self.percent,
-            "min_duration_s": self.min_duration_s,
-            "min_samples": self.min_samples,
-            "max_duration_s": self.max_duration_s,
-            "approval": self.approval,
-        }
-
-
-@dataclass(frozen=True)
-class Plan:
-    steps: tuple[Step, ...]
-
-    @classmethod
-    def from_json(cls, obj: object, field: str = "plan") -> Plan:
-        """Steps with percents strictly increasing and ending at 100. Raises ConfigError."""
-        if not isinstance(obj, list) or not obj:
-            raise ConfigError(field, "must be a non-empty list of steps")
-        steps = tuple(Step.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
-        for i in range(1, len(steps)):
-            if steps[i].percent <= steps[i - 1].percent:
-                raise ConfigError(
-                    f"{field}[{i}].percent",
-                    f"must be greater than the previous step's {steps[i - 1].percent}",
-                )
-        if steps[-1].percent != 100:
-            raise ConfigError(f"{field}[{len(steps) - 1}].percent", "the last step must be 100")
-        return cls(steps)
-
-    def to_json(self) -> list[dict[str, object]]:
-        return [step.to_json() for step in self.steps]
-
-
-DEFAULT_PLAN = Plan(
-    (
-        Step(percent=10, min_duration_s=600, min_samples=200),
-        Step(percent=25, min_duration_s=600, min_samples=200),
-        Step(percent=50, min_duration_s=600, min_samples=200),
-        Step(percent=100, min_duration_s=0, min_samples=0),
-    )
-)
-
-
-# --- gates ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A metric, where its numbers come from, and its rule (``rule`` is the JSON key of the
-    limit: ``max``, ``min``, ``max_increase_pct``, ``max_increase_abs`` or ``max_drop_abs``).
-
-    ``min_samples`` None means the step's. A prometheus gate's ``query`` maps each figure of its
-    metric to a PromQL template (see `rollouts.promql`); ``url`` overrides ``PROMETHEUS_URL``.
-    """
-
-    metric: str
-    rule: str
-    limit: float
-    source: str = "ingest"
-    min_samples: int | None = None
-    on_fail: str = "rollback"
-    query: Mapping[str, str] | None = None
-    url: str | None = None
-
-    @property
-    def relative(self) -> bool:
-        return self.rule in RELATIVE_RULES
-
-    @classmethod
-    def from_json(cls, obj: object, field: str = "gate") -> Gate:
-        rules = (*ABSOLUTE_RULES, *RELATIVE_RULES)
-        keys = {"metric", "source", "min_samples", "on_fail", "query", "url", *rules}
-        data = _object(obj, field, keys)
-        metric = data.get("metric")
-        if not isinstance(metric, str) or not _valid_metric(metric):
-            raise ConfigError(
-                f"{field}.metric",
-                f"must be one of {', '.join(METRICS)}, score:<name> or score:*; got {metric!r}",
-            )
-        given = [rule for rule in rules if data.get(rule) is not None]
-        if len(given) != 1:
-            raise ConfigError(field, f"needs exactly one rule of {', '.join(rules)}")
-        rule = given[0]
-        limit = data[rule]
-        if isinstance(limit, bool) or not isinstance(limit, int | float):
-            raise ConfigError(f"{field}.{rule}", f"must be a number, got {limit!r}")
-        if not math.isfinite(limit) or (rule in RELATIVE_RULES and limit <= 0):
-            raise ConfigError(f"{field}.{rule}", f"must be a finite number > 0, got {limit!r}")
-        if metric == "error_rate" and rule != "max_increase_pct" and not 0 <= limit <= 1:
-            raise ConfigError(f"{field}.{rule}", "an error rate is a fraction within 0..1")
-        source = _choice(data, "source", field, SOURCES)
-        query, url = _prometheus_options(data, metric, source, field)
-        min_samples = data.get("min_samples")
-        return cls(
-            metric=metric,
-            rule=rule,
-            limit=float(limit),
-            source=source,
-            min_samples=None if min_samples is None else _int(data, "min_samples", field),
-            on_fail=_choice(data, "on_fail", field, ON_FAIL),
-            query=query,
-            url=url,
-        )
-
-    def to_json(self) -> dict[str, object]:
-        data: dict[str, object] = {"metric": self.metric, "source": self.source}
-        data[self.rule] = self.limit
-        if self.min_samples is not None:
-            data["min_samples"] = self.min_samples
-        data["on_fail"] = self.on_fail
-        if self.query is not None:
-            data["query"] = dict(self.query)
-        if self.url is not None:
-            data["url"] = self.url
-        return data
-
-
-def _prometheus_options(
-    data: Mapping[str, object], metric: str, source: str, field: str
-) -> tuple[dict[str, str] | None, str | None]:
-    """A prometheus gate's query templates (required) and url (optional); only prometheus
-    gates have them."""
-    query, url = data.get("query"), data.get("url")
-    if source != "prometheus":
-        for key in ("query", "url"):
-            if data.get(key) is not None:
-                raise ConfigError(f"{field}.{key}", "is only for prometheus gates")
-        return None, None
-    try:
-        templates = promql.query_templates(metric, query)
-    except ValueError as error:
-        raise ConfigError(f"{field}.query", str(error)) from None
-    if any(len(template) > MAX_QUERY_LENGTH for template in templates.values()):
-        raise ConfigError(f"{field}.query", f"a template is longer than {MAX_QUERY_LENGTH} characters")
-    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
-        raise ConfigError(f"{field}.url", f"must be an http:// or https:// URL, got {url!r}")
-    return templates, url
-
-
-def _valid_metric(metric: str) -> bool:
-    if metric in METRICS:
-        return True
-    name = metric.removeprefix(SCORE_PREFIX)
-    return metric.startswith(SCORE_PREFIX) and 0 < len(name) <= 100 and not any(c.isspace() for c in name)
-
-
-def parse_gates(obj: object, field: str = "gates") -> tuple[Gate, ...]:
-    """A rollout's gates from JSON (a list, possibly empty). Raises ConfigError."""
-    if not isinstance(obj, list) or len(obj) > MAX_GATES:
-        raise ConfigError(field, f"must be a list of at most {MAX_GATES} gates")
-    return tuple(Gate.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
-
-
-DEFAULT_GATES = (
-    Gate(metric="latency_p95_ms", rule="max_increase_pct", limit=20),
-    Gate(metric="error_rate", rule="max_increase_abs", limit=0.01),
-    Gate(metric="cost_per_request", rule="max", limit=0.05),
-    Gate(metric=ALL_SCORES, rule="max_drop_abs", limit=0.05),
-)
 
 
 # --- verdicts ------------------------------------------------------------------------------
@@ -332,43 +107,6 @@ def _observations(metric: str, arm: ArmStats) -> int:
     if metric == "cost_per_request":
         return arm.cost.count
     return arm.score(metric.removeprefix(SCORE_PREFIX)).count
-
-
-def _value(metric: str, arm: ArmStats) -> float | None:
-    if metric in QUANTILES:
-        return arm.latency_quantile(QUANTILES[metric])
-    if metric == "error_rate":
-        return arm.error_rate
-    if metric == "cost_per_request":
-        return arm.cost_per_request
-    return arm.score(metric.removeprefix(SCORE_PREFIX)).mean
-
-
-def _fmt(metric: str, value: float) -> str:
-    if metric in QUANTILES:
-        return f"{value:,.0f} ms"
-    if metric == "error_rate":
-        return f"{value:.2%}"
-    if metric == "cost_per_request":
-        return f"${value:.4f}"
-    return f"{value:.3f}"
-
-
-def _fmt_change(metric: str, delta: float) -> str:
-    sign = "+" if delta >= 0 else "-"
-    if metric == "error_rate":
-        return f"{sign}{abs(delta) * 100:.2f} pts"
-    return sign + _fmt(metric, abs(delta))
-
-
-def _limit_text(gate: Gate, metric: str) -> str:
-    if gate.rule == "max_increase_pct":
-        return f"limit +{gate.limit:g}%"
-    if gate.rule == "max_increase_abs":
-        return f"limit {_fmt_change(metric, gate.limit)}"
-    if gate.rule == "max_drop_abs":
-        return f"limit {_fmt_change(metric, -gate.limit)}"
-    return f"limit {gate.rule} {_fmt(metric, gate.limit)}"
 
 
 def _relative_effect(metric: str, gate: Gate, base: ArmStats, cand: ArmStats) -> tuple[Estimate, float] | str:
@@ -436,7 +174,7 @@ def _evaluate(gate: Gate, metric: str, window: SourceWindow | None, step: Step, 
         cause = f"source {gate.source} unavailable: {window.error}"
         return verdict(INSUFFICIENT, cause, None, None)
     base, cand = window.baseline, window.candidate
-    b_value, c_value = _value(metric, base), _value(metric, cand)
+    b_value, c_value = metric_value(metric, base), metric_value(metric, cand)
     needed = max(
         step.min_samples if gate.min_samples is None else gate.min_samples,
         stats.quantile_observations_needed(QUANTILES[metric])
@@ -445,15 +183,15 @@ def _evaluate(gate: Gate, metric: str, window: SourceWindow | None, step: Step, 
     )
     n_b, n_c = _observations(metric, base), _observations(metric, cand)
     if gate.relative:
-        counts = f"n {n_c:,} candidate / {n_b:,} baseline"
+        counts = f"n {count_text(n_c)} candidate / {count_text(n_b)} baseline"
         if min(n_c, n_b) < needed or b_value is None or c_value is None:
-            detail = f"needs {needed:,} observations per arm ({counts})"
+            detail = f"needs {count_text(needed)} observations per arm ({counts})"
             return verdict(INSUFFICIENT, detail, b_value, c_value)
         result, detail = _relative_verdict(gate, metric, base, cand, alpha, counts)
     else:
-        counts = f"n {n_c:,}"
+        counts = f"n {count_text(n_c)}"
         if n_c < needed or c_value is None:
-            detail = f"needs {needed:,} observations ({counts})"
+            detail = f"needs {count_text(needed)} observations ({counts})"
             return verdict(INSUFFICIENT, detail, b_value, c_value)
         result, detail = _absolute_verdict(gate, metric, cand, alpha, counts)
     return verdict(result, detail, b_value, c_value)
@@ -463,14 +201,11 @@ def _relative_verdict(
     gate: Gate, metric: str, base: ArmStats, cand: ArmStats, alpha: float, counts: str
 ) -> tuple[str, str]:
     """The sequential probability ratio test's verdict and its explanation."""
-    b_value, c_value = _value(metric, base) or 0.0, _value(metric, cand) or 0.0
-    if gate.rule == "max_increase_pct" and b_value:
-        change = f"{c_value / b_value - 1:+.1%}"
-    else:
-        change = _fmt_change(metric, c_value - b_value)
+    b_value, c_value = metric_value(metric, base) or 0.0, metric_value(metric, cand) or 0.0
     figures = (
-        f"candidate {_fmt(metric, c_value)} vs baseline {_fmt(metric, b_value)} "
-        f"({change}, {_limit_text(gate, metric)}; {counts})"
+        f"candidate {metric_text(metric, c_value)} vs baseline {metric_text(metric, b_value)} "
+        f"({verdict_change_text(metric, gate.rule, b_value, c_value)}; "
+        f"allowed: {rule_text(metric, gate.rule, gate.limit)}; {counts})"
     )
     evidence = _relative_effect(metric, gate, base, cand)
     if isinstance(evidence, str):
@@ -478,8 +213,9 @@ def _relative_verdict(
     effect, regression = evidence
     llr = stats.sprt_log_likelihood_ratio(effect, regression)
     fail_at, pass_at = math.log(2 / alpha), math.log(BETA)
+    llr_text, fail_text, pass_text = (number_text(x, 1) for x in (llr, fail_at, pass_at))
     if llr >= fail_at:
-        return FAIL, f"{figures}: a regression (LLR {llr:.1f} >= {fail_at:.1f})"
+        return FAIL, f"{figures}: a regression (LLR {llr_text} >= {fail_text})"
     least = effect.value - stats.mixture_halfwidth(effect.standard_error, alpha / 2, FAIL_SCALE * regression)
     if least > regression:
         return (
@@ -487,16 +223,18 @@ def _relative_verdict(
             f"{figures}: a regression beyond the limit (at least {_effect_text(metric, gate, least)})",
         )
     if llr <= pass_at:
-        return PASS, f"{figures}: within the limit (LLR {llr:.1f} <= {pass_at:.1f})"
-    bounds = f"fail >= {fail_at:.1f}, pass <= {pass_at:.1f}"
-    return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {llr:.1f}; {bounds})"
+        return PASS, f"{figures}: within the limit (LLR {llr_text} <= {pass_text})"
+    return (
+        INSUFFICIENT,
+        f"{figures}: not yet conclusive (LLR {llr_text}; fail >= {fail_text}, pass <= {pass_text})",
+    )
 
 
 def _effect_text(metric: str, gate: Gate, effect: float) -> str:
     """An effect as `_relative_effect` measures it (positive = worse), in the metric's terms."""
     if metric in QUANTILES and gate.rule == "max_increase_pct":
-        return f"{math.expm1(effect):+.1%}"  # the effect is a log ratio of the quantiles
-    return _fmt_change(metric, -effect if gate.rule == "max_drop_abs" else effect)
+        return ratio_change_text(math.exp(effect))  # the effect is a log ratio of the quantiles
+    return change_text(metric, -effect if gate.rule == "max_drop_abs" else effect)
 
 
 def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, counts: str) -> tuple[str, str]:
@@ -506,12 +244,13 @@ def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, cou
     sign = 1.0 if gate.rule == "max" else -1.0
     best = estimate.value - sign * stats.mixture_halfwidth(se, alpha, ABSOLUTE_FAIL_SCALE * size or se)
     worst = estimate.value + sign * stats.mixture_halfwidth(se, BETA, ABSOLUTE_PASS_SCALE * size or se)
-    figures = f"candidate {_fmt(metric, estimate.value)} ({_limit_text(gate, metric)}; {counts})"
+    allowed = rule_text(metric, gate.rule, gate.limit)
+    figures = f"candidate {metric_text(metric, estimate.value)} (allowed: {allowed}; {counts})"
     if sign * (best - gate.limit) > 0:
-        return FAIL, f"{figures}: beyond the limit (bound {_fmt(metric, best)})"
+        return FAIL, f"{figures}: beyond the limit (bound {metric_text(metric, best)})"
     if sign * (worst - gate.limit) <= 0:
-        return PASS, f"{figures}: within the limit (bound {_fmt(metric, worst)})"
-    bounds = f"{_fmt(metric, min(best, worst))} .. {_fmt(metric, max(best, worst))}"
+        return PASS, f"{figures}: within the limit (bound {metric_text(metric, worst)})"
+    bounds = f"{metric_text(metric, min(best, worst))} .. {metric_text(metric, max(best, worst))}"
     return INSUFFICIENT, f"{figures}: not yet conclusive (bounds {bounds})"
 
 
@@ -528,6 +267,151 @@ def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[
     return checks
 
 
+# --- conditions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeOnStep:
+    """How long the step has run (since it began, or was resumed) against its minimum, and its
+    maximum: a step whose gates or samples are still wanted then pauses."""
+
+    elapsed_s: float
+    min_duration_s: int
+    max_duration_s: int
+
+    @property
+    def met(self) -> bool:
+        return self.elapsed_s >= self.min_duration_s
+
+    @property
+    def past_max(self) -> bool:
+        return self.elapsed_s >= self.max_duration_s
+
+
+@dataclass(frozen=True)
+class SamplesPerArm:
+    """Requests each arm received in the step's window — the most that any source that answered
+    counted — against the step's ``min_samples``."""
+
+    baseline: int
+    candidate: int
+    min_samples: int
+
+    @property
+    def short(self) -> dict[str, int]:
+        """The arms below ``min_samples``, with their counts."""
+        counts = {"baseline": self.baseline, "candidate": self.candidate}
+        return {arm: count for arm, count in counts.items() if count < self.min_samples}
+
+    @property
+    def met(self) -> bool:
+        return not self.short
+
+
+@dataclass(frozen=True)
+class GatesPassing:
+    """The gates' verdicts as the step needs them: ``checked`` verdicts, the metrics ``failing``
+    and those ``waiting`` (insufficient_data, which holds a step below 100% only)."""
+
+    checked: int
+    failing: tuple[str, ...]
+    waiting: tuple[str, ...]
+
+    @property
+    def met(self) -> bool:
+        return not self.failing and not self.waiting
+
+
+@dataclass(frozen=True)
+class Approval:
+    manual: bool
+    """``approval: manual``: only a promote advances the step."""
+
+    @property
+    def met(self) -> bool:
+        return not self.manual
+
+
+@dataclass(frozen=True)
+class StepConditions:
+    """What an advance of the current step needs, as `decide` found it."""
+
+    time: TimeOnStep
+    samples: SamplesPerArm | None
+    """None at the 100% step: it has no baseline arm, and needs no samples."""
+    gates: GatesPassing
+    approval: Approval
+
+    @property
+    def met(self) -> bool:
+        samples_met = self.samples is None or self.samples.met
+        return self.time.met and samples_met and self.gates.met and self.approval.met
+
+    @property
+    def pauses_at_max_duration(self) -> bool:
+        """Whether the step pauses once its ``max_duration_s`` has passed: some gate has not
+        passed, or an arm lacks samples."""
+        return bool(self.gates.waiting) or (self.samples is not None and not self.samples.met)
+
+    def to_json(self) -> list[dict[str, object]]:
+        time, gates = self.time, self.gates
+        items: list[dict[str, object]] = [
+            {
+                "name": "time",
+                "met": time.met,
+                "elapsed_s": time.elapsed_s,
+                "min_duration_s": time.min_duration_s,
+                "max_duration_s": time.max_duration_s,
+            }
+        ]
+        if self.samples is not None:
+            samples = self.samples
+            items.append(
+                {
+                    "name": "samples",
+                    "met": samples.met,
+                    "baseline": samples.baseline,
+                    "candidate": samples.candidate,
+                    "min_samples": samples.min_samples,
+                }
+            )
+        items.append(
+            {
+                "name": "gates",
+                "met": gates.met,
+                "checked": gates.checked,
+                "failing": list(gates.failing),
+                "waiting": list(gates.waiting),
+            }
+        )
+        items.append({"name": "approval", "met": self.approval.met, "manual": self.approval.manual})
+        return items
+
+    @classmethod
+    def from_json(cls, items: Sequence[Mapping[str, Any]]) -> StepConditions:
+        """Read what `to_json` wrote."""
+        named = {item["name"]: item for item in items}
+        time, gates = named["time"], named["gates"]
+        samples = named.get("samples")
+        return cls(
+            time=TimeOnStep(time["elapsed_s"], time["min_duration_s"], time["max_duration_s"]),
+            samples=None
+            if samples is None
+            else SamplesPerArm(samples["baseline"], samples["candidate"], samples["min_samples"]),
+            gates=GatesPassing(gates["checked"], tuple(gates["failing"]), tuple(gates["waiting"])),
+            approval=Approval(named["approval"]["manual"]),
+        )
+
+
+def _samples_per_arm(step: Step, windows: Mapping[str, SourceWindow]) -> SamplesPerArm:
+    answered = [w for w in windows.values() if w.error is None]
+    return SamplesPerArm(
+        baseline=max((w.baseline.samples for w in answered), default=0),
+        candidate=max((w.candidate.samples for w in answered), default=0),
+        min_samples=step.min_samples,
+    )
+
+
 # --- decisions -----------------------------------------------------------------------------
 
 
@@ -541,14 +425,16 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do now. ``step_index`` and ``percent`` are those after the decision: the next
-    step's on advance, 100 on succeed, 0 (all traffic to the baseline) on rollback."""
+    """What to do now, why, and what was checked. ``step_index`` and ``percent`` are those after
+    the decision: the next step's on advance, 100 on succeed, 0 (all traffic to the baseline) on
+    rollback; ``verdicts`` and ``conditions`` are of the step that was decided on."""
 
     action: Action
     step_index: int
     percent: int
     reason: str
     verdicts: tuple[Verdict, ...]
+    conditions: StepConditions
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -557,6 +443,7 @@ class Decision:
             "percent": self.percent,
             "reason": self.reason,
             "verdicts": [v.to_json() for v in self.verdicts],
+            "conditions": self.conditions.to_json(),
         }
 
 
@@ -589,54 +476,59 @@ def decide(
         for gate, metric in checks
         if has_baseline or not gate.relative
     )
+    open_gates = [v for v in verdicts if v.verdict == INSUFFICIENT] if has_baseline else []
+    conditions = StepConditions(
+        time=TimeOnStep((now - step_started_at).total_seconds(), step.min_duration_s, step.max_duration_s),
+        samples=_samples_per_arm(step, windows) if has_baseline else None,
+        gates=GatesPassing(
+            checked=len(verdicts),
+            failing=tuple(v.metric for v in verdicts if v.verdict == FAIL),
+            waiting=tuple(v.metric for v in open_gates),
+        ),
+        approval=Approval(manual=step.approval == "manual"),
+    )
 
-    def decision(action: Action, reason: str, percent: int = step.percent) -> Decision:
-        return Decision(action, step_index, percent, reason, verdicts)
+    def decision(
+        action: Action, reason: str, index: int = step_index, percent: int = step.percent
+    ) -> Decision:
+        return Decision(action, index, percent, reason, verdicts, conditions)
 
     failing = [v for v in verdicts if v.verdict == FAIL]
     if failing:
         failures = "; ".join(f"{v.metric} failed: {v.detail}" for v in failing)
         if any(v.on_fail == "rollback" for v in failing):
-            return decision(Action.ROLLBACK, f"rolled back at {step.percent}%: {failures}", 0)
+            return decision(Action.ROLLBACK, f"rolled back at {step.percent}%: {failures}", percent=0)
         return decision(Action.PAUSE, f"paused at {step.percent}%: {failures}")
 
-    elapsed = (now - step_started_at).total_seconds()
-    open_gates = [v for v in verdicts if v.verdict != PASS] if has_baseline else []
-    short = _samples_short(step, windows) if has_baseline else []
+    time, samples = conditions.time, conditions.samples
+    short = (
+        [
+            f"{arm} {count_text(count)} of {count_text(samples.min_samples)} samples"
+            for arm, count in samples.short.items()
+        ]
+        if samples is not None
+        else []
+    )
     waiting = (
-        ([f"{elapsed:,.0f} s of {step.min_duration_s:,} s"] if elapsed < step.min_duration_s else [])
+        ([] if time.met else [f"{duration_text(time.elapsed_s)} of {duration_text(time.min_duration_s)}"])
         + short
         + [f"{v.metric} {v.verdict} ({v.detail})" for v in open_gates]
-        + (["manual approval"] if step.approval == "manual" else [])
+        + (["manual approval"] if conditions.approval.manual else [])
     )
-    if promote or not waiting:
+    if promote or conditions.met:
         why = f"promoted past {'; '.join(waiting)}" if waiting else "every gate passed"
-        why += f" after {elapsed:,.0f} s"
+        why += f" after {duration_text(time.elapsed_s)}"
         if step_index == len(plan.steps) - 1:
             return decision(Action.SUCCEED, f"succeeded at {step.percent}%: {why}")
         following = plan.steps[step_index + 1]
         reason = f"advanced from {step.percent}% to {following.percent}%: {why}"
-        return Decision(Action.ADVANCE, step_index + 1, following.percent, reason, verdicts)
-    if (open_gates or short) and elapsed >= step.max_duration_s:
-        still = [f"{v.metric} ({v.detail})" for v in open_gates if v.verdict == INSUFFICIENT]
+        return decision(Action.ADVANCE, reason, step_index + 1, following.percent)
+    if conditions.pauses_at_max_duration and time.past_max:
+        still = [f"{v.metric} ({v.detail})" for v in open_gates]
         return decision(
             Action.PAUSE,
-            f"paused at {step.percent}%: the step ran {elapsed:,.0f} s (max "
-            f"{step.max_duration_s:,} s) without every gate passing; still insufficient_data: "
+            f"paused at {step.percent}%: the step ran {duration_text(time.elapsed_s)} (max "
+            f"{duration_text(time.max_duration_s)}) without every gate passing; still insufficient_data: "
             + "; ".join(still + short),
         )
     return decision(Action.HOLD, f"holding at {step.percent}%: waiting for {'; '.join(waiting)}")
-
-
-def _samples_short(step: Step, windows: Mapping[str, SourceWindow]) -> list[str]:
-    """The arms below the step's ``min_samples`` (requests seen by any source that answered)."""
-    answered = [w for w in windows.values() if w.error is None]
-    counts = {
-        "baseline": max((w.baseline.samples for w in answered), default=0),
-        "candidate": max((w.candidate.samples for w in answered), default=0),
-    }
-    return [
-        f"{arm} {count:,} of {step.min_samples:,} samples"
-        for arm, count in counts.items()
-        if count < step.min_samples
-    ]

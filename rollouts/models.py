@@ -38,6 +38,9 @@ class Rollout(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     reason = models.TextField(blank=True, default="")
     last_verdicts = models.JSONField(default=list, blank=True)
+    last_conditions = models.JSONField(
+        default=list, blank=True, help_text="what the latest evaluation checked (StepConditions)"
+    )
     last_evaluated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -68,6 +71,9 @@ class RolloutTransition(models.Model):
     actor_name = models.CharField(max_length=200)
     reason = models.TextField(blank=True, default="")
     verdicts = models.JSONField(default=list, blank=True)
+    conditions = models.JSONField(
+        default=list, blank=True, help_text="what the decision that made it checked (StepConditions)"
+    )
 
     class Meta:
         ordering = ["at", "id"]

@@ -30,12 +30,12 @@ import math
 import re
 from collections.abc import Mapping
 
+from rollouts.gate_metrics import ALL_SCORES, QUANTILES, SCORE_PREFIX
+
 PLACEHOLDER = re.compile(r"\{(prompt|version|arm|window|rollout|score)\}")
 TEXT_PLACEHOLDERS = frozenset({"prompt", "arm", "score"})
 
-LATENCY_METRICS = frozenset({"latency_p50_ms", "latency_p95_ms", "latency_p99_ms"})
-SCORE_PREFIX = "score:"
-ALL_SCORES = "score:*"
+LATENCY_METRICS = frozenset(QUANTILES)
 BUCKET_FIGURES = {"buckets": 1000.0, "buckets_ms": 1.0}  # figure -> milliseconds per `le` unit
 MOMENT_FIGURES = ("count", "sum", "sum_of_squares")
 

@@ -1,20 +1,18 @@
-"""Rollouts: create, the manual actions, and the controller's evaluation.
+"""Rollouts: create one, and a person's actions on it (start, pause, resume, promote, roll back,
+abort). The controller's evaluations are in rollouts.controller; what every transition writes is
+in rollouts.transitions.
 
-Every transition is one transaction: the rollout row, a `RolloutTransition` (history), an audit
-entry (with the gate verdicts for automatic ones), outbox rows for webhooks, and the serving
-state's generation bump. A rollout changes state only while its row is locked and in the state
-the change expects: manual actions wait for the lock (`select_for_update`), the controller skips
-a rollout another worker is evaluating (`skip_locked`) and re-checks that it is still running.
+A rollout changes state only while its row is locked and in the state the change expects: a
+person's action waits for the lock (`select_for_update`), so it never races an evaluation.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Collection
+from datetime import datetime
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.actions import AuditAction
@@ -24,28 +22,16 @@ from core.errors import ValidationFailed
 from core.state_cache import SERVING_STATE, state_changed
 from registry.models import PRODUCTION, Label
 from registry.selectors import prompt_get
-from registry.services import ensure_owner, label_move
-from rollouts.engine import (
-    DEFAULT_GATES,
-    DEFAULT_PLAN,
-    FAIL,
-    Action,
-    ConfigError,
-    Decision,
-    Gate,
-    Plan,
-    parse_gates,
-)
-from rollouts.engine import decide as engine_decide
+from registry.services import ensure_owner
+from rollouts.controller import rollout_decide
+from rollouts.engine import FAIL, Action
 from rollouts.errors import GateFailing, NoProduction, RolloutActive, RolloutNotFound, RolloutStateError
-from rollouts.models import Rollout, RolloutTransition
-from rollouts.sources import RolloutRef, read_windows
-from rollouts.webhooks import outbox_enqueue
+from rollouts.models import Rollout
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, Plan, parse_gates
+from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
 
-CONTROLLER = Actor(user_id=None, name="system", is_admin=True, via="controller")
 ACTIVE_INDEX = "one_active_rollout_per_prompt"
 MAX_REASON = 10_000
-CLOCK_AHEAD = timedelta(minutes=5)
 S = Rollout.State
 
 
@@ -77,98 +63,6 @@ def _positive_int(value: object, name: str) -> int:
     return value
 
 
-# --- transitions ----------------------------------------------------------------------------
-
-
-def _transition(
-    rollout: Rollout,
-    *,
-    actor: Actor,
-    event: str,
-    to_state: str,
-    now: datetime,
-    reason: str,
-    verdicts: list[dict[str, Any]] | None = None,
-    **changes: Any,
-) -> RolloutTransition:
-    """Move a locked rollout to ``to_state`` (with ``changes`` to its fields) and record it."""
-    from_state = rollout.state
-    rollout.state = to_state
-    if to_state in (S.PAUSED, S.SUCCEEDED, S.ROLLED_BACK, S.ABORTED):
-        rollout.reason = reason
-    elif to_state == S.RUNNING and from_state != S.RUNNING:
-        rollout.reason = ""
-    if verdicts is not None:
-        rollout.last_verdicts, rollout.last_evaluated_at = verdicts, now
-    for field, value in changes.items():
-        setattr(rollout, field, value)
-    rollout.save()
-    transition = RolloutTransition.objects.create(
-        rollout=rollout,
-        at=now,
-        event=event,
-        from_state=from_state,
-        to_state=to_state,
-        step_index=rollout.step_index,
-        percent=rollout.percent,
-        actor_name=actor.name,
-        reason=reason,
-        verdicts=verdicts or [],
-    )
-    audit_record(
-        actor=actor,
-        action=AuditAction.of_rollout_event(event),
-        prompt_name=rollout.prompt.name,
-        object_type="rollout",
-        object_id=rollout.pk,
-        reason=reason,
-        data={
-            "from_state": from_state,
-            "to_state": to_state,
-            "step_index": rollout.step_index,
-            "percent": float(rollout.percent),
-            "verdicts": verdicts or [],
-        },
-    )
-    outbox_enqueue(rollout=rollout, transition=transition)
-    state_changed(SERVING_STATE, [rollout.prompt.name])
-    return transition
-
-
-def _end(
-    rollout: Rollout,
-    *,
-    actor: Actor,
-    event: str,
-    to_state: str,
-    now: datetime,
-    reason: str,
-    verdicts: list[dict[str, Any]] | None = None,
-) -> RolloutTransition:
-    """Rollback or abort: every user back on the baseline, which stays (or is again) production."""
-    production = Label.objects.filter(prompt=rollout.prompt, name=PRODUCTION).first()
-    if production is None or production.version_id != rollout.baseline_id:
-        label_move(
-            actor=actor,
-            prompt_name=rollout.prompt.name,
-            label=PRODUCTION,
-            version=rollout.baseline.version,
-            reason=f"rollout {rollout.pk} {event.replace('_', ' ')}",
-            system=True,
-        )
-    return _transition(
-        rollout,
-        actor=actor,
-        event=event,
-        to_state=to_state,
-        now=now,
-        reason=reason,
-        verdicts=verdicts,
-        percent=0,
-        ended_at=now,
-    )
-
-
 def _locked(rollout_id: int, actor: Actor, allowed: Collection[str], action: str) -> Rollout:
     """The rollout, locked (waiting for an evaluation in progress), owned by the actor and in
     one of the ``allowed`` states."""
@@ -187,9 +81,6 @@ def _locked(rollout_id: int, actor: Actor, allowed: Collection[str], action: str
             details={"state": rollout.state, "allowed_states": sorted(allowed)},
         )
     return rollout
-
-
-# --- create and manual actions --------------------------------------------------------------
 
 
 def rollout_create(
@@ -272,8 +163,8 @@ def rollout_create(
 
 
 def _start(rollout: Rollout, *, actor: Actor, now: datetime, reason: str) -> None:
-    _transition(
-        rollout,
+    rollout_transition(
+        rollout=rollout,
         actor=actor,
         event="started",
         to_state=S.RUNNING,
@@ -299,8 +190,13 @@ def rollout_pause(*, actor: Actor, rollout_id: int, reason: object = "") -> Roll
     clean_reason = _reason(reason)
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, [S.RUNNING], "pause")
-        _transition(
-            rollout, actor=actor, event="paused", to_state=S.PAUSED, now=timezone.now(), reason=clean_reason
+        rollout_transition(
+            rollout=rollout,
+            actor=actor,
+            event="paused",
+            to_state=S.PAUSED,
+            now=timezone.now(),
+            reason=clean_reason,
         )
     return rollout
 
@@ -311,8 +207,8 @@ def rollout_resume(*, actor: Actor, rollout_id: int, reason: object = "") -> Rol
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, [S.PAUSED], "resume")
         now = timezone.now()
-        _transition(
-            rollout,
+        rollout_transition(
+            rollout=rollout,
             actor=actor,
             event="resumed",
             to_state=S.RUNNING,
@@ -331,7 +227,7 @@ def rollout_promote(*, actor: Actor, rollout_id: int, reason: object = "") -> Ro
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be promoted")
         now = timezone.now()
-        decision = _decide(rollout, now=now, promote=True)
+        decision = rollout_decide(rollout=rollout, now=now, promote=True)
         if decision.action not in (Action.ADVANCE, Action.SUCCEED):
             failing = [v for v in decision.verdicts if v.verdict == FAIL]
             names = ", ".join(v.metric for v in failing)
@@ -348,8 +244,8 @@ def rollout_rollback(*, actor: Actor, rollout_id: int, reason: object = "") -> R
     clean_reason = _reason(reason)
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be rolled back")
-        _end(
-            rollout,
+        rollout_end(
+            rollout=rollout,
             actor=actor,
             event="rolled_back",
             to_state=S.ROLLED_BACK,
@@ -364,8 +260,8 @@ def rollout_abort(*, actor: Actor, rollout_id: int, reason: object = "") -> Roll
     clean_reason = _reason(reason)
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, Rollout.ACTIVE_STATES, "be aborted")
-        _end(
-            rollout,
+        rollout_end(
+            rollout=rollout,
             actor=actor,
             event="aborted",
             to_state=S.ABORTED,
@@ -373,134 +269,3 @@ def rollout_abort(*, actor: Actor, rollout_id: int, reason: object = "") -> Roll
             reason=clean_reason or f"aborted by {actor.name}",
         )
     return rollout
-
-
-# --- the controller -------------------------------------------------------------------------
-
-
-def step_window(step_started_at: datetime, now: datetime) -> tuple[datetime, datetime]:
-    """The statistics window of a step: from the first whole minute after it started (outcomes
-    are kept per minute, so none from before the step, or before a resume, counts) to now, plus
-    the minutes of outcomes stamped ahead by callers' clocks (ingest accepts up to 5 min)."""
-    start = step_started_at.replace(second=0, microsecond=0)
-    if start != step_started_at:
-        start += timedelta(minutes=1)
-    return start, now + CLOCK_AHEAD
-
-
-def _decide(rollout: Rollout, *, now: datetime, promote: bool = False) -> Decision:
-    """Read the current step's window from the gates' sources and ask the engine."""
-    plan, gates = Plan.from_json(rollout.plan), parse_gates(rollout.gates)
-    step_started_at = rollout.step_started_at or now
-    since, until = step_window(step_started_at, now)
-    ref = RolloutRef(
-        rollout_id=rollout.pk,
-        prompt=rollout.prompt.name,
-        baseline_version=rollout.baseline.version,
-        candidate_version=rollout.candidate.version,
-    )
-    windows = read_windows(rollout=ref, gates=gates, since=since, until=until)
-    return engine_decide(
-        plan=plan,
-        step_index=rollout.step_index,
-        step_started_at=step_started_at,
-        now=now,
-        windows=windows,
-        gates=gates,
-        promote=promote,
-    )
-
-
-def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = None) -> dict[int, Decision]:
-    """Controller evaluations of several rollouts in one transaction: lock the running ones that
-    no other worker is evaluating (the others are skipped: absent from the result), read each
-    one's step statistics, decide, apply. Evaluating again on the same inputs changes nothing."""
-    moment = now or timezone.now()
-    decisions: dict[int, Decision] = {}
-    with transaction.atomic():
-        rollouts = list(
-            Rollout.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("prompt", "baseline", "candidate")
-            .filter(pk__in=rollout_ids, state=S.RUNNING)
-            .order_by("id")
-        )
-        holds = []
-        for rollout in rollouts:
-            decision = decisions[rollout.pk] = _decide(rollout, now=moment)
-            if rollout_apply_decision(rollout=rollout, decision=decision, actor=CONTROLLER, now=moment):
-                continue
-            holds.append(rollout)
-        if holds:
-            if len(holds) == len(rollouts):
-                # Only the latest verdicts change: no need to wait for the WAL flush (a crash may
-                # lose them, and the next tick writes them again).
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            Rollout.objects.bulk_update(holds, ["last_verdicts", "last_evaluated_at"])
-    return decisions
-
-
-def rollout_evaluate(*, rollout_id: int, now: datetime | None = None) -> Decision | None:
-    """One controller evaluation; None when the rollout is not running or another worker is
-    evaluating it."""
-    return rollout_evaluate_many(rollout_ids=[rollout_id], now=now).get(rollout_id)
-
-
-def rollout_apply_decision(
-    *, rollout: Rollout, decision: Decision, actor: Actor, now: datetime, reason: str = ""
-) -> RolloutTransition | None:
-    """Apply the engine's decision to a rollout the caller has locked: every action but hold is
-    a transition (returned). A hold changes only the latest verdicts, set on ``rollout`` for the
-    caller to store (`rollout_evaluate_many` stores a whole batch's in one UPDATE). ``reason``
-    (a person's) is kept beside the engine's explanation."""
-    verdicts = [verdict.to_json() for verdict in decision.verdicts]
-    why = f"{reason} ({decision.reason})" if reason else decision.reason
-    if decision.action == Action.HOLD:
-        rollout.last_verdicts, rollout.last_evaluated_at = verdicts, now
-        return None
-    if decision.action == Action.ADVANCE:
-        return _transition(
-            rollout,
-            actor=actor,
-            event="advanced",
-            to_state=S.RUNNING,
-            now=now,
-            reason=why,
-            verdicts=verdicts,
-            step_index=decision.step_index,
-            percent=decision.percent,
-            step_started_at=now,
-        )
-    if decision.action == Action.PAUSE:
-        return _transition(
-            rollout, actor=actor, event="paused", to_state=S.PAUSED, now=now, reason=why, verdicts=verdicts
-        )
-    if decision.action == Action.ROLLBACK:
-        return _end(
-            rollout,
-            actor=actor,
-            event="rolled_back",
-            to_state=S.ROLLED_BACK,
-            now=now,
-            reason=why,
-            verdicts=verdicts,
-        )
-    label_move(
-        actor=actor,
-        prompt_name=rollout.prompt.name,
-        label=PRODUCTION,
-        version=rollout.candidate.version,
-        reason=f"rollout {rollout.pk} succeeded",
-        system=True,
-    )
-    return _transition(
-        rollout,
-        actor=actor,
-        event="succeeded",
-        to_state=S.SUCCEEDED,
-        now=now,
-        reason=why,
-        verdicts=verdicts,
-        percent=100,
-        ended_at=now,
-    )

@@ -1,11 +1,14 @@
 """Per-arm outcome statistics and the sequential tests the rollout controller runs on them.
 
 Pure: no Django, no clock, no I/O. Everything here is a frozen dataclass or a function of them,
-so the ingest path, the API and the decision engine share one definition of every figure.
+so ingest, the sources, the API and the decision engine share one definition of every figure.
 
-Aggregates are *mergeable*: the ingest path keeps one `ArmStats` per rollout, arm and minute,
-and a window is the `arm_stats_sum` of its minutes. The JSON shape of an aggregate is
-`arm_stats_to_json` / `arm_stats_from_json`; the figures the API shows are `arm_summary`.
+An arm's outcomes over a window are an `ArmStats`: counts, sums, sums of squares and a latency
+histogram, aggregates that merge by adding. Ingest keeps them per rollout, arm and minute
+(outcomes.aggregation: the fields of a Redis hash, flushed into `outcomes.models.OutcomeMinute`
+rows) and outcomes.selectors adds up a window's minutes in PostgreSQL; the langfuse and
+prometheus sources build theirs from what their servers answer. The figures the API shows for an
+arm are `arm_summary`.
 
 Latency histogram
 -----------------
@@ -14,9 +17,9 @@ bucket ``ceil(ln(ms) / ln(1.02))`` (so bucket ``i`` holds ``(1.02**(i-1), 1.02**
 every value at or below ``ZERO_LIMIT_MS`` (1 µs, including 0) goes in the dedicated bucket
 ``ZERO_BUCKET``. A bucket stands for the value ``2 * 1.02**i / 2.02``, which is within
 ``(GAMMA - 1) / (GAMMA + 1)`` = 0.990% of every value in the bucket, so every quantile read from a
-histogram is within 0.99% of the exact one (the zero bucket stands for 0, within 1 µs). Histograms
-serialize as ``{"<bucket index>": count}``, which fits a JSONB column or a Redis hash
-(``HINCRBY key <latency_bucket_index(ms)> 1``); merging is adding counts per index.
+histogram is within 0.99% of the exact one (the zero bucket stands for 0, within 1 µs). A minute's
+histogram is stored as ``{"<bucket index>": count}`` (`histogram_from_json` reads it back);
+merging is adding counts per index.
 
 Sequential tests
 ----------------
@@ -51,8 +54,14 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from itertools import accumulate
 from statistics import NormalDist
+
+# How far ahead of the server's clock an outcome may be stamped: ingest places an event within
+# its arrival ± the event rules' ``ts_clamp_seconds`` (held equal to this by a test), so a window
+# that ends now also holds the minutes of outcomes stamped ahead by callers' clocks.
+CLOCK_ALLOWANCE = timedelta(minutes=5)
 
 GAMMA = 1.02
 LOG_GAMMA = math.log(GAMMA)
@@ -109,13 +118,6 @@ def histogram_from_counts(counts: Mapping[int, int]) -> Histogram:
     return Histogram(tuple(sorted((i, c) for i, c in counts.items() if c > 0)))
 
 
-def histogram_add(hist: Histogram, value_ms: float, count: int = 1) -> Histogram:
-    counts = dict(hist.buckets)
-    index = latency_bucket_index(value_ms)
-    counts[index] = counts.get(index, 0) + count
-    return histogram_from_counts(counts)
-
-
 def histogram_merge(a: Histogram, b: Histogram) -> Histogram:
     return histogram_sum((a, b))
 
@@ -128,8 +130,10 @@ def histogram_sum(parts: Iterable[Histogram]) -> Histogram:
     return Histogram(tuple(sorted(counts.items())))
 
 
-def histogram_to_json(hist: Histogram) -> dict[str, int]:
-    return {str(index): count for index, count in hist.buckets}
+def _count(value: object, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{field} must be an integer >= 0, got {value!r}")
+    return value
 
 
 def histogram_from_json(obj: object) -> Histogram:
@@ -220,10 +224,6 @@ class Moments:
         return max(0.0, (self.total_sq - self.total**2 / self.count) / (self.count - 1))
 
 
-def moments_of(value: float) -> Moments:
-    return Moments(1, value, value * value)
-
-
 def _moments_sum(parts: Iterable[Moments]) -> Moments:
     count, total, total_sq = 0, 0.0, 0.0
     for part in parts:
@@ -266,34 +266,6 @@ class ArmStats:
         return {name: m.total / m.count for name, m in self.scores if m.count}
 
 
-def event_stats(
-    *,
-    latency_ms: float | None = None,
-    error: bool = False,
-    cost_usd: float | None = None,
-    scores: Mapping[str, float] | None = None,
-) -> ArmStats:
-    """The aggregate of one outcome event (one request)."""
-    for name, value in [("latency_ms", latency_ms), ("cost_usd", cost_usd)]:
-        if value is not None and (not math.isfinite(value) or value < 0):
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    for name, value in (scores or {}).items():
-        if not math.isfinite(value):
-            raise ValueError(f"score {name!r} must be a finite number, got {value!r}")
-    return ArmStats(
-        samples=1,
-        errors=int(error),
-        latency=moments_of(latency_ms) if latency_ms is not None else Moments(),
-        histogram=histogram_add(Histogram(), latency_ms) if latency_ms is not None else Histogram(),
-        cost=moments_of(cost_usd) if cost_usd is not None else Moments(),
-        scores=tuple(sorted((name, moments_of(v)) for name, v in (scores or {}).items())),
-    )
-
-
-def arm_stats_merge(a: ArmStats, b: ArmStats) -> ArmStats:
-    return arm_stats_sum((a, b))
-
-
 def arm_stats_sum(parts: Iterable[ArmStats]) -> ArmStats:
     """Merge aggregates (e.g. the per-minute rows of a window) into one."""
     parts = list(parts)
@@ -308,66 +280,6 @@ def arm_stats_sum(parts: Iterable[ArmStats]) -> ArmStats:
         histogram=histogram_sum(p.histogram for p in parts),
         cost=_moments_sum(p.cost for p in parts),
         scores=tuple(sorted((n, _moments_sum(m)) for n, m in score_parts.items())),
-    )
-
-
-def _moments_json(m: Moments) -> dict[str, float]:
-    return {"count": m.count, "sum": m.total, "sumsq": m.total_sq}
-
-
-def arm_stats_to_json(stats: ArmStats) -> dict[str, object]:
-    """The stored shape of an aggregate (JSON-ready; `arm_stats_from_json` reads it back)."""
-    return {
-        "samples": stats.samples,
-        "errors": stats.errors,
-        "latency": {
-            **_moments_json(stats.latency),
-            "histogram": histogram_to_json(stats.histogram),
-        },
-        "cost": _moments_json(stats.cost),
-        "scores": {name: _moments_json(m) for name, m in stats.scores},
-    }
-
-
-def _count(value: object, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{field} must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _number(value: object, field: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{field} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _mapping(value: object, field: str) -> Mapping[str, object]:
-    if not isinstance(value, Mapping):
-        raise ValueError(f"{field} must be an object")
-    return value
-
-
-def _moments_from_json(obj: object, field: str) -> Moments:
-    data = _mapping(obj, field)
-    return Moments(
-        count=_count(data.get("count", 0), f"{field}.count"),
-        total=_number(data.get("sum", 0.0), f"{field}.sum"),
-        total_sq=_number(data.get("sumsq", 0.0), f"{field}.sumsq"),
-    )
-
-
-def arm_stats_from_json(obj: object) -> ArmStats:
-    """Read the shape `arm_stats_to_json` writes; missing parts are empty. Raises ValueError."""
-    data = _mapping(obj, "stats")
-    latency = _mapping(data.get("latency", {}), "latency")
-    scores = _mapping(data.get("scores", {}), "scores")
-    return ArmStats(
-        samples=_count(data.get("samples", 0), "samples"),
-        errors=_count(data.get("errors", 0), "errors"),
-        latency=_moments_from_json(latency, "latency"),
-        histogram=histogram_from_json(latency.get("histogram", {})),
-        cost=_moments_from_json(data.get("cost", {}), "cost"),
-        scores=tuple(sorted((str(n), _moments_from_json(m, f"scores.{n}")) for n, m in scores.items())),
     )
 
 

@@ -11,8 +11,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from rollouts.controller import rollout_evaluate
 from rollouts.selectors import rollout_ids_to_evaluate
-from rollouts.services import rollout_evaluate
 from rollouts.webhooks import DELIVER_TASK, outbox_deliver_due
 
 TICK_BATCH = 10_000

@@ -33,7 +33,9 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import ValidationFailed
+from rollouts.as_json import rollout_json, transition_json
 from rollouts.errors import WebhookNotFound
+from rollouts.figures import percent_value
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
 
 EVENTS = ("started", "advanced", "paused", "resumed", "succeeded", "rolled_back", "aborted")
@@ -122,18 +124,13 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest.hexdigest()}"
 
 
-def _percent(value: object) -> int | float:
-    number = float(str(value))
-    return int(number) if number.is_integer() else number
-
-
 def message_text(rollout: Rollout, transition: RolloutTransition) -> str:
     """One line for a chat channel: what happened to which rollout, at what percent, why."""
     headline = {
-        "started": f"started at {_percent(transition.percent)}%",
-        "advanced": f"advanced to {_percent(transition.percent)}%",
-        "paused": f"paused at {_percent(transition.percent)}%",
-        "resumed": f"resumed at {_percent(transition.percent)}%",
+        "started": f"started at {percent_value(transition.percent)}%",
+        "advanced": f"advanced to {percent_value(transition.percent)}%",
+        "paused": f"paused at {percent_value(transition.percent)}%",
+        "resumed": f"resumed at {percent_value(transition.percent)}%",
         "succeeded": f"succeeded: v{rollout.candidate.version} is now production",
         "rolled_back": f"rolled back: every user is back on v{rollout.baseline.version}",
         "aborted": f"aborted: every user is back on v{rollout.baseline.version}",
@@ -150,24 +147,8 @@ def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, A
     return {
         "event": f"rollout.{transition.event}",
         "text": message_text(rollout, transition),
-        "rollout": {
-            "id": rollout.pk,
-            "prompt": rollout.prompt.name,
-            "baseline_version": rollout.baseline.version,
-            "candidate_version": rollout.candidate.version,
-            "state": rollout.state,
-            "step_index": rollout.step_index,
-            "percent": _percent(rollout.percent),
-        },
-        "transition": {
-            "at": transition.at.isoformat(),
-            "from_state": transition.from_state,
-            "to_state": transition.to_state,
-            "percent": _percent(transition.percent),
-            "actor": transition.actor_name,
-            "reason": transition.reason,
-            "verdicts": transition.verdicts,
-        },
+        "rollout": rollout_json(rollout),
+        "transition": transition_json(transition),
     }
 
 

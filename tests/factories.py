@@ -9,6 +9,7 @@ from access.services import apikey_create
 from core.actors import Actor
 from registry.models import Prompt
 from registry.services import prompt_create, version_create
+from rollouts.stats import ArmStats, Histogram, Moments, latency_bucket_index
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -51,3 +52,26 @@ def make_prompt(owner, name: str = "support.answer", kind: str = "text", version
             )
     prompt.refresh_from_db()
     return prompt
+
+
+def event_stats(
+    *,
+    latency_ms: float | None = None,
+    error: bool = False,
+    cost_usd: float | None = None,
+    scores: dict[str, float] | None = None,
+) -> ArmStats:
+    """The statistics of one outcome event (one request), built field by field: what the
+    aggregates of ingest must add up to."""
+
+    def moments(value: float | None) -> Moments:
+        return Moments() if value is None else Moments(1, value, value * value)
+
+    return ArmStats(
+        samples=1,
+        errors=int(error),
+        latency=moments(latency_ms),
+        histogram=Histogram() if latency_ms is None else Histogram(((latency_bucket_index(latency_ms), 1),)),
+        cost=moments(cost_usd),
+        scores=tuple(sorted((name, moments(value)) for name, value in (scores or {}).items())),
+    )

@@ -11,11 +11,21 @@ from django import forms
 
 from core.admin import parse_json
 from registry.admin.forms import VersionChoicesForm
-from rollouts.engine import DEFAULT_GATES, DEFAULT_MAX_DURATION_S, DEFAULT_PLAN
+from rollouts.plan import (
+    DEFAULT_APPROVAL,
+    DEFAULT_GATES,
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_ON_FAIL,
+    DEFAULT_PLAN,
+)
 
 MAX_REASON = 10_000
 # Fields a step or gate has when left out: the pre-filled plan and gates do without them.
-FIELD_DEFAULTS = {("max_duration_s", DEFAULT_MAX_DURATION_S), ("approval", "auto"), ("on_fail", "rollback")}
+FIELD_DEFAULTS = {
+    ("max_duration_s", DEFAULT_MAX_DURATION_S),
+    ("approval", DEFAULT_APPROVAL),
+    ("on_fail", DEFAULT_ON_FAIL),
+}
 CODE = {"class": "vLargeTextField pr-code pr-json", "spellcheck": "false"}
 
 
@@ -53,9 +63,9 @@ class RolloutStartForm(VersionChoicesForm):
         widget=forms.Textarea(attrs={**CODE, "rows": 7, "wrap": "off"}),
         help_text="Steps in order, percents rising to 100. Each: <code>percent</code> of users on the "
         "candidate, <code>min_duration_s</code>, <code>min_samples</code> per arm, "
-        "<code>max_duration_s</code> (default 86400: the step pauses when its gates have not all passed "
-        "by then) and <code>approval</code> <code>auto</code> (default) or <code>manual</code> (waits for "
-        "Promote).",
+        f"<code>max_duration_s</code> (default {DEFAULT_MAX_DURATION_S}: the step pauses when its gates "
+        "have not all passed by then) and <code>approval</code> <code>auto</code> (default) or "
+        "<code>manual</code> (waits for Promote).",
     )
     gates = forms.CharField(
         widget=forms.Textarea(attrs={**CODE, "rows": 7, "wrap": "off"}),

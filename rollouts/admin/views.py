@@ -21,7 +21,8 @@ from registry.models import PRODUCTION, Prompt
 from registry.selectors import actor_owns
 from rollouts import services
 from rollouts.admin.forms import PromptChoiceForm, ReasonForm, RolloutStartForm
-from rollouts.admin.live import live_page
+from rollouts.admin.live_page import live_page
+from rollouts.figures import percent_value
 from rollouts.models import Rollout
 
 REFRESH_SECONDS = 5
@@ -166,8 +167,9 @@ def _show_error(form: RolloutStartForm, error: DomainError) -> None:
 def _created_text(rollout: Rollout) -> str:
     what = f"Rollout #{rollout.pk} of {rollout.prompt.name}"
     if rollout.state == S.RUNNING:
+        share = percent_value(rollout.percent)
         return (
-            f"{what} started: v{rollout.candidate.version} serves {_percent(rollout)}% of users, "
+            f"{what} started: v{rollout.candidate.version} serves {share}% of users, "
             f"v{rollout.baseline.version} the rest."
         )
     return f"{what} created. It is pending: everyone gets v{rollout.baseline.version} until you start it."
@@ -190,10 +192,6 @@ def _choose_prompt(request: HttpRequest, model_admin: admin.ModelAdmin, name: st
     return TemplateResponse(
         request, "admin/rollouts/rollout/choose_prompt.html", context, status=404 if name else 200
     )
-
-
-def _percent(rollout: Rollout) -> str:
-    return f"{float(rollout.percent):g}"
 
 
 # --- the live page --------------------------------------------------------------------------
@@ -231,7 +229,7 @@ def _live_context(request: HttpRequest, rollout: Rollout) -> dict[str, Any]:
     return {
         "live": page,
         "rollout": page.rollout,
-        "percent": _percent(page.rollout),
+        "percent": percent_value(page.rollout.percent),
         "refresh_url": reverse("admin:rollouts_rollout_live", args=[rollout.pk]),
         "refresh_seconds": REFRESH_SECONDS,
     }
@@ -288,7 +286,11 @@ def act(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout, a
 
 
 def _done_text(name: str, rollout: Rollout) -> str:
-    baseline, candidate, percent = rollout.baseline.version, rollout.candidate.version, _percent(rollout)
+    baseline, candidate, percent = (
+        rollout.baseline.version,
+        rollout.candidate.version,
+        percent_value(rollout.percent),
+    )
     if name == "start":
         return f"Started: v{candidate} serves {percent}% of users."
     if name == "pause":

@@ -3,22 +3,22 @@ JSON of rollouts and webhooks."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from rollouts.engine import APPROVALS, DEFAULT_MAX_DURATION_S, METRICS, ON_FAIL, SOURCES
-from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.as_json import iso_time, rollout_json, transition_json
+from rollouts.gate_metrics import METRICS
+from rollouts.models import Rollout, Webhook
+from rollouts.plan import APPROVALS, DEFAULT_MAX_DURATION_S, ON_FAIL, SOURCES
 from rollouts.selectors import RolloutWithStats
 from rollouts.stats import arm_summary
 from rollouts.webhooks import EVENT_NAMES
 
 
 class PlanStepSerializer(serializers.Serializer[Any]):
-    """A plan step as the OpenAPI schema describes it (`rollouts.engine.Step` checks it)."""
+    """A plan step as the OpenAPI schema describes it (`rollouts.plan.Step` checks it)."""
 
     percent = serializers.IntegerField(
         min_value=1, max_value=100, help_text="strictly increasing; the last is 100"
@@ -32,7 +32,7 @@ class PlanStepSerializer(serializers.Serializer[Any]):
 
 
 class GateSerializer(serializers.Serializer[Any]):
-    """A gate as the OpenAPI schema describes it (`rollouts.engine.Gate` checks it): a metric and
+    """A gate as the OpenAPI schema describes it (`rollouts.plan.Gate` checks it): a metric and
     exactly one rule."""
 
     metric = serializers.RegexField(
@@ -57,14 +57,14 @@ class GateSerializer(serializers.Serializer[Any]):
 
 @extend_schema_field(PlanStepSerializer(many=True))
 class PlanField(serializers.ListField):  # type: ignore[type-arg]
-    """The plan as sent: the engine checks it."""
+    """The plan as sent: `rollouts.plan` checks it."""
 
     child = serializers.JSONField()
 
 
 @extend_schema_field(GateSerializer(many=True))
 class GatesField(serializers.ListField):  # type: ignore[type-arg]
-    """The gates as sent: the engine checks them."""
+    """The gates as sent: `rollouts.plan` checks them."""
 
     child = serializers.JSONField()
 
@@ -122,6 +122,11 @@ class RolloutOut(serializers.Serializer[Any]):
 class RolloutDetailOut(RolloutOut):
     arms = serializers.DictField(child=serializers.DictField())
     verdicts = serializers.ListField(child=serializers.DictField())
+    conditions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="what the latest evaluation checked: time, samples (per arm, as the controller "
+        "counts them), gates, approval; each with met",
+    )
     history = serializers.ListField(child=serializers.DictField())
 
 
@@ -132,56 +137,11 @@ class WebhookOut(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
 
 
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def _percent(value: Decimal | int) -> int | float:
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-
-def rollout_json(rollout: Rollout) -> dict[str, Any]:
-    plan = rollout.plan
-    return {
-        "id": rollout.pk,
-        "prompt": rollout.prompt.name,
-        "baseline_version": rollout.baseline.version,
-        "candidate_version": rollout.candidate.version,
-        "state": rollout.state,
-        "step_index": rollout.step_index,
-        "percent": _percent(rollout.percent),
-        "plan": plan,
-        "gates": rollout.gates,
-        "salt": rollout.salt,
-        "created_at": _time(rollout.created_at),
-        "started_at": _time(rollout.started_at),
-        "ended_at": _time(rollout.ended_at),
-        "reason": rollout.reason,
-        "current_step": plan[rollout.step_index] if rollout.step_index < len(plan) else None,
-        "step_started_at": _time(rollout.step_started_at),
-        "last_evaluated_at": _time(rollout.last_evaluated_at),
-    }
-
-
-def transition_json(transition: RolloutTransition) -> dict[str, Any]:
-    return {
-        "at": _time(transition.at),
-        "event": transition.event,
-        "from_state": transition.from_state,
-        "to_state": transition.to_state,
-        "step_index": transition.step_index,
-        "percent": _percent(transition.percent),
-        "actor": transition.actor_name,
-        "reason": transition.reason,
-        "verdicts": transition.verdicts,
-    }
-
-
 def rollout_detail_json(detail: RolloutWithStats) -> dict[str, Any]:
     body = rollout_json(detail.rollout)
     body["arms"] = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
     body["verdicts"] = detail.rollout.last_verdicts
+    body["conditions"] = detail.rollout.last_conditions
     body["history"] = [transition_json(t) for t in detail.history]
     return body
 
@@ -192,5 +152,5 @@ def webhook_json(webhook: Webhook) -> dict[str, Any]:
         "id": webhook.pk,
         "url": webhook.url,
         "events": webhook.events,
-        "created_at": _time(webhook.created_at),
+        "created_at": iso_time(webhook.created_at),
     }

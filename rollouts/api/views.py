@@ -24,9 +24,9 @@ from rollouts.api.serializers import (
     WebhookCreateRequest,
     WebhookOut,
     rollout_detail_json,
-    rollout_json,
     webhook_json,
 )
+from rollouts.as_json import rollout_json
 from rollouts.models import Rollout
 
 READ_ERRORS = error_responses(401, 403, 404)

@@ -25,7 +25,8 @@ from typing import Protocol, cast
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from rollouts.engine import Gate, SourceWindow
+from rollouts.engine import SourceWindow
+from rollouts.plan import Gate
 from rollouts.stats import ArmStats
 
 SOURCE_TIMEOUT_SECONDS = 5.0
@@ -33,8 +34,9 @@ INGEST = "ingest"
 
 
 @dataclass(frozen=True)
-class RolloutRef:
-    """What a source may need to know about the rollout it reads for."""
+class RolloutArms:
+    """The rollout a source reads for, as a source matches outcomes to its arms: its id, its
+    prompt's name and each arm's version number."""
 
     rollout_id: int
     prompt: str
@@ -52,7 +54,7 @@ class SourceUnavailable(Exception):
 
 class Source(Protocol):
     def read(
-        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         """Per-arm statistics of ``rollout`` between ``since`` and ``until`` for ``gates``
         (those of this source). Raises SourceUnavailable."""
@@ -91,7 +93,7 @@ def outcome_store() -> OutcomeStore:
 
 
 def read_windows(
-    *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+    *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
 ) -> dict[str, SourceWindow]:
     """Every source the gates name, read once: its window, or an empty one carrying the cause.
     With no gates, the ingest source is read (sample counts still hold a step)."""

@@ -44,8 +44,10 @@ from langfuse.api.core.api_error import ApiError
 from langfuse.api.core.request_options import RequestOptions
 from langfuse.api.scores.types.score_v3 import ScoreV3
 
-from rollouts.engine import SCORE_PREFIX, Gate, SourceWindow
-from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutRef, SourceUnavailable
+from rollouts.engine import SourceWindow
+from rollouts.gate_metrics import SCORE_PREFIX
+from rollouts.plan import Gate
+from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutArms, SourceUnavailable
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_bucket_index
 
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
@@ -102,7 +104,7 @@ class LangfuseSource:
         self.max_scored_traces = max_scored_traces
 
     def read(
-        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         scores = _score_request(gates)
         with httpx.Client(follow_redirects=True) as http:

@@ -33,8 +33,10 @@ import requests
 from django.conf import settings
 
 from rollouts import promql
-from rollouts.engine import Gate, SourceWindow
-from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutRef, SourceUnavailable
+from rollouts.engine import SourceWindow
+from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
+from rollouts.plan import Gate
+from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutArms, SourceUnavailable
 from rollouts.stats import (
     GAMMA,
     ZERO_BUCKET,
@@ -66,7 +68,7 @@ class PrometheusSource:
         self.timeout_seconds = timeout_seconds
 
     def read(
-        self, *, rollout: RolloutRef, gates: Sequence[Gate], since: datetime, until: datetime
+        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         deadline = time.monotonic() + self.timeout_seconds
         arms = {}
@@ -102,10 +104,10 @@ def _queries(gate: Gate) -> list[_Query]:
         templates = promql.query_templates(gate.metric, gate.query)
     except ValueError as error:
         raise SourceUnavailable(f"the {gate.metric} gate's query: {error}") from None
-    if gate.metric == promql.ALL_SCORES:
+    if gate.metric == ALL_SCORES:
         return [_Query(f, t, by_score_label=True) for f, t in templates.items()]
-    if gate.metric.startswith(promql.SCORE_PREFIX):
-        name = gate.metric.removeprefix(promql.SCORE_PREFIX)
+    if gate.metric.startswith(SCORE_PREFIX):
+        name = gate.metric.removeprefix(SCORE_PREFIX)
         return [_Query(f, t, score=name) for f, t in templates.items()]
     return [_Query(f, t) for f, t in templates.items()]
 

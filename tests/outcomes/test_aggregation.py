@@ -15,7 +15,8 @@ from outcomes.aggregation import (
     series_key,
 )
 from outcomes.validation import Event
-from rollouts.stats import arm_stats_sum, event_stats, histogram_from_json
+from rollouts.stats import arm_stats_sum, histogram_from_json
+from tests.factories import event_stats
 
 SERIES = [
     series_key(prompt_id=1, version_id=2, rollout_id=7, arm="candidate"),

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from outcomes.selectors import arm_stats
 from outcomes.services import events_ingest, outcome_minutes_flush
-from rollouts.stats import ArmStats, arm_stats_sum, event_stats
+from rollouts.stats import ArmStats, arm_stats_sum
+from tests.factories import event_stats
 from tests.outcomes.conftest import event
 
 NOW = 1_795_000_030.0

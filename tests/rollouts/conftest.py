@@ -1,5 +1,5 @@
-"""Fixtures for rollout tests: prompts with a candidate, a Celery worker of the test run, and a
-local HTTP server receiving webhooks."""
+"""Fixtures for rollout tests: prompts with a candidate, a Celery worker of the test run, a
+local HTTP server receiving webhooks, and a local Langfuse the langfuse source reads."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from pytest_django.fixtures import Settings
 
 from config.celery import app as celery_app
 from rollouts import tasks  # noqa: F401  (registers the tasks with the app)
 from tests.factories import make_prompt
+from tests.fakes.langfuse_server import FakeLangfuse, serve
 
 WEBHOOK_SECRET = "s3cret-for-tests"
 
@@ -93,3 +95,14 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     yield receiver
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def langfuse(settings: Settings) -> Iterator[FakeLangfuse]:
+    """A fake Langfuse, named by the settings as the real one would be."""
+    state = FakeLangfuse()
+    with serve(state) as url:
+        settings.LANGFUSE_BASE_URL = url
+        settings.LANGFUSE_PUBLIC_KEY = state.public_key
+        settings.LANGFUSE_SECRET_KEY = state.secret_key
+        yield state

@@ -1,12 +1,11 @@
-"""The pure parts of the rollout pages: chart buckets and geometry, figures, and what a step
-waits for."""
+"""Per-arm charts of the live page: buckets over time and the geometry of each chart."""
 
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rollouts.live.charts import (
+from rollouts.charts import (
     HEIGHT,
     LEFT,
     MAX_POINTS,
@@ -16,11 +15,9 @@ from rollouts.live.charts import (
     WIDTH,
     chart_buckets,
     chart_build,
-    nice_step,
 )
-from rollouts.live.figures import duration_text, metric_text, rule_text, tick_text
-from rollouts.live.progress import step_progress
-from rollouts.stats import arm_stats_sum, event_stats
+from rollouts.stats import arm_stats_sum
+from tests.factories import event_stats
 
 START = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -133,125 +130,3 @@ def test_an_absolute_limit_near_the_data_is_drawn_and_one_far_away_is_not():
 
     assert near.limit is not None and near.limit.label == "1,000 ms"
     assert far.limit is None
-
-
-def test_chart_ticks_read_as_values_with_units():
-    assert [nice_step(x) for x in (0.013, 0.3, 7, 2400)] == [0.02, 0.5, 10, 2500]
-    assert tick_text("error_rate", 0.025, 0.005) == "2.5%"
-    assert tick_text("latency_p95_ms", 2000, 500) == "2,000 ms"
-    assert tick_text("cost_per_request", 0.0015, 0.0005) == "$0.0015"
-    assert tick_text("score:tone", 0.75, 0.05) == "0.75"
-
-
-def test_figures_carry_their_units():
-    assert metric_text("error_rate", 0.0123) == "1.23%"
-    assert metric_text("latency_p99_ms", 1812.4) == "1,812 ms"
-    assert metric_text("score:tone", None) == "—"
-    assert rule_text("latency_p95_ms", "max_increase_pct", 20.0) == "at most +20% vs baseline"
-    assert rule_text("error_rate", "max_increase_abs", 0.01) == "at most +1.00 pts vs baseline"
-    assert rule_text("score:tone", "max_drop_abs", 0.05) == "at most −0.050 vs baseline"
-    assert rule_text("cost_per_request", "max", 0.05) == "at most $0.0500"
-    assert [duration_text(s) for s in (0, 45, 600, 250, 5400, 86400, 3 * 86400 + 7200)] == [
-        "0 s",
-        "45 s",
-        "10 min",
-        "4 min 10 s",
-        "1 h 30 min",
-        "24 h",
-        "3 d 2 h",
-    ]
-
-
-PLAN = [
-    {"percent": 10, "min_duration_s": 600, "min_samples": 200, "max_duration_s": 3600, "approval": "auto"},
-    {"percent": 50, "min_duration_s": 600, "min_samples": 200, "max_duration_s": 86400, "approval": "manual"},
-    {"percent": 100, "min_duration_s": 0, "min_samples": 0, "max_duration_s": 86400, "approval": "auto"},
-]
-
-
-def progress(
-    step_index=0, state="running", elapsed=timedelta(minutes=4), samples=None, verdicts=(), evaluated=True
-):  # type: ignore[no-untyped-def]
-    began = START
-    return step_progress(
-        plan=PLAN,
-        step_index=step_index,
-        state=state,
-        step_started_at=began,
-        now=began + elapsed,
-        samples=samples or {"baseline": 900, "candidate": 120},
-        verdicts=list(verdicts),
-        last_evaluated_at=began + elapsed if evaluated else began,
-    )
-
-
-def verdict(metric: str, result: str) -> dict:
-    return {"metric": metric, "verdict": result}
-
-
-def test_a_young_step_waits_for_time_samples_and_gates():
-    shown = progress(verdicts=[verdict("error_rate", "insufficient_data"), verdict("latency_p95_ms", "pass")])
-
-    conditions = {c.name: (c.met, c.detail) for c in shown.conditions}
-    assert conditions == {
-        "time": (False, "4 min of 10 min: 6 min left"),
-        "samples per arm": (False, "baseline 900 of 200 · candidate 120 of 200"),
-        "gates": (False, "insufficient data: error rate"),
-        "approval": (True, "automatic"),
-    }
-    assert shown.summary == (
-        "Waiting for time, samples per arm, gates. If the gates have not all passed after 1 h "
-        "(56 min from now), the rollout pauses."
-    )
-
-
-def test_a_step_with_everything_met_moves_on_at_the_next_tick():
-    shown = progress(
-        elapsed=timedelta(minutes=12),
-        samples={"baseline": 900, "candidate": 300},
-        verdicts=[verdict("error_rate", "pass")],
-    )
-
-    assert all(c.met for c in shown.conditions)
-    assert shown.summary == "Every condition is met: the controller moves on at its next tick."
-
-
-def test_a_manual_step_waits_for_a_promote_and_verdicts_of_before_the_step_do_not_count():
-    shown = progress(
-        step_index=1,
-        elapsed=timedelta(minutes=12),
-        samples={"baseline": 900, "candidate": 900},
-        evaluated=False,
-    )
-
-    waiting = {c.name: c.detail for c in shown.conditions if not c.met}
-    assert waiting == {
-        "gates": "not evaluated on this step yet",
-        "approval": "manual: someone must promote this step",
-    }
-    assert (
-        shown.summary
-        == "Waiting for gates, approval. If the gates have not all passed after 24 h (23 h 48 min from now), "
-        "the rollout pauses."
-    )
-
-
-def test_the_last_step_needs_no_samples_and_is_not_held_by_insufficient_data():
-    shown = progress(step_index=2, verdicts=[verdict("cost_per_request", "insufficient_data")])
-
-    assert [(c.name, c.met) for c in shown.conditions] == [
-        ("time", True),
-        ("gates", True),
-        ("approval", True),
-    ]
-
-
-def test_a_paused_step_waits_for_a_resume_and_a_pending_rollout_has_only_a_summary():
-    paused = progress(state="paused")
-    pending = progress(state="pending")
-
-    assert paused.summary.startswith("Paused: 10% stay on the candidate and nothing is evaluated.")
-    assert {c.name: c.detail for c in paused.conditions}[
-        "time"
-    ] == "10 min from the resume (the clock restarts)"
-    assert pending.conditions == () and pending.summary.startswith("Not started: everyone gets production.")

@@ -10,8 +10,11 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from rollouts.admin.live_page import condition_rows
+from rollouts.controller import rollout_evaluate
+from rollouts.engine import Approval, GatesPassing, SamplesPerArm, StepConditions, TimeOnStep
 from rollouts.models import Rollout
-from rollouts.services import rollout_create, rollout_evaluate, rollout_pause
+from rollouts.services import rollout_create, rollout_pause
 from tests.factories import actor_for, make_prompt
 from tests.rollouts.outcomes import ingest_client, report
 
@@ -72,6 +75,7 @@ def test_the_list_shows_each_rollout_and_filters_by_state_and_prompt(alice):
 def test_the_live_page_shows_the_plan_with_the_current_step_and_what_it_waits_for(alice):
     make_prompt(alice, versions=2)
     rollout = start(alice)
+    rollout_evaluate(rollout_id=rollout.pk)
 
     response = logged_in(alice).get(live_url(rollout))
 
@@ -82,8 +86,18 @@ def test_the_live_page_shows_the_plan_with_the_current_step_and_what_it_waits_fo
     html = response.content.decode()
     assert 'aria-current="step"' in html
     assert "baseline 0 of 200 · candidate 0 of 200" in html
-    assert "Waiting for time, samples per arm, gates." in html
+    assert "Waiting for time, samples per arm, gates (as of" in html
     assert "No outcomes reported yet." in html
+
+
+def test_a_step_the_controller_has_not_evaluated_yet_says_so(alice):
+    make_prompt(alice, versions=2)
+    rollout = start(alice)
+
+    live = logged_in(alice).get(live_url(rollout)).context["live"]
+
+    assert live.progress.conditions == ()
+    assert live.progress.summary.startswith("Not evaluated on this step yet")
 
 
 def test_the_live_page_charts_each_arm_and_shows_the_latest_verdicts(alice):
@@ -193,3 +207,58 @@ def test_pages_of_a_rollout_that_does_not_exist_redirect_to_the_list(alice):
 
     assert page.status_code == part.status_code == 302
     assert page.url == part.url == reverse("admin:index")
+
+
+def conditions(*, elapsed=240.0, samples=(900, 120), waiting=(), failing=(), checked=2, manual=False):  # type: ignore[no-untyped-def]
+    return StepConditions(
+        time=TimeOnStep(elapsed, 600, 3600),
+        samples=None if samples is None else SamplesPerArm(*samples, min_samples=200),
+        gates=GatesPassing(checked, failing, waiting),
+        approval=Approval(manual),
+    )
+
+
+def test_each_condition_the_controller_checked_reads_as_a_sentence():
+    rows = condition_rows(conditions(waiting=("error_rate",)))
+
+    assert {row.name: (row.met, row.detail) for row in rows} == {
+        "time": (False, "4 min of 10 min: 6 min left"),
+        "samples per arm": (False, "baseline 900 of 200 · candidate 120 of 200"),
+        "gates": (False, "insufficient data: error rate"),
+        "approval": (True, "automatic"),
+    }
+
+
+def test_met_conditions_and_a_manual_step_read_as_such():
+    rows = condition_rows(conditions(elapsed=720.0, samples=(900, 300), manual=True))
+
+    assert {row.name: (row.met, row.detail) for row in rows} == {
+        "time": (True, "12 min on this step of 10 min"),
+        "samples per arm": (True, "baseline 900 of 200 · candidate 300 of 200"),
+        "gates": (True, "every gate passes"),
+        "approval": (False, "manual: someone must promote this step"),
+    }
+
+
+def test_the_last_step_shows_no_samples_and_failing_gates_by_name():
+    last = condition_rows(conditions(samples=None, checked=1))
+    failing = condition_rows(conditions(failing=("latency_p95_ms",)))
+
+    assert [(row.name, row.detail) for row in last if row.name != "time"] == [
+        ("gates", "no absolute gate fails (insufficient_data does not hold this step)"),
+        ("approval", "automatic"),
+    ]
+    assert {row.name: row.detail for row in failing}["gates"] == "failing: latency p95"
+
+
+def test_a_paused_rollout_shows_what_was_checked_before_the_pause(alice):
+    make_prompt(alice, versions=2)
+    rollout = start(alice)
+    rollout_evaluate(rollout_id=rollout.pk)
+    rollout_pause(actor=actor_for(alice), rollout_id=rollout.pk)
+
+    progress = logged_in(alice).get(live_url(rollout)).context["live"].progress
+
+    assert progress.summary.startswith("Paused: 10% stay on the candidate and nothing is evaluated.")
+    assert "At the last evaluation" in progress.summary
+    assert [c.name for c in progress.conditions] == ["time", "samples per arm", "gates", "approval"]

@@ -10,8 +10,8 @@ from django.urls import reverse
 from audit.models import AuditEntry
 from registry.models import Label
 from rollouts.admin.forms import RolloutStartForm
-from rollouts.engine import DEFAULT_GATES, DEFAULT_PLAN
 from rollouts.models import Rollout
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN
 from tests.factories import make_prompt
 
 pytestmark = pytest.mark.django_db

@@ -1,23 +1,31 @@
-"""The controller end to end: outcomes reported through the events API, ticks run by a real
-Celery worker of the test run, decisions applied to PostgreSQL."""
+"""The controller end to end: outcomes reported through the events API (or seen by a local
+Langfuse), ticks run by a real Celery worker of the test run, decisions applied to PostgreSQL and
+shown by the API and the admin as they were made."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from outcomes.validation import TS_CLAMP_SECONDS
 from registry.models import Label
+from rollouts.admin.live_page import condition_rows
+from rollouts.controller import rollout_evaluate, step_window
+from rollouts.engine import Action, SamplesPerArm
 from rollouts.models import Outbox, Rollout, RolloutTransition
-from rollouts.services import rollout_create, rollout_evaluate
+from rollouts.services import rollout_create
 from rollouts.tasks import rollouts_tick
 from rollouts.webhooks import webhook_create
 from tests.factories import actor_for
+from tests.fakes.langfuse_server import FakeLangfuse
 from tests.rollouts.outcomes import ingest_client, report
 
 GATES = [{"metric": "error_rate", "max_increase_abs": 0.05}]
@@ -238,6 +246,8 @@ def test_detail_shows_arms_verdicts_and_history(alice, prompt, client_with_key):
     assert candidate["cost_per_request"] == pytest.approx(0.002)
     assert set(baseline) >= {"latency_p95_ms", "latency_p99_ms", "scores"}
     assert [(v["metric"], v["verdict"]) for v in body["verdicts"]] == [("error_rate", "insufficient_data")]
+    samples = next(c for c in body["conditions"] if c["name"] == "samples")
+    assert samples == {"name": "samples", "met": False, "baseline": 50, "candidate": 40, "min_samples": 300}
     assert body["history"][0] | {"at": None} == {
         "at": None,
         "event": "started",
@@ -248,5 +258,68 @@ def test_detail_shows_arms_verdicts_and_history(alice, prompt, client_with_key):
         "actor": "alice",
         "reason": "",
         "verdicts": [],
+        "conditions": [],
     }
     assert reader.get("/api/v1/rollouts/999999").status_code == 404
+
+
+LANGFUSE_GATES = [{"metric": "error_rate", "source": "langfuse", "max_increase_abs": 0.05}]
+
+
+def generations(langfuse: FakeLangfuse, rollout: Rollout, version: int, count: int) -> None:
+    """``count`` generations of one version in the first whole minute of the rollout's step."""
+    minute = rollout.step_started_at.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    for i in range(count):
+        langfuse.add_generation(
+            id=f"v{version}-{i}",
+            trace_id=f"v{version}-t{i}",
+            prompt="support.answer",
+            version=version,
+            start=minute + timedelta(milliseconds=100 * i),
+        )
+
+
+@pytest.mark.django_db
+def test_a_rollout_gated_only_on_langfuse_advances_and_the_page_and_api_show_what_it_checked(
+    alice, prompt, client_with_key, langfuse
+):
+    # Given a rollout gated on Langfuse only, whose calls Langfuse saw and promptramp did not
+    rollout = start(alice, [step(10, samples=200), step(100, samples=0)], gates=LANGFUSE_GATES)
+    generations(langfuse, rollout, 1, 300)
+    generations(langfuse, rollout, 2, 250)
+
+    # When the controller evaluates it
+    decision = rollout_evaluate(rollout_id=rollout.pk)
+
+    # Then it advanced on Langfuse's samples of each arm
+    assert decision.action == Action.ADVANCE
+    assert decision.conditions.samples == SamplesPerArm(baseline=300, candidate=250, min_samples=200)
+    (verdict,) = decision.verdicts
+    assert (verdict.metric, verdict.source, verdict.verdict) == ("error_rate", "langfuse", "pass")
+    # And the API shows what that decision checked, in its history and as the latest conditions
+    body = client_with_key(alice, "read").get(f"/api/v1/rollouts/{rollout.pk}").json()
+    advanced = body["history"][-1]
+    assert (advanced["event"], advanced["percent"]) == ("advanced", 100)
+    assert advanced["conditions"] == body["conditions"] == decision.conditions.to_json()
+    assert advanced["verdicts"] == body["verdicts"] == [v.to_json() for v in decision.verdicts]
+    assert body["arms"]["candidate"]["samples"] == 0, "no outcome was reported to promptramp"
+    # And so does the admin page, in the same words as the decision's numbers
+    admin = Client()
+    admin.force_login(alice)
+    page = admin.get(reverse("admin:rollouts_rollout_change", args=[rollout.pk]))
+    shown = next(entry for entry in page.context["live"].history if entry.event == "advanced")
+    assert shown.conditions == condition_rows(decision.conditions)
+    assert {c.name: c.detail for c in shown.conditions}["samples per arm"] == (
+        "baseline 300 of 200 · candidate 250 of 200"
+    )
+    assert all(c.met for c in shown.conditions)
+    assert "baseline 300 of 200 · candidate 250 of 200" in page.content.decode()
+
+
+def test_a_step_window_starts_at_its_first_whole_minute_and_reaches_as_far_ahead_as_ingest_places_events():
+    now = datetime(2026, 11, 22, 18, 0, 30, tzinfo=UTC)
+
+    since, until = step_window(now - timedelta(minutes=3), now)
+
+    assert since == datetime(2026, 11, 22, 17, 58, tzinfo=UTC)
+    assert until == now + timedelta(seconds=TS_CLAMP_SECONDS)

@@ -21,8 +21,9 @@ from django.db import connection
 from audit.models import AuditEntry
 from config.celery import app as celery_app
 from registry.models import Label
+from rollouts.controller import rollout_evaluate
 from rollouts.models import Rollout, RolloutTransition
-from rollouts.services import rollout_create, rollout_evaluate
+from rollouts.services import rollout_create
 from rollouts.tasks import rollout_evaluate_task, rollouts_tick
 from tests.factories import actor_for
 from tests.rollouts.outcomes import ingest_client, report

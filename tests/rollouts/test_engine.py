@@ -1,3 +1,4 @@
+import json
 import math
 import random
 from collections import Counter
@@ -9,17 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rollouts.engine import (
-    DEFAULT_GATES,
-    DEFAULT_PLAN,
     Action,
-    ConfigError,
-    Gate,
-    Plan,
+    Approval,
+    GatesPassing,
+    SamplesPerArm,
     SourceWindow,
-    Step,
+    StepConditions,
+    TimeOnStep,
     decide,
-    parse_gates,
 )
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, Gate, Plan, Step
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_bucket_index
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -81,7 +81,7 @@ def test_failing_error_rate_gate_rolls_back_naming_the_gate():
     assert decision.percent == 0
     assert verdict_of(decision, "error_rate").verdict == "fail"
     assert "error_rate failed" in decision.reason
-    assert "3.00%" in decision.reason and "limit +1.00 pts" in decision.reason
+    assert "3.00%" in decision.reason and "allowed: at most +1.00 pts vs baseline" in decision.reason
 
 
 def test_failing_gate_with_on_fail_pause_pauses_instead_of_rolling_back():
@@ -161,7 +161,7 @@ def test_holds_before_min_duration_even_when_every_gate_passes():
 
     assert decision.action == Action.HOLD
     assert {v.verdict for v in decision.verdicts} == {"pass"}
-    assert "300 s of 600 s" in decision.reason
+    assert "5 min of 10 min" in decision.reason
 
 
 def test_holds_until_each_arm_has_min_samples():
@@ -315,166 +315,48 @@ def test_decision_and_verdicts_serialize_to_the_api_shape():
 
     assert data["action"] == "advance"
     assert set(data["verdicts"][0]) >= {"metric", "verdict", "baseline", "candidate", "detail"}
+    assert [c["name"] for c in data["conditions"]] == ["time", "samples", "gates", "approval"]
 
 
-# --- plans and gates ----------------------------------------------------------------------
+# --- the conditions a decision checked ----------------------------------------------------
 
 
-def test_default_plan_and_gates_are_the_specs():
-    assert DEFAULT_PLAN.to_json() == [
-        {
-            "percent": p,
-            "min_duration_s": d,
-            "min_samples": n,
-            "max_duration_s": 86400,
-            "approval": "auto",
-        }
-        for p, d, n in [(10, 600, 200), (25, 600, 200), (50, 600, 200), (100, 0, 0)]
-    ]
-    assert [g.to_json() for g in DEFAULT_GATES] == [
-        {
-            "metric": "latency_p95_ms",
-            "source": "ingest",
-            "max_increase_pct": 20,
-            "on_fail": "rollback",
-        },
-        {
-            "metric": "error_rate",
-            "source": "ingest",
-            "max_increase_abs": 0.01,
-            "on_fail": "rollback",
-        },
-        {"metric": "cost_per_request", "source": "ingest", "max": 0.05, "on_fail": "rollback"},
-        {"metric": "score:*", "source": "ingest", "max_drop_abs": 0.05, "on_fail": "rollback"},
-    ]
+def test_a_decision_carries_the_conditions_it_checked():
+    decision = run(arm(150, seed=2), elapsed=300)
 
-
-def test_spec_example_plan_and_gates_parse():
-    plan = Plan.from_json(
-        [
-            {"percent": 10, "min_duration_s": 600, "min_samples": 200},
-            {"percent": 50, "min_duration_s": 600, "min_samples": 200, "approval": "manual"},
-            {"percent": 100, "min_duration_s": 0, "min_samples": 0},
-        ]
+    assert decision.conditions == StepConditions(
+        time=TimeOnStep(elapsed_s=300.0, min_duration_s=600, max_duration_s=86400),
+        samples=SamplesPerArm(baseline=27000, candidate=150, min_samples=200),
+        gates=GatesPassing(
+            checked=4,
+            failing=(),
+            waiting=("latency_p95_ms", "error_rate", "cost_per_request", "score:helpfulness"),
+        ),
+        approval=Approval(manual=False),
     )
-    (gate,) = parse_gates(
-        [
-            {
-                "metric": "error_rate",
-                "source": "ingest",
-                "max_increase_abs": 0.01,
-                "min_samples": 200,
-                "on_fail": "rollback",
-            }
-        ]
-    )
-
-    assert [s.percent for s in plan.steps] == [10, 50, 100]
-    assert plan.steps[1].approval == "manual"
-    assert plan.steps[0].max_duration_s == 86400
-    assert (gate.rule, gate.limit, gate.min_samples) == ("max_increase_abs", 0.01, 200)
+    assert not decision.conditions.met
 
 
-def step(percent, **extra):
-    return {"percent": percent, "min_duration_s": 0, "min_samples": 0, **extra}
+def test_samples_are_counted_from_whichever_source_answered_with_the_most():
+    langfuse_gate = Gate(metric="error_rate", rule="max_increase_abs", limit=0.05, source="langfuse")
+    windows = {
+        "langfuse": SourceWindow(arm(900, seed=1), arm(300, seed=2)),
+        "ingest": SourceWindow(arm(50, seed=3), arm(20, seed=4)),
+        "prometheus": SourceWindow(arm(5000), arm(5000), error="down"),
+    }
+
+    decision = run(windows=windows, gates=[langfuse_gate])
+
+    assert decision.conditions.samples == SamplesPerArm(baseline=900, candidate=300, min_samples=200)
+    assert decision.action == Action.ADVANCE
 
 
-@pytest.mark.parametrize(
-    ("plan", "field"),
-    [
-        ([], "plan"),
-        ({"percent": 100}, "plan"),
-        ([step(10), step(10), step(100)], "plan[1].percent"),
-        ([step(50), step(25), step(100)], "plan[1].percent"),
-        ([step(10), step(50)], "plan[1].percent"),
-        ([step(0), step(100)], "plan[0].percent"),
-        ([step(True), step(100)], "plan[0].percent"),
-        ([step(10.5), step(100)], "plan[0].percent"),
-        ([step(10, min_samples=-1), step(100)], "plan[0].min_samples"),
-        ([{"percent": 100, "min_samples": 0}], "plan[0].min_duration_s"),
-        ([step(100, approval="sometimes")], "plan[0].approval"),
-        ([step(100, min_duration_s=50, max_duration_s=10)], "plan[0].max_duration_s"),
-        ([step(100, speed=2)], "plan[0].speed"),
-    ],
-)
-def test_invalid_plan_raises_naming_the_field(plan, field):
-    with pytest.raises(ConfigError) as raised:
-        Plan.from_json(plan)
+def test_the_last_step_checks_no_samples_and_is_not_held_by_insufficient_data():
+    decision = run_last_step(arm(10, seed=2), elapsed=60)
 
-    assert raised.value.field == field
-    assert str(raised.value).startswith(field)
-
-
-@pytest.mark.parametrize(
-    ("gate", "field"),
-    [
-        ({"metric": "latency_p90_ms", "max": 1}, "gates[0].metric"),
-        ({"metric": "score:", "max": 1}, "gates[0].metric"),
-        ({"metric": "error_rate"}, "gates[0]"),
-        ({"metric": "error_rate", "max": 0.1, "max_increase_abs": 0.01}, "gates[0]"),
-        ({"metric": "latency_p95_ms", "max_increase_pct": 0}, "gates[0].max_increase_pct"),
-        ({"metric": "latency_p95_ms", "max_increase_pct": "20"}, "gates[0].max_increase_pct"),
-        ({"metric": "error_rate", "max_increase_abs": 2}, "gates[0].max_increase_abs"),
-        ({"metric": "error_rate", "max": 0.1, "on_fail": "ignore"}, "gates[0].on_fail"),
-        ({"metric": "error_rate", "max": 0.1, "source": "datadog"}, "gates[0].source"),
-        ({"metric": "error_rate", "max": 0.1, "min_samples": -5}, "gates[0].min_samples"),
-        ({"metric": "error_rate", "max": 0.1, "query": "up"}, "gates[0].query"),
-        ({"metric": "error_rate", "max": 0.1, "threshold": 3}, "gates[0].threshold"),
-    ],
-)
-def test_invalid_gate_raises_naming_the_field(gate, field):
-    with pytest.raises(ConfigError) as raised:
-        parse_gates([gate])
-
-    assert raised.value.field == field
-
-
-def test_null_fields_take_their_defaults():
-    plan = Plan.from_json([step(100, max_duration_s=None, approval=None)])
-    (gate,) = parse_gates([{"metric": "error_rate", "max": 0.1, "source": None, "min": None}])
-
-    assert plan.steps[0].max_duration_s == 86400
-    assert plan.steps[0].approval == "auto"
-    assert (gate.source, gate.rule, gate.on_fail) == ("ingest", "max", "rollback")
-
-
-def test_prometheus_gate_keeps_its_query_template():
-    buckets = 'sum by (le) (increase(llm_latency_bucket{prompt="{prompt}"}[{window}]))'
-    query = {"buckets": buckets}
-    raw = {"metric": "latency_p95_ms", "source": "prometheus", "max": 2000, "query": query}
-
-    (gate,) = parse_gates([raw])
-
-    assert gate.query == query
-    assert gate.to_json()["query"] == query
-
-
-def test_gates_must_be_a_list():
-    with pytest.raises(ConfigError, match="gates"):
-        parse_gates({"metric": "error_rate", "max": 0.1})
-
-
-gates_st = st.builds(
-    Gate,
-    metric=st.sampled_from(["latency_p50_ms", "latency_p99_ms", "cost_per_request", "score:*", "score:tone"]),
-    rule=st.sampled_from(["max", "min", "max_increase_pct", "max_increase_abs", "max_drop_abs"]),
-    limit=st.floats(min_value=0.001, max_value=1e4),
-    source=st.sampled_from(["ingest", "langfuse"]),
-    min_samples=st.none() | st.integers(0, 10**6),
-    on_fail=st.sampled_from(["rollback", "pause"]),
-)
-
-
-@given(st.lists(gates_st, max_size=5))
-def test_gates_survive_a_json_round_trip(gates):
-    assert parse_gates([g.to_json() for g in gates]) == tuple(gates)
-
-
-@given(st.lists(st.integers(1, 99), unique=True, max_size=6), st.integers(0, 10**5))
-def test_plans_survive_a_json_round_trip(percents, duration):
-    steps = tuple(Step(p, duration, duration, duration + 1) for p in [*sorted(percents), 100])
-
-    assert Plan.from_json(Plan(steps).to_json()) == Plan(steps)
+    assert decision.conditions.samples is None
+    assert decision.conditions.gates.waiting == ()
+    assert decision.conditions.met
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -601,3 +483,38 @@ def test_candidate_without_errors_yet_does_not_pass_the_error_rate_gate_early():
     decision = run(arm(200, error_rate=0.0, seed=2), arm(1800, seed=1), gates=gates)
 
     assert verdict_of(decision, "error_rate").verdict == "insufficient_data"
+
+
+@given(situations())
+def test_a_decision_advances_by_itself_exactly_when_every_condition_it_checked_is_met(situation):
+    decision = decide(**(situation | {"promote": False}))
+
+    if not decision.conditions.gates.failing:
+        assert (decision.action in (Action.ADVANCE, Action.SUCCEED)) == decision.conditions.met
+
+
+@given(situations())
+def test_a_step_pauses_for_its_max_duration_exactly_as_its_conditions_say(situation):
+    decision = decide(**(situation | {"promote": False}))
+
+    conditions = decision.conditions
+    if not conditions.gates.failing and not conditions.met:
+        paused = conditions.pauses_at_max_duration and conditions.time.past_max
+        assert (decision.action == Action.PAUSE) == paused
+
+
+@given(situations())
+def test_the_samples_a_decision_checked_are_the_sources_requests(situation):
+    decision = decide(**situation)
+
+    (window,) = situation["windows"].values()
+    samples = decision.conditions.samples
+    if samples is not None:
+        assert (samples.baseline, samples.candidate) == (window.baseline.samples, window.candidate.samples)
+
+
+@given(situations())
+def test_conditions_survive_a_json_round_trip(situation):
+    conditions = decide(**situation).conditions
+
+    assert StepConditions.from_json(json.loads(json.dumps(conditions.to_json()))) == conditions

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pytest_django.fixtures import Settings
 
-from rollouts.engine import INSUFFICIENT, Gate, Plan, SourceWindow, decide
-from rollouts.sources import RolloutRef, SourceUnavailable, read_windows
+from rollouts.engine import INSUFFICIENT, SourceWindow, decide
+from rollouts.plan import Gate, Plan
+from rollouts.sources import RolloutArms, SourceUnavailable, read_windows
 from rollouts.sources.langfuse import LangfuseSource
 from rollouts.stats import RELATIVE_ACCURACY
 from tests.fakes.langfuse_server import FakeLangfuse, serve
 
-ROLLOUT = RolloutRef(rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2)
+ROLLOUT = RolloutArms(rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2)
 UNTIL = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 SINCE = UNTIL - timedelta(minutes=10)
 ERROR_GATE = Gate.from_json({"metric": "error_rate", "source": "langfuse", "max_increase_abs": 0.01})
@@ -34,16 +34,6 @@ def read(*gates: Gate, source: LangfuseSource | None = None) -> SourceWindow:
     return (source or LangfuseSource()).read(
         rollout=ROLLOUT, gates=gates or (ERROR_GATE,), since=SINCE, until=UNTIL
     )
-
-
-@pytest.fixture
-def langfuse(settings: Settings) -> Iterator[FakeLangfuse]:
-    state = FakeLangfuse()
-    with serve(state) as url:
-        settings.LANGFUSE_BASE_URL = url
-        settings.LANGFUSE_PUBLIC_KEY = state.public_key
-        settings.LANGFUSE_SECRET_KEY = state.secret_key
-        yield state
 
 
 def add_arm(langfuse: FakeLangfuse, version: int, latencies: list[float], **extra: object) -> None:

@@ -14,13 +14,14 @@ from hypothesis import strategies as st
 from pytest_django.fixtures import Settings
 
 from rollouts import promql
-from rollouts.engine import ConfigError, Gate, Plan, SourceWindow, decide
-from rollouts.sources import RolloutRef, SourceUnavailable, read_windows
+from rollouts.engine import SourceWindow, decide
+from rollouts.plan import ConfigError, Gate, Plan
+from rollouts.sources import RolloutArms, SourceUnavailable, read_windows
 from rollouts.sources.prometheus import PrometheusSource, histogram_from_buckets
 from rollouts.stats import RELATIVE_ACCURACY, bucket_value
 from tests.fakes.prometheus_server import FakePrometheus, serve
 
-ROLLOUT = RolloutRef(rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2)
+ROLLOUT = RolloutArms(rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2)
 UNTIL = datetime(2026, 11, 22, 18, 0, tzinfo=UTC)
 SINCE = UNTIL - timedelta(minutes=10)
 
@@ -45,7 +46,9 @@ def prometheus_gate(metric: str, query: object, **extra: object) -> Gate:
 ERROR_GATE = prometheus_gate("error_rate", {"requests": REQUESTS, "errors": ERRORS})
 
 
-def read(*gates: Gate, source: PrometheusSource | None = None, rollout: RolloutRef = ROLLOUT) -> SourceWindow:
+def read(
+    *gates: Gate, source: PrometheusSource | None = None, rollout: RolloutArms = ROLLOUT
+) -> SourceWindow:
     return (source or PrometheusSource()).read(
         rollout=rollout, gates=gates or (ERROR_GATE,), since=SINCE, until=UNTIL
     )
@@ -244,7 +247,7 @@ def test_an_all_scores_gate_reads_one_series_per_score_label(prometheus: FakePro
 def test_a_prompt_name_cannot_inject_promql(prometheus: FakePrometheus) -> None:
     # Given a prompt name written to end the label value and add PromQL of its own
     evil = 'x"} or vector(1) or up{a="\\{version}'
-    rollout = RolloutRef(rollout_id=7, prompt=evil, baseline_version=1, candidate_version=2)
+    rollout = RolloutArms(rollout_id=7, prompt=evil, baseline_version=1, candidate_version=2)
     escaped = 'x\\"} or vector(1) or up{a=\\"\\\\{version}'
     for version in (1, 2):
         prometheus.register(sent(REQUESTS, version, prompt=escaped), 10.0)

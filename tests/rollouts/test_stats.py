@@ -13,25 +13,20 @@ from rollouts.stats import (
     Estimate,
     Histogram,
     Moments,
-    arm_stats_from_json,
-    arm_stats_merge,
     arm_stats_sum,
-    arm_stats_to_json,
     arm_summary,
-    event_stats,
-    histogram_add,
     histogram_from_counts,
     histogram_from_json,
     histogram_merge,
     histogram_quantile,
     histogram_sum,
-    histogram_to_json,
     latency_bucket_index,
     log_quantile_sparsity,
     mixture_halfwidth,
     quantile_estimate,
     sprt_log_likelihood_ratio,
 )
+from tests.factories import event_stats
 
 latencies = st.floats(min_value=0.002, max_value=1e7, allow_nan=False)
 latency_lists = st.lists(latencies, min_size=1, max_size=300)
@@ -39,10 +34,7 @@ quantiles = st.floats(min_value=0.0, max_value=1.0)
 
 
 def histogram_of(values):
-    hist = Histogram()
-    for value in values:
-        hist = histogram_add(hist, value)
-    return hist
+    return histogram_from_counts(Counter(latency_bucket_index(value) for value in values))
 
 
 @given(latency_lists, quantiles)
@@ -93,13 +85,11 @@ def test_histogram_merge_is_associative_and_commutative(a, b, c):
 
 
 @given(latency_lists)
-def test_histogram_survives_a_json_round_trip(values):
+def test_histogram_reads_back_from_its_stored_shape(values):
     hist = histogram_of(values)
+    stored = json.dumps({str(index): count for index, count in hist.buckets})
 
-    text = json.dumps(histogram_to_json(hist))
-
-    assert histogram_from_json(json.loads(text)) == hist
-    assert sum(json.loads(text).values()) == len(values)
+    assert histogram_from_json(json.loads(stored)) == hist
 
 
 def test_histogram_from_json_accepts_integer_keys():
@@ -144,11 +134,6 @@ def test_summary_of_an_arm_with_no_events_has_no_figures():
     assert summary["scores"] == {}
 
 
-def test_event_stats_refuses_negative_cost():
-    with pytest.raises(ValueError, match="cost_usd"):
-        event_stats(cost_usd=-0.1)
-
-
 events = st.builds(
     event_stats,
     latency_ms=st.none() | latencies,
@@ -160,26 +145,14 @@ events = st.builds(
 
 @given(st.lists(events, max_size=20), st.lists(events, max_size=20))
 def test_merging_per_minute_aggregates_counts_every_event_once(a, b):
-    merged = arm_stats_merge(arm_stats_sum(a), arm_stats_sum(b))
+    merged = arm_stats_sum([arm_stats_sum(a), arm_stats_sum(b)])
 
     assert merged.samples == len(a) + len(b)
     assert merged.errors == sum(e.errors for e in a + b)
     assert merged.histogram == histogram_sum(e.histogram for e in a + b)
     assert merged.cost.total == pytest.approx(sum(e.cost.total for e in a + b))
     assert merged.score("a").count == sum(e.score("a").count for e in a + b)
-    assert arm_stats_merge(arm_stats_sum(b), arm_stats_sum(a)).samples == merged.samples
-
-
-@given(st.lists(events, max_size=20))
-def test_arm_stats_survive_a_json_round_trip(parts):
-    stats = arm_stats_sum(parts)
-
-    assert arm_stats_from_json(json.loads(json.dumps(arm_stats_to_json(stats)))) == stats
-
-
-def test_arm_stats_from_json_names_the_bad_field():
-    with pytest.raises(ValueError, match="scores.helpfulness.count"):
-        arm_stats_from_json({"samples": 1, "scores": {"helpfulness": {"count": -2}}})
+    assert arm_stats_sum([arm_stats_sum(b), arm_stats_sum(a)]) == merged
 
 
 @given(st.lists(st.floats(min_value=-1e3, max_value=1e3), min_size=2, max_size=50))

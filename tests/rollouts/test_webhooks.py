@@ -3,6 +3,7 @@ and backoff, each attempt recorded; configured by admins only, secrets never sho
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,21 @@ def test_transition_is_posted_signed_with_a_slack_text(alice, prompt, webhook_re
     assert body["rollout"]["id"] == rollout.pk
     assert body["transition"]["to_state"] == "running"
     assert Outbox.objects.get().delivered_at is not None
+
+
+@pytest.mark.django_db
+def test_a_message_shows_the_rollout_and_its_transition_as_the_api_does(alice, prompt, client_with_key):
+    webhook_create(actor=actor_for(alice, admin=True), url="https://hooks.example.com/x", secret="s3cret-xx")
+    rollout = start_rollout(alice)
+
+    message = json.loads(Outbox.objects.get().body)
+
+    shown = client_with_key(alice, "read").get(f"/api/v1/rollouts/{rollout.pk}").json()
+    assert message["transition"] == shown["history"][-1]
+    assert message["rollout"] == {key: shown[key] for key in message["rollout"]}
+    assert {"id", "prompt", "baseline_version", "candidate_version", "state", "step_index", "percent"} <= set(
+        message["rollout"]
+    )
 
 
 @pytest.mark.django_db

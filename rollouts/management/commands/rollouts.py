@@ -9,8 +9,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from rollouts.controller import rollout_evaluate_many
 from rollouts.selectors import rollout_ids_to_evaluate
-from rollouts.services import rollout_evaluate_many
 from rollouts.tasks import TICK_BATCH
 
 CHUNK = 100

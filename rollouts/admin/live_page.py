@@ -1,6 +1,11 @@
 """Everything the live page of a rollout shows, read in one place: the rollout, its plan with the
 current step and what it waits for, per-arm charts of its gate metrics, the latest verdicts, the
-per-arm totals and the history of transitions."""
+per-arm totals and the history of transitions.
+
+What a step waits for is what the controller's latest decision checked (`StepConditions`, stored
+with the rollout and with each transition it made): the page shows it and never works a rule out
+again. A step the controller has not evaluated yet says so.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +13,45 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from rollouts.engine import ABSOLUTE_RULES, ALL_SCORES, RELATIVE_RULES, SCORE_PREFIX
-from rollouts.live.charts import Buckets, Chart, chart_buckets, chart_build
-from rollouts.live.figures import (
+from django.conf import settings
+
+from rollouts.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.engine import StepConditions, TimeOnStep
+from rollouts.figures import (
+    NONE,
     REQUESTS,
-    change_text,
+    count_text,
     duration_text,
     metric_text,
     metric_title,
+    percent_value,
     rule_text,
+    verdict_change_text,
 )
-from rollouts.live.progress import StepProgress, step_progress
+from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.models import Rollout, RolloutTransition
+from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
 from rollouts.selectors import rollout_get_with_stats
-from rollouts.services import step_window
 from rollouts.sources import outcome_store
-from rollouts.stats import arm_summary
+from rollouts.stats import CLOCK_ALLOWANCE, arm_summary
 
 # Charts cover the rollout from its start, or its last day when it ran longer.
 CHART_SPAN = timedelta(hours=24)
-# Outcomes may be stamped up to this far ahead of the server's clock (ingest accepts them).
-CLOCK_AHEAD = timedelta(minutes=5)
 ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
-RULES = (*ABSOLUTE_RULES, *RELATIVE_RULES)
 MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
+
+
+@dataclass(frozen=True)
+class ConditionRow:
+    name: str
+    met: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    summary: str
+    conditions: tuple[ConditionRow, ...]
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,7 @@ class HistoryRow:
     actor: str
     reason: str
     verdicts: list[VerdictRow]
+    conditions: tuple[ConditionRow, ...]
 
 
 ARM_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate", "cost_per_request")
@@ -121,20 +142,13 @@ class LivePage:
     history: list[HistoryRow]
 
 
-def _number(value: Any) -> float:
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-
 def verdict_row(verdict: dict[str, Any]) -> VerdictRow:
+    """A verdict as stored (`rollouts.engine.Verdict.to_json`)."""
     metric = verdict["metric"]
-    baseline, candidate = verdict.get("baseline"), verdict.get("candidate")
+    baseline, candidate = verdict["baseline"], verdict["candidate"]
     change = ""
     if baseline is not None and candidate is not None:
-        if verdict.get("rule") == "max_increase_pct" and baseline:
-            change = f"{candidate / baseline - 1:+.1%}"
-        else:
-            change = change_text(metric, candidate - baseline)
+        change = verdict_change_text(metric, verdict["rule"], baseline, candidate)
     return VerdictRow(
         metric=metric,
         title=metric_title(metric),
@@ -143,24 +157,21 @@ def verdict_row(verdict: dict[str, Any]) -> VerdictRow:
         baseline=metric_text(metric, baseline),
         candidate=metric_text(metric, candidate),
         change=change,
-        rule=rule_text(metric, verdict.get("rule", ""), verdict.get("limit", 0.0)),
-        source=verdict.get("source", ""),
-        on_fail=verdict.get("on_fail", ""),
-        detail=verdict.get("detail", ""),
+        rule=rule_text(metric, verdict["rule"], verdict["limit"]),
+        source=verdict["source"],
+        on_fail=verdict["on_fail"],
+        detail=verdict["detail"],
     )
 
 
-def _gate_row(gate: dict[str, Any]) -> GateRow:
-    metric = gate["metric"]
-    rule = next(name for name in RULES if gate.get(name) is not None)
-    min_samples = gate.get("min_samples")
+def _gate_row(gate: Gate) -> GateRow:
     return GateRow(
-        metric=metric,
-        title=metric_title(metric),
-        rule=rule_text(metric, rule, float(gate[rule])),
-        source=gate.get("source", "ingest"),
-        min_samples="the step's" if min_samples is None else f"{min_samples:,}",
-        on_fail=gate.get("on_fail", "rollback"),
+        metric=gate.metric,
+        title=metric_title(gate.metric),
+        rule=rule_text(gate.metric, gate.rule, gate.limit),
+        source=gate.source,
+        min_samples="the step's" if gate.min_samples is None else count_text(gate.min_samples),
+        on_fail=gate.on_fail,
     )
 
 
@@ -176,8 +187,9 @@ def _reached(history: list[RolloutTransition]) -> dict[int, datetime]:
 def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanRow]:
     reached = _reached(history)
     succeeded = rollout.state == Rollout.State.SUCCEEDED
+    steps = Plan.from_json(rollout.plan).steps
     rows = []
-    for index, step in enumerate(rollout.plan):
+    for index, step in enumerate(steps):
         if index < rollout.step_index or (succeeded and index == rollout.step_index):
             status = "done"
         elif index == rollout.step_index and rollout.state != Rollout.State.PENDING:
@@ -187,13 +199,11 @@ def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanR
         rows.append(
             PlanRow(
                 number=index + 1,
-                percent=step["percent"],
-                min_duration=duration_text(step["min_duration_s"]),
-                min_samples=step["min_samples"],
-                max_duration="—"
-                if index == len(rollout.plan) - 1
-                else duration_text(step.get("max_duration_s", 86400)),
-                approval=step.get("approval", "auto"),
+                percent=step.percent,
+                min_duration=duration_text(step.min_duration_s),
+                min_samples=step.min_samples,
+                max_duration=NONE if index == len(steps) - 1 else duration_text(step.max_duration_s),
+                approval=step.approval,
                 status=status,
                 reached_at=reached.get(index),
             )
@@ -201,29 +211,21 @@ def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanR
     return rows
 
 
-def _chart_metrics(gates: list[dict[str, Any]], score_names: list[str]) -> list[str]:
+def _chart_metrics(gates: tuple[Gate, ...], score_names: list[str]) -> list[str]:
     """Requests, then every gate's metric once, in the gates' order (``score:*``: each score)."""
     metrics = [REQUESTS]
     for gate in gates:
-        names = (
-            [SCORE_PREFIX + name for name in score_names]
-            if gate["metric"] == ALL_SCORES
-            else [gate["metric"]]
-        )
+        names = [SCORE_PREFIX + name for name in score_names] if gate.metric == ALL_SCORES else [gate.metric]
         metrics.extend(name for name in names if name not in metrics)
     return metrics
 
 
-def _absolute_limits(gates: list[dict[str, Any]]) -> dict[str, tuple[float, str]]:
-    limits = {}
-    for gate in gates:
-        for rule in ("max", "min"):
-            if gate.get(rule) is not None and gate["metric"] != ALL_SCORES:
-                limits[gate["metric"]] = (
-                    float(gate[rule]),
-                    rule_text(gate["metric"], rule, float(gate[rule])),
-                )
-    return limits
+def _absolute_limits(gates: tuple[Gate, ...]) -> dict[str, tuple[float, str]]:
+    return {
+        gate.metric: (gate.limit, rule_text(gate.metric, gate.rule, gate.limit))
+        for gate in gates
+        if gate.rule in ABSOLUTE_RULES and gate.metric != ALL_SCORES
+    }
 
 
 def _charts(
@@ -232,7 +234,7 @@ def _charts(
     start = rollout.started_at or rollout.created_at
     end = rollout.ended_at or now
     since = max(start, end - CHART_SPAN)
-    series = outcome_store().arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_AHEAD)
+    series = outcome_store().arm_series(rollout_id=rollout.pk, since=since, until=end + CLOCK_ALLOWANCE)
     # Up to now, or to the last minute with outcomes when callers' clocks run ahead.
     until = max(
         [end + timedelta(seconds=1)] + [minute + timedelta(minutes=1) for minute, _, _ in series[-1:]]
@@ -240,9 +242,10 @@ def _charts(
     buckets: Buckets = chart_buckets(series, since=since, until=until)
     score_names = sorted({name for _, _, stats in series for name, _ in stats.scores})
     markers = [(t.at, _marker_label(t)) for t in history if t.event in MARKED_EVENTS]
-    limits = _absolute_limits(rollout.gates)
+    gates = parse_gates(rollout.gates)
+    limits = _absolute_limits(gates)
     charts = []
-    for metric in _chart_metrics(rollout.gates, score_names):
+    for metric in _chart_metrics(gates, score_names):
         limit, limit_text = limits.get(metric, (None, ""))
         charts.append(
             chart_build(
@@ -259,7 +262,7 @@ def _charts(
 
 def _marker_label(transition: RolloutTransition) -> str:
     if transition.event in ("started", "advanced"):
-        return f"{_number(transition.percent)}%"
+        return f"{percent_value(transition.percent)}%"
     return transition.event.replace("_", " ")
 
 
@@ -274,6 +277,12 @@ def _ended_summary(rollout: Rollout) -> str:
     return f"Aborted {when} {where}: every user is on v{baseline}."
 
 
+def _evaluated_on_this_step(rollout: Rollout) -> bool:
+    """Whether the latest verdicts and conditions are of the current step's window."""
+    evaluated, began = rollout.last_evaluated_at, rollout.step_started_at
+    return evaluated is not None and began is not None and evaluated > began
+
+
 def _verdicts_note(rollout: Rollout) -> str:
     """Which window the latest verdicts are of."""
     evaluated = rollout.last_evaluated_at
@@ -282,34 +291,93 @@ def _verdicts_note(rollout: Rollout) -> str:
     at = f"{evaluated:%H:%M:%S}"
     if rollout.state not in ACTIVE:
         return f"last verdicts, at {at}"
-    if rollout.step_started_at and evaluated > rollout.step_started_at:
+    if _evaluated_on_this_step(rollout):
         return f"latest verdicts, at {at}, on this step's window"
     return f"from {at}, before this step began: the next evaluation is of this step"
+
+
+def _time_detail(time: TimeOnStep) -> str:
+    elapsed, needed = duration_text(time.elapsed_s), duration_text(time.min_duration_s)
+    if time.min_duration_s == 0:
+        return "no minimum time"
+    if time.met:
+        return f"{elapsed} on this step of {needed}"
+    return f"{elapsed} of {needed}: {duration_text(time.min_duration_s - time.elapsed_s)} left"
+
+
+def _gates_detail(conditions: StepConditions) -> str:
+    gates = conditions.gates
+    if gates.failing:
+        return "failing: " + ", ".join(metric_title(metric) for metric in gates.failing)
+    if conditions.samples is None:
+        return "no absolute gate fails (insufficient_data does not hold this step)"
+    if gates.waiting:
+        return "insufficient data: " + ", ".join(metric_title(metric) for metric in gates.waiting)
+    return "every gate passes" if gates.checked else "no gates"
+
+
+def condition_rows(conditions: StepConditions) -> tuple[ConditionRow, ...]:
+    """What a decision checked, one row per condition, in words."""
+    rows = [ConditionRow("time", conditions.time.met, _time_detail(conditions.time))]
+    samples = conditions.samples
+    if samples is not None:
+        needed = count_text(samples.min_samples)
+        baseline, candidate = count_text(samples.baseline), count_text(samples.candidate)
+        detail = f"baseline {baseline} of {needed} · candidate {candidate} of {needed}"
+        rows.append(ConditionRow("samples per arm", samples.met, detail))
+    rows.append(ConditionRow("gates", conditions.gates.met, _gates_detail(conditions)))
+    manual = conditions.approval.manual
+    rows.append(
+        ConditionRow(
+            "approval", not manual, "manual: someone must promote this step" if manual else "automatic"
+        )
+    )
+    return tuple(rows)
+
+
+def _progress(rollout: Rollout) -> StepProgress:
+    """The current step of an active rollout, as the controller's latest decision found it."""
+    percent = percent_value(rollout.percent)
+    if rollout.state == Rollout.State.PENDING:
+        first = Plan.from_json(rollout.plan).steps[0].percent
+        return StepProgress(
+            f"Not started: everyone gets production. Start sends {first}% to the candidate.", ()
+        )
+    evaluated = _evaluated_on_this_step(rollout) and bool(rollout.last_conditions)
+    conditions = StepConditions.from_json(rollout.last_conditions) if evaluated else None
+    rows = condition_rows(conditions) if conditions is not None else ()
+    at = f"{rollout.last_evaluated_at:%H:%M:%S}" if evaluated else ""
+    if rollout.state == Rollout.State.PAUSED:
+        summary = (
+            f"Paused: {percent}% stay on the candidate and nothing is evaluated. "
+            "Resume restarts this step's clock and statistics."
+        )
+        return StepProgress(summary + (f" At the last evaluation, {at} UTC:" if rows else ""), rows)
+    if conditions is None or rollout.step_started_at is None:
+        every = settings.PROMPTRAMP_TICK_SECONDS
+        return StepProgress(f"Not evaluated on this step yet: the controller looks every {every} s.", ())
+    # The step is still here: the decision held it, so some condition was not met.
+    waiting = [row.name for row in rows if not row.met]
+    summary = f"Waiting for {', '.join(waiting)} (as of {at} UTC)."
+    if conditions.pauses_at_max_duration:
+        max_s = conditions.time.max_duration_s
+        pauses_at = rollout.step_started_at + timedelta(seconds=max_s)
+        summary += (
+            f" If the gates have not all passed after {duration_text(max_s)} on this step "
+            f"(at {pauses_at:%Y-%m-%d %H:%M} UTC), the rollout pauses."
+        )
+    return StepProgress(summary, rows)
+
+
+def _transition_conditions(transition: RolloutTransition) -> tuple[ConditionRow, ...]:
+    return condition_rows(StepConditions.from_json(transition.conditions)) if transition.conditions else ()
 
 
 def live_page(rollout_id: int, *, now: datetime) -> LivePage:
     detail = rollout_get_with_stats(rollout_id)
     rollout, history = detail.rollout, detail.history
-    samples: dict[str, int] = {}
-    if rollout.state in (Rollout.State.RUNNING, Rollout.State.PAUSED) and rollout.step_started_at:
-        since, until = step_window(rollout.step_started_at, now)
-        window = outcome_store().arm_stats(rollout_id=rollout.pk, since=since, until=until)
-        samples = {arm: stats.samples for arm, stats in window.items()}
     active = rollout.state in ACTIVE
-    progress = (
-        step_progress(
-            plan=rollout.plan,
-            step_index=rollout.step_index,
-            state=rollout.state,
-            step_started_at=rollout.step_started_at,
-            now=now,
-            samples=samples,
-            verdicts=rollout.last_verdicts,
-            last_evaluated_at=rollout.last_evaluated_at,
-        )
-        if active
-        else StepProgress(_ended_summary(rollout), (), None)
-    )
+    progress = _progress(rollout) if active else StepProgress(_ended_summary(rollout), ())
     charts, chart_since, from_start = _charts(rollout, history, now)
     versions = {"baseline": rollout.baseline.version, "candidate": rollout.candidate.version}
     summaries = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
@@ -318,8 +386,8 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         ArmRow(
             arm=arm,
             version=versions[arm],
-            requests=f"{summary['samples']:,}",
-            errors=f"{summary['errors']:,}",
+            requests=count_text(summary["samples"]),
+            errors=count_text(summary["errors"]),
             cells=[metric_text(column, summary[column]) for column in ARM_COLUMNS]
             + [metric_text(SCORE_PREFIX + name, summary["scores"].get(name)) for name in score_names],
         )
@@ -340,7 +408,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         chart_since=chart_since,
         chart_from_start=from_start,
         verdicts=[verdict_row(v) for v in rollout.last_verdicts],
-        gates=[_gate_row(gate) for gate in rollout.gates],
+        gates=[_gate_row(gate) for gate in parse_gates(rollout.gates)],
         arms=arms,
         arm_headers=[metric_title(column) for column in ARM_COLUMNS]
         + [metric_title(SCORE_PREFIX + name) for name in score_names],
@@ -352,10 +420,11 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
                 from_state=t.from_state,
                 to_state=t.to_state,
                 step_number=t.step_index + 1,
-                percent=_number(t.percent),
+                percent=percent_value(t.percent),
                 actor=t.actor_name,
                 reason=t.reason,
                 verdicts=[verdict_row(v) for v in t.verdicts],
+                conditions=_transition_conditions(t),
             )
             for t in reversed(history)
         ],

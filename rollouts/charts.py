@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from rollouts.engine import SCORE_PREFIX
-from rollouts.live.figures import REQUESTS, metric_text, metric_title, metric_value, tick_text
+from rollouts.figures import REQUESTS, metric_text, metric_title, tick_text
+from rollouts.gate_metrics import SCORE_PREFIX, metric_value
 from rollouts.stats import ArmStats, arm_stats_sum
 
 WIDTH, HEIGHT = 480, 180
@@ -203,9 +203,11 @@ def chart_build(
         filling = complete_until is not None and bucket.start + 2 * half > complete_until
         for arm in arms:
             stats = bucket.arms.get(arm)
-            value = metric_value(metric, stats) if stats is not None and stats.samples else None
-            if value is not None and metric == REQUESTS:
-                value = None if filling else value / buckets.minutes
+            value = None
+            if stats is not None and stats.samples and metric != REQUESTS:
+                value = metric_value(metric, stats)
+            elif stats is not None and stats.samples and not filling:
+                value = stats.samples / buckets.minutes
             points[arm].append(None if value is None else (x_of(bucket.start + half), value))
     values = [p[1] for series in points.values() for p in series if p is not None]
     title = metric_title(metric) + (f" (per {buckets.minutes} min)" if buckets.minutes > 1 else "")

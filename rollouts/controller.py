@@ -1,0 +1,94 @@
+"""The controller's evaluations: read the current step's window from the gates' sources, ask the
+engine (rollouts.engine.decide), apply its decision (rollouts.transitions).
+
+The controller skips a rollout another worker is evaluating (``skip_locked``) and evaluates only
+running ones, so two workers racing on one rollout make one transition, and evaluating twice on
+the same inputs changes nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from core.actors import Actor
+from rollouts.engine import Decision, decide
+from rollouts.models import Rollout
+from rollouts.plan import Plan, parse_gates
+from rollouts.sources import RolloutArms, read_windows
+from rollouts.stats import CLOCK_ALLOWANCE
+from rollouts.transitions import rollout_apply_decision
+
+CONTROLLER = Actor(user_id=None, name="system", is_admin=True, via="controller")
+
+
+def step_window(step_started_at: datetime, now: datetime) -> tuple[datetime, datetime]:
+    """The statistics window of a step: from the first whole minute after it started (outcomes
+    are kept per minute, so none from before the step, or before a resume, counts) to now, plus
+    the minutes of outcomes stamped ahead by callers' clocks (`CLOCK_ALLOWANCE`)."""
+    start = step_started_at.replace(second=0, microsecond=0)
+    if start != step_started_at:
+        start += timedelta(minutes=1)
+    return start, now + CLOCK_ALLOWANCE
+
+
+def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) -> Decision:
+    """Read the current step's window from the gates' sources and ask the engine; nothing is
+    applied."""
+    plan, gates = Plan.from_json(rollout.plan), parse_gates(rollout.gates)
+    step_started_at = rollout.step_started_at or now
+    since, until = step_window(step_started_at, now)
+    arms = RolloutArms(
+        rollout_id=rollout.pk,
+        prompt=rollout.prompt.name,
+        baseline_version=rollout.baseline.version,
+        candidate_version=rollout.candidate.version,
+    )
+    windows = read_windows(rollout=arms, gates=gates, since=since, until=until)
+    return decide(
+        plan=plan,
+        step_index=rollout.step_index,
+        step_started_at=step_started_at,
+        now=now,
+        windows=windows,
+        gates=gates,
+        promote=promote,
+    )
+
+
+def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = None) -> dict[int, Decision]:
+    """Controller evaluations of several rollouts in one transaction: lock the running ones that
+    no other worker is evaluating (the others are skipped: absent from the result), read each
+    one's step statistics, decide, apply. Evaluating again on the same inputs changes nothing."""
+    moment = now or timezone.now()
+    decisions: dict[int, Decision] = {}
+    with transaction.atomic():
+        rollouts = list(
+            Rollout.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("prompt", "baseline", "candidate")
+            .filter(pk__in=rollout_ids, state=Rollout.State.RUNNING)
+            .order_by("id")
+        )
+        holds = []
+        for rollout in rollouts:
+            decision = decisions[rollout.pk] = rollout_decide(rollout=rollout, now=moment)
+            if rollout_apply_decision(rollout=rollout, decision=decision, actor=CONTROLLER, now=moment):
+                continue
+            holds.append(rollout)
+        if holds:
+            if len(holds) == len(rollouts):
+                # Only the latest verdicts and conditions change: no need to wait for the WAL
+                # flush (a crash may lose them, and the next tick writes them again).
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            Rollout.objects.bulk_update(holds, ["last_verdicts", "last_conditions", "last_evaluated_at"])
+    return decisions
+
+
+def rollout_evaluate(*, rollout_id: int, now: datetime | None = None) -> Decision | None:
+    """One controller evaluation; None when the rollout is not running or another worker is
+    evaluating it."""
+    return rollout_evaluate_many(rollout_ids=[rollout_id], now=now).get(rollout_id)

@@ -1,0 +1,256 @@
+"""A rollout's plan and gates: their JSON, its validation and the defaults.
+
+Pure: no Django. `Plan.from_json` and `parse_gates` read what a person or a program sent (and what
+the database holds) and raise `ConfigError` naming the offending field; `DEFAULT_PLAN` and
+`DEFAULT_GATES` are SPEC's. The controller (`rollouts.engine`) decides on these, and every page
+and API that shows a plan or a gate reads it through them, so each default is said once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from rollouts import promql
+from rollouts.gate_metrics import ALL_SCORES, METRICS, SCORE_PREFIX
+
+DEFAULT_MAX_DURATION_S = 86400
+DEFAULT_APPROVAL = "auto"
+DEFAULT_SOURCE = "ingest"
+DEFAULT_ON_FAIL = "rollback"
+SOURCES = (DEFAULT_SOURCE, "langfuse", "prometheus")
+ABSOLUTE_RULES = ("max", "min")
+RELATIVE_RULES = ("max_increase_pct", "max_increase_abs", "max_drop_abs")
+RULES = (*ABSOLUTE_RULES, *RELATIVE_RULES)
+ON_FAIL = (DEFAULT_ON_FAIL, "pause")
+APPROVALS = (DEFAULT_APPROVAL, "manual")
+MAX_GATES = 50
+MAX_QUERY_LENGTH = 2000
+
+
+class ConfigError(ValueError):
+    """An invalid plan or gate; ``field`` names the offending field, e.g. ``gates[1].min``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _object(obj: object, field: str, allowed: set[str]) -> Mapping[str, object]:
+    if not isinstance(obj, Mapping):
+        raise ConfigError(field, "must be an object")
+    for key in obj:
+        if key not in allowed:
+            raise ConfigError(f"{field}.{key}", "unknown field")
+    return obj
+
+
+def _int(data: Mapping[str, object], key: str, field: str, default: int | None = None) -> int:
+    """An integer >= 0; absent or null is ``default`` (an error when there is none)."""
+    value = data.get(key)
+    value = default if value is None else value
+    if value is None:
+        raise ConfigError(f"{field}.{key}", "is required")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{field}.{key}", f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _choice(data: Mapping[str, object], key: str, field: str, options: Sequence[str]) -> str:
+    """One of ``options``; absent or null is the first."""
+    value = data.get(key)
+    value = options[0] if value is None else value
+    if value not in options:
+        raise ConfigError(f"{field}.{key}", f"must be one of {', '.join(options)}; got {value!r}")
+    return str(value)
+
+
+# --- plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    percent: int
+    min_duration_s: int
+    min_samples: int
+    max_duration_s: int = DEFAULT_MAX_DURATION_S
+    approval: str = DEFAULT_APPROVAL
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "step") -> Step:
+        keys = {"percent", "min_duration_s", "min_samples", "max_duration_s", "approval"}
+        data = _object(obj, field, keys)
+        step = cls(
+            percent=_int(data, "percent", field),
+            min_duration_s=_int(data, "min_duration_s", field),
+            min_samples=_int(data, "min_samples", field),
+            max_duration_s=_int(data, "max_duration_s", field, DEFAULT_MAX_DURATION_S),
+            approval=_choice(data, "approval", field, APPROVALS),
+        )
+        if not 0 < step.percent <= 100:
+            raise ConfigError(f"{field}.percent", f"must be within 1..100, got {step.percent}")
+        if step.max_duration_s < step.min_duration_s:
+            raise ConfigError(f"{field}.max_duration_s", "must not be less than min_duration_s")
+        return step
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "percent": self.percent,
+            "min_duration_s": self.min_duration_s,
+            "min_samples": self.min_samples,
+            "max_duration_s": self.max_duration_s,
+            "approval": self.approval,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "plan") -> Plan:
+        """Steps with percents strictly increasing and ending at 100. Raises ConfigError."""
+        if not isinstance(obj, list) or not obj:
+            raise ConfigError(field, "must be a non-empty list of steps")
+        steps = tuple(Step.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
+        for i in range(1, len(steps)):
+            if steps[i].percent <= steps[i - 1].percent:
+                raise ConfigError(
+                    f"{field}[{i}].percent",
+                    f"must be greater than the previous step's {steps[i - 1].percent}",
+                )
+        if steps[-1].percent != 100:
+            raise ConfigError(f"{field}[{len(steps) - 1}].percent", "the last step must be 100")
+        return cls(steps)
+
+    def to_json(self) -> list[dict[str, object]]:
+        return [step.to_json() for step in self.steps]
+
+
+DEFAULT_PLAN = Plan(
+    (
+        Step(percent=10, min_duration_s=600, min_samples=200),
+        Step(percent=25, min_duration_s=600, min_samples=200),
+        Step(percent=50, min_duration_s=600, min_samples=200),
+        Step(percent=100, min_duration_s=0, min_samples=0),
+    )
+)
+
+
+# --- gates ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A metric, where its numbers come from, and its rule (``rule`` is the JSON key of the
+    limit: ``max``, ``min``, ``max_increase_pct``, ``max_increase_abs`` or ``max_drop_abs``).
+
+    ``min_samples`` None means the step's. A prometheus gate's ``query`` maps each figure of its
+    metric to a PromQL template (see `rollouts.promql`); ``url`` overrides ``PROMETHEUS_URL``.
+    """
+
+    metric: str
+    rule: str
+    limit: float
+    source: str = DEFAULT_SOURCE
+    min_samples: int | None = None
+    on_fail: str = DEFAULT_ON_FAIL
+    query: Mapping[str, str] | None = None
+    url: str | None = None
+
+    @property
+    def relative(self) -> bool:
+        return self.rule in RELATIVE_RULES
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "gate") -> Gate:
+        keys = {"metric", "source", "min_samples", "on_fail", "query", "url", *RULES}
+        data = _object(obj, field, keys)
+        metric = data.get("metric")
+        if not isinstance(metric, str) or not _valid_metric(metric):
+            raise ConfigError(
+                f"{field}.metric",
+                f"must be one of {', '.join(METRICS)}, score:<name> or score:*; got {metric!r}",
+            )
+        given = [rule for rule in RULES if data.get(rule) is not None]
+        if len(given) != 1:
+            raise ConfigError(field, f"needs exactly one rule of {', '.join(RULES)}")
+        rule = given[0]
+        limit = data[rule]
+        if isinstance(limit, bool) or not isinstance(limit, int | float):
+            raise ConfigError(f"{field}.{rule}", f"must be a number, got {limit!r}")
+        if not math.isfinite(limit) or (rule in RELATIVE_RULES and limit <= 0):
+            raise ConfigError(f"{field}.{rule}", f"must be a finite number > 0, got {limit!r}")
+        if metric == "error_rate" and rule != "max_increase_pct" and not 0 <= limit <= 1:
+            raise ConfigError(f"{field}.{rule}", "an error rate is a fraction within 0..1")
+        source = _choice(data, "source", field, SOURCES)
+        query, url = _prometheus_options(data, metric, source, field)
+        min_samples = data.get("min_samples")
+        return cls(
+            metric=metric,
+            rule=rule,
+            limit=float(limit),
+            source=source,
+            min_samples=None if min_samples is None else _int(data, "min_samples", field),
+            on_fail=_choice(data, "on_fail", field, ON_FAIL),
+            query=query,
+            url=url,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"metric": self.metric, "source": self.source}
+        data[self.rule] = self.limit
+        if self.min_samples is not None:
+            data["min_samples"] = self.min_samples
+        data["on_fail"] = self.on_fail
+        if self.query is not None:
+            data["query"] = dict(self.query)
+        if self.url is not None:
+            data["url"] = self.url
+        return data
+
+
+def _prometheus_options(
+    data: Mapping[str, object], metric: str, source: str, field: str
+) -> tuple[dict[str, str] | None, str | None]:
+    """A prometheus gate's query templates (required) and url (optional); only prometheus
+    gates have them."""
+    query, url = data.get("query"), data.get("url")
+    if source != "prometheus":
+        for key in ("query", "url"):
+            if data.get(key) is not None:
+                raise ConfigError(f"{field}.{key}", "is only for prometheus gates")
+        return None, None
+    try:
+        templates = promql.query_templates(metric, query)
+    except ValueError as error:
+        raise ConfigError(f"{field}.query", str(error)) from None
+    if any(len(template) > MAX_QUERY_LENGTH for template in templates.values()):
+        raise ConfigError(f"{field}.query", f"a template is longer than {MAX_QUERY_LENGTH} characters")
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise ConfigError(f"{field}.url", f"must be an http:// or https:// URL, got {url!r}")
+    return templates, url
+
+
+def _valid_metric(metric: str) -> bool:
+    if metric in METRICS:
+        return True
+    name = metric.removeprefix(SCORE_PREFIX)
+    return metric.startswith(SCORE_PREFIX) and 0 < len(name) <= 100 and not any(c.isspace() for c in name)
+
+
+def parse_gates(obj: object, field: str = "gates") -> tuple[Gate, ...]:
+    """A rollout's gates from JSON (a list, possibly empty). Raises ConfigError."""
+    if not isinstance(obj, list) or len(obj) > MAX_GATES:
+        raise ConfigError(field, f"must be a list of at most {MAX_GATES} gates")
+    return tuple(Gate.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
+
+
+DEFAULT_GATES = (
+    Gate(metric="latency_p95_ms", rule="max_increase_pct", limit=20),
+    Gate(metric="error_rate", rule="max_increase_abs", limit=0.01),
+    Gate(metric="cost_per_request", rule="max", limit=0.05),
+    Gate(metric=ALL_SCORES, rule="max_drop_abs", limit=0.05),
+)
