@@ -3,7 +3,7 @@ admin; any other staff session as read + write. Ownership of a prompt is checked
 
 A view states what it needs with ``required_scopes = {"GET": "read", "POST": "ingest", ...}``;
 without it, safe methods need ``read`` and the others ``write``. A key limited to prompts
-(``access.prompt_limits``) is refused (403 ``prompt_not_allowed``) on a URL naming another
+(``core.prompt_limits``) is refused (403 ``prompt_not_allowed``) on a URL naming another
 prompt; views about a prompt their URL does not name check it with ``prompt_check``.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 from rest_framework import permissions
 from rest_framework.request import Request
 
-from access.prompt_limits import PromptLimits, prompt_require
 from access.selectors import IMPLIED, KeyInfo, key_scopes
 from core.actors import Actor
+from core.prompt_limits import PromptLimits, prompt_require
 
 
 def granted_scopes(request: Request) -> set[str]:

@@ -13,9 +13,9 @@ from django.db.models import QuerySet
 from redis.exceptions import RedisError
 
 from access.models import ApiKey
-from access.prompt_limits import PromptLimits
 from access.services import hash_key
 from core.errors import Unauthenticated
+from core.prompt_limits import PromptLimits
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 
@@ -34,7 +34,7 @@ class KeyInfo:
     username: str
     scopes: frozenset[str]
     user_is_superuser: bool
-    prompts: PromptLimits = None  # None: every prompt (access.prompt_limits)
+    prompts: PromptLimits = None  # None: every prompt (core.prompt_limits)
 
 
 def _build_keys() -> dict[str, KeyInfo]:

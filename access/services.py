@@ -17,11 +17,11 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from access.models import SCOPES, ApiKey
-from access.prompt_limits import PromptLimits, PromptNotAllowed, normalize_prompt_limits, prompt_allowed
 from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import Forbidden, NotFound, ValidationFailed
+from core.prompt_limits import PromptLimits, PromptNotAllowed, normalize_prompt_limits, prompt_allowed
 
 KEY_PREFIX = "pr_"
 # The scopes a user who is not an admin may give the keys they create for themselves.

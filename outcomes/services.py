@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from django.db import connection, transaction
 
-from access.prompt_limits import PromptLimits, PromptNotAllowed, prompt_allowed
+from core.prompt_limits import PromptLimits, PromptNotAllowed, prompt_allowed
 from outcomes.aggregation import aggregate, minute_totals, parse_key
 from outcomes.errors import BatchTooLarge, IngestBacklog, InvalidEvents
 from outcomes.event_targets import events_series

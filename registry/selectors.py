@@ -8,8 +8,8 @@ import re
 
 from django.db.models import Prefetch, Q, QuerySet
 
-from access.prompt_limits import prompts_q
 from core.actors import Actor
+from core.prompt_limits import prompts_q
 from registry.diff import VersionContent, VersionDiff, version_diff
 from registry.errors import LabelNotFound, PromptNotFound, VersionNotFound
 from registry.models import LATEST, PROMPT_NAME_RE, Label, Prompt, PromptVersion

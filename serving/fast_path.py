@@ -12,9 +12,9 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
-from access.prompt_limits import PromptNotAllowed, prompt_require
 from core.errors import DomainError
 from core.freshness import MIN_GENERATION_META, min_generation_of
+from core.prompt_limits import PromptNotAllowed, prompt_require
 from core.state_cache import min_generation
 from serving.answers import Answer, bearer_key_answer, error_answer, resolve_answer
 

@@ -25,7 +25,7 @@ import orjson
 from django.db import connection
 from django.utils import timezone
 
-from access.prompt_limits import prompt_allowed
+from core.prompt_limits import prompt_allowed
 from core.state_cache import SERVING_STATE, StateCache
 from registry.errors import NoProductionVersion, PromptNotFound
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion

@@ -29,9 +29,9 @@ import redis.asyncio
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from access.prompt_limits import PromptLimits
 from access.selectors import KeyInfo, api_keys_cache, key_scopes
 from core.errors import ServiceUnavailable
+from core.prompt_limits import PromptLimits
 from core.state_cache import (
     API_KEYS_STATE,
     CHANGES_CHANNEL,

@@ -18,10 +18,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import actor_of, prompt_limits_of
-from access.prompt_limits import prompts_q
 from core.api_input import json_object, query_positive_int, query_text
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
+from core.prompt_limits import prompts_q
 from registry.api.serializers import (
     LabelDeleteSerializer,
     LabelMoveSerializer,

@@ -12,10 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import actor_of, prompt_check, prompt_limits_of
-from access.prompt_limits import prompts_q
 from core.api_input import query_text
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
+from core.prompt_limits import prompts_q
 from rollouts import selectors, services, webhooks
 from rollouts.api.serializers import (
     ReasonRequest,

@@ -3,11 +3,13 @@ reporting on or listing another team's prompt (``billing.invoice``) through Djan
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from access.models import ApiKey
@@ -151,3 +153,23 @@ def test_narrowing_a_key_in_the_admin_or_a_shell_stops_it_at_once(prompts, alice
     key.save()
 
     assert _refused(api.get("/api/v1/prompts/billing.invoice"))
+
+
+def test_an_admin_key_limited_to_prompts_reads_only_their_audit_entries(prompts, admin_user):
+    api = _client(admin_user, "admin")
+
+    entries = api.get("/api/v1/audit").json()["results"]
+
+    assert entries and {entry["prompt"] for entry in entries} == {"support.answer"}
+
+
+def test_an_operator_creates_a_limited_key_from_the_command_line(prompts, alice):
+    out = io.StringIO()
+
+    call_command("create_api_key", "support-ci", "--user", "alice", "--prompts", "support.*", stdout=out)
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {out.getvalue().split()[-1]}")
+    assert "on support.*" in out.getvalue()
+    assert _refused(client.get("/api/v1/prompts/billing.invoice"))
+    assert client.get("/api/v1/prompts/support.answer").status_code == 200

@@ -5,12 +5,14 @@ process, with a Bearer key limited to ``support.*`` asking about ``billing.invoi
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
+from access.models import ApiKey
 from access.services import apikey_create
 from core.actors import Actor
 from registry.services import label_move
@@ -85,5 +87,22 @@ def test_the_stream_sends_a_limited_key_only_its_prompts_and_their_changes(live,
         change = reader.next_event("change")
         assert list(change.data["prompts"]) == ["support.answer"]
         assert "billing.invoice" not in json.dumps(change.data)
+    finally:
+        reader.close()
+
+
+def test_a_stream_whose_key_is_narrowed_ends_within_a_second(live, alice, bob):
+    _prompts(alice, bob)
+    _, raw = apikey_create(actor=Actor.system(), name="wide", user=alice, scopes=["read"], prompts=["s*"])
+    reader = SSEReader(live.stream, raw)
+    try:
+        reader.next_event("snapshot")
+        key = ApiKey.objects.get(name="wide")
+        key.prompts = ["support.answer"]
+        key.save()
+        narrowed_at = time.monotonic()
+
+        assert reader.next() is None  # the server ended the stream
+        assert time.monotonic() - narrowed_at < 1.0
     finally:
         reader.close()
