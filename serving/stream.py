@@ -136,7 +136,9 @@ class StreamHub:
         assert published is not None  # set before _ready
         sent = published.state
         info = self.keys.get(key_hash)
-        prompts = None if info is None else info.prompts
+        if info is None or "read" not in key_scopes(info):
+            return  # revoked since it was checked
+        prompts = info.prompts
         seen: ServingState | LimitedSnapshot = sent if prompts is None else sent.limited(prompts)
         if last_event_id != seen.snapshot_etag:
             yield sse_event("snapshot", seen.snapshot_etag, seen.snapshot)

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.permissions import actor_of, prompt_limits_of
+from access.permissions import actor_of, prompt_check, prompt_limits_of
 from core.api_input import json_object, query_positive_int, query_text
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
@@ -77,6 +77,8 @@ class PromptListView(GenericAPIView):  # type: ignore[type-arg]
     )
     def post(self, request: Request) -> Response:
         body = json_object(request, PromptCreateSerializer)
+        if isinstance(body.get("name"), str):
+            prompt_check(request, body["name"])
         prompt = prompt_create(actor=actor_of(request), name=body.pop("name", None), **body)
         return Response(
             PromptSerializer(prompt_detail(name=prompt.name)).data, status=status.HTTP_201_CREATED

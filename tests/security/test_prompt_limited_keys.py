@@ -16,6 +16,7 @@ from access.models import ApiKey
 from access.services import apikey_create
 from core.actors import Actor
 from outcomes.pending import pending_count
+from registry.models import Prompt
 from rollouts.services import rollout_create
 from tests.factories import actor_for, make_prompt
 from tests.outcomes.conftest import clear_ingest_keys
@@ -86,11 +87,13 @@ def test_a_write_key_limited_to_support_cannot_move_labels_or_act_on_billings_ro
     create = api.post(
         "/api/v1/prompts/billing.invoice/versions", {"template": "t", "model": "m"}, format="json"
     )
+    new_prompt = api.post("/api/v1/prompts", {"name": "billing.refunds", "kind": "text"}, format="json")
 
-    assert all(_refused(r) for r in (label, pause, detail, create))
+    assert all(_refused(r) for r in (label, pause, detail, create, new_prompt))
     billing.refresh_from_db()
     assert billing.state == "running"
     assert prompts["prompts"][1].versions.count() == 2
+    assert not Prompt.objects.filter(name="billing.refunds").exists()
 
 
 def test_lists_hold_only_the_keys_prompts(prompts, alice):
