@@ -17,7 +17,7 @@ from access.services import apikey_create
 from core.actors import Actor
 from registry.services import label_move
 from tests.factories import actor_for, make_prompt
-from tests.servers import http_get
+from tests.servers import http_get, wait_for
 from tests.serving.stream_helpers import Service, SSEReader, service
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,3 +106,18 @@ def test_a_stream_whose_key_is_narrowed_ends_within_a_second(live, alice, bob):
         assert time.monotonic() - narrowed_at < 1.0
     finally:
         reader.close()
+
+
+def test_a_key_narrowed_in_a_shell_is_refused_by_every_web_process_within_a_second(live, alice, bob):
+    _prompts(alice, bob)
+    _, raw = apikey_create(actor=Actor.system(), name="wide", user=alice, scopes=["read"])
+    resolve = f"{live.web}/api/v1/prompts/billing.invoice/resolve?unit=u1"
+    assert all(http_get(resolve, key=raw).status == 200 for _ in range(10))
+
+    key = ApiKey.objects.get(name="wide")
+    key.prompts = ["support.*"]
+    key.save()
+
+    took = wait_for(lambda: all(http_get(resolve, key=raw).status == 403 for _ in range(10)), seconds=2)
+    assert took < 1.0
+    assert all(http_get(resolve, key=raw).status == 403 for _ in range(20))
