@@ -1,5 +1,6 @@
 """API keys in the admin. A staff user who is not a superuser sees and manages only their own
-API keys, without the `admin` scope."""
+API keys, and creates them under the rule of ``apikey_create``: read and ingest keys limited to
+prompts they own."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from access.models import SCOPES, ApiKey
-from access.services import apikey_create, apikey_revoke, user_delete
+from access.services import SELF_SERVICE_SCOPES, apikey_create, apikey_revoke, user_delete
 from core.admin import StaffAdmin, admin_actor, domain_error_text, form_page
 from core.errors import DomainError
 
@@ -55,7 +56,17 @@ class ApiKeyCreateForm(forms.Form):
         help_text="read: fetch prompts · ingest: report outcomes · write: publish, move labels, "
         "run rollouts · admin: everything.",
     )
+    prompts = forms.CharField(
+        required=False,
+        max_length=30_000,
+        help_text="The prompts it may touch: names or prefixes ending in *, e.g. “support.*”, "
+        "separated by spaces or commas. Empty: every prompt (superusers only).",
+    )
     once = forms.CharField(widget=forms.HiddenInput)
+
+    def clean_prompts(self) -> list[str] | None:
+        names = self.cleaned_data["prompts"].replace(",", " ").split()
+        return names or None
 
     def __init__(self, *args: Any, request: HttpRequest, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,7 +75,7 @@ class ApiKeyCreateForm(forms.Form):
         assert isinstance(scopes_field, forms.MultipleChoiceField)
         if not request.user.is_superuser:
             users = users.filter(pk=request.user.pk)
-            scopes_field.choices = [(s, s) for s in SCOPES if s != "admin"]
+            scopes_field.choices = [(s, s) for s in SCOPES if s in SELF_SERVICE_SCOPES]
         user_field = self.fields["user"]
         assert isinstance(user_field, forms.ModelChoiceField)
         user_field.queryset = users
@@ -73,11 +84,29 @@ class ApiKeyCreateForm(forms.Form):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(StaffAdmin):
-    list_display = ["name", "user", "key_prefix", "scope_list", "created", "last_used", "status"]
+    list_display = [
+        "name",
+        "user",
+        "key_prefix",
+        "scope_list",
+        "prompt_list",
+        "created",
+        "last_used",
+        "status",
+    ]
     list_select_related = ["user"]
     list_filter = [KeyStatusFilter]
     search_fields = ["name", "prefix", "user__username"]
-    fields = ["name", "user", "key_prefix", "scope_list", "created_at", "last_used_at", "status"]
+    fields = [
+        "name",
+        "user",
+        "key_prefix",
+        "scope_list",
+        "prompt_list",
+        "created_at",
+        "last_used_at",
+        "status",
+    ]
     readonly_fields = fields
     actions = ["revoke_selected"]
     change_form_template = "admin/access/apikey/change_form.html"
@@ -96,6 +125,10 @@ class ApiKeyAdmin(StaffAdmin):
     @admin.display(description="scopes")
     def scope_list(self, key: ApiKey) -> str:
         return ", ".join(key.scopes)
+
+    @admin.display(description="prompts")
+    def prompt_list(self, key: ApiKey) -> str:
+        return ", ".join(key.prompts) if key.prompts else "every prompt"
 
     @admin.display(description="created", ordering="created_at")
     def created(self, key: ApiKey) -> str:
@@ -144,6 +177,7 @@ class ApiKeyAdmin(StaffAdmin):
                 name=form.cleaned_data["name"],
                 user=form.cleaned_data["user"],
                 scopes=form.cleaned_data["scopes"],
+                prompts=form.cleaned_data["prompts"],
             )
         except DomainError as error:
             form.add_error(None, domain_error_text(error))

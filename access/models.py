@@ -14,6 +14,12 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, db_index=True, help_text="the key's first characters")
     key_hash = models.CharField(max_length=64, unique=True)
     scopes = ArrayField(models.CharField(max_length=16), default=list)
+    prompts = ArrayField(
+        models.CharField(max_length=130),
+        null=True,
+        blank=True,
+        help_text="the prompts it may touch: names and prefixes ending in '*'; empty: every prompt",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

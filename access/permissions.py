@@ -2,7 +2,9 @@
 admin; any other staff session as read + write. Ownership of a prompt is checked by the services.
 
 A view states what it needs with ``required_scopes = {"GET": "read", "POST": "ingest", ...}``;
-without it, safe methods need ``read`` and the others ``write``.
+without it, safe methods need ``read`` and the others ``write``. A key limited to prompts
+(``core.prompt_limits``) is refused (403 ``prompt_not_allowed``) on a URL naming another
+prompt; views about a prompt their URL does not name check it with ``prompt_check``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rest_framework.request import Request
 
 from access.selectors import IMPLIED, KeyInfo, key_scopes
 from core.actors import Actor
+from core.prompt_limits import PromptLimits, prompt_require
 
 
 def granted_scopes(request: Request) -> set[str]:
@@ -26,6 +29,16 @@ def granted_scopes(request: Request) -> set[str]:
         if user.is_staff:
             return {"read", "write"}
     return set()
+
+
+def prompt_limits_of(request: Request) -> PromptLimits:
+    """The prompts the request may touch: a key's ``prompts``; None (every prompt) for a session."""
+    return request.auth.prompts if isinstance(request.auth, KeyInfo) else None
+
+
+def prompt_check(request: Request, name: str) -> None:
+    """PromptNotAllowed (403) unless the request's key may touch the prompt ``name``."""
+    prompt_require(prompt_limits_of(request), name)
 
 
 def actor_of(request: Request) -> Actor:
@@ -48,4 +61,9 @@ class ScopePermission(permissions.BasePermission):
             required = "read" if request.method in permissions.SAFE_METHODS else "write"
         if not request.user or not request.user.is_authenticated:
             return False
-        return required in granted_scopes(request)
+        if required not in granted_scopes(request):
+            return False
+        name = getattr(view, "kwargs", {}).get("name")
+        if isinstance(name, str):
+            prompt_check(request, name)
+        return True

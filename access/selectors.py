@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from access.models import ApiKey
 from access.services import hash_key
 from core.errors import Unauthenticated
+from core.prompt_limits import PromptLimits
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 
@@ -33,6 +34,7 @@ class KeyInfo:
     username: str
     scopes: frozenset[str]
     user_is_superuser: bool
+    prompts: PromptLimits = None  # None: every prompt (core.prompt_limits)
 
 
 def _build_keys() -> dict[str, KeyInfo]:
@@ -45,6 +47,7 @@ def _build_keys() -> dict[str, KeyInfo]:
             username=key.user.get_username(),
             scopes=frozenset(key.scopes),
             user_is_superuser=key.user.is_superuser,
+            prompts=tuple(key.prompts) if key.prompts else None,
         )
         for key in keys
     }

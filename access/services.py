@@ -10,17 +10,22 @@ import hashlib
 import secrets
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from access.models import SCOPES, ApiKey
 from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
-from core.errors import NotFound, ValidationFailed
+from core.errors import Forbidden, NotFound, ValidationFailed
+from core.prompt_limits import PromptLimits, PromptNotAllowed, normalize_prompt_limits, prompt_allowed
 
 KEY_PREFIX = "pr_"
+# The scopes a user who is not an admin may give the keys they create for themselves.
+SELF_SERVICE_SCOPES = frozenset({"read", "ingest"})
 
 
 def hash_key(raw_key: str) -> str:
@@ -46,30 +51,93 @@ def normalize_scopes(scopes: object) -> list[str]:
     return cleaned
 
 
-def apikey_create(*, actor: Actor, name: object, user: User | object, scopes: object) -> tuple[ApiKey, str]:
-    """Create a key for ``user`` (a user or a user name); returns it with the raw key, which is
-    never stored and never shown again."""
+def apikey_create(
+    *,
+    actor: Actor,
+    name: object,
+    user: User | object,
+    scopes: object,
+    prompts: object = None,
+    within: PromptLimits = None,
+) -> tuple[ApiKey, str]:
+    """Create a key for ``user`` (a user or a user name), limited to ``prompts`` (names and
+    prefixes ending in '*'; None: every prompt); returns it with the raw key, which is never
+    stored and never shown again.
+
+    An admin may create any key. Anyone else only ``read`` and ``ingest`` keys for themselves,
+    limited to prompts they own now (and that ``within``, the limits of the key asking, allows):
+    each prefix is expanded, here, to the names of the prompts it matches, so it never reaches
+    a prompt created later; a pattern matching a prompt they do not own is a 403."""
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > 100:
         raise ValidationFailed("A key needs a name of 1 to 100 characters.")
     scope_list = normalize_scopes(scopes)
+    limits = normalize_prompt_limits(prompts)
     user = _user_of(user)
+    if not actor.is_admin:
+        limits = _owned_prompts(actor=actor, user=user, scopes=scope_list, limits=limits, within=within)
     # "pr_<public id>_<secret>": only the public id is kept in clear (to recognise a key in a
     # list); of the secret, only the hash of the whole key is stored.
     prefix = KEY_PREFIX + secrets.token_hex(4)
     raw = f"{prefix}_{secrets.token_urlsafe(32)}"
     with transaction.atomic():
         key = ApiKey.objects.create(
-            name=name, user=user, prefix=prefix, key_hash=hash_key(raw), scopes=scope_list
+            name=name,
+            user=user,
+            prefix=prefix,
+            key_hash=hash_key(raw),
+            scopes=scope_list,
+            prompts=None if limits is None else list(limits),
         )
         audit_record(
             actor=actor,
             action=AuditAction.APIKEY_CREATE,
             object_type="apikey",
             object_id=key.pk,
-            data={"name": name, "user": user.get_username(), "scopes": scope_list},
+            data={
+                "name": name,
+                "user": user.get_username(),
+                "scopes": scope_list,
+                "prompts": None if limits is None else list(limits),
+            },
         )
     return key, raw
+
+
+def _owned_prompts(
+    *, actor: Actor, user: User, scopes: list[str], limits: PromptLimits, within: PromptLimits
+) -> tuple[str, ...]:
+    """The names a key created by ``actor`` (not an admin) is limited to: ``limits`` expanded
+    to the prompts ``user`` (the actor) owns; Forbidden for anything beyond that."""
+    if user.pk != actor.user_id:
+        raise Forbidden(
+            "Only an admin may create keys for other users.", details={"user": user.get_username()}
+        )
+    beyond = sorted(set(scopes) - SELF_SERVICE_SCOPES)
+    if beyond:
+        raise Forbidden(
+            "Only an admin may create keys with these scopes; yours may carry read and ingest.",
+            details={"scopes": beyond},
+        )
+    if limits is None:
+        raise ValidationFailed(
+            "Name the prompts the key may touch in 'prompts' (names, or prefixes ending in '*').",
+            details={"prompts": None},
+        )
+    ownership = import_string(settings.PROMPTRAMP_PROMPT_OWNERSHIP)
+    owned, not_owned = ownership(user_id=user.pk, limits=limits)
+    exact_unknown = [p for p in limits if not p.endswith("*") and p not in owned and p not in not_owned]
+    refused = sorted(
+        {*not_owned, *exact_unknown, *(name for name in owned if not prompt_allowed(within, name))}
+    )
+    if refused:
+        raise PromptNotAllowed(
+            "A key you create may only reach prompts you own (and your key may reach).",
+            details={"prompts": refused},
+        )
+    if not owned:
+        raise ValidationFailed("'prompts' matches no prompt you own.", details={"prompts": list(limits)})
+    return tuple(sorted(owned))
 
 
 def _user_of(user: User | object) -> User:

@@ -1,4 +1,5 @@
-"""The audit log in the admin: read-only, filterable by action, prompt and actor."""
+"""The audit log in the admin: read-only, filterable by action, prompt and actor; for superusers
+only (it shows every change, gate configurations and who holds which key)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ class AuditEntryAdmin(StaffAdmin):
     ]
     readonly_fields = fields
     list_per_page = 50
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
         return super().changelist_view(request, {"title": "Audit log", **(extra_context or {})})

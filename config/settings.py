@@ -183,6 +183,9 @@ PROMPTRAMP_GATE_SOURCES = {
 # Who holds a prompt's `production` label so that nobody else moves it (registry.services): a
 # prompt's active rollout. The registry asks them through these names (it imports no app above it).
 PROMPTRAMP_PRODUCTION_HOLDERS = ["rollouts.selectors.rollout_holding_production"]
+# Which prompts a user owns, for the keys they create themselves (access.services; the access
+# layer imports nothing above it).
+PROMPTRAMP_PROMPT_OWNERSHIP = "registry.selectors.prompts_matching_owned"
 PROMPTRAMP_ADMIN_USER = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
 PROMPTRAMP_ADMIN_PASSWORD = os.environ.get("PROMPTRAMP_ADMIN_PASSWORD", "")
 # What a serving request may pay beyond its usual latency for a sick Redis or a rebuild

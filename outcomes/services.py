@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from django.db import connection, transaction
 
+from core.prompt_limits import PromptLimits, PromptNotAllowed, prompt_allowed
 from outcomes.aggregation import aggregate, minute_totals, parse_key
 from outcomes.errors import BatchTooLarge, IngestBacklog, InvalidEvents
 from outcomes.event_targets import events_series
@@ -37,7 +38,7 @@ from outcomes.pending import (
     durability_warn_once,
     events_add,
 )
-from outcomes.validation import BatchRejected, parse_batch
+from outcomes.validation import BatchRejected, Event, parse_batch, problem
 
 MAX_PROBLEMS_SHOWN = 1000
 FLUSHED_BATCHES_KEPT = timedelta(days=1)
@@ -49,16 +50,20 @@ class IngestResult:
     duplicates: int
 
 
-def events_ingest(*, body: bytes, now: float) -> IngestResult:
+def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> IngestResult:
     """Check a ``{"events": [...]}`` body and count its new events; ``now`` is the arrival time
     (Unix seconds). All or nothing: one invalid event refuses the whole batch (InvalidEvents,
-    with each problem's index, field and reason). Events whose ``event_id`` was seen before
-    (in this batch or within the de-duplication window) are counted as duplicates only.
+    with each problem's index, field and reason), and so does one event for a prompt outside the
+    key's ``prompts`` (PromptNotAllowed, 403, naming those events the same way). Events whose
+    ``event_id`` was seen before (in this batch or within the de-duplication window) are
+    counted as duplicates only.
     """
     try:
         events, problems = parse_batch(body, now=now)
     except BatchRejected as error:
         raise (BatchTooLarge if error.too_large else InvalidEvents)(error.message) from None
+    if prompts is not None:
+        _refuse_other_prompts(events, prompts)
     placed, target_problems = events_series(events)
     problems += target_problems
     if problems:
@@ -86,6 +91,20 @@ def events_ingest(*, body: bytes, now: float) -> IngestResult:
         remaining = [item for position, item in enumerate(remaining) if position not in seen]
         duplicates += len(seen)
     return IngestResult(accepted=len(remaining), duplicates=duplicates)
+
+
+def _refuse_other_prompts(events: list[Event], prompts: tuple[str, ...]) -> None:
+    refused = [
+        problem(event.index, "prompt", "this API key is limited to other prompts")
+        for event in events
+        if not prompt_allowed(prompts, event.prompt)
+    ]
+    if refused:
+        raise PromptNotAllowed(
+            f"{len(refused)} event(s) of this batch are for prompts this API key may not report on; "
+            "nothing from it was stored.",
+            details=refused[:MAX_PROBLEMS_SHOWN],
+        )
 
 
 @dataclass(frozen=True)

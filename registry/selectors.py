@@ -9,6 +9,7 @@ import re
 from django.db.models import Prefetch, Q, QuerySet
 
 from core.actors import Actor
+from core.prompt_limits import prompts_q
 from registry.diff import VersionContent, VersionDiff, version_diff
 from registry.errors import LabelNotFound, PromptNotFound, VersionNotFound
 from registry.models import LATEST, PROMPT_NAME_RE, Label, Prompt, PromptVersion
@@ -37,6 +38,18 @@ def actor_owns(actor: Actor, prompt: Prompt) -> bool:
     if prompt.owner_users.filter(pk=actor.user_id).exists():
         return True
     return prompt.owner_groups.filter(user__pk=actor.user_id).exists()
+
+
+def prompts_matching_owned(*, user_id: int, limits: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The names of the prompts ``limits`` matches that the user owns (also through a group),
+    and of those they do not (settings.PROMPTRAMP_PROMPT_OWNERSHIP, asked by access.services)."""
+    matching = Prompt.objects.filter(prompts_q(limits, "name"))
+    owned_pks = Prompt.objects.filter(Q(owner_users__pk=user_id) | Q(owner_groups__user__pk=user_id)).values(
+        "pk"
+    )
+    owned = sorted(matching.filter(pk__in=owned_pks).values_list("name", flat=True))
+    not_owned = sorted(matching.exclude(pk__in=owned_pks).values_list("name", flat=True))
+    return owned, not_owned
 
 
 def _with_relations(prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:

@@ -33,6 +33,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import ValidationFailed
+from core.outbound import safe_url
 from rollouts.as_json import rollout_json, transition_json
 from rollouts.errors import WebhookNotFound
 from rollouts.figures import percent_value
@@ -96,7 +97,7 @@ def webhook_create(*, actor: Actor, url: object, secret: object, events: object 
             action=AuditAction.WEBHOOK_CREATE,
             object_type="webhook",
             object_id=webhook.pk,
-            data={"url": clean_url, "events": clean_events},
+            data={"url": safe_url(clean_url), "events": clean_events},
         )
     return webhook
 
@@ -111,7 +112,7 @@ def webhook_delete(*, actor: Actor, webhook_id: int) -> None:
             action=AuditAction.WEBHOOK_DELETE,
             object_type="webhook",
             object_id=webhook.pk,
-            data={"url": webhook.url},
+            data={"url": safe_url(webhook.url)},
         )
         webhook.delete()
 

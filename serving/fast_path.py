@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from core.errors import DomainError
 from core.freshness import MIN_GENERATION_META, min_generation_of
+from core.prompt_limits import PromptNotAllowed, prompt_require
 from core.state_cache import min_generation
 from serving.answers import Answer, bearer_key_answer, error_answer, resolve_answer
 
@@ -70,6 +71,11 @@ def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
     key = bearer_key_answer(authorization)
     if isinstance(key, tuple):
         return key
+    if key.prompts is not None:  # a key limited to prompts
+        try:
+            prompt_require(key.prompts, name)
+        except PromptNotAllowed as refused:
+            return error_answer(refused.status_code, refused.code, refused.message, refused.details)
     unit = None
     for field, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
         if field == "unit":

@@ -25,6 +25,7 @@ import orjson
 from django.db import connection
 from django.utils import timezone
 
+from core.prompt_limits import prompt_allowed
 from core.state_cache import SERVING_STATE, StateCache
 from registry.errors import NoProductionVersion, PromptNotFound
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
@@ -68,6 +69,15 @@ class ServedPrompt:
 
 
 @dataclass(frozen=True)
+class LimitedSnapshot:
+    """The snapshot as a key limited to prompts sees it: only the prompts it may read."""
+
+    entries: Mapping[str, bytes]
+    snapshot: bytes
+    snapshot_etag: str
+
+
+@dataclass(frozen=True)
 class ServingState:
     prompts: Mapping[str, ServedPrompt]
     generated_at: datetime
@@ -92,6 +102,27 @@ class ServingState:
         snapshot under the same ETag."""
         digest = hashlib.sha256(b"".join([self.digests[name] for name in self.order])).hexdigest()
         return 'W/"' + digest[:32] + '"'
+
+    @functools.cached_property
+    def _limited(self) -> dict[tuple[str, ...], LimitedSnapshot]:
+        return {}
+
+    def limited(self, prompts: tuple[str, ...]) -> LimitedSnapshot:
+        """The snapshot of the prompts a key limited to ``prompts`` may read, with its own ETag;
+        built once per state and distinct ``prompts`` (the unlimited snapshot costs nothing more)."""
+        view = self._limited.get(prompts)
+        if view is None:
+            names = [name for name in self.order if prompt_allowed(prompts, name)]
+            generated_at = orjson.dumps(self.generated_at.isoformat())
+            prompts_json = b"{%b}" % b",".join([self.pieces[name] for name in names])
+            digest = hashlib.sha256(b"".join([self.digests[name] for name in names])).hexdigest()
+            view = LimitedSnapshot(
+                entries={name: self.entries[name] for name in names},
+                snapshot=b"".join((b'{"generated_at":', generated_at, b',"prompts":', prompts_json, b"}")),
+                snapshot_etag='W/"' + digest[:32] + '"',
+            )
+            self._limited[prompts] = view
+        return view
 
 
 @dataclass(frozen=True, slots=True)

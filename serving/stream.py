@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from access.selectors import KeyInfo, api_keys_cache, key_scopes
 from core.errors import ServiceUnavailable
+from core.prompt_limits import PromptLimits
 from core.state_cache import (
     API_KEYS_STATE,
     CHANGES_CHANNEL,
@@ -40,7 +41,7 @@ from core.state_cache import (
     generation_key,
 )
 from serving.snapshot_changes import KEEPALIVE, STALE_KEEPALIVE, change_data, snapshot_change, sse_event
-from serving.state import ServingState, serving_cache
+from serving.state import LimitedSnapshot, ServingState, serving_cache
 
 CHANGE_SECONDS = 0.1  # at most one change event per stream in this time
 RESUBSCRIBE_SECONDS = 1.0
@@ -120,9 +121,10 @@ class StreamHub:
         self._adopt_keys(keys)
         return result
 
-    def key_reads(self, key_hash: str) -> bool:
+    def key_reads(self, key_hash: str, prompts: PromptLimits) -> bool:
+        """Whether the key may still read, limited to the same prompts as when it connected."""
         info = self.keys.get(key_hash)
-        return info is not None and "read" in key_scopes(info)
+        return info is not None and "read" in key_scopes(info) and info.prompts == prompts
 
     async def events(self, key_hash: str, last_event_id: str) -> AsyncIterator[bytes]:
         """What one stream sends: the snapshot (unless ``last_event_id`` is its ETag), then each
@@ -133,8 +135,13 @@ class StreamHub:
         published = self.published
         assert published is not None  # set before _ready
         sent = published.state
-        if last_event_id != sent.snapshot_etag:
-            yield sse_event("snapshot", sent.snapshot_etag, sent.snapshot)
+        info = self.keys.get(key_hash)
+        if info is None or "read" not in key_scopes(info):
+            return  # revoked since it was checked
+        prompts = info.prompts
+        seen: ServingState | LimitedSnapshot = sent if prompts is None else sent.limited(prompts)
+        if last_event_id != seen.snapshot_etag:
+            yield sse_event("snapshot", seen.snapshot_etag, seen.snapshot)
         keepalive_at = loop.time() + self.keepalive_seconds
         while True:
             tick = self._tick
@@ -144,11 +151,20 @@ class StreamHub:
                 keepalive_at = loop.time() + self.keepalive_seconds
                 yield STALE_KEEPALIVE if self.stale else KEEPALIVE
                 continue
-            if not self.key_reads(key_hash):
+            if not self.key_reads(key_hash, prompts):
                 return
             published = self.published
             if published is not None and published.state is not sent:
-                if published.previous_etag == sent.snapshot_etag:
+                if prompts is not None:  # a key limited to prompts: only their changes
+                    limited = published.state.limited(prompts)
+                    change = snapshot_change(seen.entries, limited.entries)
+                    if change:
+                        generated_at = published.state.generated_at.isoformat()
+                        yield sse_event(
+                            "change", limited.snapshot_etag, change_data(change, generated_at=generated_at)
+                        )
+                    seen = limited
+                elif published.previous_etag == sent.snapshot_etag:
                     yield published.change_event
                 else:  # this stream missed a change (it was connecting): its own difference
                     yield _change_event(sent, published.state)

@@ -13,6 +13,11 @@ class ApiKeySerializer(serializers.Serializer):  # type: ignore[type-arg]
     user = serializers.CharField(source="user.username")
     prefix = serializers.CharField(help_text="the key's first characters, to recognise it")
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPES))
+    prompts = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="the prompts it may touch; null: every prompt",
+    )
     created_at = serializers.DateTimeField()
     revoked_at = serializers.DateTimeField(allow_null=True)
     last_used_at = serializers.DateTimeField(allow_null=True)
@@ -26,6 +31,13 @@ class ApiKeyCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
     name = serializers.CharField(max_length=100)
     user = serializers.CharField(required=False, help_text="user name; default: the caller")
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=SCOPES), min_length=1)
+    prompts = serializers.ListField(
+        child=serializers.CharField(max_length=130),
+        required=False,
+        allow_null=True,
+        min_length=1,
+        help_text="prompt names or prefixes ending in '*' (e.g. support.*); absent: every prompt",
+    )
 
 
 class ApiKeyRevokeSerializer(serializers.Serializer):  # type: ignore[type-arg]

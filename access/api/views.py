@@ -1,4 +1,5 @@
-"""API keys, for admins: list, create (the key is shown once), revoke."""
+"""API keys: list and revoke (admins), create (the key is shown once): admins any key, anyone
+with ``write`` a read or ingest key for themselves limited to prompts they own."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from access.api.serializers import (
     ApiKeyRevokeSerializer,
     ApiKeySerializer,
 )
-from access.permissions import actor_of
+from access.permissions import actor_of, prompt_limits_of
 from access.selectors import apikey_list
 from access.services import apikey_create, apikey_revoke
 from core.api_input import json_object
@@ -25,7 +26,7 @@ ADMIN_ONLY = dict.fromkeys(("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "D
 
 
 class ApiKeyListView(GenericAPIView):  # type: ignore[type-arg]
-    required_scopes = ADMIN_ONLY
+    required_scopes = {**ADMIN_ONLY, "POST": "write"}
     serializer_class = ApiKeyCreateSerializer  # what OPTIONS describes
 
     @extend_schema(
@@ -37,7 +38,10 @@ class ApiKeyListView(GenericAPIView):  # type: ignore[type-arg]
         return self.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
     @extend_schema(
-        summary="Create an API key (admin); the key is in the answer, once",
+        summary="Create an API key; the key is in the answer, once",
+        description="Admins create any key. With `write`, a `read` or `ingest` key for yourself "
+        "whose `prompts` match only prompts you own: each prefix is expanded to the names of the "
+        "prompts you own that it matches (403 `prompt_not_allowed` if it matches another's).",
         request=ApiKeyCreateSerializer,
         responses={201: ApiKeyCreatedSerializer, **error_responses(400, 401, 403, 413, 415)},
     )
@@ -48,6 +52,8 @@ class ApiKeyListView(GenericAPIView):  # type: ignore[type-arg]
             name=body.get("name"),
             user=body.get("user", request.user.get_username()),
             scopes=body.get("scopes"),
+            prompts=body.get("prompts"),
+            within=prompt_limits_of(request),
         )
         return Response({**ApiKeySerializer(key).data, "key": raw}, status=status.HTTP_201_CREATED)
 

@@ -1,4 +1,6 @@
-"""The audit log, for admins: read-only (there is no way to change or remove an entry)."""
+"""The audit log, for admins: read-only (there is no way to change or remove an entry). An admin
+key limited to prompts (its ``prompts``, access.selectors.KeyInfo: this layer reads it by name)
+sees only the entries about those prompts."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from audit.api.serializers import AuditEntrySerializer
 from audit.selectors import audit_list
 from core.api_input import query_text
 from core.api_schema import error_responses
+from core.prompt_limits import prompts_q
 
 
 class AuditListView(GenericAPIView):  # type: ignore[type-arg]
@@ -32,6 +35,6 @@ class AuditListView(GenericAPIView):  # type: ignore[type-arg]
             prompt=query_text(request, "prompt"),
             actor=query_text(request, "actor"),
             action=query_text(request, "action"),
-        )
+        ).filter(prompts_q(getattr(request.auth, "prompts", None), "prompt_name"))
         page = self.paginate_queryset(entries)
         return self.get_paginated_response(AuditEntrySerializer(page, many=True).data)

@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import prompt_limits_of
 from core.api_schema import ErrorSerializer, error_responses
 from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
 from outcomes.errors import BatchTooLarge
@@ -24,7 +25,10 @@ class EventsView(APIView):
         responses={
             202: IngestResultSerializer,
             400: OpenApiResponse(ErrorSerializer, "invalid events: details list index, field, reason"),
-            **error_responses(401, 403),
+            **error_responses(401),
+            403: OpenApiResponse(
+                ErrorSerializer, "prompt_not_allowed: events for other prompts, listed as in a 400"
+            ),
             413: OpenApiResponse(ErrorSerializer, "body over 4 MiB or more than 1000 events"),
             503: OpenApiResponse(ErrorSerializer, "Redis unavailable or backlog too long; see Retry-After"),
         },
@@ -61,5 +65,5 @@ class EventsView(APIView):
             length = 0
         if length > MAX_BODY_BYTES:
             raise BatchTooLarge(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
-        result = events_ingest(body=request.body, now=time.time())
+        result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
         return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=202)

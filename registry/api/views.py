@@ -17,10 +17,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.permissions import actor_of
+from access.permissions import actor_of, prompt_check, prompt_limits_of
 from core.api_input import json_object, query_positive_int, query_text
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
+from core.prompt_limits import prompts_q
 from registry.api.serializers import (
     LabelDeleteSerializer,
     LabelMoveSerializer,
@@ -65,7 +66,7 @@ class PromptListView(GenericAPIView):  # type: ignore[type-arg]
             tag=query_text(request, "tag"),
             owner=query_text(request, "owner"),
             search=query_text(request, "search"),
-        )
+        ).filter(prompts_q(prompt_limits_of(request), "name"))
         page = self.paginate_queryset(prompts)
         return self.get_paginated_response(PromptSerializer(page, many=True).data)
 
@@ -76,6 +77,8 @@ class PromptListView(GenericAPIView):  # type: ignore[type-arg]
     )
     def post(self, request: Request) -> Response:
         body = json_object(request, PromptCreateSerializer)
+        if isinstance(body.get("name"), str):
+            prompt_check(request, body["name"])
         prompt = prompt_create(actor=actor_of(request), name=body.pop("name", None), **body)
         return Response(
             PromptSerializer(prompt_detail(name=prompt.name)).data, status=status.HTTP_201_CREATED

@@ -11,10 +11,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.permissions import actor_of
+from access.permissions import actor_of, prompt_check, prompt_limits_of
 from core.api_input import query_text
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
+from core.prompt_limits import prompts_q
 from rollouts import selectors, services, webhooks
 from rollouts.api.serializers import (
     ReasonRequest,
@@ -109,6 +110,7 @@ class RolloutsView(APIView):
                 f"'state' must be one of {', '.join(Rollout.State.values)}.", details={"state": state}
             )
         rollouts = selectors.rollout_list(state=state, prompt=query_text(request, "prompt"))
+        rollouts = rollouts.filter(prompts_q(prompt_limits_of(request), "prompt__name"))
         return _page(request, self, rollouts, rollout_json)
 
 
@@ -117,6 +119,7 @@ class RolloutView(APIView):
 
     @extend_schema(responses={200: RolloutDetailOut, **READ_ERRORS})
     def get(self, request: Request, rollout_id: int) -> Response:
+        prompt_check(request, selectors.rollout_get(rollout_id).prompt.name)
         detail = selectors.rollout_get_with_stats(rollout_id)
         return Response(rollout_detail_json(detail))
 
@@ -138,6 +141,7 @@ class RolloutActionView(APIView):
     @extend_schema(request=ReasonRequest, responses={200: RolloutOut, **WRITE_ERRORS})
     def post(self, request: Request, rollout_id: int) -> Response:
         data = _body(ReasonRequest, request)
+        prompt_check(request, selectors.rollout_get(rollout_id).prompt.name)
         action = ACTIONS[self.action_name]
         rollout = action(actor=actor_of(request), rollout_id=rollout_id, reason=data["reason"])
         return Response(rollout_json(selectors.rollout_get(rollout.pk)))

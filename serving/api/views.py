@@ -22,6 +22,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.permissions import prompt_limits_of
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
 from core.metrics import request_seconds
@@ -205,11 +206,13 @@ class SnapshotView(APIView):
         state, stale = serving_cache.confirmed()
         if stale:
             count_stale()
-        if etag_matches(request.META.get("HTTP_IF_NONE_MATCH", ""), state.snapshot_etag):
+        limits = prompt_limits_of(request)
+        seen = state if limits is None else state.limited(limits)
+        if etag_matches(request.META.get("HTTP_IF_NONE_MATCH", ""), seen.snapshot_etag):
             response = HttpResponse(status=304)
         else:
-            response = HttpResponse(state.snapshot, content_type=JSON)
-        response["ETag"] = state.snapshot_etag
+            response = HttpResponse(seen.snapshot, content_type=JSON)
+        response["ETag"] = seen.snapshot_etag
         response["Cache-Control"] = CACHE_CONTROL
         response["Link"] = f'<{stream_url(request.scheme or "http", request.get_host())}>; rel="stream"'
         if stale:

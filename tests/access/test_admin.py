@@ -8,7 +8,7 @@ from django.urls import reverse
 from access.models import ApiKey
 from access.services import hash_key
 from audit.models import AuditEntry
-from tests.factories import make_key
+from tests.factories import make_key, make_prompt
 
 pytestmark = pytest.mark.django_db
 
@@ -103,15 +103,18 @@ def test_revoking_selected_keys_from_the_list(admin_user, alice):
 
 def test_a_staff_user_sees_and_creates_only_their_own_keys_without_admin_scope(alice, bob):
     make_key(bob, "read")
+    make_prompt(alice, name="support.answer")
     client = logged_in(alice)
 
     listing = client.get(reverse("admin:access_apikey_changelist"))
     for_bob = create(client, user=bob.pk, scopes=["read"])
     as_admin = create(client, user=alice.pk, scopes=["admin"])
-    own = create(client, user=alice.pk, scopes=["read"])
+    as_writer = create(client, user=alice.pk, scopes=["write"])
+    own = create(client, user=alice.pk, scopes=["read"], prompts="support.*")
 
     assert list(listing.context["cl"].result_list) == []
     assert "user" in for_bob.context["form"].errors and "scopes" in as_admin.context["form"].errors
+    assert "scopes" in as_writer.context["form"].errors
     assert own.status_code == 200 and ApiKey.objects.filter(user=alice).count() == 1
     bob_key = ApiKey.objects.get(user=bob)
     assert logged_in(alice).post(reverse("admin:access_apikey_revoke", args=[bob_key.pk])).status_code == 302

@@ -1,5 +1,6 @@
 """What a prompt owner does in the admin, in a real browser: create a prompt, publish versions,
-compare them, move a label, read the audit log; and create an API key whose secret is shown once."""
+compare them, move a label (and a superuser reads the audit log); and create an API key whose
+secret is shown once."""
 
 import re
 
@@ -77,7 +78,14 @@ def test_an_owner_publishes_compares_and_labels_versions(page: Page, log_in, scr
     expect(page.locator("ul.messagelist")).to_contain_text("“staging” now points at v2.")
     expect(page.locator(".inline-related").first).to_contain_text("staging")
 
-    # The audit log of the prompt has every step, by alice through the admin.
+    # The audit log is for superusers: alice's page has no link to it, root reads every step of
+    # the prompt, by alice through the admin.
+    expect(page.locator(".object-tools").get_by_role("link", name="Audit log")).to_have_count(0)
+    staff_user("root", superuser=True)
+    page.context.clear_cookies()
+    log_in("root")
+    page.goto("/admin/registry/prompt/")
+    page.locator("#result_list").get_by_role("link", name="support.answer").click()
     page.locator(".object-tools").get_by_role("link", name="Audit log").click()
     rows = page.locator("#result_list tbody tr")
     expect(rows).to_have_count(5)
