@@ -12,7 +12,7 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from core.errors import ValidationFailed, error_body
-from core.state_cache import current_generation, min_generation, written_generation
+from core.state_cache import current_generation, min_generation, stale_read, written_generation
 
 GENERATION_HEADER = "X-Promptramp-Generation"
 MIN_GENERATION_META = "HTTP_X_PROMPTRAMP_MIN_GENERATION"
@@ -43,6 +43,7 @@ class FreshnessMiddleware:
             return JsonResponse(error_body(error.code, error.message, error.details), status=400)
         wanted_token = min_generation.set(wanted)
         written_token = written_generation.set(None)
+        stale_token = stale_read.set(False)
         try:
             response = self.get_response(request)
             if request.method not in SAFE_METHODS and 200 <= response.status_code < 300:
@@ -55,3 +56,4 @@ class FreshnessMiddleware:
         finally:
             min_generation.reset(wanted_token)
             written_generation.reset(written_token)
+            stale_read.reset(stale_token)

@@ -80,6 +80,10 @@ SERVING_STATE = "serving"  # what each prompt serves: registry and rollouts writ
 # The minimum global generation the current request asks for (X-Promptramp-Min-Generation), and
 # the generation the current request's own writes reached (for X-Promptramp-Generation).
 min_generation: contextvars.ContextVar[int] = contextvars.ContextVar("min_generation", default=0)
+stale_read: contextvars.ContextVar[bool] = contextvars.ContextVar("stale_read", default=False)
+"""Whether a state the current request read was stale — its key as much as what it serves: the
+answer is then marked stale. Set by every read; each request starts it at False (the freshness
+middleware, the resolve fast path)."""
 written_generation: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "written_generation", default=None
 )
@@ -254,9 +258,10 @@ class StateCache(Generic[T]):
             and now - self._checked_at < CHECK_SECONDS
             and self._seen >= min_generation.get()
             and not self._invalidated
+            and not self._behind  # a rebuild is under way: wait for it with the thread that asked
         ):
             self._last_read = next(self._reads)
-            return held.state, self._redis_failed or self._database_failed or self._behind
+            return held.state, self._read_stale()
         return self._check(since=now - CHECK_SECONDS, must_confirm=False)
 
     def confirmed(self) -> tuple[T, bool]:
@@ -282,7 +287,13 @@ class StateCache(Generic[T]):
             if must_confirm and not self._confirmed_ok:
                 raise ServiceUnavailable(f"The {self.name} state could not be confirmed just now.")
             self._last_read = next(self._reads)
-            return held.state, self._redis_failed or self._database_failed or self._behind
+            return held.state, self._read_stale()
+
+    def _read_stale(self) -> bool:
+        stale = self._redis_failed or self._database_failed or self._behind
+        if stale:
+            stale_read.set(True)
+        return stale
 
     def _check_now(self, must_confirm: bool) -> None:
         """Read the counter and rebuild when it moved. Sets ``_confirmed_ok``: whether the object

@@ -17,6 +17,7 @@ import orjson
 from access.selectors import KeyInfo, apikey_of_header, key_scopes
 from core.errors import DomainError, ValidationFailed, error_body
 from core.metrics import count_resolve, request_seconds, stale_serves_total
+from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
 from serving.state import Resolved, random_bucket, resolve, serving_cache
 
@@ -85,6 +86,7 @@ def resolved_for(name: str, unit: str | None) -> tuple[Resolved, bool]:
         state, stale = serving_cache.confirmed()
         resolved = resolve(state, name, unit, random_bucket=bucket)
     count_resolve(name, resolved.arm)
+    stale = stale or stale_read.get()  # the key the request came with, too
     if stale:
         count_stale()
     return resolved, stale

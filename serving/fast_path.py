@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from core.errors import DomainError
 from core.freshness import MIN_GENERATION_META, min_generation_of
 from core.prompt_limits import PromptNotAllowed, prompt_require
-from core.state_cache import min_generation
+from core.state_cache import min_generation, stale_read
 from serving.answers import Answer, bearer_key_answer, error_answer, resolve_answer
 
 PREFIX = "/api/v1/prompts/"
@@ -54,6 +54,7 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
 
 def _fresh_answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
     """The answer from state caches at least as new as X-Promptramp-Min-Generation asks."""
+    stale_read.set(False)  # this thread's previous request may have read a stale state
     wanted = environ.get(MIN_GENERATION_META)
     if not wanted:
         return _answer(environ, name, authorization)

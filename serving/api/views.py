@@ -26,6 +26,7 @@ from access.permissions import prompt_limits_of
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
 from core.metrics import request_seconds
+from core.state_cache import stale_read
 from registry.errors import RenderTooLarge
 from registry.templating import MissingVariables, TooLarge, render
 from serving.answers import (
@@ -204,6 +205,7 @@ class SnapshotView(APIView):
     def get(self, request: Request) -> HttpResponse:
         started = time.perf_counter()
         state, stale = serving_cache.confirmed()
+        stale = stale or stale_read.get()  # the key the request came with, too
         if stale:
             count_stale()
         limits = prompt_limits_of(request)
