@@ -248,6 +248,9 @@ PROMPTRAMP_LANGFUSE_PROJECTS = {
     name: langfuse_project(name, url) for name, url in env_names("PROMPTRAMP_LANGFUSE_PROJECTS").items()
 }
 PROMPTRAMP_EVALUATION_DEADLINE_SECONDS = env_number("PROMPTRAMP_EVALUATION_DEADLINE_SECONDS", 10.0)
+# Webhook URLs must lead to public addresses (rollouts.webhooks), unless this is set: receivers
+# on the operator's own network.
+PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE = env_bool("PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE", False)
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 AUTH_PASSWORD_VALIDATORS = [
