@@ -181,6 +181,31 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Celery work is split into queues, each with a worker process of its own under the run command
+# (devstack.stack.worker_commands), so a slow webhook never delays the flush or the tick:
+# `controller` (the tick, evaluations, and any task not routed), `ingest` (the outcome flush),
+# `outbound` (webhooks). Each queue's tasks have its (soft, hard) time limits in seconds: an
+# evaluation reads its sources within PROMPTRAMP_EVALUATION_DEADLINE_SECONDS, a webhook run
+# claims nothing after 60 s and sends each message within 5 s.
+CELERY_TASK_DEFAULT_QUEUE = "controller"
+CELERY_TASK_QUEUES = {
+    name: {"exchange": name, "routing_key": name} for name in ("controller", "ingest", "outbound")
+}
+QUEUE_TIME_LIMITS = {"controller": (60, 90), "ingest": (60, 90), "outbound": (90, 120)}
+CELERY_TASK_ROUTES = {
+    "rollouts.tick": {"queue": "controller"},
+    "rollouts.evaluate": {"queue": "controller"},
+    "access.store_last_used": {"queue": "controller"},
+    "outcomes.flush": {"queue": "ingest"},
+    "rollouts.deliver_webhooks": {"queue": "outbound"},
+}
+CELERY_TASK_ANNOTATIONS = {
+    task: {
+        "soft_time_limit": QUEUE_TIME_LIMITS[route["queue"]][0],
+        "time_limit": QUEUE_TIME_LIMITS[route["queue"]][1],
+    }
+    for task, route in CELERY_TASK_ROUTES.items()
+}
 
 PROMPTRAMP_TICK_SECONDS = env_number("PROMPTRAMP_TICK_SECONDS", 15.0)
 # Outcome ingest (outcomes app): how often aggregates move from Redis to PostgreSQL, how many
