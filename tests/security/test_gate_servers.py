@@ -5,14 +5,21 @@ answers (its body) or the settings' credentials never reach a verdict a `read` k
 from __future__ import annotations
 
 import socket
+import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from django.utils import timezone
 
 from rollouts.controller import rollout_evaluate
 from rollouts.models import Rollout
+from rollouts.plan import parse_gates
+from rollouts.sources import RolloutArms, read_windows
 from tests.factories import make_prompt
+from tests.fakes.langfuse_server import FakeLangfuse
+from tests.fakes.langfuse_server import serve as serve_langfuse
 from tests.fakes.prometheus_server import FakePrometheus, serve
 
 REQUESTS = 'sum(increase(llm_requests_total{version="{version}"}[{window}]))'
@@ -149,3 +156,29 @@ def test_a_gate_servers_reply_and_the_settings_credentials_never_reach_a_verdict
     assert "fake Prometheus failure" not in detail and "internal" not in detail
     assert "hunter2" not in detail and "scraper" not in detail
     assert state.requests  # the server was asked, with the credentials as basic auth
+
+
+@pytest.mark.django_db
+def test_slow_gate_servers_hold_an_evaluation_no_longer_than_its_deadline(settings):
+    # Given a Prometheus and a Langfuse that each take 3 s to answer, and a 1 s deadline
+    settings.PROMPTRAMP_EVALUATION_DEADLINE_SECONDS = 1.0
+    prometheus, langfuse = FakePrometheus(delay_seconds=3.0), FakeLangfuse(delay_seconds=3.0)
+    gates = parse_gates(
+        [prometheus_gate(), {"metric": "error_rate", "source": "langfuse", "max_increase_abs": 0.01}]
+    )
+    arms = RolloutArms(rollout_id=1, prompt="support.answer", baseline_version=1, candidate_version=2)
+    until = timezone.now()
+    with serve(prometheus) as prometheus_url, serve_langfuse(langfuse) as langfuse_url:
+        settings.PROMETHEUS_URL = prometheus_url
+        settings.LANGFUSE_BASE_URL = langfuse_url
+        settings.LANGFUSE_PUBLIC_KEY, settings.LANGFUSE_SECRET_KEY = langfuse.public_key, langfuse.secret_key
+        started = time.monotonic()
+
+        # When an evaluation reads its sources
+        windows = read_windows(rollout=arms, gates=gates, since=until - timedelta(minutes=5), until=until)
+
+        # Then it is done within the deadline, each source unavailable with the cause
+        assert time.monotonic() - started < 1.5
+    assert set(windows) == {"prometheus", "langfuse"}
+    causes = [str(window.error) for window in windows.values()]
+    assert all("within" in cause or "deadline" in cause for cause in causes), causes
