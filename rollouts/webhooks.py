@@ -203,9 +203,7 @@ def _claim_one(now: datetime, until: datetime) -> Outbox | None:
             .first()
         )
         if message is not None:
-            Outbox.objects.filter(pk=message.pk).update(
-                next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS)
-            )
+            Outbox.objects.filter(pk=message.pk).update(next_attempt_at=until)
     return message
 
 
