@@ -15,7 +15,8 @@ Langfuse does not know promptramp's buckets: an arm is its version. The server i
 the gates name (``project``) in ``PROMPTRAMP_LANGFUSE_PROJECTS``, by default the one of
 ``LANGFUSE_BASE_URL`` (or ``LANGFUSE_HOST``; Langfuse Cloud by default, as in the SDK),
 ``LANGFUSE_PUBLIC_KEY`` and ``LANGFUSE_SECRET_KEY``. Like every outbound call it follows no
-redirect and its causes never carry a reply's body or a key.
+redirect, reads at most 1 MiB of an answer (`_CappedTransport`) and its causes never carry a
+reply's body or a key.
 
 Bounded: at most `MAX_GENERATIONS` generations per arm (the first pages the API gives, newest
 first) and the scores of the traces of at most `MAX_SCORED_TRACES` of them — a sample when the
@@ -34,10 +35,10 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import pydantic
@@ -50,7 +51,7 @@ from langfuse.api.core.api_error import ApiError
 from langfuse.api.core.request_options import RequestOptions
 from langfuse.api.scores.types.score_v3 import ScoreV3
 
-from core.outbound import safe_url
+from core.outbound import MAX_REPLY_BYTES, safe_url
 from rollouts.engine import SourceWindow
 from rollouts.gate_metrics import SCORE_PREFIX
 from rollouts.plan import DEFAULT_SERVER, Gate
@@ -59,7 +60,7 @@ from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_buc
 
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
 OBSERVATION_FIELDS = "core,basic,usage,prompt,metrics"
-OBSERVATIONS_PAGE = 1000  # the observations API's largest page
+OBSERVATIONS_PAGE = 250  # its answer fits MAX_REPLY_BYTES (the API's largest page is 1000)
 SCORES_PAGE = 100  # the scores API's largest page
 # Sized to fit the time budget: about 5 + 10 requests an arm at most.
 TRACES_PER_SCORES_REQUEST = 100
@@ -121,7 +122,7 @@ class LangfuseSource:
     ) -> SourceWindow:
         deadline = min(deadline, time.monotonic() + self.timeout_seconds)
         project = next((gate.server for gate in gates if gate.server is not None), DEFAULT_SERVER)
-        with httpx.Client(follow_redirects=False) as http:
+        with httpx.Client(follow_redirects=False, transport=_CappedTransport()) as http:
             server = _Server(http, project=project, deadline=deadline)
             outcome: list[SourceWindow | SourceUnavailable] = []
 
@@ -160,6 +161,40 @@ class LangfuseSource:
             )
             arms[arm] = arm_stats_of(generations, values)
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
+
+
+class ReplyTooLong(httpx.TransportError):
+    """An answer longer than MAX_REPLY_BYTES: the rest is not read."""
+
+
+class _CappedBody(httpx.SyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = 0
+        for chunk in self.stream:
+            read += len(chunk)
+            if read > MAX_REPLY_BYTES:
+                raise ReplyTooLong(f"the answer is longer than {MAX_REPLY_BYTES} bytes")
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class _CappedTransport(httpx.HTTPTransport):
+    """httpx's transport reading at most MAX_REPLY_BYTES of an answer, like `core.outbound`."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CappedBody(cast(httpx.SyncByteStream, response.stream)),
+            extensions=response.extensions,
+            request=request,
+        )
 
 
 def _score_request(gates: Sequence[Gate]) -> ScoreRequest | None:
@@ -218,6 +253,10 @@ class _Server:
         except httpx.TimeoutException:
             raise SourceUnavailable(
                 f"Langfuse at {self.shown} did not answer within {remaining:.1f} s ({what})"
+            ) from None
+        except ReplyTooLong:
+            raise SourceUnavailable(
+                f"Langfuse at {self.shown} answered more than {MAX_REPLY_BYTES} bytes ({what})"
             ) from None
         except httpx.HTTPError as error:
             raise SourceUnavailable(

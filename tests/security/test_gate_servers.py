@@ -5,8 +5,10 @@ answers (its body) or the settings' credentials never reach a verdict a `read` k
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,3 +184,35 @@ def test_slow_gate_servers_hold_an_evaluation_no_longer_than_its_deadline(settin
     assert set(windows) == {"prometheus", "langfuse"}
     causes = [str(window.error) for window in windows.values()]
     assert all("within" in cause or "deadline" in cause for cause in causes), causes
+
+
+def test_a_langfuse_answer_over_one_mib_is_not_read(settings):
+    # Given a Langfuse server answering every request with 2 MiB
+    class Huge(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = b'{"data": [], "meta": {"x": "' + b"x" * (2 * 1024 * 1024) + b'"}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()  # no Content-Length: read until the connection closes
+            self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Huge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.LANGFUSE_BASE_URL = f"http://127.0.0.1:{server.server_address[1]}"
+    settings.LANGFUSE_PUBLIC_KEY, settings.LANGFUSE_SECRET_KEY = "pk-lf", "sk-lf"
+    gates = parse_gates([{"metric": "error_rate", "source": "langfuse", "max_increase_abs": 0.01}])
+    arms = RolloutArms(rollout_id=1, prompt="support.answer", baseline_version=1, candidate_version=2)
+    until = timezone.now()
+    try:
+        # When an evaluation reads it
+        windows = read_windows(rollout=arms, gates=gates, since=until - timedelta(minutes=5), until=until)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    # Then the source is unavailable, saying the answer was too long
+    assert "more than 1048576 bytes" in str(windows["langfuse"].error)
