@@ -7,6 +7,7 @@ are used (their URLs are read from <PROMPTRAMP_DATA_DIR>/services.json).
 import os
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -47,6 +48,40 @@ def env_number(name: str, default: Number) -> Number:
     except ValueError:
         what = "an integer" if isinstance(default, int) else "a number"
         raise ImproperlyConfigured(f"{name}={value!r} is not {what}.") from None
+
+
+def env_names(name: str) -> dict[str, str]:
+    """A ``name=url,name=url`` setting as a dict; a part that is not ``name=http(s)://…``, or
+    names ``default`` (the server of the plain variables), stops the start (the message never
+    shows the URLs, which may hold credentials)."""
+    found: dict[str, str] = {}
+    for index, part in enumerate(p.strip() for p in os.environ.get(name, "").split(",")):
+        key, _, url = part.partition("=")
+        if not part:
+            continue
+        if not key.strip() or not url.strip().startswith(("http://", "https://")):
+            raise ImproperlyConfigured(f"{name}: part {index + 1} is not name=http(s)://… .")
+        if key.strip() == "default":
+            raise ImproperlyConfigured(f"{name}: 'default' is the server of the plain variables.")
+        found[key.strip()] = url.strip()
+    return found
+
+
+def langfuse_project(name: str, url: str) -> dict[str, str]:
+    """A Langfuse project of PROMPTRAMP_LANGFUSE_PROJECTS: its server and keys, from
+    ``https://<public key>:<secret key>@host``."""
+    parts = urlsplit(url)
+    if not parts.username or not parts.password:
+        raise ImproperlyConfigured(
+            f"PROMPTRAMP_LANGFUSE_PROJECTS: project {name!r} needs its keys in the URL "
+            "(https://<public key>:<secret key>@host)."
+        )
+    host = parts.netloc.rpartition("@")[2]
+    return {
+        "base_url": urlunsplit((parts.scheme, host, parts.path, "", "")),
+        "public_key": unquote(parts.username),
+        "secret_key": unquote(parts.password),
+    }
 
 
 def service_url(name: str) -> str:
@@ -146,6 +181,31 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Celery work is split into queues, each with a worker process of its own under the run command
+# (devstack.stack.worker_commands), so a slow webhook never delays the flush or the tick:
+# `controller` (the tick, evaluations, and any task not routed), `ingest` (the outcome flush),
+# `outbound` (webhooks). Each queue's tasks have its (soft, hard) time limits in seconds: an
+# evaluation reads its sources within PROMPTRAMP_EVALUATION_DEADLINE_SECONDS, a webhook run
+# claims nothing after 60 s and sends each message within 5 s.
+CELERY_TASK_DEFAULT_QUEUE = "controller"
+CELERY_TASK_QUEUES = {
+    name: {"exchange": name, "routing_key": name} for name in ("controller", "ingest", "outbound")
+}
+QUEUE_TIME_LIMITS = {"controller": (60, 90), "ingest": (60, 90), "outbound": (90, 120)}
+CELERY_TASK_ROUTES = {
+    "rollouts.tick": {"queue": "controller"},
+    "rollouts.evaluate": {"queue": "controller"},
+    "access.store_last_used": {"queue": "controller"},
+    "outcomes.flush": {"queue": "ingest"},
+    "rollouts.deliver_webhooks": {"queue": "outbound"},
+}
+CELERY_TASK_ANNOTATIONS = {
+    task: {
+        "soft_time_limit": QUEUE_TIME_LIMITS[route["queue"]][0],
+        "time_limit": QUEUE_TIME_LIMITS[route["queue"]][1],
+    }
+    for task, route in CELERY_TASK_ROUTES.items()
+}
 
 PROMPTRAMP_TICK_SECONDS = env_number("PROMPTRAMP_TICK_SECONDS", 15.0)
 # Outcome ingest (outcomes app): how often aggregates move from Redis to PostgreSQL, how many
@@ -206,6 +266,19 @@ LANGFUSE_BASE_URL = os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGF
 LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
 LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
 PROMETHEUS_URL = os.environ.get("PROMETHEUS_URL", "")
+# Gates name their servers, never URLs: prometheus gates' `server` from
+# PROMPTRAMP_PROMETHEUS_SERVERS ("name=url,…"; PROMETHEUS_URL is `default`), langfuse gates'
+# `project` from PROMPTRAMP_LANGFUSE_PROJECTS ("name=https://public:secret@host,…"; the LANGFUSE_*
+# variables are `default`). An evaluation reads all its gates' sources within
+# PROMPTRAMP_EVALUATION_DEADLINE_SECONDS.
+PROMPTRAMP_PROMETHEUS_SERVERS = env_names("PROMPTRAMP_PROMETHEUS_SERVERS")
+PROMPTRAMP_LANGFUSE_PROJECTS = {
+    name: langfuse_project(name, url) for name, url in env_names("PROMPTRAMP_LANGFUSE_PROJECTS").items()
+}
+PROMPTRAMP_EVALUATION_DEADLINE_SECONDS = env_number("PROMPTRAMP_EVALUATION_DEADLINE_SECONDS", 10.0)
+# Webhook URLs must lead to public addresses (rollouts.webhooks), unless this is set: receivers
+# on the operator's own network.
+PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE = env_bool("PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE", False)
 PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -82,8 +82,7 @@ def run() -> int:
         commands = [
             web_command(host, port),
             stream_command(host, stream_port),
-            [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO"]
-            + ["--concurrency", os.environ.get("CELERY_CONCURRENCY", "2")],
+            *worker_commands(),
             [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
             + ["--schedule", str(embedded_services.data_dir() / "celerybeat-schedule")],
         ]
@@ -131,6 +130,21 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
         + ["--workers-kill-timeout", "3"]
         + (["--access-log"] if access_log else [])
     )
+
+
+QUEUES = ("controller", "ingest", "outbound")
+
+
+def worker_commands(env: Mapping[str, str] = os.environ) -> list[list[str]]:
+    """One Celery worker process per queue (config/settings.py says which task goes where), so a
+    slow webhook (`outbound`) never delays the outcome flush (`ingest`) or the tick
+    (`controller`): CELERY_CONCURRENCY tasks at a time each (default 2)."""
+    concurrency = env.get("CELERY_CONCURRENCY", "2")
+    return [
+        [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--queues", queue]
+        + ["--hostname", f"{queue}@%h", "--concurrency", concurrency]
+        for queue in QUEUES
+    ]
 
 
 def stream_command(host: str, port: str) -> list[str]:

@@ -19,8 +19,16 @@ class IngestSource:
     """A ``rollouts.sources.OutcomeStore``."""
 
     def read(
-        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
+        self,
+        *,
+        rollout: RolloutArms,
+        gates: Sequence[Gate],
+        since: datetime,
+        until: datetime,
+        deadline: float,
     ) -> SourceWindow:
+        """One query of this database's aggregates: it does not wait on another server, so
+        ``deadline`` is not needed."""
         arms = selectors.arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
 

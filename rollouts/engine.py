@@ -168,6 +168,8 @@ def _evaluate(gate: Gate, metric: str, window: SourceWindow | None, step: Step, 
     def verdict(result: str, detail: str, b: float | None, c: float | None) -> Verdict:
         return Verdict(metric, result, b, c, detail, gate.source, gate.rule, gate.limit, gate.on_fail)
 
+    if gate.refused is not None:
+        return verdict(INSUFFICIENT, gate.refused, None, None)
     if window is None:
         return verdict(INSUFFICIENT, f"no data from source {gate.source}", None, None)
     if window.error is not None:
@@ -258,8 +260,13 @@ def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[
     """Each gate with the metric it checks; ``score:*`` becomes one check per score reported."""
     checks = []
     for gate in gates:
-        window = windows.get(gate.source)
-        if gate.metric != ALL_SCORES or window is None or window.error is not None:
+        window = windows.get(gate.reads_from)
+        if (
+            gate.metric != ALL_SCORES
+            or gate.refused is not None
+            or window is None
+            or window.error is not None
+        ):
             checks.append((gate, gate.metric))
             continue
         names = {name for name, _ in window.baseline.scores + window.candidate.scores}
@@ -459,7 +466,8 @@ def decide(
 ) -> Decision:
     """Decide a running rollout's next move from its current step's window.
 
-    ``windows`` maps each gate source ("ingest", "langfuse", "prometheus") to its per-arm
+    ``windows`` maps where gates read (`Gate.reads_from`: "ingest", "langfuse", "prometheus", or
+    "prometheus:<server>" for a named server) to its per-arm
     statistics since the step started; a gate whose source is missing or failed is
     ``insufficient_data``. ``promote`` is an explicit promote request: it advances past manual
     approval, the wait, ``min_samples`` and ``insufficient_data`` but never past a failing gate
@@ -472,7 +480,7 @@ def decide(
     checks = _checks(gates, windows)
     alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(checks)))
     verdicts = tuple(
-        _evaluate(gate, metric, windows.get(gate.source), step, alpha)
+        _evaluate(gate, metric, windows.get(gate.reads_from), step, alpha)
         for gate, metric in checks
         if has_baseline or not gate.relative
     )

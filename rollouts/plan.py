@@ -27,6 +27,11 @@ ON_FAIL = (DEFAULT_ON_FAIL, "pause")
 APPROVALS = (DEFAULT_APPROVAL, "manual")
 MAX_GATES = 50
 MAX_QUERY_LENGTH = 2000
+DEFAULT_SERVER = "default"
+STORED_URL_REFUSED = (
+    "this gate carries a url, which promptramp no longer calls: "
+    "name a server from PROMPTRAMP_PROMETHEUS_SERVERS instead"
+)
 
 
 class ConfigError(ValueError):
@@ -148,7 +153,11 @@ class Gate:
     limit: ``max``, ``min``, ``max_increase_pct``, ``max_increase_abs`` or ``max_drop_abs``).
 
     ``min_samples`` None means the step's. A prometheus gate's ``query`` maps each figure of its
-    metric to a PromQL template (see `rollouts.promql`); ``url`` overrides ``PROMETHEUS_URL``.
+    metric to a PromQL template (see `rollouts.promql`). ``server`` names where a prometheus gate's
+    or a langfuse gate's numbers are read: a Prometheus server of PROMPTRAMP_PROMETHEUS_SERVERS, a
+    Langfuse project of PROMPTRAMP_LANGFUSE_PROJECTS (JSON ``server`` or ``project``; None is
+    `DEFAULT_SERVER`). Gates never carry URLs: ``refused`` says why a gate stored before that rule
+    (with a ``url``) is not read — it is ``insufficient_data`` with that cause.
     """
 
     metric: str
@@ -158,15 +167,26 @@ class Gate:
     min_samples: int | None = None
     on_fail: str = DEFAULT_ON_FAIL
     query: Mapping[str, str] | None = None
-    url: str | None = None
+    server: str | None = None
+    refused: str | None = None
 
     @property
     def relative(self) -> bool:
         return self.rule in RELATIVE_RULES
 
+    @property
+    def reads_from(self) -> str:
+        """Which source window holds the gate's numbers: its source, and its server when it
+        names one other than `DEFAULT_SERVER` (``prometheus:eu``)."""
+        if self.server is None or self.server == DEFAULT_SERVER:
+            return self.source
+        return f"{self.source}:{self.server}"
+
     @classmethod
-    def from_json(cls, obj: object, field: str = "gate") -> Gate:
-        keys = {"metric", "source", "min_samples", "on_fail", "query", "url", *RULES}
+    def from_json(cls, obj: object, field: str = "gate", servers: GateServers | None = None) -> Gate:
+        """A gate from JSON. ``servers``: the names settings give (a gate a person sends); None
+        for a gate read back from the database, whose names were checked when it was stored."""
+        keys = {"metric", "source", "min_samples", "on_fail", "query", "server", "project", "url", *RULES}
         data = _object(obj, field, keys)
         metric = data.get("metric")
         if not isinstance(metric, str) or not _valid_metric(metric):
@@ -186,7 +206,8 @@ class Gate:
         if metric == "error_rate" and rule != "max_increase_pct" and not 0 <= limit <= 1:
             raise ConfigError(f"{field}.{rule}", "an error rate is a fraction within 0..1")
         source = _choice(data, "source", field, SOURCES)
-        query, url = _prometheus_options(data, metric, source, field)
+        query = _prometheus_query(data, metric, source, field)
+        server = _server(data, source, field, servers)
         min_samples = data.get("min_samples")
         return cls(
             metric=metric,
@@ -196,7 +217,8 @@ class Gate:
             min_samples=None if min_samples is None else _int(data, "min_samples", field),
             on_fail=_choice(data, "on_fail", field, ON_FAIL),
             query=query,
-            url=url,
+            server=server,
+            refused=None if data.get("url") is None else STORED_URL_REFUSED,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -207,31 +229,64 @@ class Gate:
         data["on_fail"] = self.on_fail
         if self.query is not None:
             data["query"] = dict(self.query)
-        if self.url is not None:
-            data["url"] = self.url
+        if self.server is not None:
+            data[SERVER_KEYS[self.source]] = self.server
         return data
 
 
-def _prometheus_options(
+@dataclass(frozen=True)
+class GateServers:
+    """The servers settings name, which gates may name: Prometheus servers and Langfuse projects
+    (`DEFAULT_SERVER` is always one: the settings' PROMETHEUS_URL and LANGFUSE_* variables)."""
+
+    prometheus: frozenset[str]
+    langfuse: frozenset[str]
+
+
+SERVER_KEYS = {"prometheus": "server", "langfuse": "project"}
+SERVER_SETTINGS = {"prometheus": "PROMPTRAMP_PROMETHEUS_SERVERS", "langfuse": "PROMPTRAMP_LANGFUSE_PROJECTS"}
+
+
+def _server(data: Mapping[str, object], source: str, field: str, servers: GateServers | None) -> str | None:
+    """The server (prometheus) or project (langfuse) a gate names; a gate a person sends may
+    carry no URL and may name only what settings name."""
+    key = SERVER_KEYS.get(source)
+    for other in set(SERVER_KEYS.values()) - {key}:
+        if data.get(other) is not None:
+            raise ConfigError(f"{field}.{other}", f"is not for {source} gates")
+    if servers is not None and data.get("url") is not None:
+        where = f"name a server of {SERVER_SETTINGS['prometheus']} in 'server'"
+        raise ConfigError(f"{field}.url", f"gates never carry URLs: {where}")
+    if key is None:
+        return None
+    name = data.get(key)
+    if name is None:
+        return None
+    known = None if servers is None else getattr(servers, source)
+    if not isinstance(name, str) or (known is not None and name not in known | {DEFAULT_SERVER}):
+        names = ", ".join(sorted((known or frozenset()) | {DEFAULT_SERVER}))
+        raise ConfigError(
+            f"{field}.{key}", f"must be one of the names in {SERVER_SETTINGS[source]} ({names}); got {name!r}"
+        )
+    return name
+
+
+def _prometheus_query(
     data: Mapping[str, object], metric: str, source: str, field: str
-) -> tuple[dict[str, str] | None, str | None]:
-    """A prometheus gate's query templates (required) and url (optional); only prometheus
-    gates have them."""
-    query, url = data.get("query"), data.get("url")
+) -> dict[str, str] | None:
+    """A prometheus gate's query templates (required); only prometheus gates have them."""
+    query = data.get("query")
     if source != "prometheus":
-        for key in ("query", "url"):
-            if data.get(key) is not None:
-                raise ConfigError(f"{field}.{key}", "is only for prometheus gates")
-        return None, None
+        if query is not None:
+            raise ConfigError(f"{field}.query", "is only for prometheus gates")
+        return None
     try:
         templates = promql.query_templates(metric, query)
     except ValueError as error:
         raise ConfigError(f"{field}.query", str(error)) from None
     if any(len(template) > MAX_QUERY_LENGTH for template in templates.values()):
         raise ConfigError(f"{field}.query", f"a template is longer than {MAX_QUERY_LENGTH} characters")
-    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
-        raise ConfigError(f"{field}.url", f"must be an http:// or https:// URL, got {url!r}")
-    return templates, url
+    return templates
 
 
 def _valid_metric(metric: str) -> bool:
@@ -241,11 +296,12 @@ def _valid_metric(metric: str) -> bool:
     return metric.startswith(SCORE_PREFIX) and 0 < len(name) <= 100 and not any(c.isspace() for c in name)
 
 
-def parse_gates(obj: object, field: str = "gates") -> tuple[Gate, ...]:
-    """A rollout's gates from JSON (a list, possibly empty). Raises ConfigError."""
+def parse_gates(obj: object, field: str = "gates", servers: GateServers | None = None) -> tuple[Gate, ...]:
+    """A rollout's gates from JSON (a list, possibly empty); ``servers`` as in `Gate.from_json`.
+    Raises ConfigError."""
     if not isinstance(obj, list) or len(obj) > MAX_GATES:
         raise ConfigError(field, f"must be a list of at most {MAX_GATES} gates")
-    return tuple(Gate.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
+    return tuple(Gate.from_json(item, f"{field}[{i}]", servers) for i, item in enumerate(obj))
 
 
 DEFAULT_GATES = (

@@ -12,6 +12,7 @@ import json
 from collections.abc import Collection
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -27,7 +28,7 @@ from rollouts.controller import rollout_decide
 from rollouts.engine import FAIL, Action
 from rollouts.errors import GateFailing, NoProduction, RolloutActive, RolloutNotFound, RolloutStateError
 from rollouts.models import Rollout
-from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, Plan, parse_gates
+from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, GateServers, Plan, parse_gates
 from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
 
 ACTIVE_INDEX = "one_active_rollout_per_prompt"
@@ -41,12 +42,20 @@ S = Rollout.State
 def _config(plan: object, gates: object) -> tuple[Plan, tuple[Gate, ...]]:
     try:
         clean_plan = DEFAULT_PLAN if plan is None else Plan.from_json(plan)
-        clean_gates = DEFAULT_GATES if gates is None else parse_gates(gates)
+        clean_gates = DEFAULT_GATES if gates is None else parse_gates(gates, servers=_gate_servers())
     except ConfigError as error:
         raise ValidationFailed(str(error), details={"field": error.field}) from None
     if "\\u0000" in json.dumps([gate.to_json() for gate in clean_gates]):
         raise ValidationFailed("Gates may not contain NUL characters.", details={"field": "gates"})
     return clean_plan, clean_gates
+
+
+def _gate_servers() -> GateServers:
+    """The servers gates may name: those settings name (and each source's default)."""
+    return GateServers(
+        prometheus=frozenset(settings.PROMPTRAMP_PROMETHEUS_SERVERS),
+        langfuse=frozenset(settings.PROMPTRAMP_LANGFUSE_PROJECTS),
+    )
 
 
 def _reason(reason: object) -> str:

@@ -8,9 +8,17 @@ beat) sends them. A message is a JSON POST whose ``text`` reads well in Slack, s
     X-Promptramp-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
 
 A failed attempt (no answer, or a status outside 2xx) is retried with exponential backoff, up to
-`MAX_ATTEMPTS`; every attempt is recorded as a `WebhookDelivery`. Delivery is at least once: a
-worker that dies mid-send leaves the message claimed for `CLAIM_SECONDS`, then it is sent again
-(receivers may de-duplicate on ``X-Promptramp-Delivery``).
+`MAX_ATTEMPTS`; every attempt is recorded as a `WebhookDelivery`. Delivery is at least once: each
+message is claimed just before it is sent, for `CLAIM_SECONDS` (longer than a send can take), so
+another worker never sends it while this one is; a worker that dies mid-send leaves it claimed
+until then, and it is sent again (receivers may de-duplicate on ``X-Promptramp-Delivery``). A
+run stops claiming after `RUN_SECONDS`, so it ends within the outbound queue's time limit.
+
+Webhook URLs are chosen by people, so they must lead to public addresses: a URL whose name
+resolves to a loopback, private, link-local or unique-local address is refused at creation, and
+again at each delivery, which connects to the address it checked (`core.outbound`, which also
+follows no redirect, reads at most 1 MiB and stops at `TIMEOUT_SECONDS`) —
+unless ``PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE`` (receivers on the operator's own network).
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from celery import current_app
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 
 from audit.actions import AuditAction
 from audit.services import audit_record
+from core import outbound
 from core.actors import Actor
 from core.errors import ValidationFailed
 from core.outbound import safe_url
@@ -44,8 +53,9 @@ EVENT_NAMES = tuple(f"rollout.{event}" for event in EVENTS)
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 3600.0
-CLAIM_SECONDS = 60.0
 TIMEOUT_SECONDS = 5.0
+CLAIM_SECONDS = 60.0  # > TIMEOUT_SECONDS plus recording the attempt
+RUN_SECONDS = 60.0  # a run claims no message after this; it ends by RUN_SECONDS + CLAIM_SECONDS
 DELIVERY_BATCH = 100
 DELIVER_TASK = "rollouts.deliver_webhooks"
 
@@ -58,6 +68,13 @@ def _validate_url(url: object) -> str:
         raise ValidationFailed("'url' must be an http or https URL of at most 2,000 characters.")
     if not _is_http_url(url):
         raise ValidationFailed("'url' must be an http or https URL.", details={"url": url})
+    if not settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE:
+        try:
+            outbound.resolve(url, public_only=True)
+        except outbound.OutboundError as refused:
+            raise ValidationFailed(
+                f"'url' must lead to a public address: {refused}.", details={"url": outbound.safe_url(url)}
+            ) from None
     return url
 
 
@@ -176,19 +193,19 @@ def backoff_seconds(attempts: int) -> float:
     return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** (attempts - 1))
 
 
-def _claim(now: datetime, limit: int) -> list[Outbox]:
-    """Take due messages for this worker: they are not due again for CLAIM_SECONDS."""
+def _claim_one(now: datetime, until: datetime) -> Outbox | None:
+    """Take the next message due at ``now`` for this worker: it is not due again before ``until``."""
     with transaction.atomic():
-        due = list(
+        message = (
             Outbox.objects.select_for_update(skip_locked=True)
             .filter(delivered_at__isnull=True, gave_up_at__isnull=True, next_attempt_at__lte=now)
             .select_related("webhook")
-            .order_by("next_attempt_at", "id")[:limit]
+            .order_by("next_attempt_at", "id")
+            .first()
         )
-        Outbox.objects.filter(pk__in=[m.pk for m in due]).update(
-            next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS)
-        )
-    return due
+        if message is not None:
+            Outbox.objects.filter(pk=message.pk).update(next_attempt_at=until)
+    return message
 
 
 def _post(message: Outbox) -> tuple[int | None, str, float]:
@@ -205,14 +222,18 @@ def _post(message: Outbox) -> tuple[int | None, str, float]:
     }
     started = time.monotonic()
     try:
-        response = requests.post(
-            message.webhook.url, data=body, headers=headers, timeout=TIMEOUT_SECONDS, allow_redirects=False
+        reply = outbound.post(
+            message.webhook.url,
+            body,
+            headers,
+            deadline_seconds=TIMEOUT_SECONDS,
+            public_only=not settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE,
         )
-    except requests.RequestException as failure:
-        return None, f"{type(failure).__name__}: {failure}"[:1000], (time.monotonic() - started) * 1000
+    except outbound.OutboundError as failure:
+        return None, str(failure)[:1000], (time.monotonic() - started) * 1000
     duration = (time.monotonic() - started) * 1000
-    refused = "" if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-    return response.status_code, refused, duration
+    refused = "" if 200 <= reply.status < 300 else f"HTTP {reply.status}"
+    return reply.status, refused, duration
 
 
 def _record(
@@ -241,9 +262,16 @@ def _record(
 
 
 def outbox_deliver_due(*, now: datetime, limit: int = DELIVERY_BATCH) -> Sequence[WebhookDelivery]:
-    """Send every message due at ``now`` (up to ``limit``); returns the attempts made."""
-    attempts = []
-    for message in _claim(now, limit):
+    """Send the messages due at ``now``, one claim each (up to ``limit``, claiming none after
+    RUN_SECONDS); returns the attempts made."""
+    attempts: list[WebhookDelivery] = []
+    started = time.monotonic()
+    while len(attempts) < limit and time.monotonic() - started < RUN_SECONDS:
+        # The claim lasts CLAIM_SECONDS from the moment it is taken (``now`` as time passes).
+        until = now + timedelta(seconds=time.monotonic() - started + CLAIM_SECONDS)
+        message = _claim_one(now, until)
+        if message is None:
+            break
         status, error, duration = _post(message)
         attempts.append(_record(message, status, error, duration, now))
     return attempts

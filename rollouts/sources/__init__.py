@@ -4,8 +4,14 @@ A source reads, for one rollout and a time window (the current step's), the per-
 of the gates that name it, as the engine's `SourceWindow` (baseline and candidate `ArmStats`).
 A source that cannot answer — its server is down, slow, misconfigured — raises
 `SourceUnavailable` with the cause; the gates that depend on it are then `insufficient_data`
-with that cause, never a rollback. A source bounds its own waiting (HTTP timeouts within
-`SOURCE_TIMEOUT_SECONDS`): it is called while the rollout's row is locked.
+with that cause, never a rollback. An evaluation reads all its sources under one total deadline
+(``PROMPTRAMP_EVALUATION_DEADLINE_SECONDS``, 10 s): each source gets what is left of it and
+stops there (a server's source at `SOURCE_TIMEOUT_SECONDS` at most), as it is called while the
+rollout's row is locked; one whose deadline has passed is not asked.
+
+Gates read from the window of `Gate.reads_from`: their source and, for a named server
+(``prometheus:eu``), that server's; each window is read once, with its own gates. A gate stored
+with a URL (`Gate.refused`) is read from nowhere.
 
 At a 100% step there is no baseline traffic; a source returns an empty baseline (`ArmStats()`).
 
@@ -17,6 +23,7 @@ by minute (the admin's charts).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,10 +61,17 @@ class SourceUnavailable(Exception):
 
 class Source(Protocol):
     def read(
-        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
+        self,
+        *,
+        rollout: RolloutArms,
+        gates: Sequence[Gate],
+        since: datetime,
+        until: datetime,
+        deadline: float,
     ) -> SourceWindow:
         """Per-arm statistics of ``rollout`` between ``since`` and ``until`` for ``gates``
-        (those of this source). Raises SourceUnavailable."""
+        (those of this source and server), answered by ``deadline`` (``time.monotonic()``).
+        Raises SourceUnavailable."""
         ...
 
 
@@ -95,13 +109,22 @@ def outcome_store() -> OutcomeStore:
 def read_windows(
     *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
 ) -> dict[str, SourceWindow]:
-    """Every source the gates name, read once: its window, or an empty one carrying the cause.
-    With no gates, the ingest source is read (sample counts still hold a step)."""
+    """Every window the gates read from (`Gate.reads_from`), read once under the evaluation's
+    deadline: its numbers, or an empty one carrying the cause. With no gates, the ingest source
+    is read (sample counts still hold a step)."""
+    seconds = float(settings.PROMPTRAMP_EVALUATION_DEADLINE_SECONDS)
+    deadline = time.monotonic() + seconds
+    readable = [gate for gate in gates if gate.refused is None]
     windows: dict[str, SourceWindow] = {}
-    for name in sorted({gate.source for gate in gates} or {INGEST}):
-        own_gates = [gate for gate in gates if gate.source == name]
+    for key in sorted({gate.reads_from for gate in readable} or {INGEST}):
+        own_gates = [gate for gate in readable if gate.reads_from == key]
+        name = own_gates[0].source if own_gates else INGEST
         try:
-            windows[name] = source(name).read(rollout=rollout, gates=own_gates, since=since, until=until)
+            if time.monotonic() >= deadline:
+                raise SourceUnavailable(f"not read: the evaluation's {seconds:g} s deadline had passed")
+            windows[key] = source(name).read(
+                rollout=rollout, gates=own_gates, since=since, until=until, deadline=deadline
+            )
         except SourceUnavailable as unavailable:
-            windows[name] = SourceWindow(ArmStats(), ArmStats(), error=unavailable.cause)
+            windows[key] = SourceWindow(ArmStats(), ArmStats(), error=unavailable.cause)
     return windows

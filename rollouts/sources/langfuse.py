@@ -11,14 +11,20 @@ Read through the langfuse SDK's public API client (`langfuse.api.LangfuseAPI`, w
   counts 1 or 0) attached to those generations or to their traces. A score counts once for each
   arm that has a generation it is attached to.
 
-Langfuse does not know promptramp's buckets: an arm is its version. The server comes from
+Langfuse does not know promptramp's buckets: an arm is its version. The server is the project
+the gates name (``project``) in ``PROMPTRAMP_LANGFUSE_PROJECTS``, by default the one of
 ``LANGFUSE_BASE_URL`` (or ``LANGFUSE_HOST``; Langfuse Cloud by default, as in the SDK),
-``LANGFUSE_PUBLIC_KEY`` and ``LANGFUSE_SECRET_KEY``.
+``LANGFUSE_PUBLIC_KEY`` and ``LANGFUSE_SECRET_KEY``. Like every outbound call it follows no
+redirect, reads at most 1 MiB of an answer (`_CappedTransport`) and its causes never carry a
+reply's body or a key.
 
 Bounded: at most `MAX_GENERATIONS` generations per arm (the first pages the API gives, newest
 first) and the scores of the traces of at most `MAX_SCORED_TRACES` of them — a sample when the
-window holds more — all within one time budget (`SOURCE_TIMEOUT_SECONDS`) and without retries.
-A server that is not configured, down, slow, refuses the keys or answers an error raises
+window holds more — all within one time budget (`SOURCE_TIMEOUT_SECONDS`, within the
+evaluation's deadline) and without retries. The SDK's requests each get what is left of it as
+their timeout, and the whole read runs in a thread the evaluation waits for only until the
+deadline (then its connection is closed): a server that drips bytes holds nothing longer. A
+server that is not configured, down, slow, refuses the keys or answers an error raises
 SourceUnavailable with the cause.
 """
 
@@ -26,12 +32,13 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 import pydantic
@@ -44,15 +51,16 @@ from langfuse.api.core.api_error import ApiError
 from langfuse.api.core.request_options import RequestOptions
 from langfuse.api.scores.types.score_v3 import ScoreV3
 
+from core.outbound import MAX_REPLY_BYTES, safe_url
 from rollouts.engine import SourceWindow
 from rollouts.gate_metrics import SCORE_PREFIX
-from rollouts.plan import Gate
+from rollouts.plan import DEFAULT_SERVER, Gate
 from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutArms, SourceUnavailable
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, latency_bucket_index
 
 DEFAULT_BASE_URL = "https://cloud.langfuse.com"
 OBSERVATION_FIELDS = "core,basic,usage,prompt,metrics"
-OBSERVATIONS_PAGE = 1000  # the observations API's largest page
+OBSERVATIONS_PAGE = 250  # its answer fits MAX_REPLY_BYTES (the API's largest page is 1000)
 SCORES_PAGE = 100  # the scores API's largest page
 # Sized to fit the time budget: about 5 + 10 requests an arm at most.
 TRACES_PER_SCORES_REQUEST = 100
@@ -104,26 +112,89 @@ class LangfuseSource:
         self.max_scored_traces = max_scored_traces
 
     def read(
-        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
+        self,
+        *,
+        rollout: RolloutArms,
+        gates: Sequence[Gate],
+        since: datetime,
+        until: datetime,
+        deadline: float,
+    ) -> SourceWindow:
+        deadline = min(deadline, time.monotonic() + self.timeout_seconds)
+        project = next((gate.server for gate in gates if gate.server is not None), DEFAULT_SERVER)
+        with httpx.Client(follow_redirects=False, transport=_CappedTransport()) as http:
+            server = _Server(http, project=project, deadline=deadline)
+            outcome: list[SourceWindow | SourceUnavailable] = []
+
+            def work() -> None:
+                try:
+                    outcome.append(self._window(server, rollout, gates, since, until))
+                except SourceUnavailable as unavailable:
+                    outcome.append(unavailable)
+
+            reader = threading.Thread(target=work, name="langfuse-source", daemon=True)
+            reader.start()
+            reader.join(max(deadline - time.monotonic(), 0.0))
+            if not outcome:
+                http.close()  # cuts the reader's connection: it ends without holding anything
+                raise SourceUnavailable(f"Langfuse at {server.shown} did not answer within the deadline")
+        if isinstance(outcome[0], SourceUnavailable):
+            raise outcome[0]
+        return outcome[0]
+
+    def _window(
+        self, server: _Server, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
     ) -> SourceWindow:
         scores = _score_request(gates)
-        with httpx.Client(follow_redirects=True) as http:
-            server = _Server(http, deadline=time.monotonic() + self.timeout_seconds)
-            arms = {}
-            for arm, version in (
-                ("baseline", rollout.baseline_version),
-                ("candidate", rollout.candidate_version),
-            ):
-                generations = server.generations(
-                    rollout.prompt, version, since, until, limit=self.max_generations
-                )
-                values = (
-                    server.scores(generations, scores, max_traces=self.max_scored_traces)
-                    if scores is not None
-                    else []
-                )
-                arms[arm] = arm_stats_of(generations, values)
+        arms = {}
+        for arm, version in (
+            ("baseline", rollout.baseline_version),
+            ("candidate", rollout.candidate_version),
+        ):
+            generations = server.generations(
+                rollout.prompt, version, since, until, limit=self.max_generations
+            )
+            values = (
+                server.scores(generations, scores, max_traces=self.max_scored_traces)
+                if scores is not None
+                else []
+            )
+            arms[arm] = arm_stats_of(generations, values)
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
+
+
+class ReplyTooLong(httpx.TransportError):
+    """An answer longer than MAX_REPLY_BYTES: the rest is not read."""
+
+
+class _CappedBody(httpx.SyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = 0
+        for chunk in self.stream:
+            read += len(chunk)
+            if read > MAX_REPLY_BYTES:
+                raise ReplyTooLong(f"the answer is longer than {MAX_REPLY_BYTES} bytes")
+            yield chunk
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class _CappedTransport(httpx.HTTPTransport):
+    """httpx's transport reading at most MAX_REPLY_BYTES of an answer, like `core.outbound`."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CappedBody(cast(httpx.SyncByteStream, response.stream)),
+            extensions=response.extensions,
+            request=request,
+        )
 
 
 def _score_request(gates: Sequence[Gate]) -> ScoreRequest | None:
@@ -134,21 +205,32 @@ def _score_request(gates: Sequence[Gate]) -> ScoreRequest | None:
 
 
 class _Server:
-    """The Langfuse public API of the settings (LANGFUSE_*), within a deadline."""
+    """The Langfuse public API of a project (the LANGFUSE_* settings for `DEFAULT_SERVER`),
+    within a deadline."""
 
-    def __init__(self, http: httpx.Client, *, deadline: float) -> None:
-        public_key, secret_key = settings.LANGFUSE_PUBLIC_KEY, settings.LANGFUSE_SECRET_KEY
-        missing = [
-            name
-            for name, value in (("LANGFUSE_PUBLIC_KEY", public_key), ("LANGFUSE_SECRET_KEY", secret_key))
-            if not value
-        ]
-        if missing:
-            raise SourceUnavailable(
-                f"Langfuse is not configured: set {' and '.join(missing)} "
-                "(and LANGFUSE_BASE_URL for a self-hosted server)"
-            )
-        self.base_url = str(settings.LANGFUSE_BASE_URL or DEFAULT_BASE_URL).rstrip("/")
+    def __init__(self, http: httpx.Client, *, project: str, deadline: float) -> None:
+        if project == DEFAULT_SERVER:
+            base_url = settings.LANGFUSE_BASE_URL
+            public_key, secret_key = settings.LANGFUSE_PUBLIC_KEY, settings.LANGFUSE_SECRET_KEY
+            missing = [
+                name
+                for name, value in (("LANGFUSE_PUBLIC_KEY", public_key), ("LANGFUSE_SECRET_KEY", secret_key))
+                if not value
+            ]
+            if missing:
+                raise SourceUnavailable(
+                    f"Langfuse is not configured: set {' and '.join(missing)} "
+                    "(and LANGFUSE_BASE_URL for a self-hosted server)"
+                )
+        else:
+            named = settings.PROMPTRAMP_LANGFUSE_PROJECTS.get(project)
+            if named is None:
+                raise SourceUnavailable(
+                    f"Langfuse project {project!r} is not configured: set PROMPTRAMP_LANGFUSE_PROJECTS"
+                )
+            base_url, public_key, secret_key = named["base_url"], named["public_key"], named["secret_key"]
+        self.base_url = str(base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.shown = safe_url(self.base_url)
         self.public_key, self.secret_key = public_key, secret_key
         self.http, self.deadline = http, deadline
 
@@ -156,7 +238,7 @@ class _Server:
         """One request of the SDK's client, answered within what is left of the time budget."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            raise SourceUnavailable(f"Langfuse at {self.base_url} answered too slowly ({what})")
+            raise SourceUnavailable(f"Langfuse at {self.shown} answered too slowly ({what})")
         api = LangfuseAPI(
             base_url=self.base_url,
             username=self.public_key,
@@ -170,22 +252,28 @@ class _Server:
             return method(api)(**params, request_options=NO_RETRIES)
         except httpx.TimeoutException:
             raise SourceUnavailable(
-                f"Langfuse at {self.base_url} did not answer within {remaining:.1f} s ({what})"
+                f"Langfuse at {self.shown} did not answer within {remaining:.1f} s ({what})"
+            ) from None
+        except ReplyTooLong:
+            raise SourceUnavailable(
+                f"Langfuse at {self.shown} answered more than {MAX_REPLY_BYTES} bytes ({what})"
             ) from None
         except httpx.HTTPError as error:
-            raise SourceUnavailable(f"Langfuse at {self.base_url} is unreachable: {error}") from None
+            raise SourceUnavailable(
+                f"Langfuse at {self.shown} is unreachable ({type(error).__name__})"
+            ) from None
         except (UnauthorizedError, AccessDeniedError) as error:
             raise SourceUnavailable(
-                f"Langfuse at {self.base_url} refused the API keys (HTTP {error.status_code}): "
+                f"Langfuse at {self.shown} refused the API keys (HTTP {error.status_code}): "
                 "check LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY"
             ) from None
         except ApiError as error:
             raise SourceUnavailable(
-                f"Langfuse at {self.base_url} answered HTTP {error.status_code} ({what})"
+                f"Langfuse at {self.shown} answered HTTP {error.status_code} ({what})"
             ) from None
         except pydantic.ValidationError:
             raise SourceUnavailable(
-                f"Langfuse at {self.base_url} answered with an unexpected shape ({what})"
+                f"Langfuse at {self.shown} answered with an unexpected shape ({what})"
             ) from None
 
     def generations(

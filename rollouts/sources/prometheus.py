@@ -16,26 +16,32 @@ each answer:
   give the histogram buckets close together near the latencies your gates watch.
 * ``count`` / ``sum`` / ``sum_of_squares`` become the cost (or a score's) mean and variance.
 
-The server is the gate's ``url`` or ``PROMETHEUS_URL`` (credentials may be in the URL). The whole
-read is bounded by one time budget (`SOURCE_TIMEOUT_SECONDS`): a server that is unset, down, slow,
-or answers with an error or an unexpected shape raises SourceUnavailable with the cause.
+The server is the one the gate names (``server``) in ``PROMPTRAMP_PROMETHEUS_SERVERS``, by
+default ``PROMETHEUS_URL`` (credentials may be in the URL: they are sent as basic auth and never
+shown). Requests go through `core.outbound` (no redirects, 1 MiB at most, a deadline on the
+socket). The whole read is bounded by one time budget (`SOURCE_TIMEOUT_SECONDS`, within the
+evaluation's deadline): a server that is unset, down, slow, or answers with an error or an
+unexpected shape raises SourceUnavailable with the cause, in our words (never the reply's).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-import requests
 from django.conf import settings
 
+from core import outbound
 from rollouts import promql
 from rollouts.engine import SourceWindow
 from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
-from rollouts.plan import Gate
+from rollouts.plan import DEFAULT_SERVER, Gate
 from rollouts.sources import SOURCE_TIMEOUT_SECONDS, RolloutArms, SourceUnavailable
 from rollouts.stats import (
     GAMMA,
@@ -68,14 +74,20 @@ class PrometheusSource:
         self.timeout_seconds = timeout_seconds
 
     def read(
-        self, *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
+        self,
+        *,
+        rollout: RolloutArms,
+        gates: Sequence[Gate],
+        since: datetime,
+        until: datetime,
+        deadline: float,
     ) -> SourceWindow:
-        deadline = time.monotonic() + self.timeout_seconds
+        deadline = min(deadline, time.monotonic() + self.timeout_seconds)
         arms = {}
         for arm, version in zip(ARMS, (rollout.baseline_version, rollout.candidate_version), strict=True):
             stats = ArmStats()
             for gate in gates:
-                url = _server_url(gate)
+                server = _server(gate)
                 for query in _queries(gate):
                     promql_text = promql.render(
                         query.template,
@@ -86,17 +98,41 @@ class PrometheusSource:
                         rollout=rollout.rollout_id,
                         score=query.score,
                     )
-                    series = _run(url, promql_text, at=until, deadline=deadline)
+                    series = _run(server, promql_text, at=until, deadline=deadline)
                     stats = _with_figure(stats, query, series)
             arms[arm] = _with_samples(stats)
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
 
 
-def _server_url(gate: Gate) -> str:
-    url = str(gate.url or settings.PROMETHEUS_URL)
+@dataclass(frozen=True)
+class _Server:
+    """Where to send a gate's queries: the query URL (no credentials), its basic auth header,
+    and the server as it may be shown."""
+
+    name: str
+    query_url: str
+    headers: dict[str, str]
+    shown: str
+
+
+def _server(gate: Gate) -> _Server:
+    name = gate.server or DEFAULT_SERVER
+    url = str(
+        settings.PROMETHEUS_URL
+        if name == DEFAULT_SERVER
+        else settings.PROMPTRAMP_PROMETHEUS_SERVERS.get(name, "")
+    )
     if not url:
-        raise SourceUnavailable("Prometheus is not configured: set PROMETHEUS_URL or the gate's url")
-    return url.rstrip("/")
+        setting = "PROMETHEUS_URL" if name == DEFAULT_SERVER else "PROMPTRAMP_PROMETHEUS_SERVERS"
+        raise SourceUnavailable(f"Prometheus server {name!r} is not configured: set {setting}")
+    parts = urlsplit(url)
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    host = parts.netloc.rpartition("@")[2]
+    query_url = urlunsplit((parts.scheme, host, parts.path.rstrip("/") + "/api/v1/query", parts.query, ""))
+    return _Server(name, query_url, headers, f"{name} ({outbound.safe_url(url)})")
 
 
 def _queries(gate: Gate) -> list[_Query]:
@@ -112,30 +148,25 @@ def _queries(gate: Gate) -> list[_Query]:
     return [_Query(f, t) for f, t in templates.items()]
 
 
-def _run(url: str, query: str, *, at: datetime, deadline: float) -> Series:
+def _run(server: _Server, query: str, *, at: datetime, deadline: float) -> Series:
     """One instant query: POST /api/v1/query. Raises SourceUnavailable."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise SourceUnavailable(f"Prometheus at {url} answered too slowly (time budget spent)")
+        raise SourceUnavailable(f"Prometheus server {server.shown} answered too slowly (time budget spent)")
     form = {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{remaining:.3f}"}
     try:
-        response = requests.post(f"{url}/api/v1/query", data=form, timeout=remaining)
-    except requests.Timeout:
-        raise SourceUnavailable(f"Prometheus at {url} did not answer within {remaining:.1f} s") from None
-    except requests.RequestException as error:
-        raise SourceUnavailable(f"Prometheus at {url} is unreachable: {error}") from None
+        reply = outbound.post(
+            server.query_url, urlencode(form).encode(), server.headers, deadline_seconds=remaining
+        )
+    except outbound.OutboundError as error:
+        raise SourceUnavailable(f"Prometheus server {server.name}: {error}") from None
     try:
-        body = response.json()
+        body = json.loads(reply.body)
     except ValueError:
         body = None
     if not isinstance(body, dict) or body.get("status") != "success":
-        detail = (
-            f"{body.get('errorType')}: {body.get('error')}"
-            if isinstance(body, dict) and "error" in body
-            else response.text[:200]
-        )
         raise SourceUnavailable(
-            f"Prometheus at {url} answered HTTP {response.status_code} to {query!r}: {detail}"
+            f"Prometheus server {server.shown} answered HTTP {reply.status} to {query!r} without a result"
         )
     return _series(body.get("data"), query)
 

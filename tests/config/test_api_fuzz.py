@@ -90,7 +90,9 @@ def report_outcomes(rollout_id: int) -> None:
 
 
 @pytest.fixture
-def stored(admin_user: Any, alice: Any) -> Iterator[None]:
+def stored(admin_user: Any, alice: Any, settings: Any) -> Iterator[None]:
+    # Webhook URLs are not resolved at creation (a fuzzed name must not reach DNS).
+    settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE = True
     owner = actor_for(alice)
     make_prompt(alice, name="support.answer", versions=3)
     make_prompt(alice, name="support.chat", kind="chat", versions=2)

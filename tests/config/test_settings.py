@@ -10,7 +10,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from config.settings import env_bool, env_number
+from config.settings import env_bool, env_names, env_number, langfuse_project
 
 
 def settings_of(*names: str, drop: str = "", **env: str) -> subprocess.CompletedProcess[str]:
@@ -68,3 +68,31 @@ def test_langfuse_host_names_the_server_when_langfuse_base_url_is_not_set() -> N
 def test_the_stream_port_follows_port_unless_set() -> None:
     assert settings_of("PORT", "STREAM_PORT", PORT="9000", STREAM_PORT="").stdout.split() == ["9000", "9001"]
     assert settings_of("STREAM_PORT", PORT="9000", STREAM_PORT="7000").stdout.split() == ["7000"]
+
+
+def test_gate_servers_are_read_by_name_and_a_bad_one_stops_the_start_without_showing_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given servers and projects by name, one project with its keys in the URL
+    monkeypatch.setenv("PROMPTRAMP_PROMETHEUS_SERVERS", "eu=http://prom.eu:9090, us=https://u:p@prom.us")
+    monkeypatch.setenv("PROMPTRAMP_LANGFUSE_PROJECTS", "team-b=https://pk-lf-1:sk-lf-2@langfuse.internal/")
+
+    # When they are read, then each name has its server, a project its keys
+    assert env_names("PROMPTRAMP_PROMETHEUS_SERVERS") == {
+        "eu": "http://prom.eu:9090",
+        "us": "https://u:p@prom.us",
+    }
+    project = langfuse_project("team-b", env_names("PROMPTRAMP_LANGFUSE_PROJECTS")["team-b"])
+    assert project == {
+        "base_url": "https://langfuse.internal/",
+        "public_key": "pk-lf-1",
+        "secret_key": "sk-lf-2",
+    }
+
+    # And a part that is not name=URL stops the start, naming the part but not its URL
+    monkeypatch.setenv("PROMPTRAMP_PROMETHEUS_SERVERS", "eu=http://prom.eu:9090,ftp://x:hunter2@host")
+    with pytest.raises(ImproperlyConfigured, match="part 2") as refused:
+        env_names("PROMPTRAMP_PROMETHEUS_SERVERS")
+    assert "hunter2" not in str(refused.value)
+    with pytest.raises(ImproperlyConfigured, match="needs its keys"):
+        langfuse_project("team-c", "https://langfuse.internal")

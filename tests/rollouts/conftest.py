@@ -24,6 +24,12 @@ from tests.fakes.langfuse_server import FakeLangfuse, serve
 WEBHOOK_SECRET = "s3cret-for-tests"
 
 
+@pytest.fixture(autouse=True)
+def _webhooks_to_loopback(settings: Settings) -> None:
+    """Rollout tests' webhook receivers listen on 127.0.0.1, a private address."""
+    settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE = True
+
+
 @pytest.fixture
 def prompt(alice: Any) -> Any:
     """support.answer with v1 (production) and v2 (the candidate), owned by alice."""

@@ -32,7 +32,11 @@ def minute(n: float) -> datetime:
 
 def read(*gates: Gate, source: LangfuseSource | None = None) -> SourceWindow:
     return (source or LangfuseSource()).read(
-        rollout=ROLLOUT, gates=gates or (ERROR_GATE,), since=SINCE, until=UNTIL
+        rollout=ROLLOUT,
+        gates=gates or (ERROR_GATE,),
+        since=SINCE,
+        until=UNTIL,
+        deadline=time.monotonic() + 10,
     )
 
 
