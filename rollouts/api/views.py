@@ -17,7 +17,7 @@ from core.api_schema import error_responses
 from core.errors import ValidationFailed
 from rollouts import selectors, services, webhooks
 from rollouts.api.serializers import (
-    ReasonRequest,
+    ActionRequest,
     RolloutCreateRequest,
     RolloutDetailOut,
     RolloutOut,
@@ -135,11 +135,17 @@ class RolloutActionView(APIView):
     required_scopes = {"POST": "write"}
     action_name = ""
 
-    @extend_schema(request=ReasonRequest, responses={200: RolloutOut, **WRITE_ERRORS})
+    @extend_schema(request=ActionRequest, responses={200: RolloutOut, **WRITE_ERRORS})
     def post(self, request: Request, rollout_id: int) -> Response:
-        data = _body(ReasonRequest, request)
+        data = _body(ActionRequest, request)
         action = ACTIONS[self.action_name]
-        rollout = action(actor=actor_of(request), rollout_id=rollout_id, reason=data["reason"])
+        rollout = action(
+            actor=actor_of(request),
+            rollout_id=rollout_id,
+            reason=data["reason"],
+            expected_state=data["expected_state"],
+            expected_step_index=data["expected_step_index"],
+        )
         return Response(rollout_json(selectors.rollout_get(rollout.pk)))
 
 
