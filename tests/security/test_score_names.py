@@ -5,18 +5,23 @@ paused."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from core.redis_client import get_redis
+from outcomes.errors import InvalidEvents
 from outcomes.models import OutcomeMinute
 from outcomes.pending import PREFIX, pending_count
-from outcomes.services import outcome_minutes_flush
+from outcomes.services import events_ingest, outcome_minutes_flush
 from rollouts.controller import rollout_evaluate
 from rollouts.models import Rollout
 from rollouts.services import rollout_create
@@ -115,3 +120,32 @@ def test_score_names_only_the_candidate_reports_cannot_hold_a_step(alice, rollou
     assert decision is not None
     assert decision.action == "advance"
     assert not [v for v in decision.verdicts if v.metric.startswith("score:")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_batches_at_once_cannot_together_pass_the_limit(rollout):
+    bodies = [
+        json.dumps({"events": [event(rollout, **{f"{side}{n}": 0.5 for n in range(11)})]}).encode()
+        for side in ("left", "right")
+    ]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def ingest_at_once(body: bytes) -> None:
+        barrier.wait()
+        try:
+            events_ingest(body=body, now=time.time())
+            outcomes.append("accepted")
+        except InvalidEvents:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=ingest_at_once, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes) == ["accepted", "refused"]
+    assert get_redis().scard(f"{PREFIX}score_names:{rollout.pk}") == 11
