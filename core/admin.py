@@ -110,13 +110,29 @@ class StaffAdmin(admin.ModelAdmin):
 
 
 def parse_json(text: str, what: str) -> Any:
-    """A form field's JSON, or the form's error saying where it is not JSON."""
+    """A form field's JSON, or the form's error saying where it is not JSON. ``NaN``,
+    ``Infinity`` and ``-Infinity`` are not JSON (Python reads them, PostgreSQL cannot store
+    them): refused like the API refuses them."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_a_number)
     except json.JSONDecodeError as error:
         raise ValidationError(
             f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
         ) from error
+    except NotJSONNumber as error:
+        raise ValidationError(
+            f"{what} is not valid JSON: {error.constant} is not a number JSON allows (write a finite number)."
+        ) from error
+
+
+class NotJSONNumber(ValueError):
+    def __init__(self, constant: str) -> None:
+        super().__init__(constant)
+        self.constant = constant
+
+
+def _not_a_number(constant: str) -> Any:
+    raise NotJSONNumber(constant)
 
 
 def form_page(

@@ -12,6 +12,9 @@ Keys (all under ``promptramp:ingest:``; one Redis, not Redis Cluster):
 * ``batch:<id>`` the set of keys a flush took; ``batch:<id>:<key>`` each taken hash (renamed
   from ``agg:<key>``, so new events start a new hash); ``batches`` the ids of batches not yet
   forgotten. A batch is applied to PostgreSQL once (outcomes.services), then forgotten.
+* ``score_names:<rollout id>`` the score names a rollout's events have carried (at most
+  ``max_names``; a batch bringing more is refused whole). Forgotten SCORE_NAMES_TTL after its
+  last batch.
 * ``dedupe`` the generations of seen event ids, ``dedupe:<n>`` the ids of generation n (sets of
   16-byte UUIDs). A generation closes after WINDOW_SECONDS / GENERATIONS or after
   max_ids / GENERATIONS ids; a closed one is forgotten once it ended more than WINDOW_SECONDS ago
@@ -36,6 +39,7 @@ from outcomes.aggregation import Increments, increments_payload
 
 PREFIX = "promptramp:ingest:"
 WINDOW_SECONDS = 86_400
+SCORE_NAMES_TTL = 90 * 86_400
 GENERATIONS = 12
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,21 @@ local P = KEYS[1]
 local now, blob = tonumber(ARGV[1]), ARGV[2]
 local window, max_ids, gens = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('SCARD', P .. 'pending') >= tonumber(ARGV[7]) then return {'busy'} end
+
+-- each rollout's score names, in the batch's order: the new ones past max_names are refused
+local max_names, refused = tonumber(ARGV[9]), {}
+local score_names = cjson.decode(ARGV[8])
+for rollout, names in pairs(score_names) do
+  local key = P .. 'score_names:' .. rollout
+  local known = redis.call('SMISMEMBER', key, unpack(names))
+  local room = max_names - redis.call('SCARD', key)
+  for i = 1, #names do
+    if known[i] == 0 then
+      if room > 0 then room = room - 1 else refused[#refused + 1] = rollout .. ':' .. names[i] end
+    end
+  end
+end
+if #refused > 0 then return {'too_many_score_names', refused} end
 
 local meta, sets = P .. 'dedupe', P .. 'dedupe:'
 local cur = tonumber(redis.call('HGET', meta, 'current'))
@@ -99,6 +118,11 @@ for key, parts in pairs(cjson.decode(ARGV[3])) do
   for field, value in pairs(parts[2]) do redis.call('HINCRBYFLOAT', hash, field, value) end
   redis.call('SADD', P .. 'pending', key)
 end
+for rollout, names in pairs(score_names) do
+  local key = P .. 'score_names:' .. rollout
+  redis.call('SADD', key, unpack(names))
+  redis.call('EXPIRE', key, tonumber(ARGV[10]))
+end
 return {'ok', n}
 """
 
@@ -141,15 +165,26 @@ def _run(source: str, *args: str | bytes | int | float, client: redis.Redis | No
 @dataclass(frozen=True)
 class AddResult:
     """What the ingest script did: ``added`` ids, or the 0-based positions of ``duplicates``
-    (then nothing was written), or ``busy`` (the backlog is over its bound; nothing written)."""
+    (then nothing was written), or ``busy`` (the backlog is over its bound; nothing written), or
+    the ``refused_score_names`` (rollout id, name) a rollout has no room for (nothing written)."""
 
     added: int = 0
     duplicates: tuple[int, ...] = ()
     busy: bool = False
+    refused_score_names: frozenset[tuple[int, str]] = frozenset()
 
 
-def events_add(*, event_ids: list[bytes], increments: dict[str, Increments], now: float) -> AddResult:
-    """Record the ids as seen and add the increments, unless one of the ids was seen already."""
+def events_add(
+    *,
+    event_ids: list[bytes],
+    increments: dict[str, Increments],
+    score_names: dict[int, list[str]],
+    max_score_names: int,
+    now: float,
+) -> AddResult:
+    """Record the ids as seen and add the increments, unless one of the ids was seen already or
+    a rollout would carry more than ``max_score_names`` score names (``score_names``: each
+    rollout's names in this batch, in the batch's order; the first new ones take the room left)."""
     reply = _run(
         _ADD,
         repr(now),
@@ -159,6 +194,9 @@ def events_add(*, event_ids: list[bytes], increments: dict[str, Increments], now
         settings.PROMPTRAMP_DEDUPE_MAX_IDS,
         GENERATIONS,
         settings.PROMPTRAMP_INGEST_MAX_PENDING,
+        orjson.dumps({str(rollout): names for rollout, names in score_names.items() if names}),
+        max_score_names,
+        SCORE_NAMES_TTL,
         client=get_request_redis(),  # a request waits on this one
     )
     assert isinstance(reply, list)
@@ -167,6 +205,9 @@ def events_add(*, event_ids: list[bytes], increments: dict[str, Increments], now
         return AddResult(added=int(reply[1]))
     if status == b"duplicates":
         return AddResult(duplicates=tuple(int(i) - 1 for i in reply[1]))
+    if status == b"too_many_score_names":
+        pairs = (item.decode().split(":", 1) for item in reply[1])
+        return AddResult(refused_score_names=frozenset((int(rollout), name) for rollout, name in pairs))
     return AddResult(busy=True)
 
 

@@ -18,6 +18,7 @@ Every run first finishes the batches a crashed or concurrent run left open, then
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +42,9 @@ from outcomes.pending import (
 from outcomes.validation import BatchRejected, Event, parse_batch, problem
 
 MAX_PROBLEMS_SHOWN = 1000
+# Distinct score names a rollout's events may carry: each is a statistic every evaluation reads
+# and a `score:*` gate judges, so a careless (or hostile) client cannot make them unbounded.
+MAX_SCORE_NAMES_PER_ROLLOUT = 20
 FLUSHED_BATCHES_KEPT = timedelta(days=1)
 
 
@@ -81,10 +85,14 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
         result = events_add(
             event_ids=[event.event_id for _, event in remaining],
             increments=aggregate(remaining),
+            score_names=_score_names(event for _, event in remaining),
+            max_score_names=MAX_SCORE_NAMES_PER_ROLLOUT,
             now=now,
         )
         if result.busy:
             raise IngestBacklog("Too many outcome aggregates are waiting to be stored; retry shortly.")
+        if result.refused_score_names:
+            raise _too_many_score_names([event for _, event in remaining], result.refused_score_names)
         if not result.duplicates:
             break
         seen = set(result.duplicates)
@@ -105,6 +113,41 @@ def _refuse_other_prompts(events: list[Event], prompts: tuple[str, ...]) -> None
             "nothing from it was stored.",
             details=refused[:MAX_PROBLEMS_SHOWN],
         )
+
+
+def _score_names(events: Iterable[Event]) -> dict[int, list[str]]:
+    """Each rollout's score names in these events, in the order they first appear."""
+    names: dict[int, dict[str, None]] = {}
+    for event in events:
+        if event.scores and event.rollout_id is not None:
+            ordered = names.get(event.rollout_id)
+            if ordered is None:
+                ordered = names[event.rollout_id] = {}
+            for name in event.scores:
+                if name not in ordered:
+                    ordered[name] = None
+    return {rollout_id: list(ordered) for rollout_id, ordered in names.items()}
+
+
+def _too_many_score_names(events: list[Event], refused: frozenset[tuple[int, str]]) -> InvalidEvents:
+    problems = [
+        problem(
+            event.index,
+            f"scores.{name}",
+            f"rollout {event.rollout_id} already has {MAX_SCORE_NAMES_PER_ROLLOUT} score names; "
+            "no new one is taken",
+        )
+        for event in events
+        if event.rollout_id is not None
+        for name in event.scores
+        if (event.rollout_id, name) in refused
+    ]
+    invalid = len({p["index"] for p in problems})
+    return InvalidEvents(
+        f"{invalid} event(s) of this batch bring score names past the "
+        f"{MAX_SCORE_NAMES_PER_ROLLOUT} a rollout may have; nothing from it was stored.",
+        details=problems[:MAX_PROBLEMS_SHOWN],
+    )
 
 
 @dataclass(frozen=True)

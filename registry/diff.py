@@ -6,6 +6,12 @@ and the config, written as indented JSON with sorted keys (so key order never sh
 unified diff, a text that does not end in a newline is marked the way git marks it, so even a
 trailing newline shows; side by side, the characters that changed inside a changed line are
 marked, and long unchanged stretches folded.
+
+The side-by-side comparison is bounded, whatever a writer stores: above ``LINE_DIFF_ABOVE``
+characters (the two sides together) it is a plain line diff (the common first and last lines kept,
+the lines between shown as changed, nothing marked inside them), and within a comparison the
+characters inside changed lines are marked only while ``CHARACTER_MARK_BUDGET`` (the sum of the
+products of the paired lines' lengths) lasts; past it a changed line is marked whole.
 """
 
 from __future__ import annotations
@@ -18,9 +24,14 @@ from itertools import zip_longest
 from typing import Any, Literal
 
 NO_NEWLINE = "\\ No newline at end of file\n"
-RowKind = Literal["equal", "replace", "delete", "insert", "skip"]
+RowKind = Literal["equal", "replace", "delete", "insert", "skip", "cut"]
 # Below this similarity a changed line is marked whole rather than in scattered fragments.
 FRAGMENT_RATIO = 0.4
+# Matching lines and characters costs up to the product of the lengths: these bound it.
+LINE_DIFF_ABOVE = 64 * 1024
+CHARACTER_MARK_BUDGET = 4_000_000
+# A page shows at most this many rows of a section; a "cut" row says how many more there are.
+MAX_ROWS = 2_000
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class Row:
     old: tuple[Segment, ...] = ()
     new_number: int | None = None
     new: tuple[Segment, ...] = ()
-    skipped: int = 0  # for "skip" rows: how many unchanged lines are folded
+    skipped: int = 0  # for "skip" rows: how many unchanged lines are folded; for "cut": rows left out
 
 
 @dataclass(frozen=True)
@@ -126,7 +137,7 @@ class Section:
 
     @property
     def changed(self) -> bool:
-        return any(row.kind not in ("equal", "skip") for row in self.rows)
+        return any(row.kind not in ("equal", "skip", "cut") for row in self.rows)
 
 
 def version_sections(content: VersionContent) -> dict[str, list[str]]:
@@ -143,27 +154,56 @@ def version_sections(content: VersionContent) -> dict[str, list[str]]:
 
 
 def side_by_side(old_lines: Sequence[str], new_lines: Sequence[str]) -> list[Row]:
+    if sum(map(len, old_lines)) + sum(map(len, new_lines)) > LINE_DIFF_ABOVE:
+        return _line_diff(old_lines, new_lines)
     rows: list[Row] = []
+    budget = CHARACTER_MARK_BUDGET
     matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            for offset in range(i2 - i1):
-                text = (Segment(old_lines[i1 + offset], False),)
-                rows.append(Row("equal", i1 + offset + 1, text, j1 + offset + 1, text))
+            rows.extend(_equal(i, j, old_lines[i]) for i, j in zip(range(i1, i2), range(j1, j2), strict=True))
         elif tag == "delete":
             rows.extend(_deleted(i, old_lines[i]) for i in range(i1, i2))
         elif tag == "insert":
             rows.extend(_inserted(j, new_lines[j]) for j in range(j1, j2))
         else:
-            pairs = zip_longest(range(i1, i2), range(j1, j2))
-            for i, j in pairs:
+            for i, j in zip_longest(range(i1, i2), range(j1, j2)):
                 if i is None:
                     rows.append(_inserted(j, new_lines[j]))
                 elif j is None:
                     rows.append(_deleted(i, old_lines[i]))
                 else:
-                    old, new = _changed_parts(old_lines[i], new_lines[j])
+                    cost = len(old_lines[i]) * len(new_lines[j])
+                    if cost <= budget:
+                        budget -= cost
+                        old, new = _changed_parts(old_lines[i], new_lines[j])
+                    else:
+                        old, new = _whole(old_lines[i]), _whole(new_lines[j])
                     rows.append(Row("replace", i + 1, old, j + 1, new))
+    return rows
+
+
+def _line_diff(old_lines: Sequence[str], new_lines: Sequence[str]) -> list[Row]:
+    """In linear time: the lines both sides start and end with are unchanged, the rest changed."""
+    head = 0
+    while head < min(len(old_lines), len(new_lines)) and old_lines[head] == new_lines[head]:
+        head += 1
+    tail = 0
+    while (
+        tail < min(len(old_lines), len(new_lines)) - head
+        and old_lines[len(old_lines) - 1 - tail] == new_lines[len(new_lines) - 1 - tail]
+    ):
+        tail += 1
+    rows = [_equal(i, i, old_lines[i]) for i in range(head)]
+    for i, j in zip_longest(range(head, len(old_lines) - tail), range(head, len(new_lines) - tail)):
+        if i is None:
+            rows.append(_inserted(j, new_lines[j]))
+        elif j is None:
+            rows.append(_deleted(i, old_lines[i]))
+        else:
+            rows.append(Row("replace", i + 1, _whole(old_lines[i]), j + 1, _whole(new_lines[j])))
+    shift = len(new_lines) - len(old_lines)
+    rows.extend(_equal(i, i + shift, old_lines[i]) for i in range(len(old_lines) - tail, len(old_lines)))
     return rows
 
 
@@ -200,12 +240,24 @@ def collapse(rows: Sequence[Row], *, context: int = 3) -> list[Row]:
 
 
 def compare(old: dict[str, list[str]], new: dict[str, list[str]], *, context: int = 3) -> list[Section]:
-    """Sections of two versions side by side; a section only one side has is compared with nothing."""
+    """Sections of two versions side by side; a section only one side has is compared with nothing.
+    A section keeps its first ``MAX_ROWS`` rows, then a "cut" row counting the rest."""
     titles = list(old) + [title for title in new if title not in old]
     return [
-        Section(title, tuple(collapse(side_by_side(old.get(title, []), new.get(title, [])), context=context)))
+        Section(title, _cut(collapse(side_by_side(old.get(title, []), new.get(title, [])), context=context)))
         for title in titles
     ]
+
+
+def _cut(rows: list[Row]) -> tuple[Row, ...]:
+    if len(rows) <= MAX_ROWS:
+        return tuple(rows)
+    return (*rows[:MAX_ROWS], Row("cut", skipped=len(rows) - MAX_ROWS))
+
+
+def _equal(old_index: int, new_index: int, line: str) -> Row:
+    text = (Segment(line, False),)
+    return Row("equal", old_index + 1, text, new_index + 1, text)
 
 
 def _deleted(index: int, line: str) -> Row:

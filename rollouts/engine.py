@@ -257,7 +257,8 @@ def _absolute_verdict(gate: Gate, metric: str, cand: ArmStats, alpha: float, cou
 
 
 def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[tuple[Gate, str]]:
-    """Each gate with the metric it checks; ``score:*`` becomes one check per score reported."""
+    """Each gate with the metric it checks; ``score:*`` becomes one check per score both arms
+    reported (a name only one arm has cannot be compared, and would hold every step)."""
     checks = []
     for gate in gates:
         window = windows.get(gate.reads_from)
@@ -269,7 +270,7 @@ def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[
         ):
             checks.append((gate, gate.metric))
             continue
-        names = {name for name, _ in window.baseline.scores + window.candidate.scores}
+        names = {name for name, _ in window.baseline.scores} & {name for name, _ in window.candidate.scores}
         checks.extend((gate, SCORE_PREFIX + name) for name in sorted(names))
     return checks
 

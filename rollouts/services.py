@@ -3,13 +3,17 @@ abort). The controller's evaluations are in rollouts.controller; what every tran
 in rollouts.transitions.
 
 A rollout changes state only while its row is locked and in the state the change expects: a
-person's action waits for the lock (`select_for_update`), so it never races an evaluation.
+person's action waits for the lock (`select_for_update`), so it never races an evaluation. An
+action may also say which state and step it was asked for (`expected_state`,
+`expected_step_index`, checked under the same lock): a click sent twice, or after someone else
+acted, changes nothing and raises StaleRequest.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
@@ -26,7 +30,14 @@ from registry.selectors import prompt_get
 from registry.services import ensure_owner
 from rollouts.controller import rollout_decide
 from rollouts.engine import FAIL, Action
-from rollouts.errors import GateFailing, NoProduction, RolloutActive, RolloutNotFound, RolloutStateError
+from rollouts.errors import (
+    GateFailing,
+    NoProduction,
+    RolloutActive,
+    RolloutNotFound,
+    RolloutStateError,
+    StaleRequest,
+)
 from rollouts.models import Rollout
 from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, GateServers, Plan, parse_gates
 from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
@@ -72,9 +83,35 @@ def _positive_int(value: object, name: str) -> int:
     return value
 
 
-def _locked(rollout_id: int, actor: Actor, allowed: Collection[str], action: str) -> Rollout:
-    """The rollout, locked (waiting for an evaluation in progress), owned by the actor and in
-    one of the ``allowed`` states."""
+@dataclass(frozen=True)
+class Expected:
+    """What the person acting saw: the action applies only to a rollout still in that state and
+    at that step (None: whatever it is)."""
+
+    state: str | None = None
+    step_index: int | None = None
+
+    @classmethod
+    def parse(cls, state: object, step_index: object) -> Expected:
+        if state is not None and state not in S.values:
+            raise ValidationFailed(
+                f"'expected_state' must be one of {', '.join(S.values)}.", details={"field": "expected_state"}
+            )
+        if step_index is not None and (
+            isinstance(step_index, bool) or not isinstance(step_index, int) or step_index < 0
+        ):
+            raise ValidationFailed(
+                "'expected_step_index' must be an integer of at least 0.",
+                details={"field": "expected_step_index"},
+            )
+        return cls(state=state, step_index=step_index)
+
+
+def _locked(
+    rollout_id: int, actor: Actor, allowed: Collection[str], action: str, expected: Expected
+) -> Rollout:
+    """The rollout, locked (waiting for an evaluation in progress), owned by the actor, as the
+    actor ``expected`` it and in one of the ``allowed`` states."""
     rollout = (
         Rollout.objects.select_for_update(of=("self",))
         .select_related("prompt", "baseline", "candidate")
@@ -84,6 +121,19 @@ def _locked(rollout_id: int, actor: Actor, allowed: Collection[str], action: str
     if rollout is None:
         raise RolloutNotFound(f"Rollout {rollout_id} does not exist.")
     ensure_owner(actor, rollout.prompt)
+    if (expected.state is not None and rollout.state != expected.state) or (
+        expected.step_index is not None and rollout.step_index != expected.step_index
+    ):
+        raise StaleRequest(
+            f"The rollout is {rollout.state} at step {rollout.step_index + 1} of {len(rollout.plan)}, not as "
+            f"the request expected: nothing was done (reload to see what changed).",
+            details={
+                "state": rollout.state,
+                "step_index": rollout.step_index,
+                "expected_state": expected.state,
+                "expected_step_index": expected.step_index,
+            },
+        )
     if rollout.state not in allowed:
         raise RolloutStateError(
             f"A {rollout.state} rollout cannot {action}.",
@@ -186,19 +236,35 @@ def _start(rollout: Rollout, *, actor: Actor, now: datetime, reason: str) -> Non
     )
 
 
-def rollout_start(*, actor: Actor, rollout_id: int, reason: object = "") -> Rollout:
+def rollout_start(
+    *,
+    actor: Actor,
+    rollout_id: int,
+    reason: object = "",
+    expected_state: object = None,
+    expected_step_index: object = None,
+) -> Rollout:
     clean_reason = _reason(reason)
+    expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
-        rollout = _locked(rollout_id, actor, [S.PENDING], "start")
+        rollout = _locked(rollout_id, actor, [S.PENDING], "start", expected)
         _start(rollout, actor=actor, now=timezone.now(), reason=clean_reason)
     return rollout
 
 
-def rollout_pause(*, actor: Actor, rollout_id: int, reason: object = "") -> Rollout:
+def rollout_pause(
+    *,
+    actor: Actor,
+    rollout_id: int,
+    reason: object = "",
+    expected_state: object = None,
+    expected_step_index: object = None,
+) -> Rollout:
     """Keep the current split and stop evaluating until resumed."""
     clean_reason = _reason(reason)
+    expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
-        rollout = _locked(rollout_id, actor, [S.RUNNING], "pause")
+        rollout = _locked(rollout_id, actor, [S.RUNNING], "pause", expected)
         rollout_transition(
             rollout=rollout,
             actor=actor,
@@ -210,11 +276,19 @@ def rollout_pause(*, actor: Actor, rollout_id: int, reason: object = "") -> Roll
     return rollout
 
 
-def rollout_resume(*, actor: Actor, rollout_id: int, reason: object = "") -> Rollout:
+def rollout_resume(
+    *,
+    actor: Actor,
+    rollout_id: int,
+    reason: object = "",
+    expected_state: object = None,
+    expected_step_index: object = None,
+) -> Rollout:
     """Run again; the current step starts over: its clock and its statistics window."""
     clean_reason = _reason(reason)
+    expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
-        rollout = _locked(rollout_id, actor, [S.PAUSED], "resume")
+        rollout = _locked(rollout_id, actor, [S.PAUSED], "resume", expected)
         now = timezone.now()
         rollout_transition(
             rollout=rollout,
@@ -228,13 +302,21 @@ def rollout_resume(*, actor: Actor, rollout_id: int, reason: object = "") -> Rol
     return rollout
 
 
-def rollout_promote(*, actor: Actor, rollout_id: int, reason: object = "") -> Rollout:
+def rollout_promote(
+    *,
+    actor: Actor,
+    rollout_id: int,
+    reason: object = "",
+    expected_state: object = None,
+    expected_step_index: object = None,
+) -> Rollout:
     """Advance one step now, past manual approval, the step's wait, its min_samples and
     insufficient_data, but never past a failing gate (GateFailing names it). Promoting the last
     step makes the candidate production."""
     clean_reason = _reason(reason)
+    expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
-        rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be promoted")
+        rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be promoted", expected)
         now = timezone.now()
         decision = rollout_decide(rollout=rollout, now=now, promote=True)
         if decision.action not in (Action.ADVANCE, Action.SUCCEED):
@@ -248,11 +330,19 @@ def rollout_promote(*, actor: Actor, rollout_id: int, reason: object = "") -> Ro
     return rollout
 
 
-def rollout_rollback(*, actor: Actor, rollout_id: int, reason: object = "") -> Rollout:
+def rollout_rollback(
+    *,
+    actor: Actor,
+    rollout_id: int,
+    reason: object = "",
+    expected_state: object = None,
+    expected_step_index: object = None,
+) -> Rollout:
     """End the rollout: every user back on the baseline at once."""
     clean_reason = _reason(reason)
+    expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
-        rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be rolled back")
+        rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be rolled back", expected)
         rollout_end(
             rollout=rollout,
             actor=actor,
@@ -264,11 +354,19 @@ def rollout_rollback(*, actor: Actor, rollout_id: int, reason: object = "") -> R
     return rollout
 
 
-def rollout_abort(*, actor: Actor, rollout_id: int, reason: object = "") -> Rollout:
+def rollout_abort(
+    *,
+    actor: Actor,
+    rollout_id: int,
+    reason: object = "",
+    expected_state: object = None,
+    expected_step_index: object = None,
+) -> Rollout:
     """End the rollout without a verdict: every user back on the baseline."""
     clean_reason = _reason(reason)
+    expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
-        rollout = _locked(rollout_id, actor, Rollout.ACTIVE_STATES, "be aborted")
+        rollout = _locked(rollout_id, actor, Rollout.ACTIVE_STATES, "be aborted", expected)
         rollout_end(
             rollout=rollout,
             actor=actor,

@@ -13,7 +13,7 @@ from django.utils.text import Truncator
 from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError
 from registry.admin.forms import DiffChoiceForm, LabelMoveForm, PromptCreateForm, VersionCreateForm
-from registry.diff import compare, version_sections
+from registry.diff import MAX_ROWS, compare, version_sections
 from registry.models import PRODUCTION, Prompt, PromptVersion
 from registry.selectors import actor_owns, owner_names, version_content
 from registry.services import label_move, prompt_create, version_create
@@ -170,6 +170,7 @@ def version_diff(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Pr
         "old": old,
         "new": new,
         "sections": sections,
+        "max_rows": MAX_ROWS,
         "changed": any(section.changed for section in sections),
     }
     return TemplateResponse(request, "admin/registry/prompt/diff.html", context)

@@ -33,17 +33,19 @@ class ImportResult:
         return self.outcome in ("new prompt", "new version")
 
 
-def prompts_import(*, actor: Actor, snapshot: GitSnapshot) -> list[ImportResult]:
+def prompts_import(*, actor: Actor, snapshot: GitSnapshot, update_owners: bool = False) -> list[ImportResult]:
     """Publish each prompt file of ``snapshot`` as a version recording its commit and tag.
 
     A file whose content equals the prompt's latest version publishes nothing, and a prompt
     that already has a version from this commit is left alone: importing a commit again creates
     nothing. A new prompt is created with the file's kind, description, tags and owners; on an
-    existing prompt, the description, tags and owners a file declares replace the registry's.
+    existing prompt, the description and tags a file declares replace the registry's, and the
+    owners it declares only with ``update_owners`` (so whoever can write a file cannot take a
+    prompt over on an import made for something else).
     """
     files = _read_files(snapshot)
     with transaction.atomic():
-        return [_import_file(actor, prompt_file, snapshot) for prompt_file in files]
+        return [_import_file(actor, prompt_file, snapshot, update_owners) for prompt_file in files]
 
 
 def _read_files(snapshot: GitSnapshot) -> list[PromptFile]:
@@ -70,7 +72,9 @@ def _read_files(snapshot: GitSnapshot) -> list[PromptFile]:
     return files
 
 
-def _import_file(actor: Actor, prompt_file: PromptFile, snapshot: GitSnapshot) -> ImportResult:
+def _import_file(
+    actor: Actor, prompt_file: PromptFile, snapshot: GitSnapshot, update_owners: bool
+) -> ImportResult:
     def result(version: int, outcome: str) -> ImportResult:
         return ImportResult(prompt_file.path, prompt_file.name, version, outcome)
 
@@ -92,13 +96,6 @@ def _import_file(actor: Actor, prompt_file: PromptFile, snapshot: GitSnapshot) -
             if prompt.kind != prompt_file.kind:
                 kinds = f"'{prompt.name}' is a {prompt.kind} prompt, the file says {prompt_file.kind}."
                 raise ValidationFailed(kinds)
-            prompt_update(
-                actor=actor,
-                prompt_name=prompt.name,
-                description=_declared(prompt_file.description),
-                tags=_declared(prompt_file.tags),
-                owners=_declared(prompt_file.owners),
-            )
         version, created = version_create(
             actor=actor,
             prompt_name=prompt_file.name,
@@ -110,6 +107,14 @@ def _import_file(actor: Actor, prompt_file: PromptFile, snapshot: GitSnapshot) -
             git_commit=snapshot.commit,
             git_tag=snapshot.tag,
         )
+        if prompt is not None:  # after publishing: new owners may not include the importing user
+            prompt_update(
+                actor=actor,
+                prompt_name=prompt.name,
+                description=_declared(prompt_file.description),
+                tags=_declared(prompt_file.tags),
+                owners=_declared(prompt_file.owners) if update_owners else UNCHANGED,
+            )
     except DomainError as error:
         message = f"{prompt_file.path}: {error.message} Nothing was imported."
         raise type(error)(message, details=error.details, code=error.code) from error

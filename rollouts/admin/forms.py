@@ -110,7 +110,10 @@ class RolloutStartForm(VersionChoicesForm):
         return parse_json(self.cleaned_data["gates"], "The gates")
 
 
-class ReasonForm(forms.Form):
-    """The reason given with an action on a rollout (optional, like the API's)."""
+class ActionForm(forms.Form):
+    """The reason given with an action on a rollout (optional, like the API's), and the state and
+    step the page showed (hidden fields), so that a click sent twice acts once."""
 
     reason = forms.CharField(required=False, max_length=MAX_REASON)
+    expected_state = forms.CharField(required=False, max_length=20)
+    expected_step_index = forms.IntegerField(required=False, min_value=0)

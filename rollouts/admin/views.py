@@ -20,7 +20,7 @@ from registry.admin.views import owner_note, version_choices
 from registry.models import PRODUCTION, Prompt
 from registry.selectors import actor_owns
 from rollouts import services
-from rollouts.admin.forms import PromptChoiceForm, ReasonForm, RolloutStartForm
+from rollouts.admin.forms import ActionForm, PromptChoiceForm, RolloutStartForm
 from rollouts.admin.live_page import live_page
 from rollouts.figures import percent_value
 from rollouts.models import Rollout
@@ -254,6 +254,8 @@ def _action_button(action: Action, rollout: Rollout) -> dict[str, Any]:
         "help": action.help,
         "danger": action.danger,
         "url": reverse("admin:rollouts_rollout_action", args=[rollout.pk, action.name]),
+        "expected_state": rollout.state,
+        "expected_step_index": rollout.step_index,
     }
 
 
@@ -266,15 +268,17 @@ def act(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout, a
     chosen = ACTIONS.get(action)
     if chosen is None:
         raise Http404(f"No action “{action}”.")
-    form = ReasonForm(request.POST)
+    form = ActionForm(request.POST)
     if not form.is_valid():
-        model_admin.message_user(
-            request, "The reason is too long (at most 10,000 characters).", messages.ERROR
-        )
+        model_admin.message_user(request, _form_error_text(form), messages.ERROR)
         return HttpResponseRedirect(rollout_url(rollout))
     try:
         done = chosen.service(
-            actor=admin_actor(request), rollout_id=rollout.pk, reason=form.cleaned_data["reason"]
+            actor=admin_actor(request),
+            rollout_id=rollout.pk,
+            reason=form.cleaned_data["reason"],
+            expected_state=form.cleaned_data["expected_state"] or None,
+            expected_step_index=form.cleaned_data["expected_step_index"],
         )
     except DomainError as error:
         model_admin.message_user(
@@ -283,6 +287,12 @@ def act(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout, a
     else:
         model_admin.message_user(request, _done_text(action, done), messages.SUCCESS)
     return HttpResponseRedirect(rollout_url(rollout))
+
+
+def _form_error_text(form: ActionForm) -> str:
+    if "reason" in form.errors:
+        return "The reason is too long (at most 10,000 characters)."
+    return "The action's form is damaged: reload the page and try again."
 
 
 def _done_text(name: str, rollout: Rollout) -> str:

@@ -82,8 +82,25 @@ class RolloutCreateRequest(serializers.Serializer[Any]):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
 
 
-class ReasonRequest(serializers.Serializer[Any]):
+class ActionRequest(serializers.Serializer[Any]):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    expected_state = serializers.CharField(
+        required=False,
+        allow_null=True,
+        default=None,
+        max_length=20,
+        help_text=(
+            f"Act only if the rollout is still in this state ({', '.join(Rollout.State.values)}; "
+            "else 409 stale_request)."
+        ),
+    )
+    expected_step_index = serializers.IntegerField(
+        min_value=0,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Act only if the rollout is still at this step (0 is the first; else 409 stale_request).",
+    )
 
 
 class WebhookCreateRequest(serializers.Serializer[Any]):

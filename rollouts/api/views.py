@@ -18,7 +18,7 @@ from core.errors import ValidationFailed
 from core.prompt_limits import prompts_q
 from rollouts import selectors, services, webhooks
 from rollouts.api.serializers import (
-    ReasonRequest,
+    ActionRequest,
     RolloutCreateRequest,
     RolloutDetailOut,
     RolloutOut,
@@ -138,12 +138,18 @@ class RolloutActionView(APIView):
     required_scopes = {"POST": "write"}
     action_name = ""
 
-    @extend_schema(request=ReasonRequest, responses={200: RolloutOut, **WRITE_ERRORS})
+    @extend_schema(request=ActionRequest, responses={200: RolloutOut, **WRITE_ERRORS})
     def post(self, request: Request, rollout_id: int) -> Response:
-        data = _body(ReasonRequest, request)
+        data = _body(ActionRequest, request)
         prompt_check(request, selectors.rollout_get(rollout_id).prompt.name)
         action = ACTIONS[self.action_name]
-        rollout = action(actor=actor_of(request), rollout_id=rollout_id, reason=data["reason"])
+        rollout = action(
+            actor=actor_of(request),
+            rollout_id=rollout_id,
+            reason=data["reason"],
+            expected_state=data["expected_state"],
+            expected_step_index=data["expected_step_index"],
+        )
         return Response(rollout_json(selectors.rollout_get(rollout.pk)))
 
 

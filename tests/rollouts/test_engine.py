@@ -303,6 +303,21 @@ def test_score_wildcard_checks_every_score_name_reported():
     assert {v.metric for v in decision.verdicts} >= {"score:accuracy", "score:helpfulness"}
 
 
+score_names = st.sets(st.sampled_from(["accuracy", "helpfulness", "tone", "bogus"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(score_names, score_names)
+def test_score_wildcard_checks_exactly_the_names_both_arms_reported(baseline_names, candidate_names):
+    baseline = arm(300, names=tuple(sorted(baseline_names)), seed=1)
+    candidate = arm(300, names=tuple(sorted(candidate_names)), seed=2)
+
+    decision = run(candidate, baseline)
+
+    checked = {v.metric.removeprefix("score:") for v in decision.verdicts if v.metric.startswith("score:")}
+    assert checked == baseline_names & candidate_names
+
+
 def test_score_wildcard_with_no_scores_reported_adds_no_check():
     decision = run(arm(3000, names=(), seed=2), arm(27000, names=(), seed=1))
 

@@ -1,10 +1,12 @@
-"""`manage.py prompts import PATH [--ref REF]` and `manage.py prompts export PATH`: prompts in git.
+"""`manage.py prompts import PATH --user NAME [--ref REF] [--update-owners]` and
+`manage.py prompts export PATH`: prompts in git.
 
 Import publishes the prompt files (``*.yaml``, ``*.yml``) found under PATH — a git repository
 or a folder in one — as they are at REF (default HEAD), each version recording the commit, its
-tag and its subject; all or nothing; as the system, or with ``--user`` as a user whose ownership
-is checked like the API's. Export writes each prompt's production version to
-``PATH/<name>.yaml``, in the format import reads.
+tag and its subject; all or nothing; as the user named by ``--user``, whose ownership is checked
+like the API's. The owners a file declares change an existing prompt's only with
+``--update-owners``. Export writes each prompt's production version to ``PATH/<name>.yaml``, in
+the format import reads.
 """
 
 from __future__ import annotations
@@ -34,24 +36,30 @@ class Command(BaseCommand):
         reading.add_argument("--ref", default="HEAD", help="branch, tag or commit (default HEAD)")
         reading.add_argument(
             "--user",
-            help="act as this user: only their prompts can change (default: the system, as an admin)",
+            required=True,
+            help="act as this user: the versions and audit entries are theirs, only their prompts can change",
+        )
+        reading.add_argument(
+            "--update-owners",
+            action="store_true",
+            help="let the owners the files declare replace an existing prompt's (default: new prompts only)",
         )
         writing = commands.add_parser("export", help="write every production version to PATH/<name>.yaml")
         writing.add_argument("path", help="the folder to write into (created if missing)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["command"] == "import":
-            self._import(options["path"], options["ref"], _actor(options["user"]))
+            self._import(options["path"], options["ref"], _actor(options["user"]), options["update_owners"])
         else:
             self._export(Path(options["path"]))
 
-    def _import(self, path: str, ref: str, actor: Actor) -> None:
+    def _import(self, path: str, ref: str, actor: Actor, update_owners: bool) -> None:
         try:
             snapshot = read_snapshot(path, ref)
         except GitError as error:
             raise CommandError(str(error)) from None
         try:
-            results = prompts_import(actor=actor, snapshot=snapshot)
+            results = prompts_import(actor=actor, snapshot=snapshot, update_owners=update_owners)
         except DomainError as error:
             problems = error.details.get("problems", []) if isinstance(error.details, dict) else []
             raise CommandError("\n".join([error.message, *problems])) from None
@@ -71,9 +79,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(files)} prompt file(s) written to {folder}")
 
 
-def _actor(username: str | None) -> Actor:
-    if username is None:
-        return Actor(user_id=None, name="git import", is_admin=True, via=VIA)
+def _actor(username: str) -> Actor:
     user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
         raise CommandError(f"No active user {username!r}.")

@@ -8,7 +8,9 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
 from audit.models import AuditEntry
+from core.actors import Actor
 from registry.models import Prompt, PromptVersion
+from registry.services import prompt_create, version_create
 from tests.factories import make_prompt
 
 ANSWER = """\
@@ -76,7 +78,7 @@ def test_import_creates_prompts_and_versions_that_record_the_commit_and_tag(repo
         "Add support prompts", {"prompts/answer.yaml": ANSWER, "greeting.yml": GREETING}, tag="v1.0"
     )
 
-    printed = prompts("import", str(repo.path))
+    printed = prompts("import", "--user", "alice", str(repo.path))
 
     answer = Prompt.objects.get(name="support.answer")
     version = answer.versions.get()
@@ -103,10 +105,10 @@ def test_import_creates_prompts_and_versions_that_record_the_commit_and_tag(repo
 @pytest.mark.django_db
 def test_importing_the_same_commit_again_creates_nothing(repo):
     repo.commit("Add support prompts", {"answer.yaml": ANSWER, "greeting.yaml": GREETING})
-    prompts("import", str(repo.path))
+    prompts("import", "--user", "alice", str(repo.path))
     before = snapshot_of_registry()
 
-    printed = prompts("import", str(repo.path))
+    printed = prompts("import", "--user", "alice", str(repo.path))
 
     assert snapshot_of_registry() == before
     assert printed.count("already imported") == 2
@@ -116,10 +118,10 @@ def test_importing_the_same_commit_again_creates_nothing(repo):
 @pytest.mark.django_db
 def test_a_later_commit_publishes_only_the_prompts_it_changed(repo):
     first = repo.commit("Add support prompts", {"answer.yaml": ANSWER, "greeting.yaml": GREETING})
-    prompts("import", str(repo.path))
+    prompts("import", "--user", "alice", str(repo.path))
     second = repo.commit("Warmer greeting", {"greeting.yaml": GREETING.replace("Hello", "Hi there")})
 
-    printed = prompts("import", str(repo.path), "--ref", "main")
+    printed = prompts("import", "--user", "alice", str(repo.path), "--ref", "main")
 
     greeting = Prompt.objects.get(name="support.greeting")
     assert list(greeting.versions.order_by("version").values_list("version", "git_commit")) == [
@@ -138,7 +140,7 @@ def test_import_reads_the_commit_at_the_ref_not_the_working_tree(repo):
     repo.commit("Shout", {"greeting.yaml": GREETING.replace("Hello", "HELLO")})
     (repo.path / "greeting.yaml").write_text(GREETING.replace("Hello", "uncommitted"))
 
-    prompts("import", str(repo.path), "--ref", "prompts-1")
+    prompts("import", "--user", "alice", str(repo.path), "--ref", "prompts-1")
 
     version = PromptVersion.objects.get(prompt__name="support.greeting")
     assert (version.git_commit, version.git_tag, version.template) == (
@@ -154,23 +156,23 @@ def test_import_of_a_folder_reads_only_the_files_under_it(repo):
         "Two folders", {"prompts/greeting.yaml": GREETING, "ci/workflow.yaml": "name: ci\njobs: {}\n"}
     )
 
-    prompts("import", str(repo.path / "prompts"))
+    prompts("import", "--user", "alice", str(repo.path / "prompts"))
 
     assert list(Prompt.objects.values_list("name", flat=True)) == ["support.greeting"]
 
 
 @pytest.mark.django_db
-def test_owners_declared_in_a_file_replace_the_registrys_and_undeclared_ones_stay(repo, alice, bob):
+def test_with_update_owners_the_owners_a_file_declares_replace_the_registrys(repo, alice, bob):
     make_prompt(alice, name="support.greeting")
     repo.commit("Greeting", {"greeting.yaml": GREETING})
-    prompts("import", str(repo.path))
+    prompts("import", "--user", "alice", str(repo.path))
     assert list(Prompt.objects.get().owner_users.values_list("username", flat=True)) == ["alice"]
 
     repo.commit("Bob owns it", {"greeting.yaml": GREETING + "owners: [bob]\n"})
-    prompts("import", str(repo.path))
+    prompts("import", "--user", "alice", "--update-owners", str(repo.path))
 
     assert list(Prompt.objects.get().owner_users.values_list("username", flat=True)) == ["bob"]
-    assert AuditEntry.objects.filter(action="prompt.update", actor_name="git import").exists()
+    assert AuditEntry.objects.filter(action="prompt.update", actor_name="alice").exists()
 
 
 @pytest.mark.django_db
@@ -193,12 +195,12 @@ def test_owners_declared_in_a_file_replace_the_registrys_and_undeclared_ones_sta
 )
 def test_a_bad_file_imports_nothing_and_says_which_file(repo, files, problem):
     repo.commit("Good prompts", {"answer.yaml": ANSWER})
-    prompts("import", str(repo.path))
+    prompts("import", "--user", "alice", str(repo.path))
     repo.commit("Good and bad", {"good.yaml": GREETING.replace("support.greeting", "good.one"), **files})
     before = snapshot_of_registry()
 
     with pytest.raises(CommandError) as refused:
-        prompts("import", str(repo.path))
+        prompts("import", "--user", "alice", str(repo.path))
 
     assert problem in str(refused.value)
     assert snapshot_of_registry() == before
@@ -221,7 +223,7 @@ def test_import_from_something_that_is_not_a_commit_says_so(repo, tmp_path, wher
     path = {"repo": repo.path, "outside": tmp_path / "outside", "missing": tmp_path / "missing"}[where]
 
     with pytest.raises(CommandError, match=problem):
-        prompts("import", str(path), f"--ref={ref}")
+        prompts("import", "--user", "alice", str(path), f"--ref={ref}")
 
     assert not Prompt.objects.exists()
 
@@ -229,7 +231,7 @@ def test_import_from_something_that_is_not_a_commit_says_so(repo, tmp_path, wher
 @pytest.mark.django_db
 def test_export_then_import_elsewhere_gives_the_same_production_content(repo, tmp_path, alice):
     repo.commit("Add support prompts", {"answer.yaml": ANSWER, "greeting.yaml": GREETING})
-    prompts("import", str(repo.path))
+    prompts("import", "--user", "alice", str(repo.path))
     exported = Repo(tmp_path / "exported")
 
     printed = prompts("export", str(exported.path))
@@ -244,7 +246,7 @@ def test_export_then_import_elsewhere_gives_the_same_production_content(repo, tm
         text = (exported.path / name).read_text().replace("name: support.", "name: copy.")
         (exported.path / name).write_text(text)
     exported.commit("Copies", {})
-    prompts("import", str(exported.path))
+    prompts("import", "--user", "alice", str(exported.path))
     copies = dict(
         PromptVersion.objects.filter(prompt__name__startswith="copy.").values_list(
             "prompt__name", "content_hash"
@@ -254,15 +256,16 @@ def test_export_then_import_elsewhere_gives_the_same_production_content(repo, tm
 
 
 @pytest.mark.django_db
-def test_a_prompt_without_owners_exports_to_a_file_that_imports_back(repo, tmp_path):
-    repo.commit("Greeting without owners", {"greeting.yaml": GREETING})
-    prompts("import", str(repo.path))
+def test_a_prompt_without_owners_exports_to_a_file_that_imports_back(tmp_path, admin_user):
+    system = Actor(user_id=None, name="system", is_admin=True, via="test")
+    prompt_create(actor=system, name="support.greeting")
+    version_create(actor=system, prompt_name="support.greeting", template="Hello {{name}}!\n", model="m")
     exported = Repo(tmp_path / "exported")
     prompts("export", str(exported.path))
     text = (exported.path / "support.greeting.yaml").read_text()
     exported.commit("Export", {"support.greeting.yaml": text + "model: gpt-4o\n"})
 
-    printed = prompts("import", str(exported.path))
+    printed = prompts("import", "--user", "root", str(exported.path))
 
     assert "owners" not in text
     assert "support.greeting v2 new version" in printed
