@@ -40,20 +40,21 @@ class RateLimiter:
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._window = 0
+        self._limits: dict[str, int] = {}
         self._known: dict[Counter, int] = {}  # every process's count at the last exchange
         self._admitted: dict[Counter, int] = {}  # this process's admissions since
         self._thread: threading.Thread | None = None
 
     def retry_after(self, kind: str, who: str) -> int | None:
         """None when the request is admitted (and counted); else the seconds to wait."""
-        limit: int = settings.PROMPTRAMP_RATE_LIMITS[kind]
+        window = int(time.time())
+        if window != self._window:
+            self._new_window(window)
+        limit = self._limits[kind]
         if not limit:
             return None
-        window = int(time.time())
         counter = (kind, who)
         with self._lock:
-            if window != self._window:
-                self._window, self._known, self._admitted = window, {}, {}
             admitted = self._admitted.get(counter, 0)
             if self._known.get(counter, 0) + admitted >= limit:
                 return WINDOW_SECONDS
@@ -61,6 +62,12 @@ class RateLimiter:
         if self._thread is None:
             self._start()
         return None
+
+    def _new_window(self, window: int) -> None:
+        with self._lock:
+            if window > self._window:
+                self._window, self._known, self._admitted = window, {}, {}
+                self._limits = dict(settings.PROMPTRAMP_RATE_LIMITS)  # a change counts from the next second
 
     def _start(self) -> None:
         with self._lock:

@@ -22,6 +22,14 @@ LIMITS_OFF = {"serve": 0, "events": 0, "api": 0}
 RESOLVE = "/api/v1/prompts/support.answer/resolve?unit=user-1"
 
 
+@pytest.fixture(autouse=True)
+def _limits_back_off_for_the_next_test(settings):
+    """The limiter reads its limits once a second: the next test starts in a later second, when
+    the settings are restored (this fixture ends before ``settings`` does)."""
+    yield
+    at_the_start_of_a_second()
+
+
 @pytest.mark.django_db
 def test_a_key_over_its_api_rate_gets_429_rate_limited_with_retry_after(alice, client_with_key, settings):
     settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
