@@ -33,7 +33,6 @@ SECURITY_HEADERS = [
     ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
 ]
-HSTS = ("Strict-Transport-Security", "max-age=31536000")  # as SECURE_HSTS_SECONDS in settings
 STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -56,8 +55,8 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
                 else:
                     status, headers, body = HOST_REFUSED
                 headers = headers + SECURITY_HEADERS + [("Content-Length", str(len(body)))]
-                if secure_only:
-                    headers.append(HSTS)
+                if secure_only:  # as Django's SecurityMiddleware does on a secure request
+                    headers.append(("Strict-Transport-Security", f"max-age={settings.SECURE_HSTS_SECONDS}"))
                 start_response(STATUS_LINES[status], headers)
                 return [body]
         return app(environ, start_response)

@@ -14,8 +14,9 @@ from django.db import connection
 
 from promptramp import Client
 from tests.factories import make_key, make_prompt
-from tests.security.limits import at_the_start_of_a_second, request
-from tests.servers import base_env, database_url, web_server
+from tests.outcomes.conftest import clear_ingest_keys
+from tests.security.limits import at_the_start_of_a_second, in_one_second, request
+from tests.servers import Reply, base_env, database_url, web_server
 from tests.serving.stream_helpers import STREAM_PATH, service
 
 LIMITS_OFF = {"serve": 0, "events": 0, "api": 0}
@@ -35,8 +36,7 @@ def test_a_key_over_its_api_rate_gets_429_rate_limited_with_retry_after(alice, c
     settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
     attacker, other = client_with_key(alice, "read"), client_with_key(alice, "read")
 
-    at_the_start_of_a_second()
-    answers = [attacker.get("/api/v1/prompts") for _ in range(5)]
+    answers = in_one_second(lambda: [attacker.get("/api/v1/prompts") for _ in range(5)])
 
     assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
     assert answers[3].json()["error"]["code"] == "rate_limited"
@@ -49,8 +49,9 @@ def test_event_batches_over_the_events_rate_get_429(alice, client_with_key, sett
     settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "events": 2}
     client = client_with_key(alice, "ingest")
 
-    at_the_start_of_a_second()
-    statuses = [client.post("/api/v1/events", {"events": []}, format="json").status_code for _ in range(3)]
+    statuses = in_one_second(
+        lambda: [client.post("/api/v1/events", {"events": []}, format="json").status_code for _ in range(3)]
+    )
 
     assert statuses[2] == 429
     assert 429 not in statuses[:2]
@@ -67,8 +68,9 @@ def test_a_forged_x_forwarded_for_does_not_buy_a_fresh_budget(alice, client, set
     settings.PROMPTRAMP_TRUSTED_PROXIES = ["10.0.0.1"]
     client.force_login(alice)  # a session: counted by client address
 
-    at_the_start_of_a_second()
-    statuses = [_get_prompts(client, "198.51.100.9", f"203.0.113.{n}") for n in range(4)]
+    statuses = in_one_second(
+        lambda: [_get_prompts(client, "198.51.100.9", f"203.0.113.{n}") for n in range(4)]
+    )
 
     assert statuses == [200, 200, 429, 429]
 
@@ -79,9 +81,12 @@ def test_behind_a_trusted_proxy_each_client_address_has_its_own_budget(alice, cl
     settings.PROMPTRAMP_TRUSTED_PROXIES = ["10.0.0.0/8"]
     client.force_login(alice)
 
-    at_the_start_of_a_second()
-    first = [_get_prompts(client, "10.0.0.1", "192.0.2.1, 10.0.0.2") for _ in range(3)]
-    second = [_get_prompts(client, "10.0.0.1", "192.0.2.2") for _ in range(2)]
+    first, second = in_one_second(
+        lambda: (
+            [_get_prompts(client, "10.0.0.1", "192.0.2.1, 10.0.0.2") for _ in range(3)],
+            [_get_prompts(client, "10.0.0.1", "192.0.2.2") for _ in range(2)],
+        )
+    )
 
     assert first == [200, 200, 429]
     assert second == [200, 200]
@@ -97,14 +102,16 @@ def test_resolve_on_the_fast_path_is_limited_across_web_processes(alice, tmp_pat
         web_server(env, tmp_path / "a.log", workers=1) as first,
         web_server(env, tmp_path / "b.log", workers=1) as second,
     ):
-        at_the_start_of_a_second()
-        burst = [request(first + RESOLVE, headers=bearer) for _ in range(7)]
-        at_the_start_of_a_second()
-        spent = [request(first + RESOLVE, headers=bearer).status for _ in range(5)]
-        time.sleep(0.3)  # the first process has told Redis (every 100 ms)
-        request(second + RESOLVE, headers=bearer)  # the second may admit until it has asked Redis
-        time.sleep(0.3)
-        elsewhere = request(second + RESOLVE, headers=bearer)
+        burst = in_one_second(lambda: [request(first + RESOLVE, headers=bearer) for _ in range(7)])
+
+        def spend_then_elsewhere() -> tuple[list[int], Reply]:
+            spent = [request(first + RESOLVE, headers=bearer).status for _ in range(5)]
+            time.sleep(0.3)  # the first process has told Redis (every 100 ms)
+            request(second + RESOLVE, headers=bearer)  # the second may admit until it has asked Redis
+            time.sleep(0.3)
+            return spent, request(second + RESOLVE, headers=bearer)
+
+        spent, elsewhere = in_one_second(spend_then_elsewhere)
 
     assert [reply.status for reply in burst] == [200] * 5 + [429] * 2
     assert burst[5].body["error"]["code"] == "rate_limited"
@@ -130,8 +137,7 @@ def test_stream_connects_over_the_serve_rate_get_429(alice, tmp_path):
     key = make_key(alice, "read")
 
     with service(tmp_path, PROMPTRAMP_RATE_SERVE="2") as running:
-        at_the_start_of_a_second()
-        statuses = [_connect(running.stream, key) for _ in range(3)]
+        statuses = in_one_second(lambda: [_connect(running.stream, key) for _ in range(3)])
 
     assert statuses == [200, 200, 429]
 
@@ -152,6 +158,7 @@ def test_the_sdk_waits_out_the_servers_429_and_delivers_every_event(alice, tmp_p
             counts = client.event_counts()
         finally:
             client.close()
+            clear_ingest_keys()  # Redis outlives the test's rows: no aggregate of a prompt that is gone
 
     assert delivered
     assert (counts.accepted, counts.rejected, counts.dropped) == (3, 0, 0)
