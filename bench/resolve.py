@@ -9,6 +9,7 @@ compare.sh) beside the clone, or PROMPTRAMP_SHARED_DIR/bench. Nothing else (test
     .venv/bin/python bench/resolve.py                 # the run command's server, once (~2 minutes)
     .venv/bin/python bench/resolve.py --serve [--servers gunicorn]   # start it, print the target, wait
     .venv/bin/python bench/resolve.py -- --duration 5 # arguments after -- go to compare.sh
+    .venv/bin/python bench/resolve.py --rate-limits   # each server with rate limits off, then on
 
 Starts the service as `make run` does (embedded PostgreSQL and Redis, `devstack.stack.web_command`
 with WEB_SERVER set to each server in turn; WEB_CONCURRENCY / WEB_THREADS apply to all), with its
@@ -21,6 +22,12 @@ connections and the CPU were spread over the server's worker processes during ea
 stops the server. At the end, per server, the worst of the runs: resolve / Unleash,
 resolve / nginx, p99 at a paced 1,000 req/s, and the most CPU the rest of the machine used.
 Stops what it started.
+
+The server runs with the rate limits on, PROMPTRAMP_RATE_SERVE set above any load this machine
+can offer (ABOVE_THE_LOAD), as a service with every feature on would; with --rate-limits each
+server is measured with them off (PROMPTRAMP_RATE_SERVE=0) and then on, in the same run, and the
+summary gives what the limits cost (resolve's req/s on / off) and the answers that were not 2xx
+in the runs with limits on (a 429 would mean the limit was not above the load).
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from bench.service import wait_until_answering  # noqa: E402
 SHARED_BENCH = Path(os.environ.get("PROMPTRAMP_SHARED_DIR") or ROOT.parent / "shared") / "bench"
 PEERS_RUN_DIR = ROOT / "bench" / ".results" / "peers"
 PROMPT = "bench.answer"
+ABOVE_THE_LOAD = "10000000"  # PROMPTRAMP_RATE_SERVE: req/s per key, far above what wrk offers here
+LIMITS_ON = "+limits"  # the suffix of a server measured with limits on, beside it with limits off
 TEMPLATE = (
     "You are the support assistant of {{company}}. Answer the customer's question below in the "
     "customer's own language, in at most five sentences, with a friendly and precise tone. Use "
@@ -70,9 +79,14 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=1, help="runs back to back, each of every server")
     parser.add_argument("--serve", action="store_true", help="start the service, print the target, wait")
+    parser.add_argument(
+        "--rate-limits", action="store_true", help="measure each server with rate limits off, then on"
+    )
     parser.add_argument("compare_args", nargs="*", help="extra arguments for compare.sh (after --)")
     args = parser.parse_args()
     servers = args.servers.split(",")
+    if args.rate_limits:
+        servers = [name for server in servers for name in (server, server + LIMITS_ON)]
     os.chdir(ROOT)
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -93,8 +107,12 @@ def main() -> int:
         for number in range(1, args.runs + 1):
             for server in servers:
                 print(f"\n=== run {number} of {args.runs}: {server} ===", flush=True)
-                results[server].append(measure(server, args.port, target, key, args.compare_args))
+                results[server].append(
+                    measure(server, args.port, target, key, args.compare_args, compared=args.rate_limits)
+                )
         print_summary(results)
+        if args.rate_limits:
+            print_limits_cost(results)
         return 0
     finally:
         if peers_started:
@@ -108,8 +126,8 @@ class Run:
     stop_seconds: float
 
 
-def measure(server: str, port: str, target: str, key: str, compare_args: list[str]) -> Run:
-    process = start_server(server, port, target, key)
+def measure(server: str, port: str, target: str, key: str, compare_args: list[str], *, compared: bool) -> Run:
+    process = start_server(server, port, target, key, compared=compared)
     spread = WorkerSpread(process.pid, int(port))
     spread.start()
     try:
@@ -141,13 +159,20 @@ def serve(server: str, port: str, target: str, key: str) -> int:
     return 0
 
 
-def start_server(server: str, port: str, target: str, key: str) -> subprocess.Popen[bytes]:
+def start_server(
+    server: str, port: str, target: str, key: str, *, compared: bool = False
+) -> subprocess.Popen[bytes]:
+    """``server`` is a web server's name; when rate limits are ``compared``, they are off, and on
+    for the name with LIMITS_ON appended."""
     from devstack import stack
 
     stack.prepare_metrics_dir()
-    command = stack.web_command("127.0.0.1", port, {**os.environ, "WEB_SERVER": server})
-    print("server: " + " ".join(command[1:]), flush=True)
-    process = subprocess.Popen(command, env={**os.environ, "WEB_SERVER": server})
+    name = server.removesuffix(LIMITS_ON)
+    limit = ABOVE_THE_LOAD if server.endswith(LIMITS_ON) or not compared else "0"
+    env = {**os.environ, "WEB_SERVER": name, "PROMPTRAMP_RATE_SERVE": limit}
+    command = stack.web_command("127.0.0.1", port, env)
+    print(f"server (PROMPTRAMP_RATE_SERVE={limit}): " + " ".join(command[1:]), flush=True)
+    process = subprocess.Popen(command, env=env)
     answer = wait_until_answering(target.replace("{unit}", "user-1"), key)
     print(f"answering: {answer.decode()[:120]}…", flush=True)
     return process
@@ -278,6 +303,27 @@ def print_summary(results: dict[str, list[Run]]) -> None:
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     print("rest: CPU of everything but the server and wrk, % of one core; over 15% the figures are disturbed")
+
+
+def print_limits_cost(results: dict[str, list[Run]]) -> None:
+    """Per server: resolve's req/s with rate limits on / off, run by run, and the answers that
+    were not 2xx with limits on."""
+    print("\nrate limits (PROMPTRAMP_RATE_SERVE above the load) on / off, resolve req/s:")
+    for server, runs in results.items():
+        if server.endswith(LIMITS_ON):
+            continue
+        pairs = zip(runs, results[server + LIMITS_ON], strict=True)
+        ratios = [on.rows["resolve"]["rps"] / off.rows["resolve"]["rps"] for off, on in pairs]
+        refused = sum(
+            row["errors"]["status"]
+            for run in results[server + LIMITS_ON]
+            for name, row in run.rows.items()
+            if name.startswith("resolve")
+        )
+        print(
+            f"  {server}: worst {min(ratios):.3f} ({' '.join(f'{value:.3f}' for value in ratios)}); "
+            f"answers other than 2xx with limits on: {refused}"
+        )
 
 
 def start_peers() -> bool:

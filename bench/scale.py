@@ -54,6 +54,7 @@ def main() -> int:
     os.environ.setdefault("PROMPTRAMP_DATA_DIR", str(ROOT / "bench" / ".results" / "scale-data"))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("WEB_CONCURRENCY", "2")
+    os.environ.setdefault("PROMPTRAMP_RATE_SERVE", "10000000")  # rate limits on, above any load here
     from devstack import embedded_services, stack
 
     started = stack.prepare_environment()

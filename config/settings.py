@@ -4,6 +4,7 @@ With no DATABASE_URL / REDIS_URL, the embedded services started by the run and t
 are used (their URLs are read from <PROMPTRAMP_DATA_DIR>/services.json).
 """
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -103,8 +104,47 @@ if not SECRET_KEY:
         "SECRET_KEY is not set. `make run` and `make test` generate one under "
         "PROMPTRAMP_DATA_DIR; elsewhere, set SECRET_KEY in the environment."
     )
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """A comma-separated setting, blanks dropped."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+if "ALLOWED_HOSTS" in os.environ:
+    raise ImproperlyConfigured("ALLOWED_HOSTS is now PROMPTRAMP_ALLOWED_HOSTS (see README, Configuration).")
+# The Host names this service answers to (every path: Django, the resolve fast path, the stream).
+ALLOWED_HOSTS = env_list("PROMPTRAMP_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Proxies (addresses or networks) whose X-Forwarded-For names the client (core.client_address).
+PROMPTRAMP_TRUSTED_PROXIES = env_list("PROMPTRAMP_TRUSTED_PROXIES")
+for _proxy in PROMPTRAMP_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"PROMPTRAMP_TRUSTED_PROXIES: {_proxy!r} is not an address or a network."
+        ) from None
+# Behind TLS: Secure cookies, HSTS, plain HTTP redirected to HTTPS (the probes excepted); behind
+# trusted proxies, X-Forwarded-Proto says whether the request came over HTTPS.
+PROMPTRAMP_SECURE = env_bool("PROMPTRAMP_SECURE", False)
+if PROMPTRAMP_SECURE:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = 365 * 24 * 3600
+    if PROMPTRAMP_TRUSTED_PROXIES:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# /metrics asks for `Authorization: Bearer <token>` when set.
+PROMPTRAMP_METRICS_TOKEN = os.environ.get("PROMPTRAMP_METRICS_TOKEN", "")
+# Requests per second per key (per client address without one), across all processes; 0: off.
+PROMPTRAMP_RATE_LIMITS = {
+    "serve": env_number("PROMPTRAMP_RATE_SERVE", 20_000),  # resolve, render, snapshot, stream connects
+    "events": env_number("PROMPTRAMP_RATE_EVENTS", 500),  # POST /api/v1/events batches
+    "api": env_number("PROMPTRAMP_RATE_API", 50),  # every other API request
+}
+# Failed admin logins per 15 minutes per user name and client address; 0: off.
+PROMPTRAMP_LOGIN_FAILURES = env_number("PROMPTRAMP_LOGIN_FAILURES", 10)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -307,6 +347,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["access.permissions.ScopePermission"],
+    "DEFAULT_THROTTLE_CLASSES": ["access.throttling.KeyRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

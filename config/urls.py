@@ -3,7 +3,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import operations
+from core.admin import throttled_login
 
+handler400 = "core.errors.json_400"
 handler404 = "core.errors.json_404"
 handler500 = "core.errors.json_500"
 
@@ -11,6 +13,7 @@ urlpatterns = [
     path("healthz", operations.healthz, name="healthz"),
     path("readyz", operations.readyz, name="readyz"),
     path("metrics", operations.metrics, name="metrics"),
+    path("admin/login/", throttled_login(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("serving.api.urls")),
     path("api/v1/", include("registry.api.urls")),

@@ -19,12 +19,14 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
 
 from core.actors import Actor
-from core.errors import DomainError
+from core.client_address import client_address_of
+from core.errors import DomainError, error_body
+from core.rate_limits import login_failure_add, login_failures_retry_after
 
 FORM_PAGE = "admin/promptramp/form_page.html"
 # A page of one object: view(request, model_admin, obj, **url_kwargs).
@@ -197,3 +199,27 @@ class ExactTextFilter(admin.SimpleListFilter):
 
 def _as_list(values: Any) -> list[str]:
     return list(values) if isinstance(values, list) else [values]
+
+
+def throttled_login(login: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The admin's login view, refusing (429) a user name from an address after
+    PROMPTRAMP_LOGIN_FAILURES failed logins until 15 minutes after the first, even with the right
+    password."""
+
+    def view(request: HttpRequest, **kwargs: Any) -> HttpResponse:
+        if request.method != "POST":
+            return login(request, **kwargs)
+        username = request.POST.get("username", "")
+        address = client_address_of(request.META)
+        wait = login_failures_retry_after(username, address)
+        if wait is not None:
+            message = f"Too many failed logins for this user name from your address; try again in {wait} s."
+            return JsonResponse(
+                error_body("rate_limited", message), status=429, headers={"Retry-After": str(wait)}
+            )
+        response = login(request, **kwargs)
+        if response.status_code == 200:  # the form again: the credentials were refused
+            login_failure_add(username, address)
+        return response
+
+    return view

@@ -112,6 +112,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return None
 
 
+def json_400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django's refusals before any view, such as a Host not in ALLOWED_HOSTS."""
+    return JsonResponse(error_body("bad_request", "Bad request (a Host that is not allowed?)."), status=400)
+
+
 def json_404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "Not found."), status=404)
 

@@ -1,6 +1,9 @@
 """The operators' endpoints: /healthz (the process is up), /readyz (PostgreSQL and Redis answer),
 /metrics (Prometheus text: every web worker's samples added up when PROMETHEUS_MULTIPROC_DIR is
-set, see ``core.metrics``)."""
+set, see ``core.metrics``; with PROMPTRAMP_METRICS_TOKEN set, only for ``Authorization: Bearer
+<token>``)."""
+
+import hmac
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -8,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from redis.exceptions import RedisError
 
+from core.errors import error_body
 from core.redis_client import get_redis
 from core.state_cache import StateCache
 
@@ -36,6 +40,14 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def metrics(request: HttpRequest) -> HttpResponse:
+    token: str = settings.PROMPTRAMP_METRICS_TOKEN
+    given = request.META.get("HTTP_AUTHORIZATION", "")
+    if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return JsonResponse(
+            error_body("unauthenticated", "/metrics needs Authorization: Bearer <PROMPTRAMP_METRICS_TOKEN>."),
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     for cache in StateCache.instances:
         cache.report_reads()
     if settings.PROMETHEUS_MULTIPROC_DIR:

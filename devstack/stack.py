@@ -249,6 +249,10 @@ def test(pytest_args: list[str]) -> int:
             # The embedded Redis may serve a running service too: tests use databases of their own.
             os.environ["REDIS_URL"] = _with_redis_db(os.environ["REDIS_URL"], 1)
         os.environ.setdefault("CELERY_BROKER_URL", _with_redis_db(os.environ["REDIS_URL"], 2))
+        # Limits off, for every process of the run; the tests of limits turn them on.
+        for limit in ("PROMPTRAMP_RATE_SERVE", "PROMPTRAMP_RATE_EVENTS", "PROMPTRAMP_RATE_API"):
+            os.environ[limit] = "0"
+        os.environ["PROMPTRAMP_LOGIN_FAILURES"] = "0"
         _manage("collectstatic", "--no-input", "-v", "0")
         return subprocess.call([PYTHON, "-m", "pytest", *pytest_args])
     finally:

@@ -50,6 +50,11 @@ def error_answer(status: int, code: str, message: str, details: Any = None) -> A
     return status, headers, orjson.dumps(error_body(code, message, details))
 
 
+def rate_limited_answer(retry_after: int) -> Answer:
+    status, headers, body = error_answer(429, "rate_limited", "Too many requests for this key; slow down.")
+    return status, [*headers, ("Retry-After", str(retry_after))], body
+
+
 def bearer_key_answer(header: str) -> KeyInfo | Answer:
     """The key an ``Authorization`` header carries when it may read; else the error answer: 401
     for a missing, unknown or revoked key (a miss is confirmed before it is refused), 503 when

@@ -2,7 +2,9 @@
 Bearer key before Django's request handling (URL routing, middleware, request objects), which
 costs several times what resolving does (docs/benchmarks.md). Everything else, including a
 resolve without a Bearer key (a session), goes on to Django, whose view gives the same answers
-through the same ``resolve_answer``.
+through the same ``resolve_answer``. The per-request rules of Django's side apply here too: the
+Host must be one of ALLOWED_HOSTS (400), with PROMPTRAMP_SECURE a request over plain HTTP goes on
+to Django (which redirects it), and the key's ``serve`` rate limit (429, ``core.rate_limits``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl
 
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+from access.throttling import requester
 from core.errors import DomainError
 from core.freshness import MIN_GENERATION_META, min_generation_of
 from core.prompt_limits import PromptNotAllowed, prompt_require
+from core.rate_limits import rate_limiter
 from core.state_cache import min_generation, stale_read
-from serving.answers import Answer, bearer_key_answer, error_answer, resolve_answer
+from serving.answers import Answer, bearer_key_answer, error_answer, rate_limited_answer, resolve_answer
 
 PREFIX = "/api/v1/prompts/"
 SUFFIX = "/resolve"
@@ -42,14 +49,43 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
             and path.endswith(SUFFIX)
         ):
             name = path[len(PREFIX) : -len(SUFFIX)]
-            if name and "/" not in name:
-                status, headers, body = _fresh_answer(environ, name, authorization)
+            secure_only = settings.PROMPTRAMP_SECURE
+            if name and "/" not in name and (not secure_only or _is_secure(environ)):
+                if host_allowed(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")):
+                    status, headers, body = _fresh_answer(environ, name, authorization)
+                else:
+                    status, headers, body = HOST_REFUSED
                 headers = headers + SECURITY_HEADERS + [("Content-Length", str(len(body)))]
+                if secure_only:  # as Django's SecurityMiddleware does on a secure request
+                    headers.append(("Strict-Transport-Security", f"max-age={settings.SECURE_HSTS_SECONDS}"))
                 start_response(STATUS_LINES[status], headers)
                 return [body]
         return app(environ, start_response)
 
     return application
+
+
+HOST_REFUSED = error_answer(400, "bad_request", "The Host header is not allowed.")
+_hosts_seen: dict[str, bool] = {}
+
+
+def host_allowed(host: str) -> bool:
+    """Whether a Host header names this service (settings.ALLOWED_HOSTS, as Django checks it)."""
+    allowed = _hosts_seen.get(host)
+    if allowed is None:
+        domain, _port = split_domain_port(host)
+        allowed = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+        if len(_hosts_seen) < 1000:  # the names a client sends are not ours to keep
+            _hosts_seen[host] = allowed
+    return allowed
+
+
+def _is_secure(environ: dict[str, Any]) -> bool:
+    """Over HTTPS, as Django's request.is_secure() says (SECURE_PROXY_SSL_HEADER)."""
+    proxy_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy_header:
+        return bool(environ.get(proxy_header[0], "").partition(",")[0].strip() == proxy_header[1])
+    return bool(environ.get("wsgi.url_scheme") == "https")
 
 
 def _fresh_answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
@@ -72,6 +108,9 @@ def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
     key = bearer_key_answer(authorization)
     if isinstance(key, tuple):
         return key
+    wait = rate_limiter.retry_after("serve", requester(key, {}))
+    if wait is not None:
+        return rate_limited_answer(wait)
     if key.prompts is not None:  # a key limited to prompts
         try:
             prompt_require(key.prompts, name)

@@ -3,7 +3,8 @@ by the stream process (``config.asgi`` under uvicorn) before Django's ASGI handl
 ``serving.fast_path`` answers resolve before Django's WSGI handler. Only the stream
 process serves this path: the web server has no route for it (404).
 
-The key is checked as on the resolve fast path (``bearer_key_answer``, scope ``read``); what
+The Host, the key (``bearer_key_answer``, scope ``read``) and the key's ``serve`` rate limit
+(each connect counts) are checked as on the resolve fast path; what
 the stream sends comes from ``serving.stream.StreamHub``, started and stopped with the
 process (ASGI lifespan).
 """
@@ -15,11 +16,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.http.request import split_domain_port, validate_host
 
 from access.services import hash_key
-from serving.answers import Answer, bearer_key_answer, error_answer
-from serving.fast_path import SECURITY_HEADERS
+from access.throttling import requester
+from core.rate_limits import rate_limiter
+from serving.answers import Answer, bearer_key_answer, error_answer, rate_limited_answer
+from serving.fast_path import HOST_REFUSED, SECURITY_HEADERS, host_allowed
 from serving.stream import StreamHub
 
 STREAM_PATH = "/api/v1/snapshot/stream"
@@ -104,8 +106,10 @@ async def _refusal(hub: StreamHub, method: str, headers: dict[str, str]) -> Answ
     """None when this request may stream; else the error answer."""
     if method != "GET":
         return error_answer(405, "method_not_allowed", f'Method "{method}" not allowed.')
-    domain, _port = split_domain_port(headers.get("host", ""))
-    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
-        return error_answer(400, "bad_request", "The Host header is not allowed.")
+    if not host_allowed(headers.get("host", "")):
+        return HOST_REFUSED
     key = await hub.check_key(bearer_key_answer, headers.get("authorization", ""))
-    return key if isinstance(key, tuple) else None
+    if isinstance(key, tuple):
+        return key
+    wait = rate_limiter.retry_after("serve", requester(key, {}))
+    return None if wait is None else rate_limited_answer(wait)

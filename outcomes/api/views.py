@@ -17,6 +17,7 @@ from outcomes.validation import MAX_BODY_BYTES
 
 class EventsView(APIView):
     required_scopes = {"POST": "ingest"}
+    throttle_scope = "events"
 
     @extend_schema(
         operation_id="events_report",

@@ -82,6 +82,7 @@ RENDERED_SCHEMA = inline_serializer(
 
 class ResolveView(APIView):
     required_scopes = {"GET": "read"}
+    throttle_scope = "serve"
 
     @extend_schema(
         summary="The version a unit should use now",
@@ -128,6 +129,7 @@ def _variables_of(data: dict[str, Any]) -> dict[str, Any]:
 
 class RenderView(APIView):
     required_scopes = {"POST": "read"}
+    throttle_scope = "serve"
 
     @extend_schema(
         summary="Resolve a prompt for a unit and fill in its variables",
@@ -193,6 +195,7 @@ def stream_url(scheme: str, host: str) -> str:
 
 class SnapshotView(APIView):
     required_scopes = {"GET": "read"}
+    throttle_scope = "serve"
 
     @extend_schema(
         summary="Every prompt's production version and running or paused rollout, for SDKs",

@@ -1,0 +1,34 @@
+"""The API's rate limits (``core.rate_limits``) as a DRF throttle: per key, or per client address
+for a request without one (a session, the schema). A view names its kind with
+``throttle_scope`` (``serve``, ``events``); every other view counts as ``api``. Refused: 429
+``rate_limited`` with ``Retry-After`` (``core.errors``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
+
+from access.selectors import KeyInfo
+from core.client_address import client_address_of
+from core.rate_limits import rate_limiter
+
+
+def requester(auth: Any, meta: Mapping[str, Any]) -> str:
+    """Whose requests are counted together: the key's, else the client address's (``meta``: a
+    Django request's META or a WSGI environ)."""
+    if isinstance(auth, KeyInfo):
+        return f"key:{auth.key_id}"
+    return f"address:{client_address_of(meta)}"
+
+
+class KeyRateThrottle(BaseThrottle):  # type: ignore[misc]  # DRF is untyped here
+    def allow_request(self, request: Request, view: Any) -> bool:
+        who = requester(request.auth, request.META)
+        self._wait = rate_limiter.retry_after(getattr(view, "throttle_scope", "api"), who)
+        return self._wait is None
+
+    def wait(self) -> float | None:
+        return self._wait

@@ -1,0 +1,165 @@
+"""Rate limits from the attacker's side: a key (or, without one, a client address) that sends
+more requests per second than its limit gets 429 `rate_limited` with Retry-After, on Django's
+views, on the resolve fast path and on the stream's connects, across processes; a forged
+X-Forwarded-For does not buy a fresh budget."""
+
+from __future__ import annotations
+
+import http.client
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from django.db import connection
+
+from promptramp import Client
+from tests.factories import make_key, make_prompt
+from tests.outcomes.conftest import clear_ingest_keys
+from tests.security.limits import at_the_start_of_a_second, in_one_second, request
+from tests.servers import Reply, base_env, database_url, web_server
+from tests.serving.stream_helpers import STREAM_PATH, service
+
+LIMITS_OFF = {"serve": 0, "events": 0, "api": 0}
+RESOLVE = "/api/v1/prompts/support.answer/resolve?unit=user-1"
+
+
+@pytest.fixture(autouse=True)
+def _limits_back_off_for_the_next_test(settings):
+    """The limiter reads its limits once a second: the next test starts in a later second, when
+    the settings are restored (this fixture ends before ``settings`` does)."""
+    yield
+    at_the_start_of_a_second()
+
+
+@pytest.mark.django_db
+def test_a_key_over_its_api_rate_gets_429_rate_limited_with_retry_after(alice, client_with_key, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
+    attacker, other = client_with_key(alice, "read"), client_with_key(alice, "read")
+
+    answers = in_one_second(lambda: [attacker.get("/api/v1/prompts") for _ in range(5)])
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
+    assert answers[3].json()["error"]["code"] == "rate_limited"
+    assert answers[3]["Retry-After"] == "1"
+    assert other.get("/api/v1/prompts").status_code == 200  # the limit is the key's
+
+
+@pytest.mark.django_db
+def test_event_batches_over_the_events_rate_get_429(alice, client_with_key, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "events": 2}
+    client = client_with_key(alice, "ingest")
+
+    statuses = in_one_second(
+        lambda: [client.post("/api/v1/events", {"events": []}, format="json").status_code for _ in range(3)]
+    )
+
+    assert statuses[2] == 429
+    assert 429 not in statuses[:2]
+
+
+def _get_prompts(client, peer: str, forwarded_for: str) -> int:
+    answer = client.get("/api/v1/prompts", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded_for)
+    return int(answer.status_code)
+
+
+@pytest.mark.django_db
+def test_a_forged_x_forwarded_for_does_not_buy_a_fresh_budget(alice, client, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 2}
+    settings.PROMPTRAMP_TRUSTED_PROXIES = ["10.0.0.1"]
+    client.force_login(alice)  # a session: counted by client address
+
+    statuses = in_one_second(
+        lambda: [_get_prompts(client, "198.51.100.9", f"203.0.113.{n}") for n in range(4)]
+    )
+
+    assert statuses == [200, 200, 429, 429]
+
+
+@pytest.mark.django_db
+def test_behind_a_trusted_proxy_each_client_address_has_its_own_budget(alice, client, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 2}
+    settings.PROMPTRAMP_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    client.force_login(alice)
+
+    first, second = in_one_second(
+        lambda: (
+            [_get_prompts(client, "10.0.0.1", "192.0.2.1, 10.0.0.2") for _ in range(3)],
+            [_get_prompts(client, "10.0.0.1", "192.0.2.2") for _ in range(2)],
+        )
+    )
+
+    assert first == [200, 200, 429]
+    assert second == [200, 200]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_resolve_on_the_fast_path_is_limited_across_web_processes(alice, tmp_path):
+    make_prompt(alice)
+    bearer = {"Authorization": f"Bearer {make_key(alice, 'read')}"}
+    env = base_env(DATABASE_URL=database_url(connection.settings_dict), PROMPTRAMP_RATE_SERVE="5")
+
+    with (
+        web_server(env, tmp_path / "a.log", workers=1) as first,
+        web_server(env, tmp_path / "b.log", workers=1) as second,
+    ):
+        burst = in_one_second(lambda: [request(first + RESOLVE, headers=bearer) for _ in range(7)])
+
+        def spend_then_elsewhere() -> tuple[list[int], Reply]:
+            spent = [request(first + RESOLVE, headers=bearer).status for _ in range(5)]
+            time.sleep(0.3)  # the first process has told Redis (every 100 ms)
+            request(second + RESOLVE, headers=bearer)  # the second may admit until it has asked Redis
+            time.sleep(0.3)
+            return spent, request(second + RESOLVE, headers=bearer)
+
+        spent, elsewhere = in_one_second(spend_then_elsewhere)
+
+    assert [reply.status for reply in burst] == [200] * 5 + [429] * 2
+    assert burst[5].body["error"]["code"] == "rate_limited"
+    assert burst[5].headers["Retry-After"] == "1"
+    assert spent == [200] * 5
+    assert elsewhere.status == 429  # the second process refuses the key the first one spent
+
+
+def _connect(stream: str, key: str) -> int:
+    """The status a stream connect is answered with (the connection is closed at once)."""
+    parts = urlsplit(stream)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        connection.request("GET", STREAM_PATH, headers={"Authorization": f"Bearer {key}"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stream_connects_over_the_serve_rate_get_429(alice, tmp_path):
+    make_prompt(alice)
+    key = make_key(alice, "read")
+
+    with service(tmp_path, PROMPTRAMP_RATE_SERVE="2") as running:
+        statuses = in_one_second(lambda: [_connect(running.stream, key) for _ in range(3)])
+
+    assert statuses == [200, 200, 429]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sdk_waits_out_the_servers_429_and_delivers_every_event(alice, tmp_path):
+    make_prompt(alice)
+    key = make_key(alice, "read,ingest")
+    env = base_env(DATABASE_URL=database_url(connection.settings_dict), PROMPTRAMP_RATE_EVENTS="1")
+
+    with web_server(env, tmp_path / "web.log", workers=1) as url:
+        client = Client(url, key, stream=False, batch_size=1, flush_interval=0.05, max_backoff=0.3)
+        try:
+            resolved = client.get("support.answer", unit="user-1")
+            for _ in range(3):
+                client.report(resolved, latency_ms=12.0)
+            delivered = client.flush(timeout=10)
+            counts = client.event_counts()
+        finally:
+            client.close()
+            clear_ingest_keys()  # Redis outlives the test's rows: no aggregate of a prompt that is gone
+
+    assert delivered
+    assert (counts.accepted, counts.rejected, counts.dropped) == (3, 0, 0)
+    assert counts.retries >= 1  # one batch a second: the others were answered 429 and sent again
