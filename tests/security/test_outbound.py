@@ -102,13 +102,13 @@ def test_errors_carry_neither_the_reply_nor_the_credentials_nor_the_path(local_s
     closed_port = _closed_port()
 
     for failing in (
-        f"http://user:hunter2@127.0.0.1:{closed_port}/services/T000/B000/XXXXSECRET",
+        f"http://user:hunter2@127.0.0.1:{closed_port}/services/T000/B000/slack-path-secret",
         url.replace("http://", "ftp://"),
     ):
         with pytest.raises(OutboundError) as refusal:
             post(failing, b"{}", {})
         message = str(refusal.value)
-        assert "hunter2" not in message and "XXXXSECRET" not in message and "user" not in message
+        assert "hunter2" not in message and "slack-path-secret" not in message and "user" not in message
 
 
 @pytest.mark.parametrize(
