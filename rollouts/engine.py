@@ -13,6 +13,11 @@ checks: each check fails with probability at most ROLLOUT_ALPHA / (steps * check
 candidate equals the baseline, however often it is evaluated. A regression as large as a gate's
 limit passes that gate with probability at most `BETA` at each step.
 
+An observe-only gate (``on_fail: "observe"``) records its verdict and nothing else: it never
+rolls back or pauses, never holds an advance, and takes no share of the budget (the gates that
+act split it as if it were absent). Its own verdict is judged at the share it would get if every
+gate acted, so it says what the gate would decide once turned on.
+
 A relative gate spends half of its check's budget on Wald's test between "no regression" and "a
 regression of the limit's size" (the quickest to tell those two apart) and half on a confidence
 sequence on the effect, which fails the gate once the whole sequence lies beyond the limit: a
@@ -42,7 +47,7 @@ from rollouts.figures import (
     verdict_change_text,
 )
 from rollouts.gate_metrics import ALL_SCORES, QUANTILES, SCORE_PREFIX, metric_value
-from rollouts.plan import Gate, Plan, Step
+from rollouts.plan import OBSERVE, Gate, Plan, Step
 from rollouts.stats import ArmStats, Estimate
 
 ROLLOUT_ALPHA = 0.005
@@ -479,30 +484,44 @@ def decide(
     step = plan.steps[step_index]
     has_baseline = step.percent < 100
     checks = _checks(gates, windows)
-    alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(checks)))
+    acting_checks = [check for check in checks if check[0].on_fail != OBSERVE]
+    alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(acting_checks)))
+    observe_alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(checks)))
     verdicts = tuple(
-        _evaluate(gate, metric, windows.get(gate.reads_from), step, alpha)
+        _evaluate(
+            gate,
+            metric,
+            windows.get(gate.reads_from),
+            step,
+            observe_alpha if gate.on_fail == OBSERVE else alpha,
+        )
         for gate, metric in checks
         if has_baseline or not gate.relative
     )
-    open_gates = [v for v in verdicts if v.verdict == INSUFFICIENT] if has_baseline else []
+    acting = [v for v in verdicts if v.on_fail != OBSERVE]
+    open_gates = [v for v in acting if v.verdict == INSUFFICIENT] if has_baseline else []
     conditions = StepConditions(
         time=TimeOnStep((now - step_started_at).total_seconds(), step.min_duration_s, step.max_duration_s),
         samples=_samples_per_arm(step, windows) if has_baseline else None,
         gates=GatesPassing(
-            checked=len(verdicts),
-            failing=tuple(v.metric for v in verdicts if v.verdict == FAIL),
+            checked=len(acting),
+            failing=tuple(v.metric for v in acting if v.verdict == FAIL),
             waiting=tuple(v.metric for v in open_gates),
         ),
         approval=Approval(manual=step.approval == "manual"),
+    )
+    observed = "".join(
+        f"; observe only, no action: {v.metric} failed: {v.detail}"
+        for v in verdicts
+        if v.on_fail == OBSERVE and v.verdict == FAIL
     )
 
     def decision(
         action: Action, reason: str, index: int = step_index, percent: int = step.percent
     ) -> Decision:
-        return Decision(action, index, percent, reason, verdicts, conditions)
+        return Decision(action, index, percent, reason + observed, verdicts, conditions)
 
-    failing = [v for v in verdicts if v.verdict == FAIL]
+    failing = [v for v in acting if v.verdict == FAIL]
     if failing:
         failures = "; ".join(f"{v.metric} failed: {v.detail}" for v in failing)
         if any(v.on_fail == "rollback" for v in failing):

@@ -75,7 +75,8 @@ class RolloutStartForm(VersionChoicesForm):
         "<code>langfuse</code>, <code>prometheus</code>), one rule (<code>max</code>, <code>min</code>, "
         "<code>max_increase_pct</code>, <code>max_increase_abs</code>, <code>max_drop_abs</code>), "
         "<code>min_samples</code> (default: the step's) and <code>on_fail</code> (<code>rollback</code>, "
-        "the default, or <code>pause</code>). Error rates and scores are fractions. "
+        "the default, <code>pause</code>, or <code>observe</code>: record the verdict only). "
+        "Error rates and scores are fractions. "
         "<code>[]</code>: no gates.",
     )
     start = forms.TypedChoiceField(

@@ -533,3 +533,64 @@ def test_conditions_survive_a_json_round_trip(situation):
     conditions = decide(**situation).conditions
 
     assert StepConditions.from_json(json.loads(json.dumps(conditions.to_json()))) == conditions
+
+
+# --- observe-only gates --------------------------------------------------------------------
+
+
+def observing(gates):
+    return tuple(Gate(**{**gate.__dict__, "on_fail": "observe"}) for gate in gates)
+
+
+def test_a_failing_observe_only_gate_records_its_verdict_and_the_step_still_advances():
+    gates = (Gate("error_rate", "max_increase_abs", 0.01, on_fail="observe"),)
+
+    decision = run(candidate=arm(3000, error_rate=0.2, seed=2), gates=gates)
+
+    assert decision.action == Action.ADVANCE
+    assert verdict_of(decision, "error_rate").verdict == "fail"
+    assert verdict_of(decision, "error_rate").to_json()["on_fail"] == "observe"
+    assert "observe only, no action: error_rate failed" in decision.reason
+    assert decision.conditions.gates.met
+
+
+def test_an_observe_only_gate_without_a_verdict_does_not_hold_the_step():
+    gates = (Gate("score:helpfulness", "max_drop_abs", 0.05, min_samples=10**6, on_fail="observe"),)
+
+    decision = run(gates=gates)
+
+    assert verdict_of(decision, "score:helpfulness").verdict == "insufficient_data"
+    assert decision.action == Action.ADVANCE
+
+
+@given(situations(), st.sets(st.integers(0, len(DEFAULT_GATES) - 1)))
+@settings(max_examples=200)
+def test_observe_only_gates_never_change_what_the_acting_gates_decide(situation, observed_indexes):
+    acting = tuple(g for i, g in enumerate(DEFAULT_GATES) if i not in observed_indexes)
+    observed = observing(g for i, g in enumerate(DEFAULT_GATES) if i in observed_indexes)
+
+    alone = decide(**(situation | {"gates": acting}))
+    beside = decide(**(situation | {"gates": acting + observed}))
+
+    assert (beside.action, beside.step_index, beside.percent) == (
+        alone.action,
+        alone.step_index,
+        alone.percent,
+    )
+    assert beside.conditions == alone.conditions
+    assert [v for v in beside.verdicts if v.on_fail != "observe"] == list(alone.verdicts)
+    assert beside.reason.startswith(alone.reason)
+
+
+@given(situations())
+@settings(max_examples=200)
+def test_observe_only_gates_judge_as_they_would_if_every_gate_acted(situation):
+    acting = decide(**situation)
+    observed = decide(**(situation | {"gates": observing(situation["gates"])}))
+
+    assert [(v.metric, v.verdict, v.detail) for v in observed.verdicts] == [
+        (v.metric, v.verdict, v.detail) for v in acting.verdicts
+    ]
+    assert all(v.on_fail == "observe" for v in observed.verdicts)
+    without_gates = decide(**(situation | {"gates": ()}))
+    assert (observed.action, observed.percent) == (without_gates.action, without_gates.percent)
