@@ -2,7 +2,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
-SCOPES = ("read", "ingest", "write", "admin")
+SCOPES = ("read", "ingest", "write", "checks", "admin")
 
 
 class ApiKey(models.Model):

@@ -1,10 +1,12 @@
-"""Scopes: read, ingest, write (implies read), admin (everything). A superuser's session counts as
-admin; any other staff session as read + write. Ownership of a prompt is checked by the services.
+"""Scopes: read, ingest, write (implies read), checks (report a rollout's required checks),
+admin (everything). A superuser's session counts as admin; any other staff session as read +
+write. Ownership of a prompt is checked by the services.
 
-A view states what it needs with ``required_scopes = {"GET": "read", "POST": "ingest", ...}``;
-without it, safe methods need ``read`` and the others ``write``. A key limited to prompts
-(``core.prompt_limits``) is refused (403 ``prompt_not_allowed``) on a URL naming another
-prompt; views about a prompt their URL does not name check it with ``prompt_check``.
+A view states what it needs with ``required_scopes = {"GET": "read", "POST": "ingest", ...}``
+(a tuple: any one of those scopes); without it, safe methods need ``read`` and the others
+``write``. A key limited to prompts (``core.prompt_limits``) is refused (403
+``prompt_not_allowed``) on a URL naming another prompt; views about a prompt their URL does not
+name check it with ``prompt_check``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ class ScopePermission(permissions.BasePermission):
             required = "read" if request.method in permissions.SAFE_METHODS else "write"
         if not request.user or not request.user.is_authenticated:
             return False
-        if required not in granted_scopes(request):
+        alternatives = required if isinstance(required, tuple) else (required,)
+        if not set(alternatives) & granted_scopes(request):
             return False
         name = getattr(view, "kwargs", {}).get("name")
         if isinstance(name, str):

@@ -20,7 +20,7 @@ from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 
 # What each scope grants beyond itself (access.permissions explains the scopes).
-IMPLIED = {"admin": {"read", "ingest", "write", "admin"}, "write": {"read", "write"}}
+IMPLIED = {"admin": {"read", "ingest", "write", "checks", "admin"}, "write": {"read", "write"}}
 LAST_USED_KEY = "promptramp:api_keys:last_used"
 LAST_USED_EVERY_SECONDS = 60.0
 log = logging.getLogger(__name__)

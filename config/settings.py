@@ -235,6 +235,7 @@ QUEUE_TIME_LIMITS = {"controller": (60, 90), "ingest": (60, 90), "outbound": (90
 CELERY_TASK_ROUTES = {
     "rollouts.tick": {"queue": "controller"},
     "rollouts.evaluate": {"queue": "controller"},
+    "rollouts.evaluate_checks": {"queue": "controller"},
     "access.store_last_used": {"queue": "controller"},
     "outcomes.flush": {"queue": "ingest"},
     "rollouts.deliver_webhooks": {"queue": "outbound"},

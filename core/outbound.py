@@ -71,6 +71,16 @@ def safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}"
 
 
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is an http or https URL with a host (and a port, if any, within 1-65535)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError unless absent or a number within 0-65535
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+
+
 def public_address_problem(address: str) -> str | None:
     """Why ``address`` is not a public one, None when it is."""
     ip = ipaddress.ip_address(address)

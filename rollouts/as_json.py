@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from rollouts.figures import percent_value
-from rollouts.models import Rollout, RolloutTransition
+from rollouts.models import Rollout, RolloutCheck, RolloutTransition
 
 
 def iso_time(value: datetime | None) -> str | None:
@@ -16,6 +16,7 @@ def iso_time(value: datetime | None) -> str | None:
 
 def rollout_json(rollout: Rollout) -> dict[str, Any]:
     plan = rollout.plan
+    checks = list(rollout.checks.all())
     return {
         "id": rollout.pk,
         "prompt": rollout.prompt.name,
@@ -34,6 +35,21 @@ def rollout_json(rollout: Rollout) -> dict[str, Any]:
         "current_step": plan[rollout.step_index] if rollout.step_index < len(plan) else None,
         "step_started_at": iso_time(rollout.step_started_at),
         "last_evaluated_at": iso_time(rollout.last_evaluated_at),
+        "required_checks": [check.name for check in checks],
+        "checks": [check_json(check) for check in checks],
+        "checks_timeout_s": rollout.checks_timeout_s,
+    }
+
+
+def check_json(check: RolloutCheck) -> dict[str, Any]:
+    """A required check as last reported (``status`` pending until then)."""
+    return {
+        "name": check.name,
+        "status": check.status,
+        "detail": check.detail,
+        "url": check.url or None,
+        "reported_at": iso_time(check.reported_at),
+        "reported_by": check.reported_by or None,
     }
 
 

@@ -42,6 +42,12 @@ class Rollout(models.Model):
         default=list, blank=True, help_text="what the latest evaluation checked (StepConditions)"
     )
     last_evaluated_at = models.DateTimeField(null=True, blank=True)
+    checks_timeout_s = models.PositiveIntegerField(
+        default=86400, help_text="a rollout whose required checks have not all passed by then is aborted"
+    )
+    start_after_checks = models.BooleanField(
+        default=False, help_text="start once every required check has passed (created with start: true)"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -56,6 +62,30 @@ class Rollout(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prompt.name} rollout {self.pk} (v{self.baseline.version}→v{self.candidate.version})"
+
+
+class RolloutCheck(models.Model):
+    """A check a rollout waits for in ``pending`` (its ``required_checks``), as last reported."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PASS = "pass"
+        FAIL = "fail"
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="checks")
+    name = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    detail = models.TextField(blank=True, default="")
+    url = models.URLField(max_length=2000, blank=True, default="", help_text="shown, never fetched")
+    reported_at = models.DateTimeField(null=True, blank=True)
+    reported_by = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["rollout", "name"], name="one_check_per_name")]
+
+    def __str__(self) -> str:
+        return f"rollout {self.rollout_id} check {self.name}: {self.status}"
 
 
 class RolloutTransition(models.Model):

@@ -16,7 +16,7 @@ from rollouts.stats import ArmStats
 
 
 def rollout_list(*, state: str | None = None, prompt: str | None = None) -> QuerySet[Rollout]:
-    rollouts = Rollout.objects.select_related("prompt", "baseline", "candidate")
+    rollouts = Rollout.objects.select_related("prompt", "baseline", "candidate").prefetch_related("checks")
     if state:
         rollouts = rollouts.filter(state=state)
     if prompt:
@@ -68,6 +68,12 @@ def rollout_ids_to_evaluate(*, limit: int) -> list[int]:
     running = Rollout.objects.filter(state=Rollout.State.RUNNING)
     ordered = running.order_by(F("last_evaluated_at").asc(nulls_first=True), "id")
     return list(ordered.values_list("pk", flat=True)[:limit])
+
+
+def rollout_ids_waiting_for_checks(*, limit: int) -> list[int]:
+    """Pending rollouts with required checks (rollouts.checks evaluates them), oldest first."""
+    waiting = Rollout.objects.filter(state=Rollout.State.PENDING, checks__isnull=False).distinct()
+    return list(waiting.order_by("id").values_list("pk", flat=True)[:limit])
 
 
 def webhook_list() -> QuerySet[Webhook]:

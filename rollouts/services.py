@@ -28,9 +28,11 @@ from core.state_cache import SERVING_STATE, state_changed
 from registry.models import PRODUCTION, Label
 from registry.selectors import prompt_get
 from registry.services import ensure_owner
+from rollouts.check_rules import PASS, ChecksError, parse_checks_timeout, parse_required_checks
 from rollouts.controller import rollout_decide
 from rollouts.engine import FAIL, Action
 from rollouts.errors import (
+    ChecksPending,
     GateFailing,
     NoProduction,
     RolloutActive,
@@ -38,9 +40,10 @@ from rollouts.errors import (
     RolloutStateError,
     StaleRequest,
 )
-from rollouts.models import Rollout
+from rollouts.models import Rollout, RolloutCheck
 from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, GateServers, Plan, parse_gates
 from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
+from rollouts.webhooks import outbox_enqueue_checks_requested
 
 ACTIVE_INDEX = "one_active_rollout_per_prompt"
 MAX_REASON = 10_000
@@ -152,11 +155,22 @@ def rollout_create(
     start: object = True,
     salt: object = None,
     reason: object = "",
+    required_checks: object = None,
+    checks_timeout_s: object = None,
 ) -> Rollout:
     """A rollout of ``candidate_version`` against the prompt's production version, started at
-    once unless ``start`` is false. Gates given replace the default gates."""
+    once unless ``start`` is false. Gates given replace the default gates.
+
+    With ``required_checks`` it waits in ``pending`` until each is reported passing
+    (rollouts.checks; started then if ``start``) and the webhook event
+    ``rollout.checks_requested`` asks for them."""
     candidate_number = _positive_int(candidate_version, "candidate_version")
     clean_plan, clean_gates = _config(plan, gates)
+    try:
+        check_names = parse_required_checks(required_checks)
+        timeout_s = parse_checks_timeout(checks_timeout_s)
+    except ChecksError as error:
+        raise ValidationFailed(str(error), details={"field": error.field}) from None
     if not isinstance(start, bool):
         raise ValidationFailed("'start' must be true or false.")
     if salt is not None and (not isinstance(salt, str) or len(salt) > 200):
@@ -190,6 +204,8 @@ def rollout_create(
                     gates=[gate.to_json() for gate in clean_gates],
                     salt=salt or "",
                     created_by_id=actor.user_id,
+                    checks_timeout_s=timeout_s,
+                    start_after_checks=bool(check_names) and start,
                 )
         except IntegrityError as error:
             if ACTIVE_INDEX not in str(error):
@@ -200,6 +216,7 @@ def rollout_create(
         if not salt:
             rollout.salt = f"{prompt.name}:{rollout.pk}"
             rollout.save(update_fields=["salt"])
+        RolloutCheck.objects.bulk_create(RolloutCheck(rollout=rollout, name=name) for name in check_names)
         audit_record(
             actor=actor,
             action=AuditAction.ROLLOUT_CREATE,
@@ -213,12 +230,27 @@ def rollout_create(
                 "plan": rollout.plan,
                 "gates": rollout.gates,
                 "salt": rollout.salt,
+                "required_checks": list(check_names),
+                "checks_timeout_s": timeout_s,
             },
         )
         state_changed(SERVING_STATE, [prompt.name])
-        if start:
+        if check_names:
+            outbox_enqueue_checks_requested(rollout=rollout, now=now)
+        elif start:
             _start(rollout, actor=actor, now=now, reason=clean_reason)
     return rollout
+
+
+def _ensure_checks_passed(rollout: Rollout) -> None:
+    """ChecksPending unless every required check of the rollout has been reported passing."""
+    waiting = list(rollout.checks.exclude(status=PASS).values_list("name", "status"))
+    if waiting:
+        raise ChecksPending(
+            "The rollout starts only once every required check has passed; not yet: "
+            + ", ".join(f"{name} ({status})" for name, status in waiting),
+            details={"checks": [{"name": name, "status": status} for name, status in waiting]},
+        )
 
 
 def _start(rollout: Rollout, *, actor: Actor, now: datetime, reason: str) -> None:
@@ -248,6 +280,7 @@ def rollout_start(
     expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, [S.PENDING], "start", expected)
+        _ensure_checks_passed(rollout)
         _start(rollout, actor=actor, now=timezone.now(), reason=clean_reason)
     return rollout
 

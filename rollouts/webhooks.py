@@ -1,4 +1,5 @@
-"""Webhooks: who is told about rollout transitions, what they are sent, and the delivery.
+"""Webhooks: who is told about rollout transitions (and ``rollout.checks_requested``), what they
+are sent, and the delivery.
 
 Every transition writes one outbox row per interested webhook in its own transaction
 (`outbox_enqueue`); `outbox_deliver_due` (a Celery task, kicked after each transition and run by
@@ -30,7 +31,6 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from celery import current_app
 from django.conf import settings
@@ -49,7 +49,8 @@ from rollouts.figures import percent_value
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
 
 EVENTS = ("started", "advanced", "paused", "resumed", "succeeded", "rolled_back", "aborted")
-EVENT_NAMES = tuple(f"rollout.{event}" for event in EVENTS)
+CHECKS_REQUESTED = "rollout.checks_requested"  # at creation, to a rollout with required checks
+EVENT_NAMES = (*(f"rollout.{event}" for event in EVENTS), CHECKS_REQUESTED)
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -66,7 +67,7 @@ DELIVER_TASK = "rollouts.deliver_webhooks"
 def _validate_url(url: object) -> str:
     if not isinstance(url, str) or len(url) > 2000:
         raise ValidationFailed("'url' must be an http or https URL of at most 2,000 characters.")
-    if not _is_http_url(url):
+    if not outbound.is_http_url(url):
         raise ValidationFailed("'url' must be an http or https URL.", details={"url": url})
     if not settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE:
         try:
@@ -76,15 +77,6 @@ def _validate_url(url: object) -> str:
                 f"'url' must lead to a public address: {refused}.", details={"url": outbound.safe_url(url)}
             ) from None
     return url
-
-
-def _is_http_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # ValueError unless absent or a number within 0-65535
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
 
 
 def _validate_events(events: object) -> list[str]:
@@ -170,14 +162,40 @@ def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, A
     }
 
 
+def checks_requested_body(rollout: Rollout) -> dict[str, Any]:
+    """What CI is sent when a rollout waits for its required checks: which, and where to report."""
+    names = [check["name"] for check in rollout_json(rollout)["checks"]]
+    report_path = f"/api/v1/rollouts/{rollout.pk}/checks"
+    return {
+        "event": CHECKS_REQUESTED,
+        "text": (
+            f"promptramp: {rollout.prompt.name} rollout #{rollout.pk} "
+            f"(v{rollout.baseline.version} → v{rollout.candidate.version}) waits for required checks: "
+            f"{', '.join(names)} — report each with POST {report_path}"
+        ),
+        "rollout": rollout_json(rollout),
+        "required_checks": names,
+        "report_path": report_path,
+    }
+
+
 def outbox_enqueue(*, rollout: Rollout, transition: RolloutTransition) -> int:
     """Queue the transition's message for every interested webhook, in the caller's transaction.
     Returns how many were queued; delivery is kicked once the transaction commits."""
-    event = f"rollout.{transition.event}"
+    body = message_body(rollout, transition)
+    return _enqueue(rollout=rollout, event=f"rollout.{transition.event}", body=body, now=transition.at)
+
+
+def outbox_enqueue_checks_requested(*, rollout: Rollout, now: datetime) -> int:
+    """Queue ``rollout.checks_requested`` for every interested webhook, in the caller's transaction."""
+    return _enqueue(rollout=rollout, event=CHECKS_REQUESTED, body=checks_requested_body(rollout), now=now)
+
+
+def _enqueue(*, rollout: Rollout, event: str, body: dict[str, Any], now: datetime) -> int:
     webhooks = Webhook.objects.filter(Q(events=[]) | Q(events__contains=[event]))
-    body = json.dumps(message_body(rollout, transition), separators=(",", ":"), sort_keys=True)
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
     rows = Outbox.objects.bulk_create(
-        Outbox(webhook=webhook, rollout=rollout, event=event, body=body, next_attempt_at=transition.at)
+        Outbox(webhook=webhook, rollout=rollout, event=event, body=text, next_attempt_at=now)
         for webhook in webhooks
     )
     if rows:

@@ -30,7 +30,7 @@ from rollouts.figures import (
 )
 from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.models import Rollout, RolloutTransition
-from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
+from rollouts.plan import ABSOLUTE_RULES, OBSERVE, Gate, Plan, parse_gates
 from rollouts.selectors import rollout_get_with_stats
 from rollouts.sources import outcome_store
 from rollouts.stats import CLOCK_ALLOWANCE, arm_summary
@@ -80,6 +80,18 @@ class VerdictRow:
     source: str
     on_fail: str
     detail: str
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """A required check as last reported; ``url`` is CI's link (http or https, never fetched)."""
+
+    name: str
+    status: str
+    detail: str
+    url: str
+    reported_at: datetime | None
+    reported_by: str
 
 
 @dataclass(frozen=True)
@@ -137,6 +149,7 @@ class LivePage:
     chart_from_start: bool
     verdicts: list[VerdictRow]
     gates: list[GateRow]
+    checks: list[CheckRow]
     arms: list[ArmRow]
     arm_headers: list[str]
     history: list[HistoryRow]
@@ -153,7 +166,8 @@ def verdict_row(verdict: dict[str, Any]) -> VerdictRow:
         metric=metric,
         title=metric_title(metric),
         verdict=verdict["verdict"],
-        verdict_text=verdict["verdict"].replace("_", " "),
+        verdict_text=verdict["verdict"].replace("_", " ")
+        + (" · observe only" if verdict["on_fail"] == OBSERVE else ""),
         baseline=metric_text(metric, baseline),
         candidate=metric_text(metric, candidate),
         change=change,
@@ -409,6 +423,10 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         chart_from_start=from_start,
         verdicts=[verdict_row(v) for v in rollout.last_verdicts],
         gates=[_gate_row(gate) for gate in parse_gates(rollout.gates)],
+        checks=[
+            CheckRow(c.name, c.status, c.detail, c.url, c.reported_at, c.reported_by)
+            for c in rollout.checks.all()
+        ],
         arms=arms,
         arm_headers=[metric_title(column) for column in ARM_COLUMNS]
         + [metric_title(SCORE_PREFIX + name) for name in score_names],

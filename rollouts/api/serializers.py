@@ -9,6 +9,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from rollouts.as_json import iso_time, rollout_json, transition_json
+from rollouts.check_rules import (
+    DEFAULT_CHECKS_TIMEOUT_S,
+    MAX_CHECKS,
+    MAX_CHECKS_TIMEOUT_S,
+    MAX_DETAIL,
+    MAX_URL,
+    REPORTED_STATUSES,
+)
 from rollouts.gate_metrics import METRICS
 from rollouts.models import Rollout, Webhook
 from rollouts.plan import APPROVALS, DEFAULT_MAX_DURATION_S, ON_FAIL, SOURCES
@@ -80,6 +88,35 @@ class RolloutCreateRequest(serializers.Serializer[Any]):
         required=False, allow_null=True, allow_blank=True, max_length=200, trim_whitespace=False
     )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
+    required_checks = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        allow_null=True,
+        max_length=MAX_CHECKS,
+        help_text="checks CI must report passing (POST /rollouts/{id}/checks) before the rollout starts",
+    )
+    checks_timeout_s = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_CHECKS_TIMEOUT_S,
+        required=False,
+        allow_null=True,
+        help_text=f"abort when the checks have not all passed by then; default {DEFAULT_CHECKS_TIMEOUT_S}",
+    )
+
+
+class CheckReportRequest(serializers.Serializer[Any]):
+    name = serializers.CharField(max_length=64, trim_whitespace=False)
+    status = serializers.ChoiceField(choices=REPORTED_STATUSES, help_text="fail aborts the rollout")
+    detail = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=MAX_DETAIL, trim_whitespace=False
+    )
+    url = serializers.CharField(
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=MAX_URL,
+        help_text="http(s); shown, never fetched",
+    )
 
 
 class ActionRequest(serializers.Serializer[Any]):
@@ -114,6 +151,15 @@ class WebhookCreateRequest(serializers.Serializer[Any]):
     )
 
 
+class CheckOut(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=["pending", *REPORTED_STATUSES])
+    detail = serializers.CharField()
+    url = serializers.CharField(allow_null=True)
+    reported_at = serializers.DateTimeField(allow_null=True)
+    reported_by = serializers.CharField(allow_null=True)
+
+
 class RolloutOut(serializers.Serializer[Any]):
     """The rollout as the API shows it (documentation of the response)."""
 
@@ -134,6 +180,11 @@ class RolloutOut(serializers.Serializer[Any]):
     current_step = serializers.DictField(allow_null=True)
     step_started_at = serializers.DateTimeField(allow_null=True)
     last_evaluated_at = serializers.DateTimeField(allow_null=True)
+    required_checks = serializers.ListField(child=serializers.CharField())
+    checks = serializers.ListField(
+        child=CheckOut(), help_text="each required check as last reported (status pending until then)"
+    )
+    checks_timeout_s = serializers.IntegerField()
 
 
 class RolloutDetailOut(RolloutOut):

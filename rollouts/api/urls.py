@@ -29,6 +29,7 @@ urlpatterns = [
         )
         for action in views.ACTIONS
     ],
+    path("rollouts/<id:rollout_id>/checks", views.RolloutChecksView.as_view(), name="rollout-checks"),
     path("webhooks", views.WebhooksView.as_view(), name="webhooks"),
     path("webhooks/<id:webhook_id>", views.WebhookView.as_view(), name="webhook"),
 ]

@@ -11,14 +11,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from access.permissions import actor_of, prompt_check, prompt_limits_of
+from access.permissions import actor_of, granted_scopes, prompt_check, prompt_limits_of
 from core.api_input import query_text
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
 from core.prompt_limits import prompts_q
-from rollouts import selectors, services, webhooks
+from rollouts import checks, selectors, services, webhooks
 from rollouts.api.serializers import (
     ActionRequest,
+    CheckReportRequest,
     RolloutCreateRequest,
     RolloutDetailOut,
     RolloutOut,
@@ -149,6 +150,40 @@ class RolloutActionView(APIView):
             reason=data["reason"],
             expected_state=data["expected_state"],
             expected_step_index=data["expected_step_index"],
+        )
+        return Response(rollout_json(selectors.rollout_get(rollout.pk)))
+
+
+class RolloutChecksView(APIView):
+    """CI reports a required check: a key with the ``checks`` scope (limited to prompts like any
+    key), or ``write`` on the prompt."""
+
+    required_scopes = {"POST": ("checks", "write")}
+
+    @extend_schema(
+        request=CheckReportRequest,
+        responses={200: RolloutOut, **WRITE_ERRORS},
+        examples=[
+            OpenApiExample(
+                "The offline evaluation passed",
+                request_only=True,
+                value={
+                    "name": "offline-eval",
+                    "status": "pass",
+                    "detail": "helpfulness 0.84 vs 0.81 on 500 dataset items",
+                    "url": "https://ci.example.com/runs/4711",
+                },
+            )
+        ],
+    )
+    def post(self, request: Request, rollout_id: int) -> Response:
+        data = _body(CheckReportRequest, request)
+        prompt_check(request, selectors.rollout_get(rollout_id).prompt.name)
+        rollout = checks.rollout_check_report(
+            actor=actor_of(request),
+            rollout_id=rollout_id,
+            as_owner="checks" not in granted_scopes(request),
+            **data,
         )
         return Response(rollout_json(selectors.rollout_get(rollout.pk)))
 

@@ -12,7 +12,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--user", required=True)
-        parser.add_argument("--scopes", default="read", help="comma-separated: read,ingest,write,admin")
+        parser.add_argument(
+            "--scopes", default="read", help="comma-separated: read,ingest,write,checks,admin"
+        )
         parser.add_argument(
             "--prompts",
             default="",

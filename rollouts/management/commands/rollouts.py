@@ -1,4 +1,5 @@
-"""`manage.py rollouts tick`: one controller tick, here and now, printing each decision.
+"""`manage.py rollouts tick`: one controller tick, here and now, printing each decision (with its
+verdicts) and what each pending rollout waiting for its required checks did.
 
 Rollouts are evaluated in chunks of CHUNK, each chunk one transaction (as `rollout_evaluate_many`
 does), so a tick over many rollouts costs few round trips to PostgreSQL."""
@@ -9,15 +10,20 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from rollouts.checks import rollout_checks_evaluate_many
 from rollouts.controller import rollout_evaluate_many
-from rollouts.selectors import rollout_ids_to_evaluate
+from rollouts.plan import OBSERVE
+from rollouts.selectors import rollout_ids_to_evaluate, rollout_ids_waiting_for_checks
 from rollouts.tasks import TICK_BATCH
 
 CHUNK = 100
 
 
 class Command(BaseCommand):
-    help = "Rollout controller commands. `tick` evaluates every running rollout once."
+    help = (
+        "Rollout controller commands. `tick` evaluates every running rollout, and every pending one "
+        "waiting for its required checks, once."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands = parser.add_subparsers(dest="command", required=True)
@@ -38,4 +44,12 @@ class Command(BaseCommand):
                     continue
                 evaluated += 1
                 self.stdout.write(f"rollout {rollout_id}: {decision.action} — {decision.reason}")
+                for verdict in decision.verdicts:
+                    observe = " (observe only)" if verdict.on_fail == OBSERVE else ""
+                    self.stdout.write(f"  {verdict.metric}: {verdict.verdict}{observe} — {verdict.detail}")
         self.stdout.write(f"{evaluated} rollouts evaluated")
+        waiting = rollout_ids_waiting_for_checks(limit=TICK_BATCH)
+        for start in range(0, len(waiting), CHUNK):
+            outcomes = rollout_checks_evaluate_many(rollout_ids=waiting[start : start + CHUNK])
+            for rollout_id, outcome in outcomes.items():
+                self.stdout.write(f"rollout {rollout_id}: checks {outcome.outcome} — {outcome.reason}")
