@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import F, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 
 from registry.models import Prompt
 from registry.selectors import prompt_get
 from rollouts.errors import RolloutNotFound, WebhookNotFound
-from rollouts.models import Rollout, RolloutTransition, Webhook
+from rollouts.models import Rollout, RolloutCheck, RolloutTransition, Webhook
 from rollouts.sources import outcome_store
 from rollouts.stats import ArmStats
 
@@ -71,8 +71,13 @@ def rollout_ids_to_evaluate(*, limit: int) -> list[int]:
 
 
 def rollout_ids_waiting_for_checks(*, limit: int) -> list[int]:
-    """Pending rollouts with required checks (rollouts.checks evaluates them), oldest first."""
-    waiting = Rollout.objects.filter(state=Rollout.State.PENDING, checks__isnull=False).distinct()
+    """Pending rollouts with required checks that the tick has something to do for (rollouts.checks
+    evaluates them): a check not yet passed, or a start due once all passed. Oldest first."""
+    checks = RolloutCheck.objects.filter(rollout=OuterRef("pk"))
+    waiting = Rollout.objects.filter(state=Rollout.State.PENDING).filter(
+        Exists(checks.exclude(status=RolloutCheck.Status.PASS))
+        | (Q(start_after_checks=True) & Exists(checks))
+    )
     return list(waiting.order_by("id").values_list("pk", flat=True)[:limit])
 
 

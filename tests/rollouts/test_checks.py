@@ -24,6 +24,7 @@ from registry.models import Label
 from rollouts.checks import rollout_check_report, rollout_checks_evaluate_many
 from rollouts.errors import RolloutStateError
 from rollouts.models import Outbox, Rollout, RolloutTransition
+from rollouts.selectors import rollout_ids_waiting_for_checks
 from rollouts.services import rollout_create
 from rollouts.webhooks import webhook_create
 from tests.factories import actor_for, make_key, make_prompt
@@ -45,9 +46,9 @@ def ci(alice: Any, client_with_key: Any) -> APIClient:
     return client_with_key(alice, "checks")
 
 
-def create(client: APIClient, **body: Any) -> Any:
+def create(client: APIClient, prompt_name: str = "support.answer", **body: Any) -> Any:
     return client.post(
-        "/api/v1/prompts/support.answer/rollouts",
+        f"/api/v1/prompts/{prompt_name}/rollouts",
         {"candidate_version": 2, "plan": PLAN, "required_checks": ["offline-eval", "safety"], **body},
         format="json",
     )
@@ -391,3 +392,20 @@ def test_the_last_pass_and_a_tick_racing_start_the_rollout_once(alice, prompt):
     assert errors == []
     assert reload(rollout.pk).state == "running"
     assert RolloutTransition.objects.filter(rollout=rollout, event="started").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_tick_leaves_alone_rollouts_it_has_nothing_to_do_for(writer, ci, prompt, alice):
+    make_prompt(alice, name="support.other", versions=2)
+    waiting = create(writer).json()["id"]
+    passed_by_hand = create(writer, "support.other", start=False, required_checks=["one"]).json()["id"]
+    Rollout.objects.filter(pk=waiting).update(state="aborted")
+    waiting = create(writer).json()["id"]
+    report(ci, passed_by_hand, "one", "pass")
+
+    assert rollout_ids_waiting_for_checks(limit=100) == [waiting]
+    report(ci, waiting, "offline-eval", "pass")
+    report(ci, waiting, "safety", "pass")
+    assert rollout_ids_waiting_for_checks(limit=100) == [waiting], "due to start"
+    rollout_checks_evaluate_many(rollout_ids=[waiting])
+    assert rollout_ids_waiting_for_checks(limit=100) == []
