@@ -3,7 +3,9 @@ engine (rollouts.engine.decide), apply its decision (rollouts.transitions).
 
 The controller skips a rollout another worker is evaluating (``skip_locked``) and evaluates only
 running ones, so two workers racing on one rollout make one transition, and evaluating twice on
-the same inputs changes nothing more.
+the same inputs changes nothing more. Pending rollouts waiting for their required checks are
+evaluated by the same tick through rollouts.checks, which starts them with the start service
+(rollouts.services, which builds on this module).
 """
 
 from __future__ import annotations

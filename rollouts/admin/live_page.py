@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from rollouts.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.check_rules import PASS
 from rollouts.engine import StepConditions, TimeOnStep
 from rollouts.figures import (
     NONE,
@@ -354,6 +355,15 @@ def _progress(rollout: Rollout) -> StepProgress:
     percent = percent_value(rollout.percent)
     if rollout.state == Rollout.State.PENDING:
         first = Plan.from_json(rollout.plan).steps[0].percent
+        checks = list(rollout.checks.all())
+        passed = sum(check.status == PASS for check in checks)
+        if checks and passed < len(checks):
+            then = "it starts itself" if rollout.start_after_checks else "it may be started"
+            return StepProgress(
+                f"Not started: everyone gets production until every required check has passed "
+                f"({passed} of {len(checks)} so far); then {then}, sending {first}% to the candidate.",
+                (),
+            )
         return StepProgress(
             f"Not started: everyone gets production. Start sends {first}% to the candidate.", ()
         )

@@ -345,6 +345,24 @@ def test_the_admin_page_shows_each_check_with_its_link(writer, ci, prompt, admin
     assert 'href="https://ci.example.com/runs/42"' in html
     assert "helpfulness 0.84" in html
     assert 'pr-verdict-pending">pending' in html and 'pr-verdict-pass">pass' in html
+    assert "until every required check has passed (1 of 2 so far); then it starts itself" in html
+
+
+@pytest.mark.django_db
+def test_the_admin_start_button_refuses_while_checks_are_pending(writer, prompt, admin_user):
+    rollout_id = create(writer, start=False).json()["id"]
+    browser = Client()
+    browser.force_login(admin_user)
+
+    answer = browser.post(
+        reverse("admin:rollouts_rollout_action", args=[rollout_id, "start"]), {"reason": "go"}, follow=True
+    )
+
+    assert (
+        "every required check has passed; not yet: offline-eval (pending), safety (pending)"
+        in answer.content.decode()
+    )
+    assert reload(rollout_id).state == "pending"
 
 
 @pytest.mark.django_db(transaction=True)
