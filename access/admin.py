@@ -54,7 +54,7 @@ class ApiKeyCreateForm(forms.Form):
         choices=[(scope, scope) for scope in SCOPES],
         widget=forms.CheckboxSelectMultiple,
         help_text="read: fetch prompts · ingest: report outcomes · write: publish, move labels, "
-        "run rollouts · admin: everything.",
+        "run rollouts · checks: report rollouts' required checks (CI) · admin: everything.",
     )
     prompts = forms.CharField(
         required=False,
