@@ -164,7 +164,8 @@ def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, A
 
 def checks_requested_body(rollout: Rollout) -> dict[str, Any]:
     """What CI is sent when a rollout waits for its required checks: which, and where to report."""
-    names = [check["name"] for check in rollout_json(rollout)["checks"]]
+    shown = rollout_json(rollout)
+    names = shown["required_checks"]
     report_path = f"/api/v1/rollouts/{rollout.pk}/checks"
     return {
         "event": CHECKS_REQUESTED,
@@ -173,7 +174,7 @@ def checks_requested_body(rollout: Rollout) -> dict[str, Any]:
             f"(v{rollout.baseline.version} → v{rollout.candidate.version}) waits for required checks: "
             f"{', '.join(names)} — report each with POST {report_path}"
         ),
-        "rollout": rollout_json(rollout),
+        "rollout": shown,
         "required_checks": names,
         "report_path": report_path,
     }
