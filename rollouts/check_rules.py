@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from rollouts.figures import duration_text
 
+MAX_NAME = 64
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_CHECKS = 20
 DEFAULT_CHECKS_TIMEOUT_S = 86400

@@ -28,6 +28,7 @@ from registry.services import ensure_owner
 from rollouts.check_rules import (
     FAIL,
     MAX_DETAIL,
+    MAX_NAME,
     MAX_URL,
     PASS,
     REPORTED_STATUSES,
@@ -77,8 +78,10 @@ def rollout_check_report(
     """Record CI's report of one required check of a pending rollout (a later report of the same
     check replaces it). ``as_owner``: the reporter acts on its ``write`` scope, so it must own the
     prompt (a ``checks`` key need not). A failing check aborts the rollout."""
-    if not isinstance(name, str):
-        raise ValidationFailed("'name' must be the name of one of the rollout's required checks.")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or "\x00" in name:
+        raise ValidationFailed(
+            "'name' must be the name of one of the rollout's required checks.", details={"field": "name"}
+        )
     if status not in REPORTED_STATUSES:
         raise ValidationFailed(
             f"'status' must be one of {', '.join(REPORTED_STATUSES)}.", details={"field": "status"}
@@ -100,8 +103,8 @@ def rollout_check_report(
         if check is None:
             known = list(rollout.checks.values_list("name", flat=True))
             raise ValidationFailed(
-                f"Rollout {rollout.pk} requires no check named {name[:64]!r}.",
-                details={"name": name[:64], "required_checks": known},
+                f"Rollout {rollout.pk} requires no check named {name!r}.",
+                details={"name": name, "required_checks": known},
             )
         if rollout.state != S.PENDING:
             raise RolloutStateError(
@@ -121,7 +124,7 @@ def rollout_check_report(
             data={
                 "check": name,
                 "status": status,
-                "url": outbound.safe_url(clean_url) if clean_url else None,
+                "url": clean_url or None,
             },
         )
         if status == FAIL:

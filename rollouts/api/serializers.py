@@ -14,6 +14,7 @@ from rollouts.check_rules import (
     MAX_CHECKS,
     MAX_CHECKS_TIMEOUT_S,
     MAX_DETAIL,
+    MAX_NAME,
     MAX_URL,
     REPORTED_STATUSES,
 )
@@ -89,7 +90,7 @@ class RolloutCreateRequest(serializers.Serializer[Any]):
     )
     reason = serializers.CharField(required=False, allow_blank=True, max_length=10_000, default="")
     required_checks = serializers.ListField(
-        child=serializers.CharField(max_length=64),
+        child=serializers.CharField(max_length=MAX_NAME),
         required=False,
         allow_null=True,
         max_length=MAX_CHECKS,
@@ -105,7 +106,7 @@ class RolloutCreateRequest(serializers.Serializer[Any]):
 
 
 class CheckReportRequest(serializers.Serializer[Any]):
-    name = serializers.CharField(max_length=64, trim_whitespace=False)
+    name = serializers.CharField(max_length=MAX_NAME, trim_whitespace=False)
     status = serializers.ChoiceField(choices=REPORTED_STATUSES, help_text="fail aborts the rollout")
     detail = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=MAX_DETAIL, trim_whitespace=False

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from access.services import apikey_create
 from audit.models import AuditEntry
 from core.actors import Actor
+from core.errors import ValidationFailed
 from registry.models import Label
 from rollouts.checks import rollout_check_report, rollout_checks_evaluate_many
 from rollouts.errors import RolloutStateError
@@ -427,3 +428,14 @@ def test_the_tick_leaves_alone_rollouts_it_has_nothing_to_do_for(writer, ci, pro
     assert rollout_ids_waiting_for_checks(limit=100) == [waiting], "due to start"
     rollout_checks_evaluate_many(rollout_ids=[waiting])
     assert rollout_ids_waiting_for_checks(limit=100) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", [None, "", "a" * 65, "nul\x00", 7])
+def test_the_report_service_refuses_names_that_cannot_be_a_check(writer, prompt, alice, name):
+    rollout_id = create(writer).json()["id"]
+
+    with pytest.raises(ValidationFailed):
+        rollout_check_report(
+            actor=actor_for(alice), rollout_id=rollout_id, name=name, status="pass", as_owner=True
+        )
