@@ -151,6 +151,7 @@ class LivePage:
     verdicts: list[VerdictRow]
     gates: list[GateRow]
     checks: list[CheckRow]
+    checks_timeout: str
     arms: list[ArmRow]
     arm_headers: list[str]
     history: list[HistoryRow]
@@ -437,6 +438,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
             CheckRow(c.name, c.status, c.detail, c.url, c.reported_at, c.reported_by)
             for c in rollout.checks.all()
         ],
+        checks_timeout=duration_text(rollout.checks_timeout_s),
         arms=arms,
         arm_headers=[metric_title(column) for column in ARM_COLUMNS]
         + [metric_title(SCORE_PREFIX + name) for name in score_names],
