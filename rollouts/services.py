@@ -230,7 +230,7 @@ def _start(rollout: Rollout, *, actor: Actor, now: datetime, reason: str) -> Non
         now=now,
         reason=reason,
         step_index=0,
-        percent=rollout.plan[0]["percent"],
+        percent=Plan.from_json(rollout.plan).steps[0].exposed_percent,
         started_at=now,
         step_started_at=now,
     )
