@@ -259,6 +259,7 @@ class Client:
                 self._stream_url = stream_url(reply.headers.get("Link"), self._transport.base_url)
             confirms = reply.headers.get("X-Promptramp-Stale") != "1"  # not from an unconfirmed state
             if reply.status == 304 and current is not None:
+                self._unsupported_format = None  # the server's snapshot is the one in use
                 if confirms:
                     self._confirm()
                 return True
@@ -277,7 +278,7 @@ class Client:
                 logger.warning("malformed snapshot ignored: %r", error)
                 return False
             if current is not None and snapshot.etag == current.etag:
-                pass  # the stream brought the same content meanwhile
+                self._unsupported_format = None  # the same content as the one in use
             elif not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
                 self._use(snapshot)
             if confirms:

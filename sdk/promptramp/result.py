@@ -47,7 +47,7 @@ class ResolvedPrompt:
     fallback: bool = False
     stale: bool = False
     shadow: "ResolvedPrompt | None" = None
-    shadow_error: str | None = None
+    shadow_error: dict[str, Any] | None = None
     shadow_sample: bool = False
 
     def as_dict(self) -> dict[str, Any]:

@@ -30,7 +30,7 @@ class ShadowCounts:
     succeeded: int = 0  # the callback returned
     failed: int = 0  # the callback raised (reported as an error)
     dropped_rate: int = 0  # over the per-minute cap
-    dropped_queue: int = 0  # the queue was full, or the client closed before the run started
+    dropped_queue: int = 0  # the queue was full, or the client closed (and its wait ended) first
     running: int = 0
     queued: int = 0
 
@@ -88,14 +88,15 @@ class ShadowRunner:
             return ShadowCounts(**self._counts, running=self._running, queued=len(self._queue))
 
     def close(self, timeout: float) -> None:
-        """Start nothing more (what is queued is dropped, counted) and wait up to ``timeout``
-        for the runs in progress, whose outcomes are then reported."""
+        """Admit nothing more, and give the runs queued and in progress up to ``timeout`` to
+        end (their outcomes are reported); what is still queued then is dropped, counted."""
         with self._lock:
             self._closed = True
+            self._lock.notify_all()
+            self._lock.wait_for(lambda: not self._queue and self._running == 0, timeout)
             self._counts["dropped_queue"] += len(self._queue)
             self._queue.clear()
             self._lock.notify_all()
-            self._lock.wait_for(lambda: self._running == 0, timeout)
 
     def _drop(self, reason: str) -> bool:
         self._counts[reason] += 1

@@ -145,8 +145,12 @@ class Rollout:
             result.shadow_sample = True
             try:
                 result.shadow = self.candidate.resolved("shadow", self.id, bucket, sticky, variables)
-            except MissingVariables as missing:
-                result.shadow_error = str(missing)
+            except MissingVariables as missing:  # as the server's render says it
+                result.shadow_error = {
+                    "code": "missing_variables",
+                    "message": f"Missing variables: {', '.join(missing.names)}.",
+                    "missing": missing.names,
+                }
         return result
 
 
