@@ -22,8 +22,10 @@ from registry.selectors import actor_owns
 from rollouts import services
 from rollouts.admin.forms import ActionForm, PromptChoiceForm, RolloutStartForm
 from rollouts.admin.live_page import live_page
+from rollouts.as_json import shadow_percent
 from rollouts.figures import percent_value
 from rollouts.models import Rollout
+from rollouts.plan import Plan
 
 REFRESH_SECONDS = 5
 RUN_ROLLOUTS = "run its rollouts"
@@ -166,6 +168,12 @@ def _show_error(form: RolloutStartForm, error: DomainError) -> None:
 
 def _created_text(rollout: Rollout) -> str:
     what = f"Rollout #{rollout.pk} of {rollout.prompt.name}"
+    shadow = shadow_percent(rollout.plan, rollout.step_index, rollout.state)
+    if shadow is not None:
+        return (
+            f"{what} started in its shadow step: everyone gets v{rollout.baseline.version}, and "
+            f"v{rollout.candidate.version} runs unseen for {shadow}% of units."
+        )
     if rollout.state == S.RUNNING:
         share = percent_value(rollout.percent)
         return (
@@ -240,13 +248,13 @@ def _action_button(action: Action, rollout: Rollout) -> dict[str, Any]:
     if action.name == "promote":
         plan, index = rollout.plan, rollout.step_index
         if index + 1 < len(plan):
-            confirm = f"Promote to {plan[index + 1]['percent']}%"
+            confirm = f"Promote to {Plan.from_json(plan).steps[index + 1].label}"
         else:
             confirm = f"Promote: make v{rollout.candidate.version} production"
     elif action.name == "rollback":
         confirm = f"Roll back to v{rollout.baseline.version}"
     elif action.name == "start":
-        confirm = f"Start: {rollout.plan[0]['percent']}% to v{rollout.candidate.version}"
+        confirm = f"Start: {Plan.from_json(rollout.plan).steps[0].label} to v{rollout.candidate.version}"
     return {
         "name": action.name,
         "label": label,
