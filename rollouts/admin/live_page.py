@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 
 from rollouts.as_json import shadow_percent
-from rollouts.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.charts import ARM_NAMES, Buckets, Chart, chart_buckets, chart_build
 from rollouts.engine import StepConditions, TimeOnStep
 from rollouts.figures import (
     NONE,
@@ -40,7 +40,6 @@ from rollouts.stats import CLOCK_ALLOWANCE, arm_summary
 CHART_SPAN = timedelta(hours=24)
 ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
 SHADOW_ARMS = ("shadow", "shadow_baseline")
-ARM_NAMES = {"shadow_baseline": "baseline (shadow sample)"}
 MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
 
 

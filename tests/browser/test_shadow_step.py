@@ -64,6 +64,7 @@ def test_the_live_page_shows_a_shadow_step_and_its_arms(page: Page, log_in, scre
     )
     requests = page.locator("figure.pr-chart").first
     expect(requests.locator(".pr-latest")).to_contain_text("shadow 60")
+    expect(requests.locator(".pr-latest")).to_contain_text("baseline (shadow sample) 60")
     expect(requests.locator("text.pr-marker-label")).to_have_text(["shadow 20%"])
     expect(page.locator(".pr-history")).to_contain_text("shadow 20%")
     expect(page.locator("[aria-labelledby=pr-step-title] .pr-conditions")).to_contain_text(
