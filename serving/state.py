@@ -66,7 +66,7 @@ class ServedRollout:
     """In a shadow step, the percent of units whose baseline answers carry the candidate as
     ``shadow`` (``threshold`` is then 0: nobody is served the candidate)."""
     shadow_threshold: int
-    shadow_piece: bytes  # b'"shadow":{…},' — the candidate as a shadow answer carries it
+    shadow_piece: bytes  # b'"shadow":{…},' — the candidate as a shadow answer carries it (in a shadow step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +288,9 @@ def _served_rollout(
         candidate_tail=tail("candidate"),
         shadow_percent=shadow,
         shadow_threshold=0 if shadow is None else threshold_of(shadow),
-        shadow_piece=b'"shadow":' + orjson.dumps(shadow_body(served_candidate)) + b",",
+        shadow_piece=b""
+        if shadow is None
+        else b'"shadow":' + orjson.dumps(shadow_body(served_candidate)) + b",",
     )
 
 

@@ -6,7 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from registry.services import version_create
-from rollouts.services import rollout_create
+from rollouts.services import rollout_create, rollout_promote
 from serving.bucketing import bucket_of
 from tests.factories import actor_for, make_key, make_prompt
 from tests.serving.clients import django_get, fast_get
@@ -120,3 +120,16 @@ def test_the_snapshot_publishes_a_shadow_step_as_percent_0_with_shadow_percent(s
     rollout = body["prompts"]["support.answer"]["rollout"]
     assert rollout["percent"] == 0 and rollout["shadow_percent"] == 30
     assert rollout["candidate"]["version"] == 2
+
+
+def test_once_the_shadow_step_is_promoted_the_answers_carry_no_shadow_and_expose_the_first_step(
+    alice, shadowed, key, get
+):
+    rollout_promote(actor=actor_for(alice), rollout_id=shadowed.pk, reason="the shadow looked fine")
+
+    answers = [get(f"{URL}?unit={unit}", key=key).json() for unit in UNITS]
+
+    assert not any("shadow" in answer for answer in answers)
+    assert {a["arm"] for a in answers if a["bucket"] < 1000} <= {"candidate"}
+    assert {a["arm"] for a in answers if a["bucket"] >= 1000} == {"baseline"}
+    assert any(a["arm"] == "candidate" and a["version"] == 2 for a in answers)
