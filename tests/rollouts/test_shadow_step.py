@@ -4,11 +4,13 @@ runs with the baseline outcomes of the same units, and nobody is ever served the
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
 from django.core.management import call_command
+from django.utils import timezone
 
 from outcomes.selectors import arm_stats
 from outcomes.services import outcome_minutes_flush
@@ -94,6 +96,9 @@ def test_a_regressing_shadow_rolls_back_and_no_answer_ever_served_the_candidate(
 ):
     key = make_key(alice, "read,ingest")
     rollout = start(alice, [{**SHADOW_PLAN[0], "min_samples": 30}, *SHADOW_PLAN[1:]])
+    # Given its step began two minutes ago: a step's window starts at the first whole minute after
+    # it began, and simulate stamps outcomes now
+    Rollout.objects.filter(pk=rollout.pk).update(step_started_at=timezone.now() - timedelta(minutes=2))
     watch = AnswerWatch(live_server.url, key)
     watch.thread.start()
     try:
