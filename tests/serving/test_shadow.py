@@ -133,3 +133,22 @@ def test_once_the_shadow_step_is_promoted_the_answers_carry_no_shadow_and_expose
     assert {a["arm"] for a in answers if a["bucket"] < 1000} <= {"candidate"}
     assert {a["arm"] for a in answers if a["bucket"] >= 1000} == {"baseline"}
     assert any(a["arm"] == "candidate" and a["version"] == 2 for a in answers)
+
+
+def test_a_shadow_too_large_to_render_is_left_out_with_shadow_error(alice, reader):
+    make_prompt(alice, versions=1)
+    actor = actor_for(alice)
+    version_create(actor=actor, prompt_name="support.answer", template="{{question}} " * 20)
+    rollout_create(actor=actor, prompt_name="support.answer", candidate_version=2, plan=SHADOW_PLAN, salt="s")
+    unit = next(u for u in UNITS if in_sample(u))
+
+    response = reader.post(
+        "/api/v1/prompts/support.answer/render",
+        {"unit": unit, "variables": {"question": "x" * 60_000, "customer": "Ada"}},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["rendered"]) > 60_000 and "shadow" not in body
+    assert body["shadow_error"]["code"] == "render_too_large"
