@@ -4,11 +4,14 @@ past a manual step; another owner can. What the controller does needs no second 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from audit.models import AuditEntry
+from core.errors import DomainError
 from registry.errors import SecondApproverRequired
 from registry.models import Label
 from registry.services import prompt_create, prompt_update, version_create
@@ -160,3 +163,31 @@ def test_once_an_admin_turns_it_off_the_author_starts_their_rollout(alice, promp
     prompt_update(actor=actor_for(root), prompt_name=NAME, require_second_approver=False)
 
     assert create(alice).state == "running"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_author_and_another_owner_starting_at_once_start_it_once_as_the_other_owner(alice, bob, prompt):
+    rollout = create(alice, start=False)
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def attempt(user: Any) -> None:
+        try:
+            barrier.wait()
+            rollout_start(actor=actor_for(user), rollout_id=rollout.pk)
+            outcomes[user.username] = "started"
+        except DomainError as error:
+            outcomes[user.username] = error.code
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=attempt, args=(user,)) for user in (alice, bob)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert outcomes["bob"] == "started"
+    # alice is refused as the author, or finds it already running if bob's start came first
+    assert outcomes["alice"] in ("second_approver_required", "invalid_state")
+    assert [t.actor_name for t in RolloutTransition.objects.filter(rollout=rollout)] == ["bob"]
