@@ -185,6 +185,8 @@ def rollout_create(
                 f"Version {candidate_number} is already production: the candidate must differ.",
                 details={"candidate_version": candidate_number},
             )
+        if start:  # the creator starts it, now or (after required checks) at a tick
+            ensure_second_approver(actor=actor, prompt=prompt, version=candidate, action="start its rollout")
         try:
             with transaction.atomic():
                 rollout = Rollout.objects.create(
