@@ -17,6 +17,7 @@ from django.utils import timezone
 from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError, ValidationFailed
 from registry.admin.views import owner_note, version_choices
+from registry.approvals import is_second_approver
 from registry.models import PRODUCTION, Prompt
 from registry.selectors import actor_owns
 from rollouts import services
@@ -218,9 +219,24 @@ def live(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout) 
             "title": f"Rollout #{rollout.pk} of {rollout.prompt.name}",
             "actions": actions if owned else [],
             "owner_note": owner_note(request, rollout.prompt, they_may=RUN_ROLLOUTS) if actions else "",
+            "approver_note": _approver_note(request, rollout) if owned and actions else "",
         }
     )
     return TemplateResponse(request, "admin/rollouts/rollout/live.html", context)
+
+
+def _approver_note(request: HttpRequest, rollout: Rollout) -> str:
+    """Why the logged-in user may not start the rollout or promote it past a manual step (empty
+    when they may, or the prompt needs no second approver): the buttons would refuse."""
+    if not rollout.prompt.require_second_approver or is_second_approver(
+        admin_actor(request), rollout.candidate
+    ):
+        return ""
+    author = rollout.candidate.author_name or "an unknown author"
+    return (
+        f"“{rollout.prompt.name}” requires a second approver: v{rollout.candidate.version} was published by "
+        f"{author}, so someone else must start this rollout and promote it past a manual step."
+    )
 
 
 def live_part(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout) -> HttpResponse:
