@@ -21,7 +21,7 @@ from access.services import apikey_create
 from audit.models import AuditEntry
 from core.actors import Actor
 from core.errors import ValidationFailed
-from registry.models import Label
+from registry.models import Label, Prompt
 from rollouts.checks import rollout_check_report, rollout_checks_evaluate_many
 from rollouts.errors import RolloutStateError
 from rollouts.models import Outbox, Rollout, RolloutTransition
@@ -439,3 +439,23 @@ def test_the_report_service_refuses_names_that_cannot_be_a_check(writer, prompt,
         rollout_check_report(
             actor=actor_for(alice), rollout_id=rollout_id, name=name, status="pass", as_owner=True
         )
+
+
+@pytest.mark.django_db
+def test_the_automatic_start_asks_the_second_approver_as_the_creator(
+    writer, ci, prompt, bob, client_with_key
+):
+    rollout_id = create(writer).json()["id"]
+    prompt.owner_users.add(bob)
+    Prompt.objects.filter(pk=prompt.pk).update(require_second_approver=True)
+    report(ci, rollout_id, "offline-eval", "pass")
+    report(ci, rollout_id, "safety", "pass")
+
+    rollout_checks_evaluate_many(rollout_ids=[rollout_id])
+
+    rollout = reload(rollout_id)
+    assert rollout.state == "pending", "alice wrote v2 and created the rollout: her start is refused"
+    assert "the automatic start was refused" in rollout.reason and "second approver" in rollout.reason
+    assert rollout_ids_waiting_for_checks(limit=10) == []
+    started = client_with_key(bob, "write").post(f"/api/v1/rollouts/{rollout_id}/start", {}, format="json")
+    assert (started.status_code, started.json()["state"]) == (200, "running")
