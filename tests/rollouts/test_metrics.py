@@ -150,6 +150,15 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
         assert delivered == len(webhook_receiver.received) - 1
         assert value(running, "promptramp_webhook_outbox_backlog") == 2 - delivered
 
+        # Events not flushed yet: they wait, and the lag is the time since the flush caught up.
+        caught_up = value(running, "promptramp_ingest_flush_caught_up_timestamp_seconds")
+        assert post_events(url, key, outcomes(rollout, "candidate", 5)) == 202
+        waiting = scrape(url)
+        assert value(waiting, "promptramp_ingest_pending_aggregates") == 1  # one minute, one arm
+        lag = value(waiting, "promptramp_ingest_flush_lag_seconds")
+        assert lag is not None and caught_up is not None
+        assert 0 < lag <= time.time() - caught_up
+
         # Once the rollout ends, its series go: labels stay bounded by the active rollouts.
         rollout_rollback(actor=actor_for(alice), rollout_id=rollout.pk)
         ended = scrape(url)
