@@ -19,6 +19,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from outcomes.pending import batches_open, pending_count
 from outcomes.tasks import flush
 from rollouts.tasks import rollouts_tick
 from tests.factories import make_key, make_prompt
@@ -127,6 +128,7 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
             assert post_events(url, ingest_key, [{"event_id": "not-a-uuid"}]) == 400
             flush.delay()
             time.sleep(1)
+        wait_until(lambda: pending_count() == 0 and not batches_open())  # every event in PostgreSQL
         rollouts_tick.delay()
         wait_until(lambda: reload(rollout).percent == 50)
         time.sleep(3)  # a few scrapes after the tick

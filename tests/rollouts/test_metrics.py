@@ -26,8 +26,10 @@ from tests.rollouts.test_controller import reload, start, step, wait_until
 from tests.rollouts.test_controller_faults import start_worker_process, worker_processes  # noqa: F401
 from tests.servers import base_env, database_url, web_server
 
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+
+def scrape(url: str) -> Samples:
     with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
         text = response.read().decode()
     return {
@@ -43,7 +45,7 @@ def value(
     return samples.get((name, frozenset(labels.items())))
 
 
-def attempts_counted(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+def attempts_counted(samples: Samples) -> float:
     return sum(count for (name, _), count in samples.items() if name == "promptramp_webhook_deliveries_total")
 
 
@@ -104,6 +106,13 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
     worker_processes.append(start_worker_process("metrics"))
 
     with web_server(env, tmp_path / "web.log") as url:
+        # The counts of the whole service are kept in Redis across the test run: what this test
+        # did is what they grew by.
+        before = scrape(url)
+
+        def counted(samples: Samples, name: str, **labels: str) -> float:
+            return (value(samples, name, **labels) or 0.0) - (value(before, name, **labels) or 0.0)
+
         rollout = start(alice, [step(10, samples=100), step(50), step(100, samples=0)])
         # Events through the web server's two processes, in batches on new connections.
         sent = outcomes(rollout, "baseline", 150) + outcomes(rollout, "candidate", 150)
@@ -118,14 +127,18 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
         rollouts_tick.delay()
         wait_until(lambda: reload(rollout).percent == 50)
         wait_until(lambda: len(webhook_receiver.received) >= 2)  # started (failed), advanced
-        wait_until(lambda: attempts_counted(scrape(url)) == len(webhook_receiver.received))
+        wait_until(
+            lambda: attempts_counted(scrape(url)) - attempts_counted(before) == len(webhook_receiver.received)
+        )
         answers = [scrape(url) for _ in range(6)]  # whichever process answers
 
         running = answers[0]
-        assert {value(samples, "promptramp_events_total", result="accepted") for samples in answers} == {300}
-        assert value(running, "promptramp_events_total", result="duplicate") == 20
-        assert value(running, "promptramp_event_batches_refused_total", reason="invalid_events") == 1
-        assert value(running, "promptramp_event_batches_refused_total", reason="unauthenticated") == 1
+        assert {counted(samples, "promptramp_events_total", result="accepted") for samples in answers} == {
+            300
+        }
+        assert counted(running, "promptramp_events_total", result="duplicate") == 20
+        assert counted(running, "promptramp_event_batches_refused_total", reason="invalid_events") == 1
+        assert counted(running, "promptramp_event_batches_refused_total", reason="unauthenticated") == 1
         assert value(running, "promptramp_ingest_pending_aggregates") == 0
         assert value(running, "promptramp_ingest_flush_caught_up_timestamp_seconds") == pytest.approx(
             time.time(), abs=60
@@ -135,18 +148,18 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
         assert value(running, "promptramp_rollout_state", **labels, state="running") == 1
         assert value(running, "promptramp_rollouts", state="running") == 1
         assert value(running, "promptramp_rollouts", state="paused") == 0
-        assert value(running, "promptramp_rollout_transitions_total", kind="started", by="person") == 1
-        assert value(running, "promptramp_rollout_transitions_total", kind="advanced", by="controller") == 1
-        assert value(running, "promptramp_gate_verdicts_total", metric="error_rate", verdict="pass") == 1
-        assert value(running, "promptramp_controller_evaluation_seconds_count") == 1
-        assert value(running, "promptramp_controller_tick_seconds_count") == 1
-        assert value(running, "promptramp_controller_tick_seconds_bucket", le="+Inf") == 1
+        assert counted(running, "promptramp_rollout_transitions_total", kind="started", by="person") == 1
+        assert counted(running, "promptramp_rollout_transitions_total", kind="advanced", by="controller") == 1
+        assert counted(running, "promptramp_gate_verdicts_total", metric="error_rate", verdict="pass") == 1
+        assert counted(running, "promptramp_controller_evaluation_seconds_count") == 1
+        assert counted(running, "promptramp_controller_tick_seconds_count") == 1
+        assert counted(running, "promptramp_controller_tick_seconds_bucket", le="+Inf") == 1
         for name in ("last_tick", "last_evaluation"):
             moment = value(running, f"promptramp_controller_{name}_timestamp_seconds")
             assert moment == pytest.approx(time.time(), abs=60)
         # The first message failed once; it is retried after 10 s (unless a run came that late).
-        delivered = value(running, "promptramp_webhook_deliveries_total", result="delivered")
-        assert value(running, "promptramp_webhook_deliveries_total", result="failed") == 1
+        delivered = counted(running, "promptramp_webhook_deliveries_total", result="delivered")
+        assert counted(running, "promptramp_webhook_deliveries_total", result="failed") == 1
         assert delivered == len(webhook_receiver.received) - 1
         assert value(running, "promptramp_webhook_outbox_backlog") == 2 - delivered
 
@@ -158,12 +171,14 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
         lag = value(waiting, "promptramp_ingest_flush_lag_seconds")
         assert lag is not None and caught_up is not None
         assert 0 < lag <= time.time() - caught_up
+        flush.delay()  # and nothing is left waiting for another test's flush
+        wait_until(lambda: value(scrape(url), "promptramp_ingest_flush_lag_seconds") == 0.0)
 
         # Once the rollout ends, its series go: labels stay bounded by the active rollouts.
         rollout_rollback(actor=actor_for(alice), rollout_id=rollout.pk)
         ended = scrape(url)
         assert not [name for name, labels_ in ended if ("rollout", str(rollout.pk)) in labels_]
         assert value(ended, "promptramp_rollouts", state="running") == 0
-        assert value(ended, "promptramp_rollout_transitions_total", kind="rolled_back", by="person") == 1
+        assert counted(ended, "promptramp_rollout_transitions_total", kind="rolled_back", by="person") == 1
         text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
         assert key not in text and sent[0]["event_id"] not in text
