@@ -1,6 +1,7 @@
 """The Grafana dashboard (deploy/grafana/promptramp.json) against a real Prometheus (Debian's
 package) scraping a running promptramp every second: after resolves, events, a rollout and a tick
-through a Celery worker, every panel's query returns data, and only from promptramp's series."""
+through a Celery worker, every panel's query returns data, and only from promptramp's series; the
+alert rules name only series the service serves."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from django.conf import settings
 from django.db import connection
 
@@ -26,9 +28,11 @@ from tests.factories import make_key, make_prompt
 from tests.rollouts.test_controller import reload, start, step, wait_until
 from tests.rollouts.test_controller_faults import start_worker_process, worker_processes  # noqa: F401
 from tests.rollouts.test_metrics import outcomes, post_events
+from tests.rollouts.test_metrics import scrape as scrape_samples
 from tests.servers import base_env, database_url, free_port, http_get, stop, wait_for, web_server
 
 DASHBOARD = Path(settings.BASE_DIR) / "deploy" / "grafana" / "promptramp.json"
+ALERTS = Path(settings.BASE_DIR) / "deploy" / "prometheus" / "alerts.yml"
 PROMETHEUS = "/usr/bin/prometheus"
 
 
@@ -132,6 +136,13 @@ def test_every_panel_query_returns_data_from_a_real_prometheus(
         rollouts_tick.delay()
         wait_until(lambda: reload(rollout).percent == 50)
         time.sleep(3)  # a few scrapes after the tick
+
+        # The alert rules' unit tests feed them series by name: those names are the service's.
+        served = {name for name, _ in scrape_samples(url)}
+        rules = [
+            rule["expr"] for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]
+        ]
+        assert {name for expr in rules for name in re.findall(r"\bpromptramp_\w+", expr)} - served == set()
 
         missing: list[str] = []
         for title, expr in panel_queries():
