@@ -8,12 +8,15 @@ tick queues a fresh one), so a slow queue never piles up.
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
 from rollouts.checks import EVALUATE_TASK, rollout_checks_evaluate_many
 from rollouts.controller import rollout_evaluate
+from rollouts.metrics import tick_record
 from rollouts.selectors import rollout_ids_to_evaluate, rollout_ids_waiting_for_checks
 from rollouts.webhooks import DELIVER_TASK, outbox_deliver_due
 
@@ -25,12 +28,14 @@ def rollouts_tick() -> int:
     """Queue one evaluation per running rollout (at most TICK_BATCH, least recently evaluated
     first) and one per pending rollout waiting for its required checks. Returns how many were
     queued."""
+    started = time.monotonic()
     ids = rollout_ids_to_evaluate(limit=TICK_BATCH)
     for rollout_id in ids:
         rollout_evaluate_task.apply_async((rollout_id,), expires=settings.PROMPTRAMP_TICK_SECONDS)
     waiting = rollout_ids_waiting_for_checks(limit=TICK_BATCH)
     for rollout_id in waiting:
         rollout_checks_task.apply_async((rollout_id,), expires=settings.PROMPTRAMP_TICK_SECONDS)
+    tick_record(seconds=time.monotonic() - started)
     return len(ids) + len(waiting)
 
 

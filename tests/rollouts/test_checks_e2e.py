@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from io import StringIO
 from typing import Any
 
@@ -14,7 +15,10 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
+from core.cluster_metrics import ClusterCollector
 from registry.models import Label
+from rollouts.engine import Verdict
+from rollouts.metrics import evaluations_record
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.tasks import rollouts_tick
 from rollouts.webhooks import webhook_create
@@ -199,3 +203,18 @@ def test_the_tick_command_marks_observe_only_verdicts_and_reports_pending_checks
     lines = output.getvalue().splitlines()
     assert any(line.startswith("  error_rate: insufficient_data (observe only)") for line in lines)
     assert f"rollout {waiting}: checks wait — waiting for required checks: offline-eval" in lines
+
+
+@pytest.mark.django_db
+def test_observe_only_verdicts_are_counted_apart_in_the_metrics():
+    def counts() -> dict[str, float]:
+        (family,) = [f for f in ClusterCollector().collect() if f.name == "promptramp_gate_verdicts"]
+        return {s.labels["verdict"]: s.value for s in family.samples if s.labels["metric"] == "error_rate"}
+
+    before = counts()
+    verdict = Verdict("error_rate", "fail", 0.01, 0.2, "", "ingest", "max_increase_abs", 0.01, "observe")
+    evaluations_record(verdicts=[verdict, replace(verdict, on_fail="rollback")], seconds=0.01)
+
+    after = counts()
+    assert after["observe_fail"] == before.get("observe_fail", 0) + 1
+    assert after["fail"] == before.get("fail", 0) + 1
