@@ -8,6 +8,7 @@ from typing import Any
 
 from rollouts.figures import percent_value
 from rollouts.models import Rollout, RolloutTransition
+from rollouts.plan import TrafficCheck
 
 
 def iso_time(value: datetime | None) -> str | None:
@@ -26,6 +27,7 @@ def rollout_json(rollout: Rollout) -> dict[str, Any]:
         "percent": percent_value(rollout.percent),
         "plan": plan,
         "gates": rollout.gates,
+        "traffic": TrafficCheck.from_json(rollout.traffic).to_json(),
         "salt": rollout.salt,
         "created_at": iso_time(rollout.created_at),
         "started_at": iso_time(rollout.started_at),

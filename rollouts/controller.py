@@ -17,7 +17,7 @@ from django.utils import timezone
 from core.actors import Actor
 from rollouts.engine import Decision, decide
 from rollouts.models import Rollout
-from rollouts.plan import Plan, parse_gates
+from rollouts.plan import Plan, TrafficCheck, parse_gates
 from rollouts.sources import RolloutArms, read_windows
 from rollouts.stats import CLOCK_ALLOWANCE
 from rollouts.transitions import rollout_apply_decision
@@ -46,6 +46,7 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
         prompt=rollout.prompt.name,
         baseline_version=rollout.baseline.version,
         candidate_version=rollout.candidate.version,
+        threshold=int(rollout.percent * 100),
     )
     windows = read_windows(rollout=arms, gates=gates, since=since, until=until)
     return decide(
@@ -55,6 +56,7 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
         now=now,
         windows=windows,
         gates=gates,
+        traffic=TrafficCheck.from_json(rollout.traffic),
         promote=promote,
     )
 

@@ -67,4 +67,7 @@ class EventsView(APIView):
         if length > MAX_BODY_BYTES:
             raise BatchTooLarge(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
         result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
-        return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=202)
+        answer = {"accepted": result.accepted, "duplicates": result.duplicates}
+        if result.exposures is not None:
+            answer["exposures"] = result.exposures
+        return Response(answer, status=202)

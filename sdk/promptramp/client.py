@@ -38,7 +38,8 @@ class Client:
     confirmed (a stream event or keepalive, or a poll, unless the server says its own state is
     stale) for 3 × `refresh_interval` answers `stale`. `on_snapshot(snapshot)` is called on a
     background thread each time a new snapshot is in use.
-    Reported outcomes are posted in background batches and flushed on `close` and at exit.
+    Reported outcomes are posted in background batches and flushed on `close` and at exit, with
+    the counts of the rollouts' arms `get` served (exposures: the server's traffic check reads them).
     """
 
     def __init__(
@@ -126,6 +127,8 @@ class Client:
             served = snapshot.prompts.get(name)
             if served is not None:
                 result = served.resolve(unit, variables)
+                if result.rollout_id is not None:
+                    self._events.expose(result.rollout_id, result.arm)
                 if self._stale:
                     result.stale = True
                 return result

@@ -1,0 +1,146 @@
+"""Exposure counts of the server's resolves and renders: buffered per process, flushed to Redis
+by a thread of its own, read back as the traffic check reads them."""
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.redis_client import forget_clients, get_redis
+from outcomes.exposures import exposures_read
+from rollouts.exposures import exposures_key
+from serving.bucketing import bucket_of
+from serving.exposures import ExposureCounter, exposure_counter
+from tests.factories import make_key, make_prompt
+from tests.serving.clients import django_get, fast_get
+from tests.serving.helpers import put_rollout
+
+pytestmark = pytest.mark.django_db
+URL = "/api/v1/prompts/support.answer/resolve"
+SALT = "answer:1"
+
+
+@pytest.fixture(params=["django_view", "wsgi_short_way"])
+def get(request):
+    return {"django_view": django_get, "wsgi_short_way": fast_get}[request.param]
+
+
+@pytest.fixture
+def key(alice):
+    return make_key(alice, "read")
+
+
+@pytest.fixture
+def rollout(alice):
+    exposure_counter.flush()  # what other tests counted
+    return put_rollout(make_prompt(alice, versions=2), percent="50", salt=SALT)
+
+
+def window(rollout):
+    now = datetime.now(UTC)
+    return exposures_read(
+        rollout_id=rollout.pk,
+        threshold=5000,
+        since=now - timedelta(minutes=5),
+        until=now + timedelta(minutes=5),
+    )
+
+
+def arm_of(unit: str) -> str:
+    return "candidate" if bucket_of(SALT, unit) < 5000 else "baseline"
+
+
+def test_each_resolve_counts_an_exposure_of_the_arm_it_served(key, rollout, get):
+    units = [f"user-{i}" for i in range(40)]
+    for unit in units:
+        for _ in range(3):
+            assert get(f"{URL}?unit={unit}", key=key).json()["arm"] == arm_of(unit)
+    for _ in range(5):
+        get(URL, key=key)  # no unit: counted, but no unit to count
+
+    exposure_counter.flush()
+    seen = window(rollout)
+
+    candidates = sum(arm_of(unit) == "candidate" for unit in units)
+    assert seen.baseline.count + seen.candidate.count == 125
+    assert seen.candidate.count >= 3 * candidates
+    # distinct units are a HyperLogLog's estimate: exact but for a rare collision at this size
+    assert abs(seen.candidate.units - candidates) <= 1
+    assert abs(seen.baseline.units - (40 - candidates)) <= 1
+    # every unit's three requests land in its own bucket: the sums of squares count 3 * 3 each
+    assert seen.candidate.bucket_total == seen.candidate.count
+    assert seen.candidate.bucket_total_sq >= 9 * candidates
+
+
+def test_render_counts_and_the_snapshot_does_not(alice, key, rollout, client_with_key):
+    api = client_with_key(alice)
+    body = {"unit": "user-1", "variables": {"question": "q", "customer": "c"}}
+    assert api.post("/api/v1/prompts/support.answer/render", body, format="json").status_code == 200
+    assert api.get("/api/v1/snapshot").status_code == 200
+
+    exposure_counter.flush()
+    seen = window(rollout)
+
+    assert seen.baseline.count + seen.candidate.count == 1
+    assert getattr(seen, arm_of("user-1")).units == 1
+
+
+def test_production_answers_count_nothing(alice, key):
+    make_prompt(alice, versions=1)
+    exposure_counter.flush()
+    before = {k for k in get_redis().scan_iter(match="promptramp:exposures:*")}
+
+    assert fast_get(f"{URL}?unit=u", key=key).json()["arm"] == "production"
+    exposure_counter.flush()
+
+    assert {k for k in get_redis().scan_iter(match="promptramp:exposures:*")} == before
+
+
+def test_a_request_never_waits_for_redis_the_thread_flushes_within_a_second(key, rollout):
+    fast_get(f"{URL}?unit=user-1", key=key)
+
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and not get_redis().hlen(exposures_key(rollout.pk)):
+        time.sleep(0.05)
+
+    assert get_redis().hlen(exposures_key(rollout.pk)) == 1
+    assert exposure_counter._thread is not None and exposure_counter._thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_requests_on_many_threads_are_all_counted(key, rollout):
+    def resolve_many(thread: int) -> None:
+        for i in range(100):
+            fast_get(f"{URL}?unit=t{thread}-{i % 7}", key=key)
+
+    threads = [threading.Thread(target=resolve_many, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    exposure_counter.flush()
+    seen = window(rollout)
+
+    assert seen.baseline.count + seen.candidate.count == 800
+    assert abs(seen.baseline.units + seen.candidate.units - 56) <= 2
+
+
+def test_counts_wait_for_the_next_flush_when_redis_does_not_answer(settings):
+    counter = ExposureCounter()
+    counter.count(7, 1000, "candidate", 12, "u-1")
+    counter.count(7, 1000, "candidate", 12, "u-1")
+    answering = settings.REDIS_URL
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    forget_clients()
+    try:
+        counter.flush()
+    finally:
+        settings.REDIS_URL = answering
+        forget_clients()
+    get_redis().delete(exposures_key(7))
+
+    assert counter._counts == {(7, 1000, "candidate", 12): 2}
+    counter.flush(now=60 * 1000)
+    assert get_redis().hgetall(exposures_key(7)) == {b"candidate:1000": b"2"}
+    get_redis().delete(exposures_key(7))
