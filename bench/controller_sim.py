@@ -74,13 +74,15 @@ class Traffic:
 
 
 BASELINE = Traffic()
-SCENARIOS = {
-    "A/A (no regression)": Traffic(),
-    "error rate 1% -> 2%": Traffic(error_rate=0.02),
-    "p95 latency +50%": Traffic(latency_scale=1.5),
-    "eval score -0.10": Traffic(score_mean=SCORE_MEAN - 0.10),
-    "error rate 1% -> 20%": Traffic(error_rate=0.20),
-    "reports lost 30%": Traffic(report_loss=0.30),
+LOSSY = Traffic(report_loss=0.10)
+SCENARIOS = {  # name: (baseline, candidate)
+    "A/A (no regression)": (BASELINE, Traffic()),
+    "A/A, 10% reports lost": (LOSSY, LOSSY),
+    "error rate 1% -> 2%": (BASELINE, Traffic(error_rate=0.02)),
+    "p95 latency +50%": (BASELINE, Traffic(latency_scale=1.5)),
+    "eval score -0.10": (BASELINE, Traffic(score_mean=SCORE_MEAN - 0.10)),
+    "error rate 1% -> 20%": (BASELINE, Traffic(error_rate=0.20)),
+    "reports lost 30%": (BASELINE, Traffic(report_loss=0.30)),
 }
 LOSS = "reports lost 30%"
 
@@ -176,7 +178,7 @@ class Exposed:
         )
 
 
-def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
+def run_engine(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, rps: float) -> Outcome:
     plan, gates = DEFAULT_PLAN, DEFAULT_GATES
     step_index, step_start, now = 0, 0, 0
     base, cand, exposed = Window(), Window(), Exposed()
@@ -190,7 +192,7 @@ def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outc
         exposed.add(requests, buckets)
         n_cand = int(np.count_nonzero(buckets < threshold))
         n_base = requests.size - n_cand
-        base.add(rng, BASELINE, int(rng.binomial(n_base, 1 - BASELINE.report_loss)))
+        base.add(rng, baseline, int(rng.binomial(n_base, 1 - baseline.report_loss)))
         cand.add(rng, candidate, int(rng.binomial(n_cand, 1 - candidate.report_loss)))
         window = engine.SourceWindow(
             base.arm_stats(), cand.arm_stats(), exposures=exposed.exposures(threshold, units.bucket)
@@ -210,7 +212,7 @@ def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outc
             return Outcome(str(decision.action), percent, now)
 
 
-def run_flagger(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
+def run_flagger(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, rps: float) -> Outcome:
     failed, now = 0, 0
     for percent in (10, 25, 50):
         for _ in range(FLAGGER_ITERATIONS):
@@ -218,7 +220,8 @@ def run_flagger(rng: np.random.Generator, candidate: Traffic, rps: float) -> Out
             base, cand = Window(), Window()
             n_base, n_cand = _split(rng, FLAGGER_INTERVAL_S, percent, rps)
             n_cand = int(rng.binomial(n_cand, 1 - candidate.report_loss))
-            base_latency = base.add(rng, BASELINE, n_base)
+            n_base = int(rng.binomial(n_base, 1 - baseline.report_loss))
+            base_latency = base.add(rng, baseline, n_base)
             cand_latency = cand.add(rng, candidate, n_cand)
             # Flagger counts a metric query that finds no data as a failed check.
             failed += min(n_base, n_cand) == 0 or any(
@@ -242,7 +245,7 @@ def _run(job: tuple[int, str, str, int, float]) -> Outcome:
     scenario_no = list(SCENARIOS).index(scenario)
     controller_no = list(CONTROLLERS).index(controller)
     rng = np.random.default_rng([seed, scenario_no, controller_no, index])
-    return CONTROLLERS[controller](rng, SCENARIOS[scenario], rps)
+    return CONTROLLERS[controller](rng, *SCENARIOS[scenario], rps)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -389,19 +389,19 @@ def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tu
     correlation of reports within a unit, a unit of k exposures whose reports per exposure lie
     in 0..m with mean r adds at most ``k^2 r (m - r)`` to the variance (Bhatia–Davis), so an
     arm's count varies by at most ``r (m - r) * clustering * exposures``, m the least whole
-    number of reports per exposure the data allow (1 when reports do not outnumber exposures).
-    The candidate's variance is taken where the drop being tested puts its rate, so a candidate
-    that reports almost nothing is not made certain by its own small count; the baseline's is
-    at least a Poisson count's."""
+    number of reports per exposure above r (1 when reports are fewer than exposures). The
+    baseline's variance is taken at both arms' pooled rate (the rate they share when nothing is
+    wrong), the candidate's where the drop being tested puts it, so a candidate that reports
+    almost nothing is not made certain by its own small count."""
     e_b, e_c = exposures.baseline.count, exposures.candidate.count
     n_b, n_c = window.baseline.samples, window.candidate.samples
     if min(e_b, e_c, n_b) < stats.MIN_OBSERVATIONS:
         counts = f"exposures {count_text(e_c)} candidate / {count_text(e_b)} baseline"
         return INSUFFICIENT, f"outcomes per exposure need {stats.MIN_OBSERVATIONS} per arm ({counts})"
     ratio_b, ratio_c = n_b / e_b, n_c / e_c
-    dropped = (1 - REPORT_DROP) * ratio_b
-    variance = max(
-        1 / n_b, _report_variance(ratio_b) * exposures.baseline.clustering / (ratio_b**2 * e_b)
+    pooled, dropped = (n_b + n_c) / (e_b + e_c), (1 - REPORT_DROP) * ratio_b
+    variance = _report_variance(pooled) * exposures.baseline.clustering / (
+        pooled**2 * e_b
     ) + _report_variance(dropped) * exposures.candidate.clustering / (dropped**2 * e_c)
     effect = Estimate(math.log(ratio_b) - math.log((n_c + 0.5) / e_c), math.sqrt(variance))
     drop = -math.log1p(-REPORT_DROP)
@@ -429,9 +429,8 @@ def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tu
 
 def _report_variance(rate: float) -> float:
     """The most a count of reports per exposure with mean ``rate`` can vary: ``rate (m - rate)``
-    with m the least whole number >= rate (at least 1)."""
-    most = max(1, math.ceil(rate))
-    return rate * (most - rate)
+    with m the least whole number above ``rate`` (1 below one report per exposure)."""
+    return rate * (math.floor(rate) + 1 - rate)
 
 
 # --- conditions ----------------------------------------------------------------------------
