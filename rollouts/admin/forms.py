@@ -82,6 +82,7 @@ class RolloutStartForm(VersionChoicesForm):
     )
     traffic_on_fail = forms.ChoiceField(
         label="Traffic check",
+        required=False,
         choices=[(choice, choice) for choice in TRAFFIC_ON_FAIL],
         initial=DEFAULT_TRAFFIC_ON_FAIL,
         help_text="What the built-in traffic check does when the candidate's share of the traffic is "

@@ -18,6 +18,7 @@ from rollouts.models import Rollout, RolloutTransition
 from rollouts.services import rollout_create
 from rollouts.tasks import rollouts_tick
 from rollouts.traffic_model import ArmBehaviour
+from rollouts.webhooks import message_text
 from serving.exposures import exposure_counter
 from tests.factories import actor_for, make_key, make_prompt
 
@@ -90,6 +91,7 @@ def test_a_candidate_losing_30_percent_of_its_reports_is_paused_by_the_traffic_c
     (traffic,) = [v for v in transition.verdicts if v["metric"] == "traffic"]
     assert (traffic["verdict"], traffic["on_fail"]) == ("fail", "pause")
     assert all(v["verdict"] != "fail" for v in transition.verdicts if v["metric"] != "traffic")
+    assert "traffic fail" in message_text(rollout, transition)  # the webhook's text
 
 
 @pytest.mark.django_db(transaction=True)
