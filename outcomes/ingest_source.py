@@ -1,5 +1,7 @@
 """The `ingest` gate source: outcomes reported to promptramp (`POST /api/v1/events`), read from
 the per-minute aggregates this app keeps for each rollout and arm (``outcomes.selectors``).
+In a shadow step the gates compare the shadow runs (arm ``shadow``) with the baseline outcomes
+of the same units (``shadow_baseline``: baseline events marked ``shadow_sample``).
 The rollout controller finds it through ``settings.PROMPTRAMP_GATE_SOURCES`` (see
 ``rollouts.sources``): rollouts does not import this app, this app imports rollouts."""
 
@@ -12,6 +14,7 @@ from redis.exceptions import RedisError
 
 from outcomes import selectors
 from outcomes.exposures import exposures_read
+from outcomes.validation import SHADOW, SHADOW_BASELINE
 from rollouts.engine import SourceWindow
 from rollouts.plan import Gate
 from rollouts.sources import RolloutArms
@@ -39,6 +42,8 @@ class IngestSource:
             )
         except RedisError:
             exposures = None  # the traffic check then counts outcomes, as without exposure counts
+        if rollout.shadow:
+            return SourceWindow(baseline=arms[SHADOW_BASELINE], candidate=arms[SHADOW], exposures=exposures)
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"], exposures=exposures)
 
     def arm_stats(

@@ -96,6 +96,8 @@ def resolved_for(name: str, unit: str | None) -> tuple[Resolved, bool]:
         rollout = state.prompts[name].rollout
         if rollout is not None:
             count_exposure(rollout.id, rollout.threshold, resolved.arm, resolved.bucket, unit)
+            if resolved.shadow is not None:  # a shadow step's sample: the candidate, to run unseen
+                count_exposure(rollout.id, rollout.threshold, "shadow", resolved.bucket, unit)
     stale = stale or stale_read.get()  # the key the request came with, too
     if stale:
         count_stale()
