@@ -65,6 +65,7 @@ class IngestResult:
     accepted: int
     duplicates: int
     exposures: int | None = None  # exposure rows counted (0: a batch_id seen before; None: none sent)
+    exposures_total: int = 0  # the sum of the counted rows' counts
 
 
 def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> IngestResult:
@@ -124,8 +125,10 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
         duplicates += len(seen)
     if not exposures or batch_id is None:
         return IngestResult(accepted=len(remaining), duplicates=duplicates)
-    counted = len(exposures) if sdk_exposures_add(batch_id=batch_id, exposures=exposures) else 0
-    return IngestResult(accepted=len(remaining), duplicates=duplicates, exposures=counted)
+    if not sdk_exposures_add(batch_id=batch_id, exposures=exposures):
+        return IngestResult(accepted=len(remaining), duplicates=duplicates, exposures=0)
+    total = sum(row.count for row in exposures)
+    return IngestResult(len(remaining), duplicates, exposures=len(exposures), exposures_total=total)
 
 
 def _refuse_other_prompts(

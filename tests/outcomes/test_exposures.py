@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from access.services import apikey_create
@@ -74,6 +75,7 @@ def test_a_batch_with_exposures_counts_them_with_its_events(setup, ingest_client
 def test_a_batch_sent_again_with_its_batch_id_is_counted_once(setup, ingest_client):
     batch = {"batch_id": str(uuid.uuid4()), "exposures": [row(setup.rollout, count=7)]}
     events = [event(setup.rollout)]
+    reported_before = REGISTRY.get_sample_value("promptramp_sdk_exposures_total") or 0.0
 
     first = post(ingest_client, events=events, **batch)
     again = post(ingest_client, events=events, **batch)
@@ -83,6 +85,7 @@ def test_a_batch_sent_again_with_its_batch_id_is_counted_once(setup, ingest_clie
     assert again.json() == {"accepted": 0, "duplicates": 1, "exposures": 0}
     assert counted(setup.rollout) == {"baseline": 0, "candidate": 7}
     assert sum(OutcomeMinute.objects.values_list("samples", flat=True)) == 1
+    assert REGISTRY.get_sample_value("promptramp_sdk_exposures_total") == reported_before + 7
 
 
 @pytest.mark.django_db(transaction=True)
