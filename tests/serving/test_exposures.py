@@ -9,6 +9,7 @@ import pytest
 
 from core.redis_client import forget_clients, get_redis
 from outcomes.exposures import exposures_read
+from promptramp import Client
 from rollouts.exposures import exposures_key
 from serving.bucketing import bucket_of
 from serving.exposures import ExposureCounter, exposure_counter
@@ -144,3 +145,22 @@ def test_counts_wait_for_the_next_flush_when_redis_does_not_answer(settings):
     counter.flush(now=60 * 1000)
     assert get_redis().hgetall(exposures_key(7)) == {b"candidate:1000": b"2"}
     get_redis().delete(exposures_key(7))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sdk_reports_its_local_resolutions_and_the_server_counts_them_once(live_server, alice):
+    rollout = put_rollout(make_prompt(alice, versions=2), percent="50", salt=SALT)
+    client = Client(live_server.url, make_key(alice, "read,ingest"), stream=False, refresh_interval=3600)
+    try:
+        units = [f"sdk-{i}" for i in range(30)]
+        answers = [client.get("support.answer", unit=unit) for unit in units]
+        assert client.flush(timeout=10)
+        counts = client.event_counts()
+    finally:
+        client.close()
+
+    seen = window(rollout)
+    candidates = sum(answer.arm == "candidate" for answer in answers)
+    assert [answer.arm for answer in answers] == [arm_of(unit) for unit in units]
+    assert (seen.candidate.count, seen.baseline.count) == (candidates, 30 - candidates)
+    assert (counts.exposures_sent, counts.exposures_dropped) == (30, 0)
