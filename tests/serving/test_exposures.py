@@ -1,19 +1,23 @@
 """Exposure counts of the server's resolves and renders: buffered per process, flushed to Redis
 by a thread of its own, read back as the traffic check reads them."""
 
+import os
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from core.redis_client import forget_clients, get_redis
 from outcomes.exposures import exposures_read
 from promptramp import Client
-from rollouts.exposures import exposures_key
+from rollouts.exposures import PREFIX, exposures_key
 from serving.bucketing import bucket_of
 from serving.exposures import ExposureCounter, exposure_counter
 from tests.factories import make_key, make_prompt
+from tests.servers import base_env, database_url, http_get, wait_for, web_server
 from tests.serving.clients import django_get, fast_get
 from tests.serving.helpers import put_rollout
 
@@ -32,10 +36,28 @@ def key(alice):
     return make_key(alice, "read")
 
 
+@pytest.fixture(autouse=True)
+def _no_earlier_counts() -> Iterator[None]:
+    """What other tests counted (in this process, or in Redis for a rollout id used again)."""
+    exposure_counter.flush()
+    clear_exposure_keys()
+    yield
+    clear_exposure_keys()
+
+
+def clear_exposure_keys() -> None:
+    keys = list(get_redis().scan_iter(match=PREFIX + ":*", count=1000))
+    if keys:
+        get_redis().delete(*keys)
+
+
 @pytest.fixture
 def rollout(alice):
-    exposure_counter.flush()  # what other tests counted
     return put_rollout(make_prompt(alice, versions=2), percent="50", salt=SALT)
+
+
+def total(seen) -> int:
+    return 0 if seen is None else seen.baseline.count + seen.candidate.count
 
 
 def window(rollout):
@@ -164,3 +186,41 @@ def test_the_sdk_reports_its_local_resolutions_and_the_server_counts_them_once(l
     assert [answer.arm for answer in answers] == [arm_of(unit) for unit in units]
     assert (seen.candidate.count, seen.baseline.count) == (candidates, 30 - candidates)
     assert (counts.exposures_sent, counts.exposures_dropped) == (30, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_web_servers_forked_workers_each_count_and_flush_within_a_second(alice, tmp_path):
+    """The run command's server (its workers forked from one parent): every resolve, through the
+    WSGI short way with a Bearer key, is in Redis a second or so after it was answered."""
+    rollout = put_rollout(make_prompt(alice, versions=2), percent="50", salt=SALT)
+    key = make_key(alice, "read")
+    env = base_env(DATABASE_URL=database_url(connection.settings_dict))
+
+    with web_server(env, tmp_path / "web.log") as url:
+        for i in range(60):
+            assert http_get(f"{url}{URL}?unit=w-{i % 20}", key=key).body["arm"] == arm_of(f"w-{i % 20}")
+        wait_for(lambda: served(window(rollout)) >= 60, seconds=3.0)
+
+    seen = window(rollout)
+    assert served(seen) == 60
+    assert abs(seen.baseline.units + seen.candidate.units - 20) <= 1
+
+
+def served(seen) -> int:
+    """The servers' own exposures (their per-bucket counts: SDKs report none)."""
+    return 0 if seen is None else seen.baseline.bucket_total + seen.candidate.bucket_total
+
+
+def test_a_forked_child_starts_with_empty_counts_and_a_thread_of_its_own():
+    counter = ExposureCounter()
+    counter.count(7, 1000, "candidate", 1, "parent-unit")
+    pid = os.fork()
+    if pid == 0:  # the child: as a web server's worker starts
+        fresh = counter._counts == {} and counter._units == {} and counter._thread is None
+        counter.count(8, 1000, "baseline", 2, "child-unit")
+        running = counter._thread is not None and counter._thread.is_alive()
+        os._exit(0 if fresh and running else 1)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert counter._counts == {(7, 1000, "candidate", 1): 1}
