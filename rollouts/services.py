@@ -46,7 +46,16 @@ from rollouts.errors import (
     StaleRequest,
 )
 from rollouts.models import Rollout, RolloutCheck
-from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, GateServers, Plan, parse_gates
+from rollouts.plan import (
+    DEFAULT_GATES,
+    DEFAULT_PLAN,
+    ConfigError,
+    Gate,
+    GateServers,
+    Plan,
+    TrafficCheck,
+    parse_gates,
+)
 from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
 from rollouts.webhooks import outbox_enqueue_checks_requested
 
@@ -157,6 +166,7 @@ def rollout_create(
     candidate_version: object,
     plan: object = None,
     gates: object = None,
+    traffic: object = None,
     start: object = True,
     salt: object = None,
     reason: object = "",
@@ -164,13 +174,18 @@ def rollout_create(
     checks_timeout_s: object = None,
 ) -> Rollout:
     """A rollout of ``candidate_version`` against the prompt's production version, started at
-    once unless ``start`` is false. Gates given replace the default gates.
+    once unless ``start`` is false. Gates given replace the default gates; ``traffic``
+    configures the built-in traffic check (`TrafficCheck`).
 
     With ``required_checks`` it waits in ``pending`` until each is reported passing
     (rollouts.checks; started then if ``start``) and the webhook event
     ``rollout.checks_requested`` asks for them."""
     candidate_number = _positive_int(candidate_version, "candidate_version")
     clean_plan, clean_gates = _config(plan, gates)
+    try:
+        clean_traffic = TrafficCheck.from_json(traffic)
+    except ConfigError as error:
+        raise ValidationFailed(str(error), details={"field": error.field}) from None
     try:
         check_names = parse_required_checks(required_checks)
         timeout_s = parse_checks_timeout(checks_timeout_s)
@@ -209,6 +224,7 @@ def rollout_create(
                     candidate=candidate,
                     plan=clean_plan.to_json(),
                     gates=[gate.to_json() for gate in clean_gates],
+                    traffic=clean_traffic.to_json(),
                     salt=salt or "",
                     created_by_id=actor.user_id,
                     checks_timeout_s=timeout_s,
@@ -236,6 +252,7 @@ def rollout_create(
                 "candidate_version": candidate_number,
                 "plan": rollout.plan,
                 "gates": rollout.gates,
+                "traffic": rollout.traffic,
                 "salt": rollout.salt,
                 "required_checks": list(check_names),
                 "checks_timeout_s": timeout_s,
@@ -374,7 +391,8 @@ def rollout_promote(
         now = timezone.now()
         decision = rollout_decide(rollout=rollout, now=now, promote=True)
         if decision.action not in (Action.ADVANCE, Action.SUCCEED):
-            failing = [v for v in decision.verdicts if v.verdict == FAIL]
+            acting = decision.conditions.gates.failing  # not a check that only observes
+            failing = [v for v in decision.verdicts if v.verdict == FAIL and v.metric in acting]
             names = ", ".join(v.metric for v in failing)
             raise GateFailing(
                 f"Cannot promote past a failing gate ({names}): {decision.reason}",

@@ -49,6 +49,7 @@ from rollouts.as_json import rollout_json, shadow_percent, transition_json
 from rollouts.errors import WebhookNotFound
 from rollouts.figures import percent_value
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
+from rollouts.plan import OBSERVE
 
 EVENTS = ("started", "advanced", "paused", "resumed", "succeeded", "rolled_back", "aborted")
 CHECKS_REQUESTED = "rollout.checks_requested"  # at creation, to a rollout with required checks
@@ -145,7 +146,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def message_text(rollout: Rollout, transition: RolloutTransition) -> str:
-    """One line for a chat channel: what happened to which rollout, at what percent, why."""
+    """One line for a chat channel: what happened to which rollout, at what percent, why, and
+    the verdicts of the gates and the traffic check that decided it."""
     shadow = shadow_percent(rollout.plan, transition.step_index, transition.to_state)
     share = f"{percent_value(transition.percent)}%" if shadow is None else f"shadow {shadow}%"
     headline = {
@@ -162,7 +164,18 @@ def message_text(rollout: Rollout, transition: RolloutTransition) -> str:
         f"(v{rollout.baseline.version} → v{rollout.candidate.version}) {headline}"
         f" — by {transition.actor_name}"
     )
-    return f"{text}: {transition.reason}" if transition.reason else text
+    text = f"{text}: {transition.reason}" if transition.reason else text
+    return f"{text} [{verdicts_text(transition.verdicts)}]" if transition.verdicts else text
+
+
+def verdicts_text(verdicts: list[dict[str, Any]]) -> str:
+    """``error_rate pass, traffic fail, score:tone fail (observe only)``: each verdict as the
+    engine listed it."""
+    return ", ".join(
+        f"{verdict['metric']} {verdict['verdict']}"
+        + (" (observe only)" if verdict.get("on_fail") == OBSERVE else "")
+        for verdict in verdicts
+    )
 
 
 def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from rollouts.checks import rollout_checks_evaluate_many
 from rollouts.controller import rollout_evaluate_many
-from rollouts.plan import OBSERVE
 from rollouts.selectors import rollout_ids_to_evaluate, rollout_ids_waiting_for_checks
 from rollouts.tasks import TICK_BATCH
+from rollouts.webhooks import verdicts_text
 
 CHUNK = 100
 
@@ -44,9 +44,9 @@ class Command(BaseCommand):
                     continue
                 evaluated += 1
                 self.stdout.write(f"rollout {rollout_id}: {decision.action} — {decision.reason}")
-                for verdict in decision.verdicts:
-                    observe = " (observe only)" if verdict.on_fail == OBSERVE else ""
-                    self.stdout.write(f"  {verdict.metric}: {verdict.verdict}{observe} — {verdict.detail}")
+                if decision.verdicts:
+                    verdicts = verdicts_text([verdict.to_json() for verdict in decision.verdicts])
+                    self.stdout.write(f"  verdicts: {verdicts}")
         self.stdout.write(f"{evaluated} rollouts evaluated")
         waiting = rollout_ids_waiting_for_checks(limit=TICK_BATCH)
         for start in range(0, len(waiting), CHUNK):
