@@ -12,12 +12,12 @@ STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
 	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \
-	core/operations.py core/outbound.py core/secret_files.py devstack/embedded_services.py \
+	core/operations.py core/outbound.py core/secret_files.py devstack/embedded_services.py devstack/cluster.py \
 	core/prompt_limits.py core/rate_limits.py core/client_address.py \
 	access/announcements.py access/throttling.py \
 	sdk/promptramp
 
-.PHONY: run test lint typecheck stop venv browser
+.PHONY: run cluster test lint typecheck stop venv browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ venv: $(VENV)/.installed
 
 run: venv
 	$(PY) -m devstack.stack run
+
+# Two web servers, the stream process, two workers and beat behind nginx on PORT (README: "Running it as a cluster").
+cluster: venv
+	$(PY) -m devstack.cluster
 
 # The admin's browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browser:
