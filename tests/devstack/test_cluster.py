@@ -120,6 +120,11 @@ def test_the_cluster_survives_losing_a_web_server_and_a_worker_mid_step(alice, r
             f"resolves through the balancer: {resolves['answered']} answered, {resolves['failed']} failed\n"
             f"transitions: {transitions(rollout)}"
         )
+        leftover = [process for node in nodes.values() for process in group(node)]
+        # The cluster command stops what is left of it on SIGTERM, as on Ctrl-C.
+        cluster.send_signal(signal.SIGTERM)
+        assert cluster.wait(timeout=30) == 0
+        wait_for(lambda: not any(alive(process) for process in leftover), seconds=15)
 
 
 def reload(rollout: Rollout) -> Rollout:
