@@ -62,6 +62,7 @@ def run() -> int:
     try:
         with stop_signals.held():  # a service started but not yet recorded would be left running
             started = prepare_environment()
+        os.environ.setdefault("PROMPTRAMP_LOG_FORMAT", "text")  # for a person at a terminal
         _manage("migrate", "--no-input", "-v", "0")
         _manage("collectstatic", "--no-input", "-v", "0")
         user = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")

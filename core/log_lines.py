@@ -1,0 +1,133 @@
+"""Where every log line goes: one line per record, JSON (``PROMPTRAMP_LOG_FORMAT=json``, the
+default) or text (``make run``), handed to a buffer that a thread of the process writes to stderr
+every ``FLUSH_SECONDS`` in one ``write`` — a request pays for formatting its line and appending
+it, never for a system call or a wait on the terminal or the log collector.
+
+The request lines (``core.request_log``) and the Celery task lines (``core.task_log``) are written
+here directly; every other record (Django's, Celery's, ours) reaches the same buffer through
+``LineHandler``, the one handler of settings.LOGGING. What is still buffered is written at exit;
+a process killed with SIGKILL loses at most the last ``FLUSH_SECONDS`` of lines.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+
+from core.trace_context import current
+
+FLUSH_SECONDS = 0.1
+FORMATS = ("json", "text")
+
+
+class LineBuffer:
+    """Lines appended by any thread, written in order by a writer thread of this process (started
+    again in a forked child, whose copy of the thread does not run)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lines: deque[bytes] = deque()
+        self._owner_pid = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def append(self, line: bytes) -> None:
+        self._lines.append(line)
+        if self._owner_pid != os.getpid():
+            self._start()
+
+    def flush(self) -> None:
+        """Write what is buffered now (a task's line, the exit)."""
+        with self._lock:
+            lines = self._lines
+            chunks = [lines.popleft() for _ in range(len(lines))]
+            if chunks:
+                data = memoryview(b"".join(chunks))
+                while data:
+                    data = data[os.write(self.fd, data) :]
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._owner_pid == os.getpid():
+                return
+            self._lock = threading.Lock()  # a fork may have copied it held
+            self._owner_pid = os.getpid()
+        threading.Thread(target=self._run, name="log-lines", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_SECONDS)
+            try:
+                self.flush()
+            except OSError:  # stderr closed: nothing more can be told
+                return
+
+
+buffer = LineBuffer(sys.stderr.fileno())
+atexit.register(buffer.flush)
+
+
+def json_line(fields: dict[str, Any]) -> bytes:
+    return orjson.dumps(fields, default=str) + b"\n"
+
+
+def text_line(fields: dict[str, Any]) -> bytes:
+    head = f"{fields['time']} {fields['level'].upper()}"
+    rest = " ".join(f"{name}={value}" for name, value in fields.items() if name not in ("time", "level"))
+    return f"{head} {rest}\n".encode("utf-8", "replace")
+
+
+_render = {"json": json_line, "text": text_line}
+
+
+def timestamp(now: float) -> str:
+    """``2026-12-06T11:30:00.123Z``; the seconds part is formatted once a second."""
+    global _second
+    second = int(now)
+    cached, prefix = _second
+    if cached != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = (second, prefix)
+    return f"{prefix}.{int((now - second) * 1000):03d}Z"
+
+
+_second = (0, "")
+
+
+def write(fields: dict[str, Any], line_format: str) -> None:
+    buffer.append(_render[line_format](fields))
+
+
+class LineHandler(logging.Handler):
+    """settings.LOGGING's handler: each record as a line of ``line_format`` into the buffer, with
+    the trace id of the request or task it belongs to."""
+
+    def __init__(self, line_format: str = "json") -> None:
+        super().__init__()
+        self.line_format = line_format
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {
+                "time": timestamp(record.created),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            }
+            context = current.get()
+            if context is not None:
+                fields["request_id"] = context.request_id
+                fields["trace_id"] = context.trace_id
+            if record.exc_info:
+                fields["error"] = logging.Formatter().formatException(record.exc_info)
+            write(fields, self.line_format)
+        except Exception:  # noqa: BLE001 (logging's own rule: a broken record must not raise)
+            self.handleError(record)
