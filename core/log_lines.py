@@ -1,7 +1,8 @@
 """Where every log line goes: one line per record, JSON (``PROMPTRAMP_LOG_FORMAT=json``, the
-default) or text (``make run``), handed to a buffer that a thread of the process writes to stderr
-every ``FLUSH_SECONDS`` in one ``write`` — a request pays for formatting its line and appending
-it, never for a system call or a wait on the terminal or the log collector.
+default) or text (``make run``). A record's fields (a dict, its ``time`` a Unix time) are appended
+to a buffer; a thread of the process formats what gathered and writes it to stderr every
+``FLUSH_SECONDS`` in one ``write`` — a request pays for building the dict and appending it, never
+for formatting, a system call, or a wait on the terminal or the log collector.
 
 The request lines (``core.request_log``) and the Celery task lines (``core.task_log``) are written
 here directly; every other record (Django's, Celery's, ours) reaches the same buffer through
@@ -32,15 +33,16 @@ class LineBuffer:
     """Lines appended by any thread, written in order by a writer thread of this process (started
     again in a forked child, whose copy of the thread does not run)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, line_format: str = "json") -> None:
         self.fd = fd
-        self._lines: deque[bytes] = deque()
+        self.line_format = line_format
+        self._lines: deque[dict[str, Any]] = deque()
         self._owner_pid = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
-    def append(self, line: bytes) -> None:
-        self._lines.append(line)
+    def append(self, fields: dict[str, Any]) -> None:
+        self._lines.append(fields)
         if self._owner_pid != os.getpid():
             self._start()
 
@@ -48,7 +50,8 @@ class LineBuffer:
         """Write what is buffered now (a task's line, the exit)."""
         with self._lock:
             lines = self._lines
-            chunks = [lines.popleft() for _ in range(len(lines))]
+            render = _render[self.line_format]
+            chunks = [render(lines.popleft()) for _ in range(len(lines))]
             if chunks:
                 data = memoryview(b"".join(chunks))
                 while data:
@@ -76,11 +79,12 @@ atexit.register(buffer.flush)
 
 
 def json_line(fields: dict[str, Any]) -> bytes:
-    return orjson.dumps(fields, default=str) + b"\n"
+    fields["time"] = timestamp(fields["time"])
+    return orjson.dumps(fields, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def text_line(fields: dict[str, Any]) -> bytes:
-    head = f"{fields['time']} {fields['level'].upper()}"
+    head = f"{timestamp(fields['time'])} {fields['level'].upper()}"
     rest = " ".join(f"{name}={value}" for name, value in fields.items() if name not in ("time", "level"))
     return f"{head} {rest}\n".encode("utf-8", "replace")
 
@@ -102,22 +106,22 @@ def timestamp(now: float) -> str:
 _second = (0, "")
 
 
-def write(fields: dict[str, Any], line_format: str) -> None:
-    buffer.append(_render[line_format](fields))
+def set_format(line_format: str) -> None:
+    buffer.line_format = line_format
 
 
 class LineHandler(logging.Handler):
-    """settings.LOGGING's handler: each record as a line of ``line_format`` into the buffer, with
-    the trace id of the request or task it belongs to."""
+    """settings.LOGGING's handler: each record as a line of ``line_format`` (the process's format),
+    with the trace id of the request or task it belongs to."""
 
     def __init__(self, line_format: str = "json") -> None:
         super().__init__()
-        self.line_format = line_format
+        set_format(line_format)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields: dict[str, Any] = {
-                "time": timestamp(record.created),
+                "time": record.created,
                 "level": record.levelname.lower(),
                 "logger": record.name,
                 "message": record.getMessage(),
@@ -128,6 +132,6 @@ class LineHandler(logging.Handler):
                 fields["trace_id"] = context.trace_id
             if record.exc_info:
                 fields["error"] = logging.Formatter().formatException(record.exc_info)
-            write(fields, self.line_format)
+            buffer.append(fields)
         except Exception:  # noqa: BLE001 (logging's own rule: a broken record must not raise)
             self.handleError(record)

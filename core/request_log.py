@@ -17,7 +17,6 @@ from collections.abc import Callable
 from contextvars import Token
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from core import log_lines
@@ -39,10 +38,9 @@ def request_end(begun: Begun, *, route: str | None, method: str, status: int) ->
     current.reset(token)
     if logging.root.level > logging.INFO:
         return
-    now = time.time()
-    log_lines.write(
+    log_lines.buffer.append(
         {
-            "time": log_lines.timestamp(now),
+            "time": time.time(),
             "level": "error" if status >= 500 else "info",
             "request_id": context.request_id,
             "trace_id": context.trace_id,
@@ -51,8 +49,7 @@ def request_end(begun: Begun, *, route: str | None, method: str, status: int) ->
             "status": status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "key_prefix": context.key_prefix,
-        },
-        settings.PROMPTRAMP_LOG_FORMAT,
+        }
     )
 
 

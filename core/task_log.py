@@ -14,8 +14,6 @@ import time
 from contextvars import Token
 from typing import Any
 
-from django.conf import settings
-
 from core import log_lines
 from core.request_log import request_begin
 from core.trace_context import TRACEPARENT_HEADER, TraceContext, current
@@ -46,9 +44,9 @@ def task_end(task_id: str | None = None, task: Any = None, state: str | None = N
         current.reset(token)
     except ValueError:  # prerun and postrun ran in different contexts (eager calls nested)
         current.set(None)
-    log_lines.write(
+    log_lines.buffer.append(
         {
-            "time": log_lines.timestamp(time.time()),
+            "time": time.time(),
             "level": "info" if state in ("SUCCESS", "RETRY", None) else "error",
             "request_id": context.request_id,
             "trace_id": context.trace_id,
@@ -56,7 +54,6 @@ def task_end(task_id: str | None = None, task: Any = None, state: str | None = N
             "task_id": task_id,
             "state": state,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        },
-        settings.PROMPTRAMP_LOG_FORMAT,
+        }
     )
     log_lines.buffer.flush()

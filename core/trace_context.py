@@ -43,7 +43,8 @@ def trace_of(traceparent: str | None) -> TraceContext:
     parts = traceparent.strip().split("-") if traceparent and len(traceparent) < 256 else ()
     if len(parts) >= 4 and _valid(parts):
         return TraceContext(parts[1], new_span_id(), parts[3])
-    return TraceContext(f"{random.getrandbits(128) or 1:032x}", new_span_id())
+    ids = f"{random.getrandbits(192):048x}"  # one draw for both: a zero id has odds of 2**-64
+    return TraceContext(ids[:32], ids[32:])
 
 
 def _valid(parts: list[str]) -> bool:

@@ -10,6 +10,7 @@ import uuid
 import pytest
 from django.test import Client
 
+from core import log_lines
 from tests.factories import make_key, make_prompt
 from tests.serving.clients import django_get, fast_get
 
@@ -135,8 +136,8 @@ def test_a_path_no_view_matches_is_logged_without_a_route(captured_lines):
 
 
 @pytest.mark.django_db
-def test_text_format_is_one_line_with_the_same_fields(alice, settings, captured_lines):
-    settings.PROMPTRAMP_LOG_FORMAT = "text"
+def test_text_format_is_one_line_with_the_same_fields(alice, captured_lines, monkeypatch):
+    monkeypatch.setattr(log_lines.buffer, "line_format", "text")
     make_prompt(alice)
     key = make_key(alice, "read")
 
