@@ -382,8 +382,20 @@ if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"lines": {"class": "core.log_lines.LineHandler", "line_format": PROMPTRAMP_LOG_FORMAT}},
+    "handlers": {
+        "lines": {
+            "class": "core.log_lines.LineHandler",
+            "line_format": PROMPTRAMP_LOG_FORMAT,
+            "requests": LOG_LEVEL in ("DEBUG", "INFO"),  # a line per request and task
+        }
+    },
     "root": {"handlers": ["lines"], "level": LOG_LEVEL},
 }
+# OpenTelemetry traces (core.tracing) when an OTLP endpoint is named; the exporter reads the
+# other OTEL_* variables itself.
+PROMPTRAMP_TRACING = bool(
+    os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+)
 # Celery keeps settings.LOGGING rather than installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

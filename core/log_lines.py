@@ -33,9 +33,10 @@ class LineBuffer:
     """Lines appended by any thread, written in order by a writer thread of this process (started
     again in a forked child, whose copy of the thread does not run)."""
 
-    def __init__(self, fd: int, line_format: str = "json") -> None:
+    def __init__(self, fd: int, line_format: str = "json", *, requests: bool = True) -> None:
         self.fd = fd
         self.line_format = line_format
+        self.requests = requests  # whether requests and tasks are logged (LOG_LEVEL INFO or DEBUG)
         self._lines: deque[dict[str, Any]] = deque()
         self._owner_pid = 0
         self._lock = threading.Lock()
@@ -106,17 +107,13 @@ def timestamp(now: float) -> str:
 _second = (0, "")
 
 
-def set_format(line_format: str) -> None:
-    buffer.line_format = line_format
-
-
 class LineHandler(logging.Handler):
     """settings.LOGGING's handler: each record as a line of ``line_format`` (the process's format),
     with the trace id of the request or task it belongs to."""
 
-    def __init__(self, line_format: str = "json") -> None:
+    def __init__(self, line_format: str = "json", requests: bool = True) -> None:
         super().__init__()
-        set_format(line_format)
+        buffer.line_format, buffer.requests = line_format, requests
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -11,7 +11,6 @@ unit, variable or attribute value — is in it.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from contextvars import Token
@@ -36,7 +35,7 @@ def request_begin(traceparent: str | None) -> Begun:
 def request_end(begun: Begun, *, route: str | None, method: str, status: int) -> None:
     context, token, started = begun
     current.reset(token)
-    if logging.root.level > logging.INFO:
+    if not log_lines.buffer.requests:
         return
     log_lines.buffer.append(
         {

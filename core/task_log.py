@@ -44,6 +44,8 @@ def task_end(task_id: str | None = None, task: Any = None, state: str | None = N
         current.reset(token)
     except ValueError:  # prerun and postrun ran in different contexts (eager calls nested)
         current.set(None)
+    if not log_lines.buffer.requests:
+        return
     log_lines.buffer.append(
         {
             "time": time.time(),
