@@ -397,5 +397,6 @@ PROMPTRAMP_TRACING = bool(
     os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
     or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
 )
+PROMPTRAMP_TRACING_SERVICE = os.environ.get("OTEL_SERVICE_NAME", "").strip() or "promptramp"
 # Celery keeps settings.LOGGING rather than installing its own handlers.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -49,7 +49,7 @@ def tracing_start(processor: SpanProcessor | None = None) -> bool:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
         processor = BatchSpanProcessor(OTLPSpanExporter())
-    provider = TracerProvider(resource=Resource.create({"service.name": "promptramp"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": settings.PROMPTRAMP_TRACING_SERVICE}))
     provider.add_span_processor(processor)
     if settings.PROMPTRAMP_TRACING:
         trace.set_tracer_provider(provider)

@@ -116,10 +116,12 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
     workers, threads = env.get("WEB_CONCURRENCY", "2"), env.get("WEB_THREADS", "4")
     server = env.get("WEB_SERVER", "granian")
     if server == "gunicorn":
-        return (
-            [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers]
-            + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread"), "--threads", threads]
-        )
+        return [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers] + [
+            "--worker-class",
+            env.get("WEB_WORKER_CLASS", "gthread"),
+            "--threads",
+            threads,
+        ]
     if server != "granian":
         raise ValueError(f"WEB_SERVER must be granian or gunicorn, not {server!r}")
     return (
