@@ -390,6 +390,8 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["lines"], "level": LOG_LEVEL},
+    # Celery's "succeeded" line shows a task's result: core.task_log's line stands for it.
+    "loggers": {"celery.app.trace": {"level": "WARNING"}},
 }
 # OpenTelemetry traces (core.tracing) when an OTLP endpoint is named; the exporter reads the
 # other OTEL_* variables itself.

@@ -30,6 +30,7 @@ PLAN = [
     {"percent": 50, "min_duration_s": 600, "min_samples": 0},
     {"percent": 100, "min_duration_s": 0, "min_samples": 0},
 ]
+STREAM_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 ENV = {"LOG_LEVEL": "DEBUG", "PROMPTRAMP_LOG_FORMAT": "json", "PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE": "1"}
 
 
@@ -170,7 +171,8 @@ def test_no_log_line_holds_a_key_unit_variable_or_attribute(tmp_path, settings, 
             == 200
         )
         assert session.get(f"{live.web}/admin/access/apikey/", timeout=10).status_code == 200
-        reader = SSEReader(live.stream, key)
+        reader = SSEReader(live.stream, key, traceparent=f"00-{STREAM_TRACE}-00f067aa0ba902b7-01")
+        assert reader.headers["traceparent"].startswith(f"00-{STREAM_TRACE}-")
         reader.next_event("snapshot")
         reader.close()
         webhook_receiver.wait_for(1)
@@ -198,6 +200,12 @@ def test_no_log_line_holds_a_key_unit_variable_or_attribute(tmp_path, settings, 
         ("admin/login/", 302),
     } <= routes
     assert any(line["level"] == "debug" for line in lines)
+    assert [line["trace_id"] for line in lines if line.get("route") == "api/v1/snapshot/stream"] == [
+        STREAM_TRACE
+    ]
+    assert not [
+        line for line in lines if "succeeded in" in line.get("message", "")
+    ]  # Celery's, with the result
     assert {
         line["key_prefix"] for line in lines if line.get("route") == "api/v1/prompts/<str:name>/render"
     } == {key[:11]}
