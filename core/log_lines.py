@@ -30,21 +30,22 @@ FORMATS = ("json", "text")
 
 
 class LineBuffer:
-    """Lines appended by any thread, written in order by a writer thread of this process (started
-    again in a forked child, whose copy of the thread does not run)."""
+    """Lines appended by any thread, written in order by a writer thread of this process. A forked
+    child starts with an empty buffer and starts a writer of its own at its first line."""
 
     def __init__(self, fd: int, line_format: str = "json", *, requests: bool = True) -> None:
         self.fd = fd
         self.line_format = line_format
         self.requests = requests  # whether requests and tasks are logged (LOG_LEVEL INFO or DEBUG)
         self._lines: deque[dict[str, Any]] = deque()
-        self._owner_pid = 0
+        self._writing = False  # a writer thread runs (no os.getpid() per line: it is a system call)
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        os.register_at_fork(after_in_child=self._forked)
 
     def append(self, fields: dict[str, Any]) -> None:
         self._lines.append(fields)
-        if self._owner_pid != os.getpid():
+        if not self._writing:
             self._start()
 
     def flush(self) -> None:
@@ -60,11 +61,16 @@ class LineBuffer:
 
     def _start(self) -> None:
         with self._lock:
-            if self._owner_pid == os.getpid():
+            if self._writing:
                 return
-            self._lock = threading.Lock()  # a fork may have copied it held
-            self._owner_pid = os.getpid()
+            self._writing = True
         threading.Thread(target=self._run, name="log-lines", daemon=True).start()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's lines are the parent's to write, its writer is not here."""
+        self._lines.clear()
+        self._lock = threading.Lock()  # the fork may have copied it held
+        self._writing = False
 
     def _run(self) -> None:
         while True:
