@@ -62,6 +62,7 @@ def run() -> int:
     try:
         with stop_signals.held():  # a service started but not yet recorded would be left running
             started = prepare_environment()
+        os.environ.setdefault("PROMPTRAMP_LOG_FORMAT", "text")  # for a person at a terminal
         user, password_note = set_up()
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
@@ -115,17 +116,18 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
     """The web server as the run command starts it: WEB_SERVER (granian, the default, or
     gunicorn) with WEB_CONCURRENCY worker processes (default 2), each running the WSGI
     application in WEB_THREADS threads (default 4: granian's blocking threads or gunicorn's
-    gthread threads; WEB_WORKER_CLASS picks another gunicorn worker class). ACCESS_LOG=1 logs
-    every request. docs/benchmarks.md has the measurements behind these choices."""
+    gthread threads; WEB_WORKER_CLASS picks another gunicorn worker class). No access log: the
+    application logs each request itself, never its query string (core.request_log).
+    docs/benchmarks.md has the measurements behind these choices."""
     workers, threads = env.get("WEB_CONCURRENCY", "2"), env.get("WEB_THREADS", "4")
-    access_log = bool(env.get("ACCESS_LOG"))  # formatting costs gunicorn ~25% of a resolve
     server = env.get("WEB_SERVER", "granian")
     if server == "gunicorn":
-        return (
-            [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers]
-            + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread"), "--threads", threads]
-            + (["--access-logfile", "-"] if access_log else [])
-        )
+        return [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers] + [
+            "--worker-class",
+            env.get("WEB_WORKER_CLASS", "gthread"),
+            "--threads",
+            threads,
+        ]
     if server != "granian":
         raise ValueError(f"WEB_SERVER must be granian or gunicorn, not {server!r}")
     return (
@@ -134,7 +136,6 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
         + ["--blocking-threads", threads, "--no-ws"]
         # A worker that misses the signal (seen with Ctrl-C's SIGINT) is killed after 3 s.
         + ["--workers-kill-timeout", "3"]
-        + (["--access-log"] if access_log else [])
     )
 
 
