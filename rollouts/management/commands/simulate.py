@@ -99,6 +99,7 @@ class Command(BaseCommand):
         next_send = started
         pending: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
+        acknowledged: dict[str, int] = {}
         last_report = started
         while time.monotonic() - started < options["duration"]:
             unit = f"user-{rng.randrange(options['units'])}"
@@ -122,22 +123,29 @@ class Command(BaseCommand):
                 counts["shadow"] = counts.get("shadow", 0) + 1
             now = time.monotonic()
             if len(pending) >= 200 or now - last_report >= 2:
-                self._send(session, base, pending)
+                self._send(session, base, pending, acknowledged)
                 pending = []
                 if now - last_report >= 2:
                     self.stdout.write(f"{now - started:6.0f}s  requests per arm: {counts}")
                     last_report = now
             next_send += interval
             time.sleep(max(0.0, next_send - time.monotonic()))
-        self._send(session, base, pending)
-        self.stdout.write(f"done: requests per arm: {counts}")
+        self._send(session, base, pending, acknowledged)
+        self.stdout.write(
+            f"done: requests per arm: {counts}; events acknowledged (202) per arm: {acknowledged}"
+        )
 
-    def _send(self, session: requests.Session, base: str, events: list[dict[str, Any]]) -> None:
+    def _send(
+        self, session: requests.Session, base: str, events: list[dict[str, Any]], acknowledged: dict[str, int]
+    ) -> None:
+        """POST the events; on 202 each one's arm counts in ``acknowledged``."""
         if not events:
             return
         for _attempt in range(5):
             response = session.post(f"{base}/api/v1/events", json={"events": events}, timeout=10)
             if response.status_code == 202:
+                for event in events:
+                    acknowledged[event["arm"]] = acknowledged.get(event["arm"], 0) + 1
                 return
             if response.status_code in (429, 503):
                 time.sleep(float(response.headers.get("Retry-After", "1")))
