@@ -18,7 +18,6 @@ Every run first finishes the batches a crashed or concurrent run left open, then
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,19 +31,22 @@ from outcomes.errors import BatchTooLarge, IngestBacklog, InvalidEvents
 from outcomes.event_targets import events_series
 from outcomes.models import FlushedBatch
 from outcomes.pending import (
+    MAX_SCORE_NAMES_PER_ROLLOUT,
+    MAX_SCORE_NAMES_PER_VERSION,
+    AddResult,
+    CallGroup,
     batch_forget,
     batch_read,
     batch_take,
     batches_open,
+    call_record,
     durability_warn_once,
     events_add,
+    score_scope,
 )
-from outcomes.validation import BatchRejected, Event, parse_batch, problem
+from outcomes.validation import BatchRejected, Event, LateScore, parse_batch, problem
 
 MAX_PROBLEMS_SHOWN = 1000
-# Distinct score names a rollout's events may carry: each is a statistic every evaluation reads
-# and a `score:*` gate judges, so a careless (or hostile) client cannot make them unbounded.
-MAX_SCORE_NAMES_PER_ROLLOUT = 20
 FLUSHED_BATCHES_KEPT = timedelta(days=1)
 
 
@@ -52,18 +54,21 @@ FLUSHED_BATCHES_KEPT = timedelta(days=1)
 class IngestResult:
     accepted: int
     duplicates: int
+    unmatched: int = 0
 
 
 def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> IngestResult:
     """Check a ``{"events": [...]}`` body and count its new events; ``now`` is the arrival time
     (Unix seconds). All or nothing: one invalid event refuses the whole batch (InvalidEvents,
     with each problem's index, field and reason), and so does one event for a prompt outside the
-    key's ``prompts`` (PromptNotAllowed, 403, naming those events the same way). Events whose
-    ``event_id`` was seen before (in this batch or within the de-duplication window) are
-    counted as duplicates only.
+    key's ``prompts`` (PromptNotAllowed, 403, naming those events the same way), a late score
+    of such a prompt's call included. Events whose ``event_id`` was seen before (in this batch
+    or within the de-duplication window) are counted as duplicates only. A late score adds its
+    new score names to its call's arm and minute (calls of the batch first); one whose call is
+    unknown is counted as unmatched, and not stored.
     """
     try:
-        events, problems = parse_batch(body, now=now)
+        events, late, problems = parse_batch(body, now=now)
     except BatchRejected as error:
         raise (BatchTooLarge if error.too_large else InvalidEvents)(error.message) from None
     if prompts is not None:
@@ -78,27 +83,71 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
             details=problems[:MAX_PROBLEMS_SHOWN],
         )
     durability_warn_once()
-    unique = {event.event_id: (series, event) for series, event in reversed(placed)}
-    remaining = sorted(unique.values(), key=lambda placed_event: placed_event[1].index)
-    duplicates = len(placed) - len(remaining)
-    while remaining:
-        result = events_add(
-            event_ids=[event.event_id for _, event in remaining],
-            increments=aggregate(remaining),
-            score_names=_score_names(event for _, event in remaining),
-            max_score_names=MAX_SCORE_NAMES_PER_ROLLOUT,
-            now=now,
-        )
+    first: dict[bytes, int] = {}
+    for index, event_id in sorted(
+        [(event.index, event.event_id) for _, event in placed]
+        + [(score.index, score.event_id) for score in late],
+        reverse=True,
+    ):
+        first[event_id] = index
+    kept = set(first.values())
+    calls = [(series, event) for series, event in placed if event.index in kept]
+    scores = [score for score in late if score.index in kept]
+    duplicates = len(placed) + len(late) - len(calls) - len(scores)
+    while calls or scores:
+        result = _add(calls, scores, prompts, now)
         if result.busy:
             raise IngestBacklog("Too many outcome aggregates are waiting to be stored; retry shortly.")
+        if result.refused_prompts:
+            raise _scores_of_other_prompts([scores[p - len(calls)] for p in result.refused_prompts])
         if result.refused_score_names:
-            raise _too_many_score_names([event for _, event in remaining], result.refused_score_names)
+            raise _too_many_score_names(calls, scores, result.refused_score_names)
         if not result.duplicates:
-            break
-        seen = set(result.duplicates)
-        remaining = [item for position, item in enumerate(remaining) if position not in seen]
+            return IngestResult(accepted=result.added, duplicates=duplicates, unmatched=result.unmatched)
+        seen, offset = set(result.duplicates), len(calls)
+        calls = [item for position, item in enumerate(calls) if position not in seen]
+        scores = [item for position, item in enumerate(scores, offset) if position not in seen]
         duplicates += len(seen)
-    return IngestResult(accepted=len(remaining), duplicates=duplicates)
+    return IngestResult(accepted=0, duplicates=duplicates)
+
+
+def _add(
+    calls: list[tuple[str, Event]], scores: list[LateScore], prompts: PromptLimits, now: float
+) -> AddResult:
+    """One call of the ingest script for these calls and late scores."""
+    groups: dict[tuple[str, tuple[str, ...]], CallGroup] = {}
+    scopes: dict[str, str] = {}
+    batch_prompts: dict[int, str] = {}
+    records = []
+    for position, (series, event) in enumerate(calls):
+        records.append(call_record(event.minute, series))
+        scope = scopes.get(series)
+        if scope is None:
+            where = parse_key(f"{event.minute}:{series}")
+            scope = scopes[series] = score_scope(where.rollout_id, where.version_id)
+            batch_prompts[where.prompt_id] = event.prompt
+        key = (scope, tuple(event.scores))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = CallGroup(scope, list(key[1]), [])
+        group.positions.append(position)
+    return events_add(
+        event_ids=[event.event_id for _, event in calls] + [score.event_id for score in scores],
+        calls=b"".join(records),
+        groups=list(groups.values()),
+        increments=aggregate(calls),
+        late_of=[score.of_event for score in scores],
+        late_scores=[
+            [
+                (name, repr(float(value)), repr(float(value) * float(value)))
+                for name, value in score.scores.items()
+            ]
+            for score in scores
+        ],
+        batch_prompts=batch_prompts,
+        prompts=prompts,
+        now=now,
+    )
 
 
 def _refuse_other_prompts(events: list[Event], prompts: tuple[str, ...]) -> None:
@@ -115,37 +164,39 @@ def _refuse_other_prompts(events: list[Event], prompts: tuple[str, ...]) -> None
         )
 
 
-def _score_names(events: Iterable[Event]) -> dict[int, list[str]]:
-    """Each rollout's score names in these events, in the order they first appear."""
-    names: dict[int, dict[str, None]] = {}
-    for event in events:
-        if event.scores and event.rollout_id is not None:
-            ordered = names.get(event.rollout_id)
-            if ordered is None:
-                ordered = names[event.rollout_id] = {}
-            for name in event.scores:
-                if name not in ordered:
-                    ordered[name] = None
-    return {rollout_id: list(ordered) for rollout_id, ordered in names.items()}
+def _scores_of_other_prompts(scores: list[LateScore]) -> PromptNotAllowed:
+    return PromptNotAllowed(
+        f"{len(scores)} late score(s) of this batch are for calls of prompts this API key may not "
+        "report on; nothing from it was stored.",
+        details=[
+            problem(score.index, "of_event", "this API key is limited to other prompts than this call's")
+            for score in scores[:MAX_PROBLEMS_SHOWN]
+        ],
+    )
 
 
-def _too_many_score_names(events: list[Event], refused: frozenset[tuple[int, str]]) -> InvalidEvents:
-    problems = [
-        problem(
-            event.index,
-            f"scores.{name}",
-            f"rollout {event.rollout_id} already has {MAX_SCORE_NAMES_PER_ROLLOUT} score names; "
-            "no new one is taken",
-        )
-        for event in events
-        if event.rollout_id is not None
-        for name in event.scores
-        if (event.rollout_id, name) in refused
-    ]
+def _too_many_score_names(
+    calls: list[tuple[str, Event]], scores: list[LateScore], refused: tuple[tuple[int, str], ...]
+) -> InvalidEvents:
+    problems = []
+    for position, name in refused:
+        if position < len(calls):
+            event = calls[position][1]
+            index = event.index
+            if event.rollout_id is not None:
+                scope = f"rollout {event.rollout_id} already has {MAX_SCORE_NAMES_PER_ROLLOUT} score names"
+            else:
+                scope = f"version {event.version} already has {MAX_SCORE_NAMES_PER_VERSION} score names"
+        else:
+            index = scores[position - len(calls)].index
+            scope = "the call's rollout (or version) already has all the score names it may have"
+        problems.append(problem(index, f"scores.{name}", f"{scope}; no new one is taken"))
+    problems.sort(key=lambda p: p["index"])
     invalid = len({p["index"] for p in problems})
     return InvalidEvents(
-        f"{invalid} event(s) of this batch bring score names past the "
-        f"{MAX_SCORE_NAMES_PER_ROLLOUT} a rollout may have; nothing from it was stored.",
+        f"{invalid} event(s) of this batch bring score names past the {MAX_SCORE_NAMES_PER_ROLLOUT} a "
+        f"rollout (or {MAX_SCORE_NAMES_PER_VERSION} a version outside rollouts) may have; nothing "
+        "from it was stored.",
         details=problems[:MAX_PROBLEMS_SHOWN],
     )
 

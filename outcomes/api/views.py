@@ -28,7 +28,8 @@ class EventsView(APIView):
             400: OpenApiResponse(ErrorSerializer, "invalid events: details list index, field, reason"),
             **error_responses(401),
             403: OpenApiResponse(
-                ErrorSerializer, "prompt_not_allowed: events for other prompts, listed as in a 400"
+                ErrorSerializer,
+                "prompt_not_allowed: events (or late scores' calls) of other prompts, listed as in a 400",
             ),
             413: OpenApiResponse(ErrorSerializer, "body over 4 MiB or more than 1000 events"),
             503: OpenApiResponse(ErrorSerializer, "Redis unavailable or backlog too long; see Retry-After"),
@@ -56,7 +57,20 @@ class EventsView(APIView):
                         }
                     ]
                 },
-            )
+            ),
+            OpenApiExample(
+                "A late score of that call",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "event_id": "0b6a9d6e-5f0e-4a51-8a7e-6f3f1c2d9e80",
+                            "of_event": "7d0c6f5e-1b7a-4c3e-9a52-2f1e8b9d4c11",
+                            "scores": {"judge_accuracy": 0.9},
+                        }
+                    ]
+                },
+            ),
         ],
     )
     def post(self, request: Request) -> Response:
@@ -67,4 +81,7 @@ class EventsView(APIView):
         if length > MAX_BODY_BYTES:
             raise BatchTooLarge(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
         result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
-        return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=202)
+        return Response(
+            {"accepted": result.accepted, "duplicates": result.duplicates, "unmatched": result.unmatched},
+            status=202,
+        )

@@ -1,6 +1,7 @@
 """The client: local resolution from a cached snapshot, and outcome reporting."""
 
 import atexit
+import contextvars
 import json
 import logging
 import random
@@ -11,7 +12,15 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from .errors import PromptUnavailable
-from .events import EventCounts, EventSender, Outcome, outcome_event, retry_after_seconds
+from .event_rules import is_event_id
+from .events import (
+    EventCounts,
+    EventSender,
+    Outcome,
+    late_score_event,
+    outcome_event,
+    retry_after_seconds,
+)
 from .result import ResolvedPrompt
 from .snapshot import PromptVersion, Snapshot
 from .stream import EventStream, StreamEvent, stream_url
@@ -38,7 +47,8 @@ class Client:
     confirmed (a stream event or keepalive, or a poll, unless the server says its own state is
     stale) for 3 × `refresh_interval` answers `stale`. `on_snapshot(snapshot)` is called on a
     background thread each time a new snapshot is in use.
-    Reported outcomes are posted in background batches and flushed on `close` and at exit.
+    Reported outcomes are posted in background batches and flushed on `close` and at exit;
+    `score` adds scores to a call already reported (an LLM judge, a user's thumbs-up).
     """
 
     def __init__(
@@ -77,6 +87,10 @@ class Client:
         self._stream_url: str | None = None
         self._stream: EventStream | None = None
         self._streaming = False
+        # prompt name -> event_id of the last call of it reported in this thread or task
+        self._last_calls: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+            f"promptramp-last-calls-{id(self)}"
+        )
         self._events = EventSender(
             self._transport.post_events,
             batch_size=batch_size,
@@ -152,7 +166,8 @@ class Client:
         """Time the block and report its outcome; an exception is recorded and re-raised.
 
         `prompt` is a result of `get`, or a name to `get` with `unit`, `variables` and `default`.
-        Set cost, tokens and scores on the yielded Outcome; its `prompt` is the result in use.
+        Set cost, tokens and scores on the yielded Outcome; its `prompt` is the result in use,
+        its `event_id` the id the call is reported with (to `score` it later, from anywhere).
         """
         result = (
             prompt
@@ -182,8 +197,11 @@ class Client:
         output_tokens: int | None = None,
         scores: Mapping[str, float] | None = None,
         ts: datetime | None = None,
+        event_id: str | None = None,
     ) -> str | None:
-        """Queue one call's outcome; returns its event_id (None for a fallback, never sent).
+        """Queue one call's outcome; returns its event_id (`event_id`, or a new one; None for a
+        fallback, never sent). The id is also kept on `result.event_id`, and as this thread's
+        (or task's) last call of the prompt, for `score`.
 
         Raises ValueError on a figure the server would refuse (negative, NaN, non-number).
         """
@@ -199,7 +217,36 @@ class Client:
             output_tokens=output_tokens,
             scores=scores,
             ts=ts,
+            event_id=event_id,
         )
+        self._events.add(event)
+        reported = result.event_id = str(event["event_id"])
+        self._last_calls.set(self._last_calls.get({}) | {result.name: reported})
+        return reported
+
+    def score(self, call: ResolvedPrompt | str, scores: Mapping[str, float]) -> str | None:
+        """Report scores of a call already reported, as a late score: they count for that
+        call's arm and minute, and a name the call already carries keeps its first value.
+
+        `call` is the call's event_id (from `report`, or `Outcome.event_id` in `track`: store
+        it to score the call later from anywhere, any process), a result of `get` that was
+        reported, or a prompt name: the last call of that prompt reported in this thread (or
+        asyncio task). Returns the late score's event_id, or None when there is no call to
+        score (a fallback, or no reported call of that prompt here), which is logged.
+        Raises ValueError on scores the server would refuse.
+        """
+        if isinstance(call, ResolvedPrompt):
+            of_event = call.event_id
+        elif is_event_id(call):
+            of_event = call
+        else:
+            of_event = self._last_calls.get({}).get(call)
+        if of_event is None:
+            logger.warning(
+                "score: no reported call of %r to score; scores dropped", getattr(call, "name", call)
+            )
+            return None
+        event = late_score_event(of_event, scores)
         self._events.add(event)
         return str(event["event_id"])
 
@@ -356,6 +403,7 @@ class Client:
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.report(
             outcome.prompt,
+            event_id=outcome.event_id,
             latency_ms=elapsed_ms if outcome.latency_ms is None else outcome.latency_ms,
             error=outcome.error,
             error_type=outcome.error_type,

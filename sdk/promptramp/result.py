@@ -14,7 +14,8 @@ class ResolvedPrompt:
     `template` is set for text prompts and `messages` for chat prompts. `rendered` and
     `unused_variables` are set when variables were given. `rollout_id` and `bucket` are None for
     arm production. `fallback` is true when the content is a caller-supplied default because no
-    snapshot holds the prompt; such a result has no version and is never reported.
+    snapshot holds the prompt; such a result has no version and is never reported. `event_id`
+    is set when a call with it is reported (`Client.score` takes the result to score that call).
     Treat it as read-only: it shares `config`, `messages` and `variables` with the snapshot.
     """
 
@@ -34,6 +35,7 @@ class ResolvedPrompt:
     unused_variables: list[str] | None = None
     fallback: bool = False
     stale: bool = False
+    event_id: str | None = None  # of the last call reported with this result (Client.report)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of the server's resolve (or render) answer."""

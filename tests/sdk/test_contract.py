@@ -86,11 +86,11 @@ def test_reported_events_are_accepted_and_a_resent_batch_counts_once(
 
     assert (first.status, json.loads(first.body)) == (
         202,
-        {"accepted": len(events), "duplicates": 0},
+        {"accepted": len(events), "duplicates": 0, "unmatched": 0},
     )
     assert (again.status, json.loads(again.body)) == (
         202,
-        {"accepted": 0, "duplicates": len(events)},
+        {"accepted": 0, "duplicates": len(events), "unmatched": 0},
     )
 
 
