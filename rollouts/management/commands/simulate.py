@@ -3,6 +3,8 @@ rollout can be watched advancing (or rolling back) live."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import time
 from datetime import UTC, datetime
@@ -15,13 +17,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import apikey_create
 from core.actors import Actor
-from rollouts.traffic_model import ArmBehaviour, outcome_event
+from rollouts.traffic_model import ArmBehaviour, late_score, outcome_event
 
 
 class Command(BaseCommand):
     help = (
         "Send synthetic traffic for PROMPT: resolve for random units at --rate per second, then "
-        "report an outcome for each (per-arm error rate, latency and score distributions)."
+        "report an outcome for each (per-arm error rate, latency and score distributions). "
+        "With --late-scores, each call's score is sent as a late score after a random delay."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,10 +42,24 @@ class Command(BaseCommand):
             parser.add_argument(f"--{arm}-cost", type=float, default=0.002, help="USD per request")
         parser.add_argument("--latency-sigma", type=float, default=0.5)
         parser.add_argument("--score-sd", type=float, default=0.15)
+        parser.add_argument(
+            "--late-scores",
+            action="store_true",
+            help="send scores as late events (of_event) after a delay, not in the call's event",
+        )
+        parser.add_argument(
+            "--late-delay",
+            type=float,
+            default=600.0,
+            help="a late score waits 0 to this many seconds (default 600); those still waiting at "
+            "the end are sent then",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["rate"] <= 0 or options["duration"] <= 0 or options["units"] < 1:
             raise CommandError("--rate, --duration and --units must be positive.")
+        if options["late_delay"] < 0:
+            raise CommandError("--late-delay must be 0 or more.")
         behaviours = {
             arm: ArmBehaviour(
                 error_rate=options[f"{arm}_error_rate"],
@@ -81,6 +98,8 @@ class Command(BaseCommand):
         started = time.monotonic()
         next_send = started
         pending: list[dict[str, Any]] = []
+        waiting: list[tuple[float, int, dict[str, Any]]] = []  # late scores: (due, order, event)
+        order = itertools.count()
         counts: dict[str, int] = {}
         last_report = started
         while time.monotonic() - started < options["duration"]:
@@ -90,11 +109,17 @@ class Command(BaseCommand):
                 raise CommandError(f"resolve answered {response.status_code}: {response.text[:300]}")
             resolved = response.json()
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            pending.append(
-                outcome_event(rng=rng, behaviour=behaviours[resolved["arm"]], resolved=resolved, ts=ts)
-            )
+            call = outcome_event(rng=rng, behaviour=behaviours[resolved["arm"]], resolved=resolved, ts=ts)
+            pending.append(call)
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
             now = time.monotonic()
+            if options["late_scores"]:
+                score = late_score(rng=rng, event=call)
+                if score is not None:
+                    due = now + rng.uniform(0, options["late_delay"])
+                    heapq.heappush(waiting, (due, next(order), score))
+                while waiting and waiting[0][0] <= now:
+                    pending.append(heapq.heappop(waiting)[2])
             if len(pending) >= 200 or now - last_report >= 2:
                 self._send(session, base, pending)
                 pending = []
@@ -103,7 +128,9 @@ class Command(BaseCommand):
                     last_report = now
             next_send += interval
             time.sleep(max(0.0, next_send - time.monotonic()))
-        self._send(session, base, pending)
+        remaining = pending + [score for _, _, score in sorted(waiting)]
+        for start in range(0, len(remaining), 1000):
+            self._send(session, base, remaining[start : start + 1000])
         self.stdout.write(f"done: requests per arm: {counts}")
 
     def _send(self, session: requests.Session, base: str, events: list[dict[str, Any]]) -> None:
