@@ -30,9 +30,10 @@ def report(
     latency_ms: float = 800.0,
     cost_usd: float = 0.002,
     ts: datetime | None = None,
-) -> None:
+) -> list[dict[str, Any]]:
     """``count`` requests of one arm of a rollout, the first ``errors`` of them failed, stamped
-    ``ts`` (by default in the first whole minute of the rollout's current step)."""
+    ``ts`` (by default in the first whole minute of the rollout's current step); returns the
+    events sent."""
     version = rollout.baseline.version if arm == "baseline" else rollout.candidate.version
     events = [
         {
@@ -51,4 +52,20 @@ def report(
     for start in range(0, count, 1000):
         response = client.post("/api/v1/events", {"events": events[start : start + 1000]}, format="json")
         assert response.status_code == 202, response.content
+    outcome_minutes_flush()
+    return events
+
+
+def report_late_scores(
+    client: APIClient, calls: list[dict[str, Any]], name: str, values: list[float]
+) -> None:
+    """A late score ``name`` for each call (as an LLM judge sends them after the calls)."""
+    events = [
+        {"event_id": str(uuid.uuid4()), "of_event": call["event_id"], "scores": {name: value}}
+        for call, value in zip(calls, values, strict=True)
+    ]
+    for start in range(0, len(events), 1000):
+        response = client.post("/api/v1/events", {"events": events[start : start + 1000]}, format="json")
+        assert response.status_code == 202, response.content
+        assert response.json()["unmatched"] == 0
     outcome_minutes_flush()
