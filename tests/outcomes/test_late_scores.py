@@ -268,3 +268,19 @@ def test_a_remembered_call_takes_a_few_dozen_bytes_of_redis(setup):
     print(f"{used / 5000:.1f} bytes per remembered call")
     assert used / 5000 < 120, used / 5000
     assert client.info("memory")["used_memory"] > before
+
+
+def test_outside_rollouts_a_versions_calls_are_bounded_in_score_names(setup, ingest_client, monkeypatch):
+    # given a bound of two names for a version's production calls, both taken
+    monkeypatch.setattr("outcomes.pending.MAX_SCORE_NAMES_PER_VERSION", 2)
+    call = event(None, scores={"helpfulness": 0.5, "tone": 0.5})
+    post_events(ingest_client, [call])
+
+    # when a late score brings a third name
+    response = post_events(ingest_client, [late(call, accuracy=1.0)])
+
+    # then it is refused naming it, as a rollout's 21st name is
+    assert response.status_code == 400
+    [detail] = response.json()["error"]["details"]
+    assert (detail["index"], detail["field"]) == (0, "scores.accuracy")
+    assert post_events(ingest_client, [late(call, tone=0.1)]).json()["accepted"] == 1
