@@ -83,13 +83,12 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
             details=problems[:MAX_PROBLEMS_SHOWN],
         )
     durability_warn_once()
-    first: dict[bytes, int] = {}
-    for index, event_id in sorted(
-        [(event.index, event.event_id) for _, event in placed]
-        + [(score.index, score.event_id) for score in late],
-        reverse=True,
-    ):
-        first[event_id] = index
+    first: dict[bytes, int] = {}  # each event_id's first index in the batch
+    for index, event_id in [(event.index, event.event_id) for _, event in placed] + [
+        (score.index, score.event_id) for score in late
+    ]:
+        if first.setdefault(event_id, index) > index:
+            first[event_id] = index
     kept = set(first.values())
     calls = [(series, event) for series, event in placed if event.index in kept]
     scores = [score for score in late if score.index in kept]

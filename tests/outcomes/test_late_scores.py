@@ -284,3 +284,15 @@ def test_outside_rollouts_a_versions_calls_are_bounded_in_score_names(setup, ing
     [detail] = response.json()["error"]["details"]
     assert (detail["index"], detail["field"]) == (0, "scores.accuracy")
     assert post_events(ingest_client, [late(call, tone=0.1)]).json()["accepted"] == 1
+
+
+def test_an_event_id_used_by_a_call_and_a_late_score_in_one_batch_counts_the_first(setup, ingest_client):
+    first_call = event(setup.rollout, scores=None)
+    call = event(setup.rollout, scores=None)
+    reused = late(first_call, tone=0.5) | {"event_id": call["event_id"]}
+
+    response = post_events(ingest_client, [first_call, reused, call])
+
+    assert response.json() == {"accepted": 2, "duplicates": 1, "unmatched": 0}
+    assert scores_of(setup.rollout.pk, "candidate", "tone") == (1, pytest.approx(0.5))
+    assert arm_stats(rollout_id=setup.rollout.pk)["candidate"].samples == 1
