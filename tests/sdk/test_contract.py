@@ -6,6 +6,7 @@
 import json
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -103,3 +104,16 @@ def test_close_delivers_the_queued_events(client: Client) -> None:
     assert client.close(timeout=10)
     counts = client.event_counts()
     assert (counts.accepted + counts.duplicates, counts.pending) == (3, 0)
+
+
+def test_a_reported_call_is_scored_late_and_a_score_of_no_call_is_unmatched(client: Client) -> None:
+    name = next(iter(client.snapshot.prompts))  # type: ignore[union-attr]
+    with client.track(name, unit="late") as call:
+        pass
+
+    client.score(call.event_id, {"judge": 0.5})
+    client.score(str(uuid.uuid4()), {"judge": 0.5})
+    assert client.close(timeout=10)
+
+    counts = client.event_counts()
+    assert (counts.accepted, counts.unmatched, counts.rejected, counts.pending) == (2, 1, 0, 0)
