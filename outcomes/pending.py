@@ -58,9 +58,10 @@ GENERATIONS = 12
 MAX_SCORE_NAMES_PER_ROLLOUT = 20
 # Outside a rollout, a version's calls are bounded too: each remembered call keeps a bit per name.
 MAX_SCORE_NAMES_PER_VERSION = 256
-# A remembered call's arm is its first letter.
-ARMS = {arm[0]: arm for arm in OutcomeMinute.Arm.values}
-assert len(ARMS) == len(OutcomeMinute.Arm.values), "arms must differ in their first letter"
+# A remembered call's arm is its first letter (OutcomeMinute's arms: an arm stored there is
+# remembered; another one raises KeyError in call_record).
+ARM_CODES = {arm: arm[0].encode() for arm in OutcomeMinute.Arm.values}
+assert len(set(ARM_CODES.values())) == len(ARM_CODES), "arms must differ in their first letter"
 log = logging.getLogger(__name__)
 
 _ADD = """
@@ -318,7 +319,7 @@ for key, parts in pairs(cjson.decode(ARGV[3])) do
   redis.call('SADD', P .. 'pending', key)
 end
 return {'ok', #fields / 2, n_late - matched}
-""".replace("$ARMS", ", ".join(f"{code}='{arm}'" for code, arm in ARMS.items()))
+""".replace("$ARMS", ", ".join(f"{code.decode()}='{arm}'" for arm, code in ARM_CODES.items()))
 
 _TAKE = """
 redis.replicate_commands()
@@ -449,7 +450,7 @@ def call_record(minute: int, series: str) -> bytes:
         if len(_call_heads) >= 4096:
             _call_heads.clear()
         head = _call_heads[series] = struct.pack(
-            ">III1s", where.prompt_id, where.version_id, where.rollout_id or 0, where.arm[0].encode()
+            ">III1s", where.prompt_id, where.version_id, where.rollout_id or 0, ARM_CODES[where.arm]
         )
     return minute.to_bytes(4, "big") + head
 
