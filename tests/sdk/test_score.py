@@ -1,5 +1,6 @@
 """Client.score: late scores of calls already reported, by event id, result or prompt name."""
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable
@@ -121,3 +122,23 @@ def test_a_late_score_of_an_unknown_call_is_counted_unmatched(
 
     counts = client.event_counts()
     assert (counts.accepted, counts.unmatched, counts.pending) == (0, 1, 0)
+
+
+def test_a_prompt_name_scores_the_last_call_of_this_asyncio_task(
+    fake_server: FakeServer, make_client: MakeClient
+) -> None:
+    client = make_client(fake_server.base_url, flush_interval=3600)
+
+    async def handle(unit: str) -> tuple[str | None, str | None]:
+        reported = client.report(client.get("summarize", unit=unit), latency_ms=1)
+        await asyncio.sleep(0.01)  # the other task reports its own call meanwhile
+        return reported, client.score("summarize", {"judge": 0.5})
+
+    async def both() -> list[tuple[str | None, str | None]]:
+        return list(await asyncio.gather(handle("a"), handle("b")))
+
+    results = asyncio.run(both())
+    assert client.flush(timeout=5)
+
+    scored = {e["event_id"]: e["of_event"] for e in late_scores(fake_server)}
+    assert [scored[score_id] for _, score_id in results] == [call_id for call_id, _ in results]
