@@ -53,7 +53,7 @@ def outcome_event(
     if problems:
         raise ValueError("; ".join(problems))
     moment = (ts or datetime.now(UTC)).astimezone(UTC)
-    return {
+    event: Event = {
         "event_id": event_id or str(uuid.uuid4()),
         "prompt": result.name,
         "version": result.version,
@@ -68,6 +68,9 @@ def outcome_event(
         "scores": scores,
         "ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
+    if result.shadow_sample and result.arm == "baseline":
+        event["shadow_sample"] = True  # compared with the shadow runs of the same units
+    return event
 
 
 def late_score_event(of_event: str, scores: Mapping[str, float]) -> Event:

@@ -3,8 +3,18 @@
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Arm = Literal["baseline", "candidate", "production"]
+Arm = Literal["baseline", "candidate", "production", "shadow"]
 Kind = Literal["text", "chat"]
+SHADOW_FIELDS = (
+    "version",
+    "template",
+    "messages",
+    "model",
+    "config",
+    "variables",
+    "rendered",
+    "unused_variables",
+)
 
 
 @dataclass(slots=True)
@@ -16,6 +26,8 @@ class ResolvedPrompt:
     arm production. `fallback` is true when the content is a caller-supplied default because no
     snapshot holds the prompt; such a result has no version and is never reported. `event_id`
     is set when a call with it is reported (`Client.score` takes the result to score that call).
+    In a shadow step's sample (`shadow_sample`), `shadow` is the candidate to run unseen (arm
+    `shadow`), or None with `shadow_error` saying why it could not be rendered.
     Treat it as read-only: it shares `config`, `messages` and `variables` with the snapshot.
     """
 
@@ -35,6 +47,9 @@ class ResolvedPrompt:
     unused_variables: list[str] | None = None
     fallback: bool = False
     stale: bool = False
+    shadow: "ResolvedPrompt | None" = None
+    shadow_error: dict[str, Any] | None = None
+    shadow_sample: bool = False
     event_id: str | None = None  # of the last call reported with this result (Client.report)
 
     def as_dict(self) -> dict[str, Any]:
@@ -51,10 +66,15 @@ class ResolvedPrompt:
             arm=self.arm,
             rollout_id=self.rollout_id,
             bucket=self.bucket,
-            sticky=self.sticky,
         )
+        if self.shadow is not None:
+            shadow = self.shadow.as_dict()
+            body["shadow"] = {key: shadow[key] for key in shadow if key in SHADOW_FIELDS}
+        body["sticky"] = self.sticky
         if self.rendered is not None:
             body.update(rendered=self.rendered, unused_variables=self.unused_variables)
+        if self.shadow_error is not None:
+            body["shadow_error"] = self.shadow_error
         if self.stale:
             body["stale"] = True
         return body

@@ -17,13 +17,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import apikey_create
 from core.actors import Actor
-from rollouts.traffic_model import ArmBehaviour, late_score, outcome_event
+from rollouts.traffic_model import ArmBehaviour, late_score, outcome_event, shadow_run
 
 
 class Command(BaseCommand):
     help = (
         "Send synthetic traffic for PROMPT: resolve for random units at --rate per second, then "
         "report an outcome for each (per-arm error rate, latency and score distributions). "
+        "With --shadow, an answer that carries a shadow (a shadow step's sample) also runs the "
+        "candidate unseen and reports it as arm shadow, with the candidate's figures. "
         "With --late-scores, each call's score is sent as a late score after a random delay."
     )
 
@@ -42,6 +44,11 @@ class Command(BaseCommand):
             parser.add_argument(f"--{arm}-cost", type=float, default=0.002, help="USD per request")
         parser.add_argument("--latency-sigma", type=float, default=0.5)
         parser.add_argument("--score-sd", type=float, default=0.15)
+        parser.add_argument(
+            "--shadow",
+            action="store_true",
+            help="run the shadow an answer carries and report it (arm shadow), as the SDK's shadow= does",
+        )
         parser.add_argument(
             "--late-scores",
             action="store_true",
@@ -109,15 +116,29 @@ class Command(BaseCommand):
                 raise CommandError(f"resolve answered {response.status_code}: {response.text[:300]}")
             resolved = response.json()
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-            call = outcome_event(rng=rng, behaviour=behaviours[resolved["arm"]], resolved=resolved, ts=ts)
-            pending.append(call)
+            shadow = options["shadow"] and "shadow" in resolved
+            calls = [
+                outcome_event(
+                    rng=rng,
+                    behaviour=behaviours[resolved["arm"]],
+                    resolved=resolved,
+                    ts=ts,
+                    shadow_sample=shadow,
+                )
+            ]
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
+            if shadow:
+                run = shadow_run(resolved)
+                calls.append(outcome_event(rng=rng, behaviour=behaviours["candidate"], resolved=run, ts=ts))
+                counts["shadow"] = counts.get("shadow", 0) + 1
+            pending += calls
             now = time.monotonic()
             if options["late_scores"]:
-                score = late_score(rng=rng, event=call)
-                if score is not None:
-                    due = now + rng.uniform(0, options["late_delay"])
-                    heapq.heappush(waiting, (due, next(order), score))
+                for call in calls:
+                    score = late_score(rng=rng, event=call)
+                    if score is not None:
+                        due = now + rng.uniform(0, options["late_delay"])
+                        heapq.heappush(waiting, (due, next(order), score))
                 while waiting and waiting[0][0] <= now:
                     pending.append(heapq.heappop(waiting)[2])
             if len(pending) >= 200 or now - last_report >= 2:
