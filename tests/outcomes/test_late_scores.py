@@ -296,3 +296,16 @@ def test_an_event_id_used_by_a_call_and_a_late_score_in_one_batch_counts_the_fir
     assert response.json() == {"accepted": 2, "duplicates": 1, "unmatched": 0}
     assert scores_of(setup.rollout.pk, "candidate", "tone") == (1, pytest.approx(0.5))
     assert arm_stats(rollout_id=setup.rollout.pk)["candidate"].samples == 1
+
+
+def test_a_late_score_of_a_shadow_run_counts_for_the_shadow_arm(setup, ingest_client):
+    shadow_run = event(setup.rollout, arm="shadow", version=2, scores=None)
+    sampled_baseline = event(setup.rollout, arm="baseline", scores=None, shadow_sample=True)
+    post_events(ingest_client, [shadow_run, sampled_baseline])
+
+    post_events(ingest_client, [late(shadow_run, tone=0.2), late(sampled_baseline, tone=0.9)])
+    outcome_minutes_flush()
+
+    rows = {row.arm: row.scores["tone"] for row in OutcomeMinute.objects.filter(rollout=setup.rollout)}
+    assert rows["shadow"]["sum"] == pytest.approx(0.2)
+    assert rows["shadow_baseline"]["sum"] == pytest.approx(0.9)

@@ -23,7 +23,7 @@ def test_shadow_runs_and_the_samples_baseline_are_counted_apart_from_the_baselin
     response = post_events(ingest_client, events)
     outcome_minutes_flush()
 
-    assert response.status_code == 202 and response.json() == {"accepted": 7, "duplicates": 0}
+    assert response.status_code == 202 and response.json() == {"accepted": 7, "duplicates": 0, "unmatched": 0}
     stats = arm_stats(rollout_id=setup.rollout.pk)
     assert stats["shadow"].samples == 3 and stats["shadow"].latency.total == pytest.approx(2700)
     assert stats["shadow_baseline"].samples == 2
