@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from access.permissions import prompt_limits_of
 from core.api_schema import ErrorSerializer, error_responses
-from core.metrics import event_batches_refused_total, events_accepted, events_duplicate
+from core.metrics import event_batches_refused_total, events_accepted, events_duplicate, events_unmatched
 from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
 from outcomes.errors import BatchTooLarge
 from outcomes.services import events_ingest
@@ -92,6 +92,7 @@ class EventsView(APIView):
         result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
         events_accepted.inc(result.accepted)
         events_duplicate.inc(result.duplicates)
+        events_unmatched.inc(result.unmatched)
         return Response(
             {"accepted": result.accepted, "duplicates": result.duplicates, "unmatched": result.unmatched},
             status=202,
