@@ -9,7 +9,13 @@ from rest_framework.views import APIView
 
 from access.permissions import prompt_limits_of
 from core.api_schema import ErrorSerializer, error_responses
-from core.metrics import event_batches_refused_total, events_accepted, events_duplicate, events_unmatched
+from core.metrics import (
+    event_batches_refused_total,
+    events_accepted,
+    events_duplicate,
+    events_unmatched,
+    sdk_exposures_total,
+)
 from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
 from outcomes.errors import BatchTooLarge
 from outcomes.services import events_ingest
@@ -93,7 +99,8 @@ class EventsView(APIView):
         events_accepted.inc(result.accepted)
         events_duplicate.inc(result.duplicates)
         events_unmatched.inc(result.unmatched)
-        return Response(
-            {"accepted": result.accepted, "duplicates": result.duplicates, "unmatched": result.unmatched},
-            status=202,
-        )
+        sdk_exposures_total.inc(result.exposures_total)
+        answer = {"accepted": result.accepted, "duplicates": result.duplicates, "unmatched": result.unmatched}
+        if result.exposures is not None:
+            answer["exposures"] = result.exposures
+        return Response(answer, status=202)

@@ -23,10 +23,11 @@ from rollouts.traffic_model import ArmBehaviour, late_score, outcome_event, shad
 class Command(BaseCommand):
     help = (
         "Send synthetic traffic for PROMPT: resolve for random units at --rate per second, then "
-        "report an outcome for each (per-arm error rate, latency and score distributions). "
-        "With --shadow, an answer that carries a shadow (a shadow step's sample) also runs the "
-        "candidate unseen and reports it as arm shadow, with the candidate's figures. "
-        "With --late-scores, each call's score is sent as a late score after a random delay."
+        "report an outcome for each (per-arm error rate, latency and score distributions), but "
+        "for the share of calls an arm's --ARM-report-loss drops. With --shadow, an answer that "
+        "carries a shadow (a shadow step's sample) also runs the candidate unseen and reports it "
+        "as arm shadow, with the candidate's figures. With --late-scores, each call's score is "
+        "sent as a late score after a random delay."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -42,6 +43,12 @@ class Command(BaseCommand):
             parser.add_argument(f"--{arm}-latency-ms", type=float, default=800.0, help="median")
             parser.add_argument(f"--{arm}-score", type=float, default=0.8, help="mean score")
             parser.add_argument(f"--{arm}-cost", type=float, default=0.002, help="USD per request")
+            parser.add_argument(
+                f"--{arm}-report-loss",
+                type=float,
+                default=0.0,
+                help="share of calls whose outcome is never reported (e.g. 0.3: a crash before it reports)",
+            )
         parser.add_argument("--latency-sigma", type=float, default=0.5)
         parser.add_argument("--score-sd", type=float, default=0.15)
         parser.add_argument(
@@ -65,6 +72,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["rate"] <= 0 or options["duration"] <= 0 or options["units"] < 1:
             raise CommandError("--rate, --duration and --units must be positive.")
+        if not all(0 <= options[f"{arm}_report_loss"] <= 1 for arm in ("baseline", "candidate")):
+            raise CommandError("--baseline-report-loss and --candidate-report-loss must be within 0..1.")
         if options["late_delay"] < 0:
             raise CommandError("--late-delay must be 0 or more.")
         behaviours = {
@@ -75,6 +84,7 @@ class Command(BaseCommand):
                 score_mean=options[f"{arm}_score"],
                 score_sd=options["score_sd"],
                 cost_usd=options[f"{arm}_cost"],
+                report_loss=options[f"{arm}_report_loss"],
             )
             for arm in ("baseline", "candidate")
         }
@@ -117,15 +127,14 @@ class Command(BaseCommand):
             resolved = response.json()
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             shadow = options["shadow"] and "shadow" in resolved
-            calls = [
-                outcome_event(
-                    rng=rng,
-                    behaviour=behaviours[resolved["arm"]],
-                    resolved=resolved,
-                    ts=ts,
-                    shadow_sample=shadow,
+            behaviour = behaviours[resolved["arm"]]
+            calls = []
+            if behaviour.reports(rng):
+                calls.append(
+                    outcome_event(
+                        rng=rng, behaviour=behaviour, resolved=resolved, ts=ts, shadow_sample=shadow
+                    )
                 )
-            ]
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
             if shadow:
                 run = shadow_run(resolved)
