@@ -118,6 +118,7 @@ class Command(BaseCommand):
         waiting: list[tuple[float, int, dict[str, Any]]] = []  # late scores: (due, order, event)
         order = itertools.count()
         counts: dict[str, int] = {}
+        acknowledged: dict[str, int] = {}
         last_report = started
         while time.monotonic() - started < options["duration"]:
             unit = f"user-{rng.randrange(options['units'])}"
@@ -151,7 +152,7 @@ class Command(BaseCommand):
                 while waiting and waiting[0][0] <= now:
                     pending.append(heapq.heappop(waiting)[2])
             if len(pending) >= 200 or now - last_report >= 2:
-                self._send(session, base, pending)
+                self._send(session, base, pending, acknowledged)
                 pending = []
                 if now - last_report >= 2:
                     self.stdout.write(f"{now - started:6.0f}s  requests per arm: {counts}")
@@ -160,15 +161,24 @@ class Command(BaseCommand):
             time.sleep(max(0.0, next_send - time.monotonic()))
         remaining = pending + [score for _, _, score in sorted(waiting)]
         for start in range(0, len(remaining), 1000):
-            self._send(session, base, remaining[start : start + 1000])
-        self.stdout.write(f"done: requests per arm: {counts}")
+            self._send(session, base, remaining[start : start + 1000], acknowledged)
+        self.stdout.write(
+            f"done: requests per arm: {counts}; events acknowledged (202) per arm: {acknowledged}"
+        )
 
-    def _send(self, session: requests.Session, base: str, events: list[dict[str, Any]]) -> None:
+    def _send(
+        self, session: requests.Session, base: str, events: list[dict[str, Any]], acknowledged: dict[str, int]
+    ) -> None:
+        """POST the events; on 202 each call's arm counts in ``acknowledged`` (late scores are not
+        calls)."""
         if not events:
             return
         for _attempt in range(5):
             response = session.post(f"{base}/api/v1/events", json={"events": events}, timeout=10)
             if response.status_code == 202:
+                for event in events:
+                    if "of_event" not in event:
+                        acknowledged[event["arm"]] = acknowledged.get(event["arm"], 0) + 1
                 return
             if response.status_code in (429, 503):
                 time.sleep(float(response.headers.get("Retry-After", "1")))
