@@ -161,6 +161,7 @@ INSTALLED_APPS = [
     "registry",
     "rollouts",
     "outcomes",
+    "serving",
 ]
 
 MIDDLEWARE = [

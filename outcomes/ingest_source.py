@@ -11,7 +11,7 @@ from datetime import datetime
 from outcomes import selectors
 from rollouts.engine import SourceWindow
 from rollouts.plan import Gate
-from rollouts.sources import RolloutArms
+from rollouts.sources import ROLLOUT_ARMS, RolloutArms
 from rollouts.stats import ArmStats
 
 
@@ -33,9 +33,14 @@ class IngestSource:
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
 
     def arm_stats(
-        self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        rollout_id: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        arms: tuple[str, ...] = ROLLOUT_ARMS,
     ) -> dict[str, ArmStats]:
-        return selectors.arm_stats(rollout_id=rollout_id, since=since, until=until)
+        return selectors.arm_stats(rollout_id=rollout_id, since=since, until=until, arms=arms)
 
     def arm_series(
         self, *, rollout_id: int, since: datetime, until: datetime

@@ -29,6 +29,11 @@ MAX_SCORE_ABS = float(RULES["max_score_abs"])
 MAX_TOKENS: int = RULES["max_tokens"]
 TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
 PRODUCTION = "production"
+OVERRIDE = "override"  # served by an override: any version of the prompt, stored apart
+ARMS_WITHOUT_ROLLOUT = frozenset(RULES["arms_without_rollout"])
+ARMS_WITH_ROLLOUT = frozenset(RULES["arms_with_rollout"])
+_ARMS_WITHOUT = ", ".join(f'"{arm}"' for arm in RULES["arms_without_rollout"])
+_ARMS_WITH = " or ".join(f'"{arm}"' for arm in RULES["arms_with_rollout"])
 
 PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
@@ -147,12 +152,14 @@ def _event(
     rollout_id = get("rollout_id")
     arm = get("arm")
     if rollout_id is None:
-        if arm is not None and arm != PRODUCTION:
-            problems.append(problem(index, "arm", 'without a rollout_id, arm must be "production" or null'))
+        if arm is not None and (type(arm) is not str or arm not in ARMS_WITHOUT_ROLLOUT):
+            problems.append(
+                problem(index, "arm", f"without a rollout_id, arm must be {_ARMS_WITHOUT} or null")
+            )
     elif type(rollout_id) is not int or rollout_id < 1:
         problems.append(problem(index, "rollout_id", "must be a rollout id (integer >= 1) or null"))
-    elif arm != "candidate" and arm != "baseline":
-        problems.append(problem(index, "arm", 'with a rollout_id, arm must be "baseline" or "candidate"'))
+    elif type(arm) is not str or arm not in ARMS_WITH_ROLLOUT:
+        problems.append(problem(index, "arm", f"with a rollout_id, arm must be {_ARMS_WITH}"))
 
     latency = get("latency_ms")
     if latency is not None:

@@ -11,7 +11,7 @@ from registry.models import Prompt
 from registry.selectors import prompt_get
 from rollouts.errors import RolloutNotFound, WebhookNotFound
 from rollouts.models import Rollout, RolloutTransition, Webhook
-from rollouts.sources import outcome_store
+from rollouts.sources import OVERRIDE_ARM, ROLLOUT_ARMS, outcome_store
 from rollouts.stats import ArmStats
 
 
@@ -38,16 +38,20 @@ def rollout_get(rollout_id: int) -> Rollout:
 @dataclass(frozen=True)
 class RolloutWithStats:
     rollout: Rollout
-    arms: dict[str, ArmStats]
+    arms: dict[str, ArmStats]  # baseline and candidate
+    override_outcomes: ArmStats  # of callers an override served: apart, in no gate
     history: list[RolloutTransition]
 
 
 def rollout_get_with_stats(rollout_id: int) -> RolloutWithStats:
-    """The rollout, every outcome reported for it so far per arm, and its transitions."""
+    """The rollout, every outcome reported for it so far per arm (and apart, those of callers
+    an override served), and its transitions."""
     rollout = rollout_get(rollout_id)
+    arms = outcome_store().arm_stats(rollout_id=rollout.pk, arms=(*ROLLOUT_ARMS, OVERRIDE_ARM))
     return RolloutWithStats(
         rollout=rollout,
-        arms=outcome_store().arm_stats(rollout_id=rollout.pk),
+        arms={arm: arms[arm] for arm in ROLLOUT_ARMS},
+        override_outcomes=arms[OVERRIDE_ARM],
         history=list(rollout.transitions.order_by("at", "id")),
     )
 

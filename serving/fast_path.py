@@ -4,7 +4,8 @@ costs several times what resolving does (docs/benchmarks.md). Everything else, i
 resolve without a Bearer key (a session), goes on to Django, whose view gives the same answers
 through the same ``resolve_answer``. The per-request rules of Django's side apply here too: the
 Host must be one of ALLOWED_HOSTS (400), with PROMPTRAMP_SECURE a request over plain HTTP goes on
-to Django (which redirects it), and the key's ``serve`` rate limit (429, ``core.rate_limits``).
+to Django (which redirects it), the key's ``serve`` rate limit (429, ``core.rate_limits``), and
+the caller's ``attr.NAME`` attributes (``serving.attributes``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
         except PromptNotAllowed as refused:
             return error_answer(refused.status_code, refused.code, refused.message, refused.details)
     unit = None
-    for field, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+    query = environ.get("QUERY_STRING", "")
+    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    for field, value in pairs:
         if field == "unit":
             unit = value
-    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""))
+    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""), pairs)

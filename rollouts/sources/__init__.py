@@ -38,6 +38,9 @@ from rollouts.stats import ArmStats
 
 SOURCE_TIMEOUT_SECONDS = 5.0
 INGEST = "ingest"
+ROLLOUT_ARMS = ("baseline", "candidate")
+# Outcomes of callers an override served while the rollout was active: shown, never in a gate.
+OVERRIDE_ARM = "override"
 
 
 @dataclass(frozen=True)
@@ -79,10 +82,16 @@ class OutcomeStore(Source, Protocol):
     """The `ingest` source: outcomes reported to promptramp, kept per rollout, arm and minute."""
 
     def arm_stats(
-        self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        rollout_id: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        arms: tuple[str, ...] = ROLLOUT_ARMS,
     ) -> dict[str, ArmStats]:
-        """``{"baseline": …, "candidate": …}``: every outcome of the rollout when ``since`` and
-        ``until`` are None, else those of the minutes overlapping ``[since, until)``."""
+        """``{"baseline": …, "candidate": …}`` (or of ``arms``): every outcome of the rollout
+        when ``since`` and ``until`` are None, else those of the minutes overlapping
+        ``[since, until)``."""
         ...
 
     def arm_series(

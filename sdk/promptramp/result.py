@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Arm = Literal["baseline", "candidate", "production"]
+Arm = Literal["baseline", "candidate", "production", "override"]
 Kind = Literal["text", "chat"]
 
 
@@ -13,8 +13,10 @@ class ResolvedPrompt:
 
     `template` is set for text prompts and `messages` for chat prompts. `rendered` and
     `unused_variables` are set when variables were given. `rollout_id` and `bucket` are None for
-    arm production. `fallback` is true when the content is a caller-supplied default because no
-    snapshot holds the prompt; such a result has no version and is never reported.
+    arm production; for arm override, `bucket` is None, `rollout_id` is the active rollout's (or
+    None) and `override_id` names the override that applied. `fallback` is true when the content
+    is a caller-supplied default because no snapshot holds the prompt; such a result has no
+    version and is never reported.
     Treat it as read-only: it shares `config`, `messages` and `variables` with the snapshot.
     """
 
@@ -34,6 +36,7 @@ class ResolvedPrompt:
     unused_variables: list[str] | None = None
     fallback: bool = False
     stale: bool = False
+    override_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of the server's resolve (or render) answer."""
@@ -49,8 +52,10 @@ class ResolvedPrompt:
             arm=self.arm,
             rollout_id=self.rollout_id,
             bucket=self.bucket,
-            sticky=self.sticky,
         )
+        if self.override_id is not None:
+            body["override_id"] = self.override_id
+        body["sticky"] = self.sticky
         if self.rendered is not None:
             body.update(rendered=self.rendered, unused_variables=self.unused_variables)
         if self.stale:
