@@ -9,9 +9,8 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from promptramp.snapshot import Overridden
+from promptramp.snapshot import Overridden, PromptVersion
 from promptramp.snapshot import Override as SdkOverride
-from promptramp.snapshot import PromptVersion
 from serving.state import ServedOverride, ServedOverrides, ServedVersion
 
 UNITS = st.sampled_from(["u1", "u2", "u3"])
