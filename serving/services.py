@@ -152,6 +152,8 @@ def _match_fields(match: object) -> dict[str, str]:
 def _expires_at(value: object, now: datetime) -> datetime | None:
     if value is None:
         return None
+    if isinstance(value, datetime):  # the admin's form
+        value = value.isoformat()
     try:
         when = parse_datetime(value) if isinstance(value, str) and len(value) <= 64 else None
     except ValueError:  # well formed, but no such time (month 13)
