@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import Client
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from outcomes.models import OutcomeMinute
@@ -62,6 +64,10 @@ def test_terrible_override_outcomes_neither_roll_back_nor_change_the_candidate(a
     assert detail["override_outcomes"]["errors"] == 600
     stored = OutcomeMinute.objects.filter(rollout=rollout, arm="override")
     assert sorted(stored.values_list("version__version", flat=True)) == [1, 2]
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(reverse("admin:rollouts_rollout_change", args=[rollout.pk])).content.decode()
+    assert "Callers an override served reported 600 requests, 600 errors: shown apart, in no gate." in page
 
 
 @pytest.mark.django_db
