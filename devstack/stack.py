@@ -105,6 +105,11 @@ def run() -> int:
         embedded_services.stop(started)
 
 
+# gunicorn's default with the path instead of the request line and no referrer: a query string
+# (units, caller attributes) is never logged. granian's default logs the path alone already.
+ACCESS_LOG_FORMAT = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
+
+
 def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> list[str]:
     """The web server as the run command starts it: WEB_SERVER (granian, the default, or
     gunicorn) with WEB_CONCURRENCY worker processes (default 2), each running the WSGI
@@ -118,7 +123,7 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
         return (
             [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers]
             + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread"), "--threads", threads]
-            + (["--access-logfile", "-"] if access_log else [])
+            + (["--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT] if access_log else [])
         )
     if server != "granian":
         raise ValueError(f"WEB_SERVER must be granian or gunicorn, not {server!r}")
