@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
@@ -118,9 +118,21 @@ def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
         except PromptNotAllowed as refused:
             return error_answer(refused.status_code, refused.code, refused.message, refused.details)
     unit = None
-    query = environ.get("QUERY_STRING", "")
-    pairs = parse_qsl(query, keep_blank_values=True) if query else []
+    pairs = query_pairs(environ.get("QUERY_STRING", ""))
     for field, value in pairs:
         if field == "unit":
             unit = value
     return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""), pairs)
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """The query's (name, value) pairs as ``parse_qsl(query, keep_blank_values=True)`` gives
+    them, at a fraction of its cost: only a part with ``%`` or ``+`` is unquoted."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            field, _, value = part.partition("=")
+            if "%" in part or "+" in part:
+                field, value = unquote_plus(field), unquote_plus(value)
+            pairs.append((field, value))
+    return pairs
