@@ -369,6 +369,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two fields named "arm": what a caller was served, and what an override serves.
+    "ENUM_NAME_OVERRIDES": {
+        "ArmEnum": ["baseline", "candidate", "production", "override"],
+        "OverrideArmEnum": ["candidate", "baseline"],
+    },
 }
 
 LOGGING = {

@@ -10,10 +10,10 @@ class OutcomeEventSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1)
     rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     arm = serializers.ChoiceField(
-        ["baseline", "candidate", "production"],
+        ["baseline", "candidate", "production", "override"],
         required=False,
         allow_null=True,
-        help_text="baseline or candidate with a rollout_id; production or null without one",
+        help_text="baseline, candidate or override with a rollout_id; production, override or null without",
     )
     latency_ms = serializers.FloatField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
     error = serializers.BooleanField(required=False, allow_null=True, default=False)
