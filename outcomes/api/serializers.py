@@ -13,7 +13,7 @@ class OutcomeEventSerializer(serializers.Serializer):
         ["baseline", "candidate", "production", "override"],
         required=False,
         allow_null=True,
-        help_text="baseline, candidate or override with a rollout_id; production, override or null without",
+        help_text="with a rollout_id: baseline, candidate or override; without: production, override or null",
     )
     latency_ms = serializers.FloatField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
     error = serializers.BooleanField(required=False, allow_null=True, default=False)
