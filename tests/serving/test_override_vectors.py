@@ -5,6 +5,7 @@ answers each the same way, locally."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,8 +15,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from outcomes.models import OutcomeMinute
+from outcomes.services import outcome_minutes_flush
 from promptramp import Client
-from rollouts.models import Rollout
 from serving.models import Override
 from tests.factories import make_key, make_prompt
 from tests.servers import base_env, database_url, web_server
@@ -77,7 +79,7 @@ def test_server_and_sdk_give_every_override_vector(alice, tmp_path):
         name = f"vector.case{number}"
         ids, rollout_id = _setup(alice, name, case)
         expectations[name] = _expected(case, ids, rollout_id)
-    key = make_key(alice, "read")
+    key = make_key(alice, "read,ingest")
     env = base_env(DATABASE_URL=database_url(connection.settings_dict))
     with web_server(env, tmp_path / "web.log") as url:
         time.sleep(CHECK_INTERVAL + 0.1)  # rows written behind the services' back: the next check
@@ -99,6 +101,12 @@ def test_server_and_sdk_give_every_override_vector(alice, tmp_path):
                     "name"
                 ]
                 assert local == reply.body, case["name"]  # and field for field
+                sdk.report(sdk.get(name, unit=case["unit"], attributes=case["attributes"]), latency_ms=5.0)
         finally:
-            sdk.close()
-    assert Rollout.objects.filter(state="pending").exists()
+            sdk.close()  # sends what was reported
+    # What the SDK reported of each answer is accepted and counted under its arm.
+    outcome_minutes_flush()
+    samples: Counter[str] = Counter()
+    for arm, count in OutcomeMinute.objects.values_list("arm", "samples"):
+        samples[arm] += count
+    assert samples == Counter(case["expected"]["arm"] for case in cases)
