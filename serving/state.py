@@ -3,13 +3,13 @@
 The serving state is an immutable object built from PostgreSQL: every prompt's production version,
 each running or paused rollout (baseline, candidate, percent, salt), and the prompt's overrides
 (``ServedOverrides``: the version each one serves is decided here, an ``arm`` override's from the
-active rollout). It is cached per process
-by ``core.state_cache`` and updated when any process calls ``state_changed(SERVING_STATE,
-[prompt names])`` (registry and rollout services do, inside their transactions): only the named
-prompts are read again (``serving_state_update``).
+active rollout). It is cached per process by ``core.state_cache`` and updated when any process
+calls ``state_changed(SERVING_STATE, [prompt names])`` (registry, rollout and override services
+do, inside their transactions): only the named prompts are read again (``serving_state_update``).
 
 Everything a resolve answers is serialized when the state is built: a request is a dictionary
-lookup, at most one hash, and a few byte joins. ``resolve`` and the body helpers below do no I/O.
+lookup (and one by unit and per attribute for a prompt with overrides), at most one hash, and a
+few byte joins. ``resolve`` and the body helpers below do no I/O.
 """
 
 from __future__ import annotations
