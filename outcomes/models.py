@@ -19,6 +19,8 @@ class OutcomeMinute(models.Model):
         BASELINE = "baseline"
         CANDIDATE = "candidate"
         PRODUCTION = "production"
+        SHADOW = "shadow"
+        SHADOW_BASELINE = "shadow_baseline", "baseline (shadow sample)"
         OVERRIDE = "override"  # kept apart: never in a gate's statistics
 
     minute = models.DateTimeField(help_text="start of the minute (UTC)")

@@ -50,10 +50,10 @@ def arm_stats(
     until: datetime | None = None,
     arms: tuple[str, ...] = ROLLOUT_ARMS,
 ) -> dict[str, ArmStats]:
-    """``{"baseline": ArmStats, "candidate": ArmStats}`` (or of ``arms``) of the rollout's
-    outcomes: all of them when ``since`` and ``until`` are None, else the minutes overlapping
-    ``[since, until)``. Three grouped queries, whatever the length of the window. Outcomes of
-    the ``override`` arm are read only when asked for: they never enter a gate's statistics."""
+    """Each arm of `ROLLOUT_ARMS` (or of ``arms``) with the ArmStats of the rollout's outcomes:
+    all of them when ``since`` and ``until`` are None, else the minutes overlapping ``[since,
+    until)``. Three grouped queries, whatever the length of the window. Outcomes of the
+    ``override`` arm are read only when asked for: they never enter a gate's statistics."""
     where, params = _window(rollout_id, since, until, arms)
     totals: dict[str, tuple[Any, ...]] = {}
     histograms: dict[str, dict[int, int]] = {arm: {} for arm in arms}
@@ -69,7 +69,7 @@ def arm_stats(
             params,
         )
         for arm, index, count in cursor.fetchall():
-            histograms[arm][index] = int(count)
+            histograms.setdefault(arm, {})[index] = int(count)
         cursor.execute(
             "SELECT arm, key, sum((value->>'count')::bigint), sum((value->>'sum')::float8), "
             "sum((value->>'sumsq')::float8) FROM outcomes_outcomeminute, jsonb_each(scores) "
@@ -77,7 +77,7 @@ def arm_stats(
             params,
         )
         for arm, name, count, total, total_sq in cursor.fetchall():
-            scores[arm].append((name, Moments(int(count), total, total_sq)))
+            scores.setdefault(arm, []).append((name, Moments(int(count), total, total_sq)))
     return {
         arm: _arm_stats(totals[arm], histograms[arm], scores[arm]) if arm in totals else ArmStats()
         for arm in arms

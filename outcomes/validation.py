@@ -30,10 +30,15 @@ MAX_TOKENS: int = RULES["max_tokens"]
 TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
 PRODUCTION = "production"
 OVERRIDE = "override"  # served by an override: any version of the prompt, stored apart
-ARMS_WITHOUT_ROLLOUT = frozenset(RULES["arms_without_rollout"])
-ARMS_WITH_ROLLOUT = frozenset(RULES["arms_with_rollout"])
-_ARMS_WITHOUT = ", ".join(f'"{arm}"' for arm in RULES["arms_without_rollout"])
-_ARMS_WITH = " or ".join(f'"{arm}"' for arm in RULES["arms_with_rollout"])
+SHADOW = "shadow"
+# Baseline outcomes of the units in a shadow step's sample (events with ``"shadow_sample":
+# true``, which the SDK sets when the answer carried ``shadow``): their own series, which the
+# shadow runs are compared with.
+SHADOW_BASELINE = "shadow_baseline"
+ROLLOUT_ARMS: tuple[str, ...] = tuple(RULES["rollout_arms"])  # the arms an event with a rollout_id names
+ARMS_WITHOUT_ROLLOUT: tuple[str, ...] = tuple(RULES["arms_without_rollout"])
+_ARMS_WITH = ", ".join(f'"{arm}"' for arm in ROLLOUT_ARMS[:-1]) + f' or "{ROLLOUT_ARMS[-1]}"'
+_ARMS_WITHOUT = ", ".join(f'"{arm}"' for arm in ARMS_WITHOUT_ROLLOUT)
 
 PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
@@ -152,14 +157,22 @@ def _event(
     rollout_id = get("rollout_id")
     arm = get("arm")
     if rollout_id is None:
-        if arm is not None and (type(arm) is not str or arm not in ARMS_WITHOUT_ROLLOUT):
+        if arm is not None and arm not in ARMS_WITHOUT_ROLLOUT:
             problems.append(
                 problem(index, "arm", f"without a rollout_id, arm must be {_ARMS_WITHOUT} or null")
             )
     elif type(rollout_id) is not int or rollout_id < 1:
         problems.append(problem(index, "rollout_id", "must be a rollout id (integer >= 1) or null"))
-    elif type(arm) is not str or arm not in ARMS_WITH_ROLLOUT:
+    elif arm not in ROLLOUT_ARMS:
         problems.append(problem(index, "arm", f"with a rollout_id, arm must be {_ARMS_WITH}"))
+    shadow_sample = get("shadow_sample")
+    if shadow_sample is not None and shadow_sample is not False:
+        if shadow_sample is not True:
+            problems.append(problem(index, "shadow_sample", "must be true or false"))
+        elif arm != "baseline" or rollout_id is None:
+            problems.append(problem(index, "shadow_sample", 'only for arm "baseline" with a rollout_id'))
+        else:
+            arm = SHADOW_BASELINE
 
     latency = get("latency_ms")
     if latency is not None:

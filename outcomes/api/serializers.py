@@ -10,10 +10,17 @@ class OutcomeEventSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1)
     rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     arm = serializers.ChoiceField(
-        ["baseline", "candidate", "production", "override"],
+        ["baseline", "candidate", "shadow", "production", "override"],
         required=False,
         allow_null=True,
-        help_text="with a rollout_id: baseline, candidate or override; without: production, override or null",
+        help_text="baseline, candidate, shadow (a shadow step's run: the candidate's version) or "
+        "override (the override's version) with a rollout_id; production, override or null without one",
+    )
+    shadow_sample = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="arm baseline only: the answer carried a shadow (the unit is in a shadow step's "
+        "sample); counted as the baseline the shadow runs are compared with",
     )
     latency_ms = serializers.FloatField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
     error = serializers.BooleanField(required=False, allow_null=True, default=False)

@@ -38,7 +38,9 @@ from rollouts.stats import ArmStats
 
 SOURCE_TIMEOUT_SECONDS = 5.0
 INGEST = "ingest"
-ROLLOUT_ARMS = ("baseline", "candidate")
+# The arms a rollout's outcomes are read under: exposed, and a shadow step's runs with the
+# baseline outcomes of its sample.
+ROLLOUT_ARMS = ("baseline", "candidate", "shadow", "shadow_baseline")
 # Outcomes of callers an override served while the rollout was active: shown, never in a gate.
 OVERRIDE_ARM = "override"
 
@@ -52,6 +54,9 @@ class RolloutArms:
     prompt: str
     baseline_version: int
     candidate_version: int
+    shadow: bool = False
+    """The current step is a shadow step: the candidate's figures are its shadow runs, compared
+    with the baseline outcomes of the same units where the source can tell them apart."""
 
 
 class SourceUnavailable(Exception):
@@ -89,9 +94,10 @@ class OutcomeStore(Source, Protocol):
         until: datetime | None = None,
         arms: tuple[str, ...] = ROLLOUT_ARMS,
     ) -> dict[str, ArmStats]:
-        """``{"baseline": …, "candidate": …}`` (or of ``arms``): every outcome of the rollout
-        when ``since`` and ``until`` are None, else those of the minutes overlapping
-        ``[since, until)``."""
+        """``{"baseline": …, "candidate": …, "shadow": …, "shadow_baseline": …}`` (the last
+        two: a shadow step's runs and the baseline outcomes of its sample), or of ``arms``: every
+        outcome of the rollout when ``since`` and ``until`` are None, else those of the minutes
+        overlapping ``[since, until)``."""
         ...
 
     def arm_series(

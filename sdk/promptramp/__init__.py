@@ -7,7 +7,8 @@ from .errors import MissingVariables, PromptrampError, PromptUnavailable
 from .events import EventCounts, Outcome
 from .langfuse_link import link_generation
 from .result import ResolvedPrompt
-from .snapshot import Snapshot
+from .shadow import ShadowCounts
+from .snapshot import Snapshot, UnsupportedFormat
 
 logging.getLogger("promptramp").addHandler(logging.NullHandler())
 
@@ -19,6 +20,8 @@ __all__ = [
     "PromptUnavailable",
     "PromptrampError",
     "ResolvedPrompt",
+    "ShadowCounts",
     "Snapshot",
+    "UnsupportedFormat",
     "link_generation",
 ]
