@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from django.conf import settings
 from django.db import connection
 from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
+from core import log_lines
 from core.redis_client import get_redis
 from core.state_cache import StateCache
 from devstack import embedded_services
@@ -130,3 +132,29 @@ def own_service(services_root: Path) -> Iterator[OwnService]:
         yield OwnService(root, env, created.split()[-1])
     finally:
         embedded_services.stop(["postgres", "redis"], root=root)
+
+
+@dataclass
+class CapturedLines:
+    """The log lines this process wrote (core.log_lines) since the fixture began."""
+
+    path: Path
+
+    def text(self) -> str:
+        log_lines.buffer.flush()
+        return self.path.read_text()
+
+    def read(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.text().splitlines()]
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [line for line in self.read() if "route" in line]
+
+
+@pytest.fixture
+def captured_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLines]:
+    path = tmp_path / "lines.log"
+    with open(path, "ab") as output:
+        monkeypatch.setattr(log_lines, "buffer", log_lines.LineBuffer(output.fileno()))
+        yield CapturedLines(path)
+        log_lines.buffer.flush()
