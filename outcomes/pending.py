@@ -59,7 +59,14 @@ MAX_SCORE_NAMES_PER_ROLLOUT = 20
 # Outside a rollout, a version's calls are bounded too: each remembered call keeps a bit per name.
 MAX_SCORE_NAMES_PER_VERSION = 256
 # A remembered call's arm is one letter (never change one: calls remembered for 24 h carry it).
-ARM_CODES = {"baseline": b"b", "candidate": b"c", "production": b"p", "shadow": b"s", "shadow_baseline": b"S"}
+ARM_CODES = {
+    "baseline": b"b",
+    "candidate": b"c",
+    "production": b"p",
+    "shadow": b"s",
+    "shadow_baseline": b"S",
+    "override": b"o",
+}
 assert set(ARM_CODES) == set(OutcomeMinute.Arm.values), "give each arm of OutcomeMinute a letter in ARM_CODES"
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,16 @@ MAX_TOKENS: int = RULES["max_tokens"]
 TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
 LATE_SCORE_FIELDS = frozenset(RULES["late_score_fields"])
 PRODUCTION = "production"
+OVERRIDE = "override"  # served by an override: any version of the prompt, stored apart
 SHADOW = "shadow"
 # Baseline outcomes of the units in a shadow step's sample (events with ``"shadow_sample":
 # true``, which the SDK sets when the answer carried ``shadow``): their own series, which the
 # shadow runs are compared with.
 SHADOW_BASELINE = "shadow_baseline"
 ROLLOUT_ARMS: tuple[str, ...] = tuple(RULES["rollout_arms"])  # the arms an event with a rollout_id names
+ARMS_WITHOUT_ROLLOUT: tuple[str, ...] = tuple(RULES["arms_without_rollout"])
+_ARMS_WITH = ", ".join(f'"{arm}"' for arm in ROLLOUT_ARMS[:-1]) + f' or "{ROLLOUT_ARMS[-1]}"'
+_ARMS_WITHOUT = ", ".join(f'"{arm}"' for arm in ARMS_WITHOUT_ROLLOUT)
 
 PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
@@ -160,14 +164,14 @@ def _event(
     rollout_id = get("rollout_id")
     arm = get("arm")
     if rollout_id is None:
-        if arm is not None and arm != PRODUCTION:
-            problems.append(problem(index, "arm", 'without a rollout_id, arm must be "production" or null'))
+        if arm is not None and arm not in ARMS_WITHOUT_ROLLOUT:
+            problems.append(
+                problem(index, "arm", f"without a rollout_id, arm must be {_ARMS_WITHOUT} or null")
+            )
     elif type(rollout_id) is not int or rollout_id < 1:
         problems.append(problem(index, "rollout_id", "must be a rollout id (integer >= 1) or null"))
     elif arm not in ROLLOUT_ARMS:
-        problems.append(
-            problem(index, "arm", 'with a rollout_id, arm must be "baseline", "candidate" or "shadow"')
-        )
+        problems.append(problem(index, "arm", f"with a rollout_id, arm must be {_ARMS_WITH}"))
     shadow_sample = get("shadow_sample")
     if shadow_sample is not None and shadow_sample is not False:
         if shadow_sample is not True:

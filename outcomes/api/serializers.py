@@ -23,11 +23,11 @@ class OutcomeEventSerializer(serializers.Serializer):
     )
     rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     arm = serializers.ChoiceField(
-        ["baseline", "candidate", "shadow", "production"],
+        ["baseline", "candidate", "shadow", "production", "override"],
         required=False,
         allow_null=True,
-        help_text="baseline, candidate or shadow (a shadow step's run: the candidate's version) with "
-        "a rollout_id; production or null without one",
+        help_text="baseline, candidate, shadow (a shadow step's run: the candidate's version) or "
+        "override (the override's version) with a rollout_id; production, override or null without one",
     )
     shadow_sample = serializers.BooleanField(
         required=False,

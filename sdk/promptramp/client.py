@@ -35,6 +35,7 @@ Default = str | list[Message]
 STREAM_READ_TIMEOUT = 60.0
 STREAM_RETRY_SECONDS = 0.5  # the wait before reconnecting (× 0.5–1); doubled after each failure
 SNAPSHOT_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
+MAX_ATTRIBUTES = 20  # as the server takes
 
 
 class Client:
@@ -152,23 +153,27 @@ class Client:
         unit: str | None = None,
         variables: Mapping[str, object] | None = None,
         default: Default | None = None,
+        attributes: Mapping[str, str] | None = None,
         shadow: ShadowCallback | None = None,
     ) -> ResolvedPrompt:
         """The version of `name` that `unit` should use now, rendered when `variables` are given.
 
         With no unit (None or "") the arm is drawn at random and the result is not sticky.
-        `default` (a template, or chat messages) serves when no snapshot holds the prompt;
-        it overrides the client's `defaults` for this call. When the result carries a `shadow`
-        (a shadow step's sample), `shadow(outcome)` runs it in the background pool: `outcome`
-        is an `Outcome` whose `prompt` is the shadow; the run is timed (unless the callback sets
-        `latency_ms`) and reported as arm `shadow`, an error if it raises. It never blocks or
-        fails this call.
+        `attributes` ({"tenant": "acme"}, at most 20) are what overrides may match besides the
+        unit; they stay in this process. `default` (a template, or chat messages) serves when no
+        snapshot holds the prompt; it overrides the client's `defaults` for this call. When the
+        result carries a `shadow` (a shadow step's sample), `shadow(outcome)` runs it in the
+        background pool: `outcome` is an `Outcome` whose `prompt` is the shadow; the run is timed
+        (unless the callback sets `latency_ms`) and reported as arm `shadow`, an error if it
+        raises. It never blocks or fails this call.
         """
         snapshot = self._snapshot
+        if attributes is not None and len(attributes) > MAX_ATTRIBUTES:
+            raise ValueError(f"at most {MAX_ATTRIBUTES} attributes may be given")
         if snapshot is not None:
             served = snapshot.prompts.get(name)
-            if served is not None:
-                result = served.resolve(unit, variables)
+            result = None if served is None else served.resolve(unit, variables, attributes)
+            if result is not None:
                 if result.rollout_id is not None:
                     self._events.expose(result.rollout_id, result.arm)
                 if self._stale or self._unsupported_format is not None:
@@ -196,17 +201,19 @@ class Client:
         unit: str | None = None,
         variables: Mapping[str, object] | None = None,
         default: Default | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> Iterator[Outcome]:
         """Time the block and report its outcome; an exception is recorded and re-raised.
 
-        `prompt` is a result of `get`, or a name to `get` with `unit`, `variables` and `default`.
+        `prompt` is a result of `get`, or a name to `get` with `unit`, `variables`, `default`
+        and `attributes`.
         Set cost, tokens and scores on the yielded Outcome; its `prompt` is the result in use,
         its `event_id` the id the call is reported with (to `score` it later, from anywhere).
         """
         result = (
             prompt
             if isinstance(prompt, ResolvedPrompt)
-            else self.get(prompt, unit=unit, variables=variables, default=default)
+            else self.get(prompt, unit=unit, variables=variables, default=default, attributes=attributes)
         )
         outcome = Outcome(prompt=result)
         started = time.perf_counter()

@@ -309,3 +309,15 @@ def test_a_late_score_of_a_shadow_run_counts_for_the_shadow_arm(setup, ingest_cl
     rows = {row.arm: row.scores["tone"] for row in OutcomeMinute.objects.filter(rollout=setup.rollout)}
     assert rows["shadow"]["sum"] == pytest.approx(0.2)
     assert rows["shadow_baseline"]["sum"] == pytest.approx(0.9)
+
+
+def test_a_late_score_of_an_override_call_counts_for_the_override_arm(setup, ingest_client):
+    call = event(setup.rollout, arm="override", version=2, scores=None)
+    assert post_events(ingest_client, [call]).status_code == 202
+
+    response = post_events(ingest_client, [late(call, tone=0.3)])
+    outcome_minutes_flush()
+
+    assert response.json()["accepted"] == 1
+    [row] = OutcomeMinute.objects.filter(arm="override")
+    assert (row.samples, row.scores["tone"]["count"]) == (1, 1)

@@ -41,7 +41,7 @@ def test_shadow_runs_and_the_samples_baseline_are_counted_apart_from_the_baselin
             'only for arm "baseline"',
         ),
         ({"arm": "baseline", "shadow_sample": "yes"}, "shadow_sample", "must be true or false"),
-        ({"arm": "shadow_baseline"}, "arm", '"baseline", "candidate" or "shadow"'),
+        ({"arm": "shadow_baseline"}, "arm", '"baseline", "candidate", "shadow" or "override"'),
     ],
 )
 def test_shadow_events_that_do_not_fit_the_rollout_are_refused_naming_the_field(
