@@ -13,7 +13,7 @@ STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
 	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \
 	core/operations.py core/outbound.py core/secret_files.py devstack/embedded_services.py \
-	core/prompt_limits.py core/rate_limits.py core/client_address.py \
+	core/prompt_limits.py core/rate_limits.py core/client_address.py core/events.py registry/langfuse_mirror.py \
 	access/announcements.py access/throttling.py \
 	sdk/promptramp
 

@@ -13,6 +13,7 @@ class AuditAction(models.TextChoices):
     VERSION_CREATE = "version.create", "version published"
     LABEL_MOVE = "label.move", "label moved"
     LABEL_DELETE = "label.delete", "label deleted"
+    LANGFUSE_MIRROR_STOP = "langfuse_mirror.stop", "Langfuse mirror stopped"
     ROLLOUT_CREATE = "rollout.create", "rollout created"
     # A rollout's transitions: "rollout." and the transition's event (rollouts.services).
     ROLLOUT_STARTED = "rollout.started", "rollout started"

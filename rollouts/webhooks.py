@@ -1,7 +1,10 @@
-"""Webhooks: who is told about rollout transitions, what they are sent, and the delivery.
+"""Webhooks: who is told about rollout transitions and registry events, what they are sent, and
+the delivery.
 
 Every transition writes one outbox row per interested webhook in its own transaction
-(`outbox_enqueue`); `outbox_deliver_due` (a Celery task, kicked after each transition and run by
+(`outbox_enqueue`), and so does every event of ``core.events`` (`outbox_enqueue_event`, a
+follower in ``settings.PROMPTRAMP_EVENT_FOLLOWERS``: the registry emits them without importing
+this module); `outbox_deliver_due` (a Celery task, kicked after each transition and run by
 beat) sends them. A message is a JSON POST whose ``text`` reads well in Slack, signed:
 
     X-Promptramp-Timestamp: <unix seconds>
@@ -42,6 +45,8 @@ from audit.services import audit_record
 from core import outbound
 from core.actors import Actor
 from core.errors import ValidationFailed
+from core.events import EVENTS as FOLLOWED_EVENTS
+from core.events import Event
 from core.outbound import safe_url
 from rollouts.as_json import rollout_json, transition_json
 from rollouts.errors import WebhookNotFound
@@ -49,7 +54,7 @@ from rollouts.figures import percent_value
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
 
 EVENTS = ("started", "advanced", "paused", "resumed", "succeeded", "rolled_back", "aborted")
-EVENT_NAMES = tuple(f"rollout.{event}" for event in EVENTS)
+EVENT_NAMES = tuple(f"rollout.{event}" for event in EVENTS) + tuple(FOLLOWED_EVENTS)
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -173,11 +178,20 @@ def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, A
 def outbox_enqueue(*, rollout: Rollout, transition: RolloutTransition) -> int:
     """Queue the transition's message for every interested webhook, in the caller's transaction.
     Returns how many were queued; delivery is kicked once the transaction commits."""
-    event = f"rollout.{transition.event}"
+    return _enqueue(f"rollout.{transition.event}", message_body(rollout, transition), transition.at, rollout)
+
+
+def outbox_enqueue_event(event: Event) -> None:
+    """Queue a ``core.events`` event for every webhook subscribed to it (all events when it names
+    none), in the transaction that emits it."""
+    _enqueue(event.name, event.body(), event.at, None)
+
+
+def _enqueue(event: str, message: dict[str, Any], at: datetime, rollout: Rollout | None) -> int:
     webhooks = Webhook.objects.filter(Q(events=[]) | Q(events__contains=[event]))
-    body = json.dumps(message_body(rollout, transition), separators=(",", ":"), sort_keys=True)
+    body = json.dumps(message, separators=(",", ":"), sort_keys=True)
     rows = Outbox.objects.bulk_create(
-        Outbox(webhook=webhook, rollout=rollout, event=event, body=body, next_attempt_at=transition.at)
+        Outbox(webhook=webhook, rollout=rollout, event=event, body=body, next_attempt_at=at)
         for webhook in webhooks
     )
     if rows:
