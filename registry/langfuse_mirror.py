@@ -313,20 +313,3 @@ def mirror_deliver_due(*, now: datetime, limit: int = BATCH) -> list[MirrorAttem
             break
         attempts.append(_attempt(*claimed, now, until))
     return attempts
-
-
-def mirror_state(prompt: Prompt) -> dict[str, Any] | None:
-    """How the prompt's mirror stands, for the API and the admin; None when the mirror is off."""
-    if not settings.PROMPTRAMP_LANGFUSE_MIRROR:
-        return None
-    mirror = LangfuseMirror.objects.filter(prompt=prompt).first()
-    if mirror is None:
-        return {
-            "state": "waiting",
-            "reason": "mirrored (every version) at its next version or production move",
-        }
-    if mirror.stopped_reason:
-        return {"state": "stopped", "reason": mirror.stopped_reason}
-    if mirror.last_error:
-        return {"state": "retrying", "reason": mirror.last_error, "attempts": mirror.attempts}
-    return {"state": "pending" if mirror.due_at else "in_sync", "reason": ""}

@@ -22,6 +22,7 @@ PROMPT_FIELDS = {
     "latest_version",
     "created_at",
     "updated_at",
+    "langfuse_mirror",
 }
 
 
