@@ -14,6 +14,7 @@ class AuditAction(models.TextChoices):
     LABEL_MOVE = "label.move", "label moved"
     LABEL_DELETE = "label.delete", "label deleted"
     LANGFUSE_MIRROR_STOP = "langfuse_mirror.stop", "Langfuse mirror stopped"
+    LANGFUSE_MIRROR_RESUME = "langfuse_mirror.resume", "Langfuse mirror resumed"
     ROLLOUT_CREATE = "rollout.create", "rollout created"
     # A rollout's transitions: "rollout." and the transition's event (rollouts.services).
     ROLLOUT_STARTED = "rollout.started", "rollout started"

@@ -41,8 +41,11 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core import outbound
 from core.actors import Actor
+from core.errors import Conflict
 from core.events import Event
 from registry.models import PRODUCTION, Label, LangfuseMirror, Prompt, PromptVersion
+from registry.selectors import prompt_get
+from registry.services import ensure_owner
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,33 @@ def mirror_mark_due(*, prompt_name: str, at: datetime) -> None:
     )
     if marked:
         transaction.on_commit(lambda: current_app.send_task(MIRROR_TASK))
+
+
+def langfuse_mirror_resume(*, actor: Actor, prompt_name: str, now: datetime) -> LangfuseMirror:
+    """Mirror a prompt again after its mirror stopped (once Langfuse's numbering was put right):
+    owners or an admin; audited. If the numbering still differs, it stops again, saying why."""
+    with transaction.atomic():
+        prompt = prompt_get(prompt_name, for_update=True)
+        ensure_owner(actor, prompt)
+        mirror = LangfuseMirror.objects.select_for_update().filter(prompt=prompt).first()
+        if mirror is None or not mirror.stopped_reason:
+            raise Conflict(
+                f"The Langfuse mirror of '{prompt.name}' is not stopped.", code="mirror_not_stopped"
+            )
+        audit_record(
+            actor=actor,
+            action=AuditAction.LANGFUSE_MIRROR_RESUME,
+            prompt_name=prompt.name,
+            object_type="prompt",
+            object_id=prompt.pk,
+            data={"stopped_because": mirror.stopped_reason},
+        )
+        mirror.stopped_reason, mirror.attempts, mirror.last_error = "", 0, ""
+        mirror.due_at, mirror.claimed_until = now, None
+        mirror.changes += 1
+        mirror.save()
+        transaction.on_commit(lambda: current_app.send_task(MIRROR_TASK))
+    return mirror
 
 
 # --- Langfuse ----------------------------------------------------------------------------------

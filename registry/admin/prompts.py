@@ -165,6 +165,7 @@ class PromptAdmin(StaffAdmin):
             ("new-version", views.version_new, "registry_prompt_new_version"),
             ("move-label", views.label_move_view, "registry_prompt_move_label"),
             ("diff", views.version_diff, "registry_prompt_diff"),
+            ("resume-langfuse-mirror", views.langfuse_mirror_resume_view, "registry_prompt_resume_mirror"),
         ]
         return [
             path(f"<path:object_id>/{suffix}/", self.admin_site.admin_view(self.object_page(view)), name=name)
@@ -179,4 +180,5 @@ class PromptAdmin(StaffAdmin):
             "prompt_owned": actor_owns(admin_actor(request), prompt),
             "owners": ", ".join(owner_names(prompt)) or "none",
             "version_count": prompt.versions.count(),
+            "mirror_stopped": (langfuse_mirror_state(prompt) or {}).get("state") == "stopped",
         }

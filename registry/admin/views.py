@@ -5,15 +5,17 @@ a DomainError comes back on the form, with the HTTP status it stands for."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.text import Truncator
 
 from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError
 from registry.admin.forms import DiffChoiceForm, LabelMoveForm, PromptCreateForm, VersionCreateForm
 from registry.diff import MAX_ROWS, compare, version_sections
+from registry.langfuse_mirror import langfuse_mirror_resume
 from registry.models import PRODUCTION, Prompt, PromptVersion
 from registry.selectors import actor_owns, owner_names, version_content
 from registry.services import label_move, prompt_create, version_create
@@ -223,3 +225,22 @@ def _report_published(
             f"Same content as v{version.version}: no new version was made.{on_it}",
             messages.WARNING,
         )
+
+
+def langfuse_mirror_resume_view(
+    request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Prompt
+) -> HttpResponse:
+    """The prompt page's "Resume the Langfuse mirror" button (a POST form)."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        langfuse_mirror_resume(actor=admin_actor(request), prompt_name=prompt.name, now=timezone.now())
+    except DomainError as error:
+        model_admin.message_user(request, domain_error_text(error), messages.ERROR)
+    else:
+        model_admin.message_user(
+            request,
+            f"The Langfuse mirror of {prompt.name} resumes: it checks the numbering again.",
+            messages.SUCCESS,
+        )
+    return HttpResponseRedirect(prompt_url(prompt))

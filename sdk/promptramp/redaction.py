@@ -84,7 +84,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     # e-mail addresses
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[REDACTED_EMAIL]"),
 ]
-_CARD_CANDIDATE = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
+_DIGIT_RUN = re.compile(r"(?<![\d])\d+(?:[ -]\d+)*")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -98,16 +98,40 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card(match: re.Match[str]) -> str:
-    digits = re.sub(r"[ -]", "", match.group())
-    return "[REDACTED_CARD]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group()
+def _cards(match: re.Match[str]) -> str:
+    """The run of digit groups with every card number in it replaced. A card number is one or
+    more whole groups (every group but its last of at least 4 digits), 13 to 19 digits in all,
+    passing the Luhn check: so a card right after another number is still found."""
+    run = match.group()
+    groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", run)]
+    spans: list[tuple[int, int]] = []
+    first = 0
+    while first < len(groups):
+        found = None
+        digits = ""
+        for last in range(first, len(groups)):
+            digits += run[groups[last][0] : groups[last][1]]
+            if len(digits) > 19:
+                break
+            if len(digits) >= 13 and luhn_valid(digits):
+                found = last
+            if groups[last][1] - groups[last][0] < 4:  # only a card's last group is shorter
+                break
+        if found is None:
+            first += 1
+            continue
+        spans.append((groups[first][0], groups[found][1]))
+        first = found + 1
+    for start, end in reversed(spans):
+        run = run[:start] + "[REDACTED_CARD]" + run[end:]
+    return run
 
 
 def redact_text(text: str) -> str:
     """``text`` with the secrets and personal data above replaced."""
     for pattern, replacement in _RULES:
         text = pattern.sub(replacement, text)
-    return _CARD_CANDIDATE.sub(_card, text)
+    return _DIGIT_RUN.sub(_cards, text)
 
 
 def _redact(value: Any, depth: int) -> Any:

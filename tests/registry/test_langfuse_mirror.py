@@ -207,3 +207,36 @@ def test_a_worker_on_the_outbound_queue_mirrors_a_new_version_once_it_commits(al
         time.sleep(0.05)
     assert mirrored(mirror) == [(1, "Hello")]
     assert mirror.labels_of("billing.reply") == {"production": 1, "latest": 1}
+
+
+@pytest.mark.django_db
+def test_an_owner_resumes_a_stopped_mirror_from_the_admin_once_langfuse_is_put_right(
+    alice, bob, mirror, client
+):
+    mirror.add_prompt_version({"name": "billing.reply", "prompt": "made in Langfuse"})
+    mirror.add_prompt_version({"name": "billing.reply", "prompt": "also made in Langfuse"})
+    prompt = prompt_create(actor=actor_for(alice), name="billing.reply")
+    publish(alice, "Hello")
+    [stopped] = mirror_deliver_due(now=timezone.now())
+    assert stopped.outcome == "stopped"
+    resume = f"/admin/registry/prompt/{prompt.pk}/resume-langfuse-mirror/"
+
+    bob.is_staff = True
+    bob.save()
+    client.force_login(bob)
+    client.post(resume)
+    assert shown_in_api(alice)["state"] == "stopped", "only owners or an admin resume it"
+
+    client.force_login(alice)
+    page = client.get(f"/admin/registry/prompt/{prompt.pk}/change/").content.decode()
+    assert "Resume the Langfuse mirror" in page
+    assert client.get(resume).status_code == 405
+    del mirror.prompts["billing.reply"]  # someone removes the stray versions in Langfuse
+    answer = client.post(resume)
+
+    assert answer.status_code == 302
+    assert shown_in_api(alice)["state"] == "pending"
+    assert AuditEntry.objects.filter(action="langfuse_mirror.resume", actor_name="alice").exists()
+    [attempt] = mirror_deliver_due(now=timezone.now())
+    assert attempt.outcome == "mirrored"
+    assert mirrored(mirror) == [(1, "Hello")]
