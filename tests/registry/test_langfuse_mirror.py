@@ -4,11 +4,13 @@ mirror for the prompt (said in the API, the admin and the audit log), a server e
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -240,3 +242,52 @@ def test_an_owner_resumes_a_stopped_mirror_from_the_admin_once_langfuse_is_put_r
     [attempt] = mirror_deliver_due(now=timezone.now())
     assert attempt.outcome == "mirrored"
     assert mirrored(mirror) == [(1, "Hello")]
+
+
+def run_in_thread(work: Any) -> threading.Thread:
+    def target() -> None:
+        try:
+            work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_at_once_create_each_version_once(alice, mirror):
+    prompt_create(actor=actor_for(alice), name="billing.reply")
+    for text in ("Hello", "Hi", "Dear"):
+        publish(alice, text)
+    mirror.delay_seconds = 0.1
+    outcomes: list[Any] = []
+
+    threads = [
+        run_in_thread(lambda: outcomes.extend(mirror_deliver_due(now=timezone.now()))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.join()
+
+    assert [a.outcome for a in outcomes] == ["mirrored"], "the second worker finds the prompt claimed"
+    assert mirrored(mirror) == [(1, "Hello"), (2, "Hi"), (3, "Dear")]
+    assert len([w for w in mirror.writes if w[0] == "POST"]) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_version_created_while_its_prompt_is_mirrored_stays_due(alice, mirror):
+    prompt_create(actor=actor_for(alice), name="billing.reply")
+    publish(alice, "Hello")
+    mirror.delay_seconds = 0.3
+    worker = run_in_thread(lambda: mirror_deliver_due(now=timezone.now()))
+    time.sleep(0.15)  # the worker is waiting for Langfuse
+
+    publish(alice, "Hi")  # not blocked by the attempt in flight
+    worker.join()
+
+    assert LangfuseMirror.objects.get().due_at is not None
+    mirror.delay_seconds = 0
+    [attempt] = mirror_deliver_due(now=timezone.now())
+    assert attempt.outcome == "mirrored"
+    assert mirrored(mirror) == [(1, "Hello"), (2, "Hi")]

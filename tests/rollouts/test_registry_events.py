@@ -15,6 +15,7 @@ from core.errors import NotFound
 from core.events import EVENTS, event_emit
 from registry.services import label_move, prompt_create, version_create
 from rollouts.models import Outbox, WebhookDelivery
+from rollouts.services import rollout_create, rollout_promote
 from rollouts.webhooks import EVENT_NAMES, backoff_seconds, outbox_deliver_due, webhook_create
 from tests.factories import actor_for
 
@@ -161,3 +162,24 @@ def test_a_worker_delivers_a_new_version_once_the_change_commits(alice, webhook_
     [received] = webhook_receiver.wait_for(1)
     assert received.signature_valid
     assert json.loads(received.body)["version"] == 1
+
+
+@pytest.mark.django_db
+def test_a_rollout_that_succeeds_announces_its_production_move(alice, prompt, webhook_receiver):
+    subscribe(alice, webhook_receiver, events=["label.moved", "rollout.succeeded"])
+    plan = [
+        {"percent": 10, "min_duration_s": 0, "min_samples": 0},
+        {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+    ]
+    rollout = rollout_create(
+        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=plan
+    )
+    for _ in range(2):
+        rollout_promote(actor=actor_for(alice), rollout_id=rollout.pk)
+
+    outbox_deliver_due(now=timezone.now())
+
+    bodies = {r.json()["event"]: r.json() for r in webhook_receiver.received}
+    assert sorted(bodies) == ["label.moved", "rollout.succeeded"]
+    moved = bodies["label.moved"]
+    assert (moved["label"], moved["from_version"], moved["to_version"]) == ("production", 1, 2)
