@@ -49,7 +49,7 @@ class Event:
             "event": self.name,
             "text": self.text,
             "prompt": self.prompt,
-            "at": self.at.isoformat(),
+            "at": self.at.isoformat().replace("+00:00", "Z"),  # as the API writes times
             **self.data,
         }
 

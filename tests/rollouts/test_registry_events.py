@@ -59,6 +59,7 @@ def test_each_registry_event_is_delivered_signed_with_a_slack_text(alice, webhoo
     ]
     assert [r.headers["X-Promptramp-Event"] for r in received] == [b["event"] for b in bodies]
     assert all(b["prompt"] == "billing.reply" and b["actor"] == "alice" for b in bodies)
+    assert all(b["at"].endswith("Z") for b in bodies)
     assert bodies[0]["text"] == "promptramp: prompt billing.reply (text) created by alice"
     assert bodies[3]["text"] == "promptramp: billing.reply v2 published by alice: tone"
     assert bodies[3]["content_hash"] and bodies[3]["message"] == "tone"
