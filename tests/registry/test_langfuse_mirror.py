@@ -291,3 +291,19 @@ def test_a_version_created_while_its_prompt_is_mirrored_stays_due(alice, mirror)
     [attempt] = mirror_deliver_due(now=timezone.now())
     assert attempt.outcome == "mirrored"
     assert mirrored(mirror) == [(1, "Hello"), (2, "Hi")]
+
+
+@pytest.mark.django_db
+def test_a_redirect_is_a_failed_attempt_and_nothing_secret_is_logged(alice, mirror, caplog):
+    mirror.fail_status = 302
+    prompt_create(actor=actor_for(alice), name="billing.reply")
+    publish(alice, "Hello")
+
+    with caplog.at_level("WARNING", logger="registry.langfuse_mirror"):
+        [failed] = mirror_deliver_due(now=timezone.now())
+
+    assert failed.outcome == "failed" and "answered HTTP 302" in failed.detail
+    assert len(mirror.requests) == 1, "the redirect is not followed"
+    logged = caplog.text
+    assert "answered HTTP 302" in logged
+    assert mirror.secret_key not in logged and "Internal Server Error" not in logged

@@ -4,6 +4,7 @@ traces, what is not secret stays, and no generated secret survives in any nestin
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -134,6 +135,23 @@ def test_a_card_right_after_another_number_is_still_found():
 def test_luhn_check():
     assert luhn_valid("79927398713")
     assert not luhn_valid("79927398710")
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=18))
+def test_exactly_one_check_digit_completes_any_number(digits):
+    assert sum(luhn_valid(digits + check) for check in "0123456789") == 1
+
+
+@given(st.text(max_size=300))
+def test_redacting_twice_changes_nothing_more(text):
+    once = redact_text(text)
+    assert redact_text(once) == once
+
+
+def test_without_langfuse_installed_the_client_helper_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "langfuse", None)
+    with pytest.raises(ImportError):
+        langfuse_client()
 
 
 def test_deep_structures_end_redacted_instead_of_failing():
