@@ -46,11 +46,11 @@ class Event:
     def body(self) -> dict[str, Any]:
         """The event's JSON: ``event``, ``text``, ``prompt``, ``at`` and its data."""
         return {
+            **self.data,  # first: it cannot replace the fields every event has
             "event": self.name,
             "text": self.text,
             "prompt": self.prompt,
             "at": self.at.isoformat().replace("+00:00", "Z"),  # as the API writes times
-            **self.data,
         }
 
 
