@@ -8,7 +8,7 @@ STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py
 	outcomes/aggregation.py rollouts/figures.py rollouts/charts.py \
 	registry/services.py registry/selectors.py registry/validation.py serving/state.py serving/answers.py serving/snapshot_changes.py \
 	registry/git \
-	rollouts/services.py rollouts/transitions.py rollouts/controller.py rollouts/selectors.py rollouts/webhooks.py rollouts/as_json.py rollouts/sources \
+	registry/approvals.py rollouts/services.py rollouts/transitions.py rollouts/controller.py rollouts/selectors.py rollouts/webhooks.py rollouts/as_json.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
 	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from django.db.models import Q
 
 from outcomes.aggregation import series_key
-from outcomes.validation import PRODUCTION, Event, problem
+from outcomes.validation import PRODUCTION, SHADOW, SHADOW_BASELINE, Event, problem
 from registry.models import PromptVersion
 from rollouts.models import Rollout
 
@@ -116,7 +116,12 @@ def rollouts_lookup(wanted: Iterable[int]) -> dict[int, RolloutRef]:
             ref = RolloutRef(
                 prompt_name=name,
                 prompt_id=prompt_id,
-                arms={"baseline": (base_number, base_id), "candidate": (cand_number, cand_id)},
+                arms={
+                    "baseline": (base_number, base_id),
+                    "candidate": (cand_number, cand_id),
+                    SHADOW: (cand_number, cand_id),
+                    SHADOW_BASELINE: (base_number, base_id),
+                },
             )
             rollouts_cache.put(rollout_id, ref)
             found[rollout_id] = ref
@@ -162,7 +167,10 @@ def _series(
         return ("prompt", f"rollout {rollout_id} is a rollout of {rollout.prompt_name!r}")
     arm_number, arm_version_id = rollout.arms[str(arm)]
     if arm_number != number:
-        return ("version", f"the {arm} of rollout {rollout_id} is version {arm_number}")
+        arm_name = (
+            "baseline" if arm == SHADOW_BASELINE else "shadow (the candidate)" if arm == SHADOW else arm
+        )
+        return ("version", f"the {arm_name} of rollout {rollout_id} is version {arm_number}")
     return series_key(
         prompt_id=rollout.prompt_id, version_id=arm_version_id, rollout_id=rollout_id, arm=str(arm)
     )

@@ -1,5 +1,7 @@
 """The `ingest` gate source: outcomes reported to promptramp (`POST /api/v1/events`), read from
 the per-minute aggregates this app keeps for each rollout and arm (``outcomes.selectors``).
+In a shadow step the gates compare the shadow runs (arm ``shadow``) with the baseline outcomes
+of the same units (``shadow_baseline``: baseline events marked ``shadow_sample``).
 The rollout controller finds it through ``settings.PROMPTRAMP_GATE_SOURCES`` (see
 ``rollouts.sources``): rollouts does not import this app, this app imports rollouts."""
 
@@ -9,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from outcomes import selectors
+from outcomes.validation import SHADOW, SHADOW_BASELINE
 from rollouts.engine import SourceWindow
 from rollouts.plan import Gate
 from rollouts.sources import RolloutArms
@@ -30,6 +33,8 @@ class IngestSource:
         """One query of this database's aggregates: it does not wait on another server, so
         ``deadline`` is not needed."""
         arms = selectors.arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
+        if rollout.shadow:
+            return SourceWindow(baseline=arms[SHADOW_BASELINE], candidate=arms[SHADOW])
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
 
     def arm_stats(

@@ -18,6 +18,8 @@ class OutcomeMinute(models.Model):
         BASELINE = "baseline"
         CANDIDATE = "candidate"
         PRODUCTION = "production"
+        SHADOW = "shadow"
+        SHADOW_BASELINE = "shadow_baseline", "baseline (shadow sample)"
 
     minute = models.DateTimeField(help_text="start of the minute (UTC)")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")

@@ -13,9 +13,10 @@ from typing import Any
 from django.db import connection
 
 from outcomes.models import OutcomeMinute
+from outcomes.validation import SHADOW, SHADOW_BASELINE
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, histogram_from_json
 
-ROLLOUT_ARMS = ("baseline", "candidate")
+ROLLOUT_ARMS = ("baseline", "candidate", SHADOW, SHADOW_BASELINE)
 MINUTE = timedelta(minutes=1)
 
 _SUMS = (
@@ -44,7 +45,7 @@ def _window(rollout_id: int, since: datetime | None, until: datetime | None) -> 
 def arm_stats(
     *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, ArmStats]:
-    """``{"baseline": ArmStats, "candidate": ArmStats}`` of the rollout's outcomes: all of them
+    """Each arm of `ROLLOUT_ARMS` with the ArmStats of the rollout's outcomes: all of them
     when ``since`` and ``until`` are None, else the minutes overlapping ``[since, until)``.
     Three grouped queries, whatever the length of the window."""
     where, params = _window(rollout_id, since, until)
@@ -62,7 +63,7 @@ def arm_stats(
             params,
         )
         for arm, index, count in cursor.fetchall():
-            histograms[arm][index] = int(count)
+            histograms.setdefault(arm, {})[index] = int(count)
         cursor.execute(
             "SELECT arm, key, sum((value->>'count')::bigint), sum((value->>'sum')::float8), "
             "sum((value->>'sumsq')::float8) FROM outcomes_outcomeminute, jsonb_each(scores) "
@@ -70,7 +71,7 @@ def arm_stats(
             params,
         )
         for arm, name, count, total, total_sq in cursor.fetchall():
-            scores[arm].append((name, Moments(int(count), total, total_sq)))
+            scores.setdefault(arm, []).append((name, Moments(int(count), total, total_sq)))
     return {
         arm: _arm_stats(totals[arm], histograms[arm], scores[arm]) if arm in totals else ArmStats()
         for arm in ROLLOUT_ARMS

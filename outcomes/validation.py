@@ -29,6 +29,12 @@ MAX_SCORE_ABS = float(RULES["max_score_abs"])
 MAX_TOKENS: int = RULES["max_tokens"]
 TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
 PRODUCTION = "production"
+SHADOW = "shadow"
+# Baseline outcomes of the units in a shadow step's sample (events with ``"shadow_sample":
+# true``, which the SDK sets when the answer carried ``shadow``): their own series, which the
+# shadow runs are compared with.
+SHADOW_BASELINE = "shadow_baseline"
+ROLLOUT_ARMS: tuple[str, ...] = tuple(RULES["rollout_arms"])  # the arms an event with a rollout_id names
 
 PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
@@ -151,8 +157,18 @@ def _event(
             problems.append(problem(index, "arm", 'without a rollout_id, arm must be "production" or null'))
     elif type(rollout_id) is not int or rollout_id < 1:
         problems.append(problem(index, "rollout_id", "must be a rollout id (integer >= 1) or null"))
-    elif arm != "candidate" and arm != "baseline":
-        problems.append(problem(index, "arm", 'with a rollout_id, arm must be "baseline" or "candidate"'))
+    elif arm not in ROLLOUT_ARMS:
+        problems.append(
+            problem(index, "arm", 'with a rollout_id, arm must be "baseline", "candidate" or "shadow"')
+        )
+    shadow_sample = get("shadow_sample")
+    if shadow_sample is not None and shadow_sample is not False:
+        if shadow_sample is not True:
+            problems.append(problem(index, "shadow_sample", "must be true or false"))
+        elif arm != "baseline" or rollout_id is None:
+            problems.append(problem(index, "shadow_sample", 'only for arm "baseline" with a rollout_id'))
+        else:
+            arm = SHADOW_BASELINE
 
     latency = get("latency_ms")
     if latency is not None:

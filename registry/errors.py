@@ -1,4 +1,4 @@
-from core.errors import Conflict, NotFound, PayloadTooLarge
+from core.errors import Conflict, Forbidden, NotFound, PayloadTooLarge
 
 
 class PromptNotFound(NotFound, code="prompt_not_found"): ...
@@ -19,3 +19,11 @@ class ProductionFrozen(Conflict, code="production_frozen"): ...
 
 # A render's values or output are too large (413).
 class RenderTooLarge(PayloadTooLarge, code="render_too_large"): ...
+
+
+# The prompt requires a second approver and the actor wrote the version it would serve.
+class SecondApproverRequired(Forbidden, code="second_approver_required"): ...
+
+
+# Only an admin may do this (e.g. turn a prompt's second approver off).
+class AdminRequired(Forbidden, code="admin_required"): ...

@@ -23,6 +23,11 @@ class Prompt(models.Model):
     owner_users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="owned_prompts")
     owner_groups = models.ManyToManyField(Group, blank=True, related_name="owned_prompts")
     latest_version = models.PositiveIntegerField(default=0, help_text="highest version number")
+    require_second_approver = models.BooleanField(
+        default=False,
+        help_text="starting a rollout, promoting past a manual step and moving production need a user "
+        "other than the author of the version served (registry.approvals)",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

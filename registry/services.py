@@ -18,8 +18,9 @@ from core.actors import Actor
 from core.errors import Conflict, Forbidden, ValidationFailed
 from core.events import event_emit
 from core.state_cache import SERVING_STATE, state_changed
+from registry.approvals import ensure_production_move_approved
 from registry.content import content_hash
-from registry.errors import LabelNotFound, ProductionFrozen
+from registry.errors import AdminRequired, LabelNotFound, ProductionFrozen
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
 from registry.selectors import actor_owns, owner_names, prompt_get, version_detail
 from registry.templating import message_texts, variables_of
@@ -53,8 +54,10 @@ def prompt_create(
     description: object = "",
     tags: object = (),
     owners: object = (),
+    require_second_approver: object = False,
 ) -> Prompt:
     name = validate_prompt_name(name)
+    second_approver = _flag(require_second_approver)
     if kind not in Prompt.Kind.values:
         raise ValidationFailed(
             "kind must be 'text' or 'chat'.", details={"kind": kind if isinstance(kind, str) else None}
@@ -66,7 +69,13 @@ def prompt_create(
         try:
             # The unique name decides, also between concurrent creates (no check-then-act).
             with transaction.atomic():
-                prompt = Prompt.objects.create(name=name, kind=kind, description=description, tags=clean_tags)
+                prompt = Prompt.objects.create(
+                    name=name,
+                    kind=kind,
+                    description=description,
+                    tags=clean_tags,
+                    require_second_approver=second_approver,
+                )
         except IntegrityError as exc:
             raise Conflict(f"Prompt '{name}' already exists.", code="prompt_exists") from exc
         if actor.user_id is not None and actor.user_id not in {u.pk for u in users}:
@@ -79,7 +88,12 @@ def prompt_create(
             prompt_name=name,
             object_type="prompt",
             object_id=prompt.pk,
-            data={"kind": kind, "tags": clean_tags, "owners": owner_names(prompt)},
+            data={
+                "kind": kind,
+                "tags": clean_tags,
+                "owners": owner_names(prompt),
+                "require_second_approver": second_approver,
+            },
         )
         event_emit(
             name="prompt.created",
@@ -103,6 +117,12 @@ class _Unchanged:
 UNCHANGED: Any = _Unchanged()
 
 
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationFailed("'require_second_approver' must be true or false.")
+    return value
+
+
 def prompt_update(
     *,
     actor: Actor,
@@ -110,15 +130,31 @@ def prompt_update(
     description: object = UNCHANGED,
     tags: object = UNCHANGED,
     owners: object = UNCHANGED,
+    require_second_approver: object = UNCHANGED,
 ) -> Prompt:
-    """Change a prompt's description, tags or owners (owners or an admin only; a prompt keeps at
-    least one owner). Audited with each changed field's old and new value; no change, no entry."""
+    """Change a prompt's description, tags, owners or second approver (owners or an admin only; a
+    prompt keeps at least one owner; only an admin turns the second approver off). Audited with
+    each changed field's old and new value; no change, no entry."""
     clean_description = description if description is UNCHANGED else validate_description(description)
     clean_tags = tags if tags is UNCHANGED else validate_tags(tags)
+    second_approver = (
+        require_second_approver if require_second_approver is UNCHANGED else _flag(require_second_approver)
+    )
     with transaction.atomic():
         prompt = prompt_get(prompt_name, for_update=True)
         ensure_owner(actor, prompt)
         changes: dict[str, dict[str, Any]] = {}
+        if second_approver is not UNCHANGED and second_approver != prompt.require_second_approver:
+            if not second_approver and not actor.is_admin:
+                raise AdminRequired(
+                    f"Only an admin (a superuser's session or an 'admin' key) may turn off the second "
+                    f"approver of '{prompt.name}'. Nothing was changed."
+                )
+            changes["require_second_approver"] = {
+                "from": prompt.require_second_approver,
+                "to": second_approver,
+            }
+            prompt.require_second_approver = second_approver
         if clean_description is not UNCHANGED and clean_description != prompt.description:
             changes["description"] = {"from": prompt.description, "to": clean_description}
             prompt.description = clean_description
@@ -136,7 +172,8 @@ def prompt_update(
             if after != before:
                 changes["owners"] = {"from": before, "to": after}
         if changes:
-            prompt.save(update_fields=[f for f in ("description", "tags") if f in changes] + ["updated_at"])
+            fields = [f for f in ("description", "tags", "require_second_approver") if f in changes]
+            prompt.save(update_fields=[*fields, "updated_at"])
             audit_record(
                 actor=actor,
                 action=AuditAction.PROMPT_UPDATE,
@@ -165,7 +202,9 @@ def version_create(
     labels: Sequence[object] = (),
 ) -> tuple[PromptVersion, bool]:
     """Publish a version. Returns (version, created): content equal to the latest version's
-    returns the latest (created False) and still applies the labels asked for."""
+    returns the latest (created False) and still applies the labels asked for. On a prompt that
+    requires a second approver, ``production`` among them is refused when the actor is the
+    author of the version it would move to (a new version's author is the actor)."""
     if not isinstance(message, str) or len(message) > 10_000:
         raise ValidationFailed("'message' must be a string of at most 10,000 characters.")
     git_commit, git_tag = validate_git(git_commit, git_tag)
@@ -232,6 +271,8 @@ def version_create(
             assert latest is not None
             version = latest
         for label in label_names:
+            if label == PRODUCTION:
+                ensure_production_move_approved(actor=actor, prompt=prompt, version=version)
             _label_set(actor=actor, prompt=prompt, label=label, version=version, reason=message)
         state_changed(SERVING_STATE, [prompt.name])
     return version, created
@@ -301,7 +342,8 @@ def label_move(
     system: bool = False,
 ) -> Label:
     """Point a label at a version. ``system`` is for the rollout controller, the one writer that
-    may move 'production' while a rollout is active."""
+    may move 'production' while a rollout is active (and, its rollout started by a second
+    approver when the prompt needs one, needs none itself)."""
     label = validate_label_name(label)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ValidationFailed("'version' must be a positive integer.")
@@ -313,6 +355,8 @@ def label_move(
             if label == PRODUCTION:
                 _ensure_production_movable(prompt)
         target = version_detail(prompt=prompt, number=version)
+        if label == PRODUCTION and not system:
+            ensure_production_move_approved(actor=actor, prompt=prompt, version=target)
         moved = _label_set(actor=actor, prompt=prompt, label=label, version=target, reason=reason)
         state_changed(SERVING_STATE, [prompt.name])
     return moved

@@ -14,6 +14,14 @@ def iso_time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+def shadow_percent(plan: list[dict[str, Any]], step_index: int, state: str) -> int | None:
+    """The percent of units whose answers carry the candidate to run unseen: that of a shadow
+    step while the rollout is on it (running or paused), else None."""
+    if state not in Rollout.SPLITTING_STATES or step_index >= len(plan) or not plan[step_index].get("shadow"):
+        return None
+    return int(plan[step_index]["percent"])
+
+
 def rollout_json(rollout: Rollout) -> dict[str, Any]:
     plan = rollout.plan
     return {
@@ -24,6 +32,7 @@ def rollout_json(rollout: Rollout) -> dict[str, Any]:
         "state": rollout.state,
         "step_index": rollout.step_index,
         "percent": percent_value(rollout.percent),
+        "shadow_percent": shadow_percent(plan, rollout.step_index, rollout.state),
         "plan": plan,
         "gates": rollout.gates,
         "salt": rollout.salt,
@@ -47,6 +56,7 @@ def transition_json(transition: RolloutTransition) -> dict[str, Any]:
         "to_state": transition.to_state,
         "step_index": transition.step_index,
         "percent": percent_value(transition.percent),
+        "shadow_percent": shadow_percent(transition.rollout.plan, transition.step_index, transition.to_state),
         "actor": transition.actor_name,
         "reason": transition.reason,
         "verdicts": transition.verdicts,

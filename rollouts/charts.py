@@ -27,6 +27,7 @@ MAX_POINTS = 120
 # Each point gets a dot up to this many points per line; beyond, only points standing alone.
 MAX_DOTS = 60
 ARMS = ("baseline", "candidate")
+ARM_NAMES = {"shadow_baseline": "baseline (shadow sample)"}  # an arm's name where it is not its key
 MINUTE = timedelta(minutes=1)
 X_TICK_MINUTES = (1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440)
 MAX_X_TICKS = 6
@@ -102,6 +103,7 @@ class Tick:
 class Line:
     arm: str
     path: str
+    name: str
     dots: tuple[tuple[float, float], ...]
     latest: str
     """The last bucket's value, with its unit (— when the arm has no data)."""
@@ -232,7 +234,9 @@ def chart_build(
                     dots.append((x, y))
             previous = point
         latest = next((p[1] for p in reversed(series) if p is not None), None)
-        lines.append(Line(arm, " ".join(path), tuple(dots), metric_text(metric, latest)))
+        lines.append(
+            Line(arm, " ".join(path), ARM_NAMES.get(arm, arm), tuple(dots), metric_text(metric, latest))
+        )
     levels = [low + i * step for i in range(round((high - low) / step) + 1)]
     y_ticks = tuple(Tick(y_of(level), tick_text(metric, level, step)) for level in levels)
     shown_limit = None

@@ -46,6 +46,7 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
         prompt=rollout.prompt.name,
         baseline_version=rollout.baseline.version,
         candidate_version=rollout.candidate.version,
+        shadow=plan.steps[rollout.step_index].shadow,
     )
     windows = read_windows(rollout=arms, gates=gates, since=since, until=until)
     return decide(

@@ -65,7 +65,8 @@ INSUFFICIENT = "insufficient_data"
 class SourceWindow:
     """One source's per-arm statistics for the current step's window, or why it has none.
 
-    At the 100% step the baseline is empty (`ArmStats()`).
+    At the 100% step the baseline is empty (`ArmStats()`). In a shadow step ``candidate`` is the
+    shadow runs and ``baseline`` the baseline outcomes of the same units (the shadow sample).
     """
 
     baseline: ArmStats
@@ -434,8 +435,9 @@ class Action(StrEnum):
 @dataclass(frozen=True)
 class Decision:
     """What to do now, why, and what was checked. ``step_index`` and ``percent`` are those after
-    the decision: the next step's on advance, 100 on succeed, 0 (all traffic to the baseline) on
-    rollback; ``verdicts`` and ``conditions`` are of the step that was decided on."""
+    the decision: the next step's on advance (0 for a shadow step: nobody is served the
+    candidate), 100 on succeed, 0 (all traffic to the baseline) on rollback; ``verdicts`` and
+    ``conditions`` are of the step that was decided on."""
 
     action: Action
     step_index: int
@@ -477,7 +479,7 @@ def decide(
     if not 0 <= step_index < len(plan.steps):
         raise ValueError(f"step_index {step_index} is outside the plan's {len(plan.steps)} steps")
     step = plan.steps[step_index]
-    has_baseline = step.percent < 100
+    has_baseline = step.shadow or step.percent < 100
     checks = _checks(gates, windows)
     alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(checks)))
     verdicts = tuple(
@@ -498,7 +500,7 @@ def decide(
     )
 
     def decision(
-        action: Action, reason: str, index: int = step_index, percent: int = step.percent
+        action: Action, reason: str, index: int = step_index, percent: int = step.exposed_percent
     ) -> Decision:
         return Decision(action, index, percent, reason, verdicts, conditions)
 
@@ -506,8 +508,8 @@ def decide(
     if failing:
         failures = "; ".join(f"{v.metric} failed: {v.detail}" for v in failing)
         if any(v.on_fail == "rollback" for v in failing):
-            return decision(Action.ROLLBACK, f"rolled back at {step.percent}%: {failures}", percent=0)
-        return decision(Action.PAUSE, f"paused at {step.percent}%: {failures}")
+            return decision(Action.ROLLBACK, f"rolled back at {step.label}: {failures}", percent=0)
+        return decision(Action.PAUSE, f"paused at {step.label}: {failures}")
 
     time, samples = conditions.time, conditions.samples
     short = (
@@ -528,16 +530,16 @@ def decide(
         why = f"promoted past {'; '.join(waiting)}" if waiting else "every gate passed"
         why += f" after {duration_text(time.elapsed_s)}"
         if step_index == len(plan.steps) - 1:
-            return decision(Action.SUCCEED, f"succeeded at {step.percent}%: {why}")
+            return decision(Action.SUCCEED, f"succeeded at {step.label}: {why}")
         following = plan.steps[step_index + 1]
-        reason = f"advanced from {step.percent}% to {following.percent}%: {why}"
-        return decision(Action.ADVANCE, reason, step_index + 1, following.percent)
+        reason = f"advanced from {step.label} to {following.label}: {why}"
+        return decision(Action.ADVANCE, reason, step_index + 1, following.exposed_percent)
     if conditions.pauses_at_max_duration and time.past_max:
         still = [f"{v.metric} ({v.detail})" for v in open_gates]
         return decision(
             Action.PAUSE,
-            f"paused at {step.percent}%: the step ran {duration_text(time.elapsed_s)} (max "
+            f"paused at {step.label}: the step ran {duration_text(time.elapsed_s)} (max "
             f"{duration_text(time.max_duration_s)}) without every gate passing; still insufficient_data: "
             + "; ".join(still + short),
         )
-    return decision(Action.HOLD, f"holding at {step.percent}%: waiting for {'; '.join(waiting)}")
+    return decision(Action.HOLD, f"holding at {step.label}: waiting for {'; '.join(waiting)}")

@@ -82,17 +82,34 @@ class Step:
     min_samples: int
     max_duration_s: int = DEFAULT_MAX_DURATION_S
     approval: str = DEFAULT_APPROVAL
+    shadow: bool = False
+    """A shadow step: every caller is served the baseline, and the units of ``percent`` also
+    get the candidate to run unseen (reported as arm ``shadow``)."""
+
+    @property
+    def exposed_percent(self) -> int:
+        """The percent of callers served the candidate: none in a shadow step."""
+        return 0 if self.shadow else self.percent
+
+    @property
+    def label(self) -> str:
+        """The step as people read it: ``25%`` or ``shadow 10%``."""
+        return f"shadow {self.percent}%" if self.shadow else f"{self.percent}%"
 
     @classmethod
     def from_json(cls, obj: object, field: str = "step") -> Step:
-        keys = {"percent", "min_duration_s", "min_samples", "max_duration_s", "approval"}
+        keys = {"percent", "min_duration_s", "min_samples", "max_duration_s", "approval", "shadow"}
         data = _object(obj, field, keys)
+        shadow = data.get("shadow", False)
+        if not isinstance(shadow, bool):
+            raise ConfigError(f"{field}.shadow", f"must be true or false, got {shadow!r}")
         step = cls(
             percent=_int(data, "percent", field),
             min_duration_s=_int(data, "min_duration_s", field),
             min_samples=_int(data, "min_samples", field),
             max_duration_s=_int(data, "max_duration_s", field, DEFAULT_MAX_DURATION_S),
             approval=_choice(data, "approval", field, APPROVALS),
+            shadow=shadow,
         )
         if not 0 < step.percent <= 100:
             raise ConfigError(f"{field}.percent", f"must be within 1..100, got {step.percent}")
@@ -101,13 +118,15 @@ class Step:
         return step
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "percent": self.percent,
-            "min_duration_s": self.min_duration_s,
-            "min_samples": self.min_samples,
-            "max_duration_s": self.max_duration_s,
-            "approval": self.approval,
-        }
+        data: dict[str, object] = {"shadow": True} if self.shadow else {}
+        data.update(
+            percent=self.percent,
+            min_duration_s=self.min_duration_s,
+            min_samples=self.min_samples,
+            max_duration_s=self.max_duration_s,
+            approval=self.approval,
+        )
+        return data
 
 
 @dataclass(frozen=True)
@@ -116,16 +135,24 @@ class Plan:
 
     @classmethod
     def from_json(cls, obj: object, field: str = "plan") -> Plan:
-        """Steps with percents strictly increasing and ending at 100. Raises ConfigError."""
+        """Shadow steps first (if any), then exposed steps; the percents of each kind strictly
+        increasing, the last step exposed and at 100. Raises ConfigError."""
         if not isinstance(obj, list) or not obj:
             raise ConfigError(field, "must be a non-empty list of steps")
         steps = tuple(Step.from_json(item, f"{field}[{i}]") for i, item in enumerate(obj))
         for i in range(1, len(steps)):
-            if steps[i].percent <= steps[i - 1].percent:
+            if steps[i].shadow and not steps[i - 1].shadow:
+                raise ConfigError(
+                    f"{field}[{i}].shadow",
+                    "a shadow step is allowed only before the first exposed step",
+                )
+            if steps[i].shadow == steps[i - 1].shadow and steps[i].percent <= steps[i - 1].percent:
                 raise ConfigError(
                     f"{field}[{i}].percent",
                     f"must be greater than the previous step's {steps[i - 1].percent}",
                 )
+        if steps[-1].shadow:
+            raise ConfigError(f"{field}[{len(steps) - 1}].shadow", "the last step must be an exposed step")
         if steps[-1].percent != 100:
             raise ConfigError(f"{field}[{len(steps) - 1}].percent", "the last step must be 100")
         return cls(steps)

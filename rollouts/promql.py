@@ -17,8 +17,9 @@ Each figure's query must evaluate to an instant vector (or a scalar); its series
 
 Placeholders, replaced in a single pass (a value can never introduce another placeholder):
 ``{prompt}`` the prompt's name, ``{version}`` the arm's version number, ``{arm}`` ``baseline`` or
-``candidate``, ``{window}`` the window's length as a duration (``600s``), ``{rollout}`` the rollout
-id, ``{score}`` the gate's score name (``score:<name>`` gates only). Text values (``{prompt}``,
+``candidate`` (in a shadow step ``shadow_baseline`` or ``shadow``), ``{window}`` the window's
+length as a duration (``600s``), ``{rollout}`` the rollout id, ``{score}`` the gate's score name
+(``score:<name>`` gates only). Text values (``{prompt}``,
 ``{arm}``, ``{score}``) are escaped for a double-quoted PromQL string and may only appear inside
 one — ``prompt="{prompt}"`` — so no value can end the string and add PromQL of its own. Every
 other brace is PromQL's own (label matchers).

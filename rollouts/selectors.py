@@ -35,6 +35,9 @@ def rollout_get(rollout_id: int) -> Rollout:
     return rollout
 
 
+EXPOSED_ARMS = ("baseline", "candidate")
+
+
 @dataclass(frozen=True)
 class RolloutWithStats:
     rollout: Rollout
@@ -43,11 +46,14 @@ class RolloutWithStats:
 
 
 def rollout_get_with_stats(rollout_id: int) -> RolloutWithStats:
-    """The rollout, every outcome reported for it so far per arm, and its transitions."""
+    """The rollout, every outcome reported for it so far per arm, and its transitions. The
+    shadow arms (``shadow``, ``shadow_baseline``) are there when its plan has a shadow step."""
     rollout = rollout_get(rollout_id)
+    shadowed = any(step.get("shadow") for step in rollout.plan)
+    arms = outcome_store().arm_stats(rollout_id=rollout.pk)
     return RolloutWithStats(
         rollout=rollout,
-        arms=outcome_store().arm_stats(rollout_id=rollout.pk),
+        arms={arm: stats for arm, stats in arms.items() if arm in EXPOSED_ARMS or shadowed or stats.samples},
         history=list(rollout.transitions.order_by("at", "id")),
     )
 

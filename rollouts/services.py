@@ -7,6 +7,10 @@ person's action waits for the lock (`select_for_update`), so it never races an e
 action may also say which state and step it was asked for (`expected_state`,
 `expected_step_index`, checked under the same lock): a click sent twice, or after someone else
 acted, changes nothing and raises StaleRequest.
+
+On a prompt that requires a second approver (registry.approvals), starting a rollout and
+promoting it past a manual step are refused (SecondApproverRequired, nothing changed) to the
+author of its candidate version.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from audit.services import audit_record
 from core.actors import Actor
 from core.errors import ValidationFailed
 from core.state_cache import SERVING_STATE, state_changed
+from registry.approvals import ensure_second_approver
 from registry.models import PRODUCTION, Label
 from registry.selectors import prompt_get
 from registry.services import ensure_owner
@@ -180,6 +185,8 @@ def rollout_create(
                 f"Version {candidate_number} is already production: the candidate must differ.",
                 details={"candidate_version": candidate_number},
             )
+        if start:  # the creator starts it, now or (after required checks) at a tick
+            ensure_second_approver(actor=actor, prompt=prompt, version=candidate, action="start its rollout")
         try:
             with transaction.atomic():
                 rollout = Rollout.objects.create(
@@ -222,6 +229,12 @@ def rollout_create(
 
 
 def _start(rollout: Rollout, *, actor: Actor, now: datetime, reason: str) -> None:
+    """Start a pending rollout the caller has locked: every start goes through here (create with
+    ``start``, a person's start, the tick's once the required checks pass, with the rollout's
+    creator as ``actor``), so the second approver is asked here."""
+    ensure_second_approver(
+        actor=actor, prompt=rollout.prompt, version=rollout.candidate, action="start its rollout"
+    )
     rollout_transition(
         rollout=rollout,
         actor=actor,
@@ -230,7 +243,7 @@ def _start(rollout: Rollout, *, actor: Actor, now: datetime, reason: str) -> Non
         now=now,
         reason=reason,
         step_index=0,
-        percent=rollout.plan[0]["percent"],
+        percent=Plan.from_json(rollout.plan).steps[0].exposed_percent,
         started_at=now,
         step_started_at=now,
     )
@@ -312,11 +325,19 @@ def rollout_promote(
 ) -> Rollout:
     """Advance one step now, past manual approval, the step's wait, its min_samples and
     insufficient_data, but never past a failing gate (GateFailing names it). Promoting the last
-    step makes the candidate production."""
+    step makes the candidate production. Past a manual step, on a prompt that requires a second
+    approver, not by the candidate's author."""
     clean_reason = _reason(reason)
     expected = Expected.parse(expected_state, expected_step_index)
     with transaction.atomic():
         rollout = _locked(rollout_id, actor, [S.RUNNING, S.PAUSED], "be promoted", expected)
+        if rollout.plan[rollout.step_index].get("approval") == "manual":
+            ensure_second_approver(
+                actor=actor,
+                prompt=rollout.prompt,
+                version=rollout.candidate,
+                action=f"approve step {rollout.step_index + 1} of its rollout",
+            )
         now = timezone.now()
         decision = rollout_decide(rollout=rollout, now=now, promote=True)
         if decision.action not in (Action.ADVANCE, Action.SUCCEED):

@@ -24,15 +24,21 @@ class ArmBehaviour:
 
 
 def outcome_event(
-    *, rng: random.Random, behaviour: ArmBehaviour, resolved: dict[str, Any], ts: str
+    *,
+    rng: random.Random,
+    behaviour: ArmBehaviour,
+    resolved: dict[str, Any],
+    ts: str,
+    shadow_sample: bool = False,
 ) -> dict[str, Any]:
-    """One outcome event, shaped like SPEC's example, for a request that `resolved` answered."""
+    """One outcome event, shaped like SPEC's example, for a request that `resolved` answered;
+    ``shadow_sample``: a baseline answer that carried a shadow (its unit is in the sample)."""
     error = rng.random() < behaviour.error_rate
     latency = rng.lognormvariate(math.log(behaviour.latency_median_ms), behaviour.latency_sigma)
     score = min(1.0, max(0.0, rng.gauss(behaviour.score_mean, behaviour.score_sd)))
     input_tokens = rng.randint(200, 500)
     output_tokens = rng.randint(50, 200)
-    return {
+    event = {
         "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         "prompt": resolved["name"],
         "version": resolved["version"],
@@ -46,4 +52,17 @@ def outcome_event(
         "output_tokens": output_tokens,
         "scores": {} if error else {"helpfulness": round(score, 4)},
         "ts": ts,
+    }
+    if shadow_sample:
+        event["shadow_sample"] = True
+    return event
+
+
+def shadow_run(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What a shadow run is reported as: the answer's ``shadow`` (the candidate), arm ``shadow``."""
+    return {
+        "name": resolved["name"],
+        "version": resolved["shadow"]["version"],
+        "rollout_id": resolved["rollout_id"],
+        "arm": "shadow",
     }

@@ -48,7 +48,7 @@ from core.errors import ValidationFailed
 from core.events import EVENTS as FOLLOWED_EVENTS
 from core.events import Event
 from core.outbound import safe_url
-from rollouts.as_json import rollout_json, transition_json
+from rollouts.as_json import rollout_json, shadow_percent, transition_json
 from rollouts.errors import WebhookNotFound
 from rollouts.figures import percent_value
 from rollouts.models import Outbox, Rollout, RolloutTransition, Webhook, WebhookDelivery
@@ -149,11 +149,13 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 def message_text(rollout: Rollout, transition: RolloutTransition) -> str:
     """One line for a chat channel: what happened to which rollout, at what percent, why."""
+    shadow = shadow_percent(rollout.plan, transition.step_index, transition.to_state)
+    share = f"{percent_value(transition.percent)}%" if shadow is None else f"shadow {shadow}%"
     headline = {
-        "started": f"started at {percent_value(transition.percent)}%",
-        "advanced": f"advanced to {percent_value(transition.percent)}%",
-        "paused": f"paused at {percent_value(transition.percent)}%",
-        "resumed": f"resumed at {percent_value(transition.percent)}%",
+        "started": f"started at {share}",
+        "advanced": f"advanced to {share}",
+        "paused": f"paused at {share}",
+        "resumed": f"resumed at {share}",
         "succeeded": f"succeeded: v{rollout.candidate.version} is now production",
         "rolled_back": f"rolled back: every user is back on v{rollout.baseline.version}",
         "aborted": f"aborted: every user is back on v{rollout.baseline.version}",

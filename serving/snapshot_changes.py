@@ -13,6 +13,11 @@ from dataclasses import dataclass
 
 import orjson
 
+# The snapshot's shape, carried as its top-level ``format`` and in every ``change`` event. An SDK
+# that does not know a format keeps serving its last snapshot (and says so): format 2 publishes a
+# shadow step as ``percent: 0`` with ``shadow_percent``, which no SDK may read as an exposure.
+SNAPSHOT_FORMAT = 2
+FORMAT_FIELD = b'{"format":' + str(SNAPSHOT_FORMAT).encode() + b","
 KEEPALIVE = b": keepalive\n\n"
 # A keepalive from a process whose state could not be confirmed lately (Redis or PostgreSQL is
 # failing): it does not confirm the client's snapshot.
@@ -43,11 +48,13 @@ def change_apply(entries: Mapping[str, bytes], change: SnapshotChange) -> dict[s
 
 
 def change_data(change: SnapshotChange, *, generated_at: str) -> bytes:
-    """The JSON of a ``change`` event: ``{generated_at, prompts: {name: entry}, removed: [name]}``."""
+    """The JSON of a ``change`` event: ``{format, generated_at, prompts: {name: entry}, removed:
+    [name]}``."""
     prompts = b",".join(orjson.dumps(name) + b":" + entry for name, entry in change.changed.items())
     return b"".join(
         (
-            b'{"generated_at":',
+            FORMAT_FIELD,
+            b'"generated_at":',
             orjson.dumps(generated_at),
             b',"prompts":{',
             prompts,

@@ -1,7 +1,9 @@
 """What each prompt serves right now, held in memory by every web process.
 
 The serving state is an immutable object built from PostgreSQL: every prompt's production version
-and each running or paused rollout (baseline, candidate, percent, salt). It is cached per process
+and each running or paused rollout (baseline, candidate, percent, salt, and in a shadow step the
+shadow percent: every caller gets the baseline, and the answers of the units below it also carry
+the candidate as ``shadow``, to run unseen). It is cached per process
 by ``core.state_cache`` and updated when any process calls ``state_changed(SERVING_STATE,
 [prompt names])`` (registry and rollout services do, inside their transactions): only the named
 prompts are read again (``serving_state_update``).
@@ -31,6 +33,7 @@ from registry.errors import NoProductionVersion, PromptNotFound
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
 from rollouts.models import Rollout
 from serving.bucketing import BUCKETS, assign, default_salt, threshold_of
+from serving.snapshot_changes import FORMAT_FIELD
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,11 @@ class ServedRollout:
     candidate: ServedVersion
     baseline_tail: bytes
     candidate_tail: bytes
+    shadow_percent: int | None
+    """In a shadow step, the percent of units whose baseline answers carry the candidate as
+    ``shadow`` (``threshold`` is then 0: nobody is served the candidate)."""
+    shadow_threshold: int
+    shadow_piece: bytes  # b'"shadow":{…},' — the candidate as a shadow answer carries it (in a shadow step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +102,7 @@ class ServingState:
         that nobody reads the snapshot of costs no join of every prompt)."""
         prompts_json = b"{%b}" % b",".join([self.pieces[name] for name in self.order])
         generated_at = orjson.dumps(self.generated_at.isoformat())
-        return b"".join((b'{"generated_at":', generated_at, b',"prompts":', prompts_json, b"}"))
+        return b"".join((FORMAT_FIELD, b'"generated_at":', generated_at, b',"prompts":', prompts_json, b"}"))
 
     @functools.cached_property
     def snapshot_etag(self) -> str:
@@ -118,7 +126,9 @@ class ServingState:
             digest = hashlib.sha256(b"".join([self.digests[name] for name in names])).hexdigest()
             view = LimitedSnapshot(
                 entries={name: self.entries[name] for name in names},
-                snapshot=b"".join((b'{"generated_at":', generated_at, b',"prompts":', prompts_json, b"}")),
+                snapshot=b"".join(
+                    (FORMAT_FIELD, b'"generated_at":', generated_at, b',"prompts":', prompts_json, b"}")
+                ),
                 snapshot_etag='W/"' + digest[:32] + '"',
             )
             self._limited[prompts] = view
@@ -135,7 +145,8 @@ class Resolved:
     rollout_id: int | None
     bucket: int | None
     sticky: bool
-    tail: bytes  # the body after ``head``: arm, rollout id, bucket up to the sticky flag
+    tail: bytes  # the body after ``head``: arm, rollout id, bucket (and shadow) up to the sticky flag
+    shadow: ServedVersion | None = None  # the candidate to run unseen, in a shadow step's sample
 
     def body(self, *, stale: bool) -> bytes:
         end = b',"stale":true}' if stale else b"}"
@@ -144,12 +155,17 @@ class Resolved:
 
     def etag(self, *, stale: bool) -> str:
         rollout = "" if self.rollout_id is None else f".{self.rollout_id}.{self.bucket}"
+        if self.shadow is not None:
+            rollout += f".{self.shadow.tag}"
         flags = ("s" if self.sticky else "r") + ("~" if stale else "")
         return f'"{self.served.tag}.{self.arm[0]}{rollout}.{flags}"'
 
     def as_dict(self, *, stale: bool) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.name, **self.served.body}
-        body.update(arm=self.arm, rollout_id=self.rollout_id, bucket=self.bucket, sticky=self.sticky)
+        body.update(arm=self.arm, rollout_id=self.rollout_id, bucket=self.bucket)
+        if self.shadow is not None:
+            body["shadow"] = shadow_body(self.shadow)
+        body["sticky"] = self.sticky
         if stale:
             body["stale"] = True
         return body
@@ -172,18 +188,24 @@ def resolve(state: ServingState, name: str, unit: str | None, *, random_bucket: 
     assignment = assign(
         salt=rollout.salt, threshold=rollout.threshold, unit=unit, random_bucket=random_bucket
     )
+    bucket = assignment.bucket
     if assignment.arm == "candidate":
         served, tail = rollout.candidate, rollout.candidate_tail
     else:
         served, tail = rollout.baseline, rollout.baseline_tail
+    if bucket < rollout.shadow_threshold:  # a shadow step's sample: the candidate, unseen
+        tail = b"".join((tail, str(bucket).encode(), b",", rollout.shadow_piece))
+        return Resolved(
+            name, served, assignment.arm, rollout.id, bucket, assignment.sticky, tail, rollout.candidate
+        )
     return Resolved(
         name,
         served,
         assignment.arm,
         rollout.id,
-        assignment.bucket,
+        bucket,
         assignment.sticky,
-        tail + str(assignment.bucket).encode() + b",",
+        tail + str(bucket).encode() + b",",
     )
 
 
@@ -239,14 +261,21 @@ def _served_version(name: str, kind: str, version: _VersionRow) -> ServedVersion
     )
 
 
+def shadow_body(version: ServedVersion) -> dict[str, Any]:
+    """The candidate as an answer's ``shadow`` carries it: its version and content."""
+    return {key: value for key, value in version.body.items() if key != "kind"}
+
+
 def _served_rollout(
     name: str, kind: str, rollout: tuple[Any, ...], baseline: _VersionRow, candidate: _VersionRow
 ) -> ServedRollout:
-    rollout_id, state, percent, salt = rollout
+    rollout_id, state, percent, salt, shadow_percent = rollout
 
     def tail(arm: str) -> bytes:
         return f',"arm":"{arm}","rollout_id":{rollout_id},"bucket":'.encode()
 
+    served_candidate = _served_version(name, kind, candidate)
+    shadow = None if shadow_percent is None else int(shadow_percent)
     return ServedRollout(
         id=rollout_id,
         state=state,
@@ -254,9 +283,14 @@ def _served_rollout(
         salt=salt or default_salt(name, rollout_id),
         threshold=threshold_of(percent),
         baseline=_served_version(name, kind, baseline),
-        candidate=_served_version(name, kind, candidate),
+        candidate=served_candidate,
         baseline_tail=tail("baseline"),
         candidate_tail=tail("candidate"),
+        shadow_percent=shadow,
+        shadow_threshold=0 if shadow is None else threshold_of(shadow),
+        shadow_piece=b""
+        if shadow is None
+        else b'"shadow":' + orjson.dumps(shadow_body(served_candidate)) + b",",
     )
 
 
@@ -270,6 +304,7 @@ def _snapshot_entry(prompt: ServedPrompt) -> dict[str, Any]:
             "id": rollout.id,
             "state": rollout.state,
             "percent": float(rollout.percent),
+            **({} if rollout.shadow_percent is None else {"shadow_percent": rollout.shadow_percent}),
             "salt": rollout.salt,
             "baseline": rollout.baseline.body,
             "candidate": rollout.candidate.body,
@@ -288,6 +323,8 @@ def _serving_query(named: bool) -> str:
     columns = ", ".join(_VERSION_COLUMNS.format(v=v) for v in ("production", "baseline", "candidate"))
     return f"""
         SELECT prompt.name, prompt.kind, rollout.id, rollout.state, rollout.percent, rollout.salt,
+               CASE WHEN rollout.plan -> rollout.step_index::int ->> 'shadow' = 'true'
+                    THEN (rollout.plan -> rollout.step_index::int ->> 'percent')::int END,
                {columns}
         FROM {Prompt._meta.db_table} prompt
         LEFT JOIN {Label._meta.db_table} label ON label.prompt_id = prompt.id AND label.name = %(production)s
@@ -317,9 +354,9 @@ def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedProm
     served: dict[str, ServedPrompt] = {}
     width = len(_VERSION_COLUMNS.split(","))
     for row in rows:
-        name, kind, rollout = row[0], row[1], row[2:6]
+        name, kind, rollout = row[0], row[1], row[2:7]
         production, baseline, candidate = (
-            _VersionRow.of(row[start : start + width]) for start in range(6, 6 + 3 * width, width)
+            _VersionRow.of(row[start : start + width]) for start in range(7, 7 + 3 * width, width)
         )
         served[name] = ServedPrompt(
             name=name,

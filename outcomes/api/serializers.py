@@ -10,10 +10,17 @@ class OutcomeEventSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1)
     rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     arm = serializers.ChoiceField(
-        ["baseline", "candidate", "production"],
+        ["baseline", "candidate", "shadow", "production"],
         required=False,
         allow_null=True,
-        help_text="baseline or candidate with a rollout_id; production or null without one",
+        help_text="baseline, candidate or shadow (a shadow step's run: the candidate's version) with "
+        "a rollout_id; production or null without one",
+    )
+    shadow_sample = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="arm baseline only: the answer carried a shadow (the unit is in a shadow step's "
+        "sample); counted as the baseline the shadow runs are compared with",
     )
     latency_ms = serializers.FloatField(min_value=0, max_value=86_400_000, required=False, allow_null=True)
     error = serializers.BooleanField(required=False, allow_null=True, default=False)

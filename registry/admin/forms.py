@@ -13,6 +13,10 @@ from core.admin import parse_json
 from registry.models import Prompt, PromptVersion
 
 MONOSPACE = {"class": "vLargeTextField pr-code", "spellcheck": "false"}
+SECOND_APPROVER_HELP = (
+    "Starting a rollout, promoting one past a manual step and moving <code>production</code> must then "
+    "be done by someone other than the author of the version it serves."
+)
 
 
 def comma_list(text: str) -> list[str]:
@@ -58,11 +62,25 @@ class PromptCreateForm(forms.Form):
         "Only owners (and admins) publish versions and move labels.",
     )
 
+    require_second_approver = forms.BooleanField(
+        label="Require a second approver",
+        required=False,
+        help_text=SECOND_APPROVER_HELP,
+    )
+
     def clean_tags(self) -> list[str]:
         return comma_list(self.cleaned_data["tags"])
 
     def clean_owners(self) -> list[str]:
         return comma_list(self.cleaned_data["owners"])
+
+
+class SecondApproverForm(forms.Form):
+    require_second_approver = forms.BooleanField(
+        label="Require a second approver",
+        required=False,
+        help_text=SECOND_APPROVER_HELP + " Owners turn it on; only an admin turns it off.",
+    )
 
 
 class VersionCreateForm(forms.Form):

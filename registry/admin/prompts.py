@@ -112,7 +112,17 @@ class PromptAdmin(StaffAdmin):
     list_display = ["name", "kind", "tag_list", "owner_list", "production", "latest"]
     list_filter = ["kind", TagFilter]
     search_fields = ["name", "description"]
-    fields = ["name", "kind", "description", "tag_list", "owner_list", "latest", "created_at", "updated_at"]
+    fields = [
+        "name",
+        "kind",
+        "description",
+        "tag_list",
+        "owner_list",
+        "second_approver",
+        "latest",
+        "created_at",
+        "updated_at",
+    ]
     readonly_fields = fields
     inlines = [LabelInline, VersionInline]
     change_form_template = "admin/registry/prompt/change_form.html"
@@ -151,6 +161,12 @@ class PromptAdmin(StaffAdmin):
     def owner_list(self, prompt: Prompt) -> str:
         return ", ".join(owner_names(prompt))
 
+    @admin.display(description="second approver")
+    def second_approver(self, prompt: Prompt) -> str:
+        if prompt.require_second_approver:
+            return "required: rollouts and production moves need someone other than the version's author"
+        return "not required"
+
     @admin.display(description="production", ordering="production_version")
     def production(self, prompt: Prompt) -> str:
         number = getattr(prompt, "production_version", None)
@@ -166,6 +182,7 @@ class PromptAdmin(StaffAdmin):
             ("move-label", views.label_move_view, "registry_prompt_move_label"),
             ("diff", views.version_diff, "registry_prompt_diff"),
             ("resume-langfuse-mirror", views.langfuse_mirror_resume_view, "registry_prompt_resume_mirror"),
+            ("second-approver", views.second_approver_view, "registry_prompt_second_approver"),
         ]
         return [
             path(f"<path:object_id>/{suffix}/", self.admin_site.admin_view(self.object_page(view)), name=name)

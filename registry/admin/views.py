@@ -1,6 +1,7 @@
 """The registry's admin pages beyond Django's own: create a prompt, publish a version, move a
-label, compare two versions. Each change calls one service with the logged-in user as actor;
-a DomainError comes back on the form, with the HTTP status it stands for."""
+label, compare two versions, require a second approver. Each change calls one service with the
+logged-in user as actor; a DomainError comes back on the form, with the HTTP status it stands
+for."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from django.utils.text import Truncator
 
 from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError
-from registry.admin.forms import DiffChoiceForm, LabelMoveForm, PromptCreateForm, VersionCreateForm
+from registry.admin.forms import (
+    DiffChoiceForm,
+    LabelMoveForm,
+    PromptCreateForm,
+    SecondApproverForm,
+    VersionCreateForm,
+)
 from registry.diff import MAX_ROWS, compare, version_sections
 from registry.langfuse_mirror import langfuse_mirror_resume
 from registry.models import PRODUCTION, Prompt, PromptVersion
 from registry.selectors import actor_owns, owner_names, version_content
-from registry.services import label_move, prompt_create, version_create
+from registry.services import label_move, prompt_create, prompt_update, version_create
 
 # Version selects list at most this many versions, newest first.
 MAX_VERSION_CHOICES = 500
@@ -42,6 +49,7 @@ def prompt_add(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpRespo
                 description=data["description"],
                 tags=data["tags"],
                 owners=data["owners"],
+                require_second_approver=data["require_second_approver"],
             )
         except DomainError as error:
             form.add_error(None, domain_error_text(error))
@@ -142,6 +150,39 @@ def label_move_view(request: HttpRequest, model_admin: admin.ModelAdmin, prompt:
         status=status,
         template="admin/registry/prompt/move_label.html",
         extra={"labels": labels, "label_names": names},
+    )
+
+
+def second_approver_view(request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Prompt) -> HttpResponse:
+    status = 200
+    if request.method == "POST":
+        form = SecondApproverForm(request.POST)
+        if form.is_valid():
+            wanted = form.cleaned_data["require_second_approver"]
+            try:
+                prompt_update(
+                    actor=admin_actor(request), prompt_name=prompt.name, require_second_approver=wanted
+                )
+            except DomainError as error:
+                form.add_error(None, domain_error_text(error))
+                status = error.status_code
+            else:
+                done = "now requires" if wanted else "no longer requires"
+                model_admin.message_user(
+                    request, f"“{prompt.name}” {done} a second approver.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(prompt_url(prompt))
+    else:
+        form = SecondApproverForm(initial={"require_second_approver": prompt.require_second_approver})
+    return form_page(
+        request,
+        model_admin,
+        form=form,
+        title=f"Second approver of {prompt.name}",
+        original=prompt,
+        submit_label="Save",
+        owner_note=owner_note(request, prompt),
+        status=status,
     )
 
 

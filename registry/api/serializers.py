@@ -16,6 +16,10 @@ from registry.selectors import langfuse_mirror_state, owner_names
 from registry.validation import GIT_COMMIT_RE, TAG_RE
 
 OWNER_HELP = "user names and 'group:NAME' entries"
+SECOND_APPROVER_HELP = (
+    "starting a rollout, promoting past a manual step and moving production need a user other than "
+    "the author of the version served"
+)
 
 
 class MessageSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -34,6 +38,7 @@ class PromptSerializer(serializers.Serializer):  # type: ignore[type-arg]
     owners = serializers.SerializerMethodField(help_text=OWNER_HELP)
     labels = serializers.SerializerMethodField(help_text="label name → version number")
     latest_version = serializers.IntegerField(help_text="highest version number; 0 before the first")
+    require_second_approver = serializers.BooleanField(help_text=SECOND_APPROVER_HELP)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     langfuse_mirror = serializers.SerializerMethodField(
@@ -115,6 +120,9 @@ class PromptCreateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         max_length=100,
         help_text=OWNER_HELP + "; the creating user is always added",
     )
+    require_second_approver = serializers.BooleanField(
+        required=False, default=False, help_text=SECOND_APPROVER_HELP
+    )
 
 
 class PromptUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
@@ -126,6 +134,9 @@ class PromptUpdateSerializer(serializers.Serializer):  # type: ignore[type-arg]
         min_length=1,
         max_length=100,
         help_text=OWNER_HELP + "; replaces the owners (owners or an admin only)",
+    )
+    require_second_approver = serializers.BooleanField(
+        required=False, help_text=SECOND_APPROVER_HELP + "; turning it off needs an admin"
     )
 
 

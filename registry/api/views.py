@@ -116,7 +116,7 @@ class PromptDetailView(APIView):
         return Response(VersionSerializer(version).data)
 
     @extend_schema(
-        summary="Change a prompt's description, tags or owners",
+        summary="Change a prompt's description, tags, owners or second approver",
         request=PromptUpdateSerializer,
         responses={200: PromptSerializer, **WRITE_ERRORS},
     )

@@ -65,7 +65,8 @@ class RolloutStartForm(VersionChoicesForm):
         "candidate, <code>min_duration_s</code>, <code>min_samples</code> per arm, "
         f"<code>max_duration_s</code> (default {DEFAULT_MAX_DURATION_S}: the step pauses when its gates "
         "have not all passed by then) and <code>approval</code> <code>auto</code> (default) or "
-        "<code>manual</code> (waits for Promote).",
+        '<code>manual</code> (waits for Promote). Steps with <code>"shadow": true</code> may come '
+        "first: everyone gets the baseline, and the candidate runs unseen for their percent of units.",
     )
     gates = forms.CharField(
         widget=forms.Textarea(attrs={**CODE, "rows": 7, "wrap": "off"}),

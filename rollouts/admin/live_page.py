@@ -15,7 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
-from rollouts.charts import Buckets, Chart, chart_buckets, chart_build
+from rollouts.as_json import shadow_percent
+from rollouts.charts import ARM_NAMES, Buckets, Chart, chart_buckets, chart_build
 from rollouts.engine import StepConditions, TimeOnStep
 from rollouts.figures import (
     NONE,
@@ -31,13 +32,14 @@ from rollouts.figures import (
 from rollouts.gate_metrics import ALL_SCORES, SCORE_PREFIX
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
-from rollouts.selectors import rollout_get_with_stats
+from rollouts.selectors import EXPOSED_ARMS, rollout_get_with_stats
 from rollouts.sources import outcome_store
 from rollouts.stats import CLOCK_ALLOWANCE, arm_summary
 
 # Charts cover the rollout from its start, or its last day when it ran longer.
 CHART_SPAN = timedelta(hours=24)
 ACTIVE = {state.value for state in Rollout.ACTIVE_STATES}
+SHADOW_ARMS = ("shadow", "shadow_baseline")
 MARKED_EVENTS = {"started", "advanced", "paused", "resumed", "rolled_back", "aborted", "succeeded"}
 
 
@@ -58,6 +60,8 @@ class StepProgress:
 class PlanRow:
     number: int
     percent: int
+    shadow: bool
+    """A shadow step: ``percent`` of units run the candidate unseen; nobody is served it."""
     min_duration: str
     min_samples: int
     max_duration: str
@@ -101,6 +105,8 @@ class HistoryRow:
     to_state: str
     step_number: int
     percent: float
+    share: str
+    """The candidate's share after the transition: ``10%``, or ``shadow 20%``."""
     actor: str
     reason: str
     verdicts: list[VerdictRow]
@@ -113,6 +119,7 @@ ARM_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate
 @dataclass(frozen=True)
 class ArmRow:
     arm: str
+    name: str
     version: int
     requests: str
     errors: str
@@ -128,6 +135,10 @@ class LivePage:
     state_text: str
     verdicts_note: str
     step_count: int
+    shadow_percent: int | None
+    """In a shadow step: the percent of units that run the candidate unseen."""
+    shadowed: bool
+    """The plan has a shadow step: the charts and totals show the shadow arms."""
     step_started_at: datetime | None
     progress: StepProgress
     plan: list[PlanRow]
@@ -200,6 +211,7 @@ def _plan_rows(rollout: Rollout, history: list[RolloutTransition]) -> list[PlanR
             PlanRow(
                 number=index + 1,
                 percent=step.percent,
+                shadow=step.shadow,
                 min_duration=duration_text(step.min_duration_s),
                 min_samples=step.min_samples,
                 max_duration=NONE if index == len(steps) - 1 else duration_text(step.max_duration_s),
@@ -241,9 +253,10 @@ def _charts(
     )
     buckets: Buckets = chart_buckets(series, since=since, until=until)
     score_names = sorted({name for _, _, stats in series for name, _ in stats.scores})
-    markers = [(t.at, _marker_label(t)) for t in history if t.event in MARKED_EVENTS]
+    markers = [(t.at, _marker_label(rollout, t)) for t in history if t.event in MARKED_EVENTS]
     gates = parse_gates(rollout.gates)
     limits = _absolute_limits(gates)
+    arms = (*EXPOSED_ARMS, *SHADOW_ARMS) if _shadowed(rollout) else EXPOSED_ARMS
     charts = []
     for metric in _chart_metrics(gates, score_names):
         limit, limit_text = limits.get(metric, (None, ""))
@@ -255,15 +268,27 @@ def _charts(
                 limit_text=limit_text,
                 markers=markers,
                 complete_until=None if rollout.ended_at else now,
+                arms=arms,
             )
         )
     return charts, buckets.since, since == start
 
 
-def _marker_label(transition: RolloutTransition) -> str:
+def _marker_label(rollout: Rollout, transition: RolloutTransition) -> str:
     if transition.event in ("started", "advanced"):
-        return f"{percent_value(transition.percent)}%"
+        return share_text(rollout, transition.percent, transition.step_index, transition.to_state)
     return transition.event.replace("_", " ")
+
+
+def _shadowed(rollout: Rollout) -> bool:
+    """Whether the rollout's plan has a shadow step (its page shows the shadow arms)."""
+    return any(step.get("shadow") for step in rollout.plan)
+
+
+def share_text(rollout: Rollout, percent: Any, step_index: int, state: str) -> str:
+    """The candidate's share at a step: ``10%``, or ``shadow 20%`` on a shadow step."""
+    shadow = shadow_percent(rollout.plan, step_index, state)
+    return f"shadow {shadow}%" if shadow is not None else f"{percent_value(percent)}%"
 
 
 def _ended_summary(rollout: Rollout) -> str:
@@ -316,14 +341,16 @@ def _gates_detail(conditions: StepConditions) -> str:
     return "every gate passes" if gates.checked else "no gates"
 
 
-def condition_rows(conditions: StepConditions) -> tuple[ConditionRow, ...]:
-    """What a decision checked, one row per condition, in words."""
+def condition_rows(conditions: StepConditions, *, shadow: bool = False) -> tuple[ConditionRow, ...]:
+    """What a decision checked, one row per condition, in words (``shadow``: of a shadow step,
+    whose arms are the shadow runs and the baseline of the same units)."""
     rows = [ConditionRow("time", conditions.time.met, _time_detail(conditions.time))]
     samples = conditions.samples
     if samples is not None:
         needed = count_text(samples.min_samples)
         baseline, candidate = count_text(samples.baseline), count_text(samples.candidate)
-        detail = f"baseline {baseline} of {needed} · candidate {candidate} of {needed}"
+        names = ("baseline of the shadow sample", "shadow") if shadow else ("baseline", "candidate")
+        detail = f"{names[0]} {baseline} of {needed} · {names[1]} {candidate} of {needed}"
         rows.append(ConditionRow("samples per arm", samples.met, detail))
     rows.append(ConditionRow("gates", conditions.gates.met, _gates_detail(conditions)))
     manual = conditions.approval.manual
@@ -339,13 +366,17 @@ def _progress(rollout: Rollout) -> StepProgress:
     """The current step of an active rollout, as the controller's latest decision found it."""
     percent = percent_value(rollout.percent)
     if rollout.state == Rollout.State.PENDING:
-        first = Plan.from_json(rollout.plan).steps[0].percent
-        return StepProgress(
-            f"Not started: everyone gets production. Start sends {first}% to the candidate.", ()
+        first = Plan.from_json(rollout.plan).steps[0]
+        start = (
+            f"Start runs the candidate unseen for {first.percent}% of units (a shadow step)."
+            if first.shadow
+            else f"Start sends {first.percent}% to the candidate."
         )
+        return StepProgress(f"Not started: everyone gets production. {start}", ())
     evaluated = _evaluated_on_this_step(rollout) and bool(rollout.last_conditions)
     conditions = StepConditions.from_json(rollout.last_conditions) if evaluated else None
-    rows = condition_rows(conditions) if conditions is not None else ()
+    shadow = shadow_percent(rollout.plan, rollout.step_index, rollout.state) is not None
+    rows = condition_rows(conditions, shadow=shadow) if conditions is not None else ()
     at = f"{rollout.last_evaluated_at:%H:%M:%S}" if evaluated else ""
     if rollout.state == Rollout.State.PAUSED:
         summary = (
@@ -379,12 +410,18 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
     active = rollout.state in ACTIVE
     progress = _progress(rollout) if active else StepProgress(_ended_summary(rollout), ())
     charts, chart_since, from_start = _charts(rollout, history, now)
-    versions = {"baseline": rollout.baseline.version, "candidate": rollout.candidate.version}
+    versions = {
+        "baseline": rollout.baseline.version,
+        "candidate": rollout.candidate.version,
+        "shadow": rollout.candidate.version,
+        "shadow_baseline": rollout.baseline.version,
+    }
     summaries = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
     score_names = sorted({name for summary in summaries.values() for name in summary["scores"]})
     arms = [
         ArmRow(
             arm=arm,
+            name=ARM_NAMES.get(arm, arm),
             version=versions[arm],
             requests=count_text(summary["samples"]),
             errors=count_text(summary["errors"]),
@@ -400,6 +437,8 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         state_text=rollout.state.replace("_", " ").capitalize(),
         verdicts_note=_verdicts_note(rollout),
         step_count=len(rollout.plan),
+        shadow_percent=shadow_percent(rollout.plan, rollout.step_index, rollout.state),
+        shadowed=_shadowed(rollout),
         step_started_at=rollout.step_started_at,
         progress=progress,
         plan=_plan_rows(rollout, history),
@@ -421,6 +460,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
                 to_state=t.to_state,
                 step_number=t.step_index + 1,
                 percent=percent_value(t.percent),
+                share=share_text(rollout, t.percent, t.step_index, t.to_state),
                 actor=t.actor_name,
                 reason=t.reason,
                 verdicts=[verdict_row(v) for v in t.verdicts],

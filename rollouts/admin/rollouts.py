@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core.admin import ExactTextFilter, StaffAdmin
 from rollouts.admin import views
-from rollouts.figures import percent_value
+from rollouts.admin.live_page import share_text
 from rollouts.models import Rollout
 
 
@@ -67,7 +67,8 @@ class RolloutAdmin(StaffAdmin):
 
     @admin.display(description="step · %")
     def step(self, rollout: Rollout) -> str:
-        return f"{rollout.step_index + 1} of {len(rollout.plan)} · {percent_value(rollout.percent)}%"
+        share = share_text(rollout, rollout.percent, rollout.step_index, rollout.state)
+        return f"{rollout.step_index + 1} of {len(rollout.plan)} · {share}"
 
     @admin.display(description="started", ordering="started_at")
     def started(self, rollout: Rollout) -> str:

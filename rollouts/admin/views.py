@@ -17,13 +17,16 @@ from django.utils import timezone
 from core.admin import admin_actor, domain_error_text, form_page
 from core.errors import DomainError, ValidationFailed
 from registry.admin.views import owner_note, version_choices
+from registry.approvals import is_second_approver
 from registry.models import PRODUCTION, Prompt
 from registry.selectors import actor_owns
 from rollouts import services
 from rollouts.admin.forms import ActionForm, PromptChoiceForm, RolloutStartForm
 from rollouts.admin.live_page import live_page
+from rollouts.as_json import shadow_percent
 from rollouts.figures import percent_value
 from rollouts.models import Rollout
+from rollouts.plan import Plan
 
 REFRESH_SECONDS = 5
 RUN_ROLLOUTS = "run its rollouts"
@@ -166,6 +169,12 @@ def _show_error(form: RolloutStartForm, error: DomainError) -> None:
 
 def _created_text(rollout: Rollout) -> str:
     what = f"Rollout #{rollout.pk} of {rollout.prompt.name}"
+    shadow = shadow_percent(rollout.plan, rollout.step_index, rollout.state)
+    if shadow is not None:
+        return (
+            f"{what} started in its shadow step: everyone gets v{rollout.baseline.version}, and "
+            f"v{rollout.candidate.version} runs unseen for {shadow}% of units."
+        )
     if rollout.state == S.RUNNING:
         share = percent_value(rollout.percent)
         return (
@@ -210,9 +219,24 @@ def live(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout) 
             "title": f"Rollout #{rollout.pk} of {rollout.prompt.name}",
             "actions": actions if owned else [],
             "owner_note": owner_note(request, rollout.prompt, they_may=RUN_ROLLOUTS) if actions else "",
+            "approver_note": _approver_note(request, rollout) if owned and actions else "",
         }
     )
     return TemplateResponse(request, "admin/rollouts/rollout/live.html", context)
+
+
+def _approver_note(request: HttpRequest, rollout: Rollout) -> str:
+    """Why the logged-in user may not start the rollout or promote it past a manual step (empty
+    when they may, or the prompt needs no second approver): the buttons would refuse."""
+    if not rollout.prompt.require_second_approver or is_second_approver(
+        admin_actor(request), rollout.candidate
+    ):
+        return ""
+    author = rollout.candidate.author_name or "an unknown author"
+    return (
+        f"“{rollout.prompt.name}” requires a second approver: v{rollout.candidate.version} was published by "
+        f"{author}, so someone else must start this rollout and promote it past a manual step."
+    )
 
 
 def live_part(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout) -> HttpResponse:
@@ -240,13 +264,13 @@ def _action_button(action: Action, rollout: Rollout) -> dict[str, Any]:
     if action.name == "promote":
         plan, index = rollout.plan, rollout.step_index
         if index + 1 < len(plan):
-            confirm = f"Promote to {plan[index + 1]['percent']}%"
+            confirm = f"Promote to {Plan.from_json(plan).steps[index + 1].label}"
         else:
             confirm = f"Promote: make v{rollout.candidate.version} production"
     elif action.name == "rollback":
         confirm = f"Roll back to v{rollout.baseline.version}"
     elif action.name == "start":
-        confirm = f"Start: {rollout.plan[0]['percent']}% to v{rollout.candidate.version}"
+        confirm = f"Start: {Plan.from_json(rollout.plan).steps[0].label} to v{rollout.candidate.version}"
     return {
         "name": action.name,
         "label": label,

@@ -123,7 +123,12 @@ class RolloutOut(serializers.Serializer[Any]):
     candidate_version = serializers.IntegerField()
     state = serializers.ChoiceField(choices=Rollout.State.values)
     step_index = serializers.IntegerField()
-    percent = serializers.FloatField()
+    percent = serializers.FloatField(
+        help_text="the percent of callers served the candidate (0 in a shadow step)"
+    )
+    shadow_percent = serializers.IntegerField(
+        allow_null=True, help_text="in a shadow step: the percent of units whose answers carry `shadow`"
+    )
     plan = serializers.ListField(child=serializers.DictField())
     gates = serializers.ListField(child=serializers.DictField())
     salt = serializers.CharField()

@@ -49,6 +49,9 @@ class RolloutArms:
     prompt: str
     baseline_version: int
     candidate_version: int
+    shadow: bool = False
+    """The current step is a shadow step: the candidate's figures are its shadow runs, compared
+    with the baseline outcomes of the same units where the source can tell them apart."""
 
 
 class SourceUnavailable(Exception):
@@ -81,8 +84,10 @@ class OutcomeStore(Source, Protocol):
     def arm_stats(
         self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
     ) -> dict[str, ArmStats]:
-        """``{"baseline": …, "candidate": …}``: every outcome of the rollout when ``since`` and
-        ``until`` are None, else those of the minutes overlapping ``[since, until)``."""
+        """``{"baseline": …, "candidate": …, "shadow": …, "shadow_baseline": …}`` (the last
+        two: a shadow step's runs and the baseline outcomes of its sample): every outcome of
+        the rollout when ``since`` and ``until`` are None, else those of the minutes
+        overlapping ``[since, until)``."""
         ...
 
     def arm_series(

@@ -54,6 +54,7 @@ from rollouts.stats import (
 )
 
 ARMS = ("baseline", "candidate")
+SHADOW_ARMS = ("shadow_baseline", "shadow")
 
 # One answer of /api/v1/query: each series' labels and value.
 Series = list[tuple[dict[str, str], float]]
@@ -84,7 +85,12 @@ class PrometheusSource:
     ) -> SourceWindow:
         deadline = min(deadline, time.monotonic() + self.timeout_seconds)
         arms = {}
-        for arm, version in zip(ARMS, (rollout.baseline_version, rollout.candidate_version), strict=True):
+        # In a shadow step the queries name the shadow arms: {arm} is shadow_baseline (the
+        # baseline of the sample) and shadow, so metrics labelled by arm compare the same units.
+        names = SHADOW_ARMS if rollout.shadow else ARMS
+        for arm, name, version in zip(
+            ARMS, names, (rollout.baseline_version, rollout.candidate_version), strict=True
+        ):
             stats = ArmStats()
             for gate in gates:
                 server = _server(gate)
@@ -93,7 +99,7 @@ class PrometheusSource:
                         query.template,
                         prompt=rollout.prompt,
                         version=version,
-                        arm=arm,
+                        arm=name,
                         window_seconds=(until - since).total_seconds(),
                         rollout=rollout.rollout_id,
                         score=query.score,

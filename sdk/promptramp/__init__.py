@@ -8,7 +8,8 @@ from .events import EventCounts, Outcome
 from .langfuse_link import langfuse_client, link_generation
 from .redaction import redact, redact_text
 from .result import ResolvedPrompt
-from .snapshot import Snapshot
+from .shadow import ShadowCounts
+from .snapshot import Snapshot, UnsupportedFormat
 
 logging.getLogger("promptramp").addHandler(logging.NullHandler())
 
@@ -20,7 +21,9 @@ __all__ = [
     "PromptUnavailable",
     "PromptrampError",
     "ResolvedPrompt",
+    "ShadowCounts",
     "Snapshot",
+    "UnsupportedFormat",
     "langfuse_client",
     "link_generation",
     "redact",

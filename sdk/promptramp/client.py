@@ -13,7 +13,8 @@ from datetime import datetime
 from .errors import PromptUnavailable
 from .events import EventCounts, EventSender, Outcome, outcome_event, retry_after_seconds
 from .result import ResolvedPrompt
-from .snapshot import PromptVersion, Snapshot
+from .shadow import ShadowCallback, ShadowCounts, ShadowRunner
+from .snapshot import PromptVersion, Snapshot, UnsupportedFormat
 from .stream import EventStream, StreamEvent, stream_url
 from .templating import Message
 from .transport import NETWORK_ERRORS, Transport
@@ -39,6 +40,11 @@ class Client:
     stale) for 3 × `refresh_interval` answers `stale`. `on_snapshot(snapshot)` is called on a
     background thread each time a new snapshot is in use.
     Reported outcomes are posted in background batches and flushed on `close` and at exit.
+    A snapshot of a format this SDK does not know is not used: the last one keeps serving, its
+    answers are `stale`, `unsupported_format` says which format came, and it is logged.
+    Shadow runs (`get(..., shadow=callback)`) go to a background pool of at most
+    `shadow_concurrency` threads, at most `shadow_per_minute` a minute, with `shadow_queue` more
+    waiting; what exceeds them is dropped and counted (`shadow_counts`).
     """
 
     def __init__(
@@ -57,6 +63,9 @@ class Client:
         close_timeout: float = 5.0,
         stream: bool = True,
         on_snapshot: Callable[[Snapshot], None] | None = None,
+        shadow_concurrency: int = 4,
+        shadow_per_minute: int = 60,
+        shadow_queue: int = 16,
     ) -> None:
         self._transport = Transport(base_url, api_key, timeout)
         self._refresh_interval = refresh_interval
@@ -71,6 +80,7 @@ class Client:
         self._confirmed_at = -float("inf")  # time.monotonic() of the server's last confirmation
         self._poll_not_before = -float("inf")  # a Retry-After of the server's, as time.monotonic()
         self._stale = False  # set by the poll thread once unconfirmed for 3 × refresh_interval
+        self._unsupported_format: object = None  # the format of a snapshot refused, while refused
         self._refresh_lock = threading.Lock()
         self._closed = threading.Event()
         self._wake = threading.Event()  # the poll thread looks again (closed, or the stream changed)
@@ -83,6 +93,12 @@ class Client:
             flush_interval=flush_interval,
             capacity=buffer_size,
             max_backoff=max_backoff,
+        )
+        self._shadows = ShadowRunner(
+            self._report_outcome,
+            concurrency=shadow_concurrency,
+            per_minute=shadow_per_minute,
+            queue_size=shadow_queue,
         )
         if initial_timeout:
             self.refresh(timeout=initial_timeout)
@@ -103,6 +119,12 @@ class Client:
         return self._snapshot
 
     @property
+    def unsupported_format(self) -> object:
+        """The format of the server's snapshot when this SDK does not know it (the last known
+        snapshot keeps serving, answers are `stale`); None otherwise."""
+        return self._unsupported_format
+
+    @property
     def streaming(self) -> bool:
         """Whether the client is following the server's snapshot stream right now."""
         return self._streaming
@@ -114,20 +136,27 @@ class Client:
         unit: str | None = None,
         variables: Mapping[str, object] | None = None,
         default: Default | None = None,
+        shadow: ShadowCallback | None = None,
     ) -> ResolvedPrompt:
         """The version of `name` that `unit` should use now, rendered when `variables` are given.
 
         With no unit (None or "") the arm is drawn at random and the result is not sticky.
         `default` (a template, or chat messages) serves when no snapshot holds the prompt;
-        it overrides the client's `defaults` for this call.
+        it overrides the client's `defaults` for this call. When the result carries a `shadow`
+        (a shadow step's sample), `shadow(outcome)` runs it in the background pool: `outcome`
+        is an `Outcome` whose `prompt` is the shadow; the run is timed (unless the callback sets
+        `latency_ms`) and reported as arm `shadow`, an error if it raises. It never blocks or
+        fails this call.
         """
         snapshot = self._snapshot
         if snapshot is not None:
             served = snapshot.prompts.get(name)
             if served is not None:
                 result = served.resolve(unit, variables)
-                if self._stale:
+                if self._stale or self._unsupported_format is not None:
                     result.stale = True
+                if shadow is not None and result.shadow is not None:
+                    self._shadows.submit(Outcome(prompt=result.shadow), shadow)
                 return result
         if default is not None:
             fallback = PromptVersion.from_default(name, default)
@@ -206,6 +235,10 @@ class Client:
     def event_counts(self) -> EventCounts:
         return self._events.counts()
 
+    def shadow_counts(self) -> ShadowCounts:
+        """The shadow runs started, succeeded, failed and dropped (over a cap) so far."""
+        return self._shadows.counts()
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Post every queued event now; true when all were settled within `timeout` seconds."""
         return self._events.flush(timeout)
@@ -226,6 +259,7 @@ class Client:
                 self._stream_url = stream_url(reply.headers.get("Link"), self._transport.base_url)
             confirms = reply.headers.get("X-Promptramp-Stale") != "1"  # not from an unconfirmed state
             if reply.status == 304 and current is not None:
+                self._unsupported_format = None  # the server's snapshot is the one in use
                 if confirms:
                     self._confirm()
                 return True
@@ -237,11 +271,14 @@ class Client:
                 return False
             try:
                 snapshot = Snapshot.parse(json.loads(reply.body), reply.headers.get("ETag"))
+            except UnsupportedFormat as error:
+                self._refuse(error)
+                return False
             except SNAPSHOT_ERRORS as error:
                 logger.warning("malformed snapshot ignored: %r", error)
                 return False
             if current is not None and snapshot.etag == current.etag:
-                pass  # the stream brought the same content meanwhile
+                self._unsupported_format = None  # the same content as the one in use
             elif not (self._streaming and _older(snapshot, current)):  # a web process behind the stream
                 self._use(snapshot)
             if confirms:
@@ -249,14 +286,18 @@ class Client:
             return True
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop refreshing and flush the events; true when every event was delivered."""
+        """Stop refreshing, let the shadow runs in progress end (within the timeout) and flush
+        the events; true when every event was delivered."""
         self._closed.set()
         self._wake.set()
         stream = self._stream
         if stream is not None:
             stream.close()
         atexit.unregister(self.close)
-        return self._events.close(self._close_timeout if timeout is None else timeout)
+        wait = self._close_timeout if timeout is None else timeout
+        started = time.monotonic()
+        self._shadows.close(wait / 2)
+        return self._events.close(max(0.0, wait - (time.monotonic() - started)))
 
     def __enter__(self) -> "Client":
         return self
@@ -339,13 +380,24 @@ class Client:
         body = json.loads(event.data)
         with self._refresh_lock:
             current = self._snapshot
-            if event.event == "snapshot":
-                self._use(Snapshot.parse(body, event.id))
-            elif current is not None:  # a change follows the snapshot this client holds
-                self._use(current.changed(body, event.id))
+            try:
+                if event.event == "snapshot":
+                    self._use(Snapshot.parse(body, event.id))
+                elif current is not None:  # a change follows the snapshot this client holds
+                    self._use(current.changed(body, event.id))
+            except UnsupportedFormat as error:
+                self._refuse(error)
+
+    def _refuse(self, error: UnsupportedFormat) -> None:
+        """Keep serving the last snapshot (answers marked stale) rather than one this SDK may
+        misread; logged once per format."""
+        if self._unsupported_format != error.format:
+            logger.error("%s: serving the last snapshot; upgrade the promptramp SDK", error)
+        self._unsupported_format = error.format
 
     def _use(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        self._unsupported_format = None
         if self._on_snapshot is not None:
             try:
                 self._on_snapshot(snapshot)

@@ -51,7 +51,7 @@ def outcome_event(
     if problems:
         raise ValueError("; ".join(problems))
     moment = (ts or datetime.now(UTC)).astimezone(UTC)
-    return {
+    event: Event = {
         "event_id": str(uuid.uuid4()),
         "prompt": result.name,
         "version": result.version,
@@ -66,6 +66,9 @@ def outcome_event(
         "scores": scores,
         "ts": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
+    if result.shadow_sample and result.arm == "baseline":
+        event["shadow_sample"] = True  # compared with the shadow runs of the same units
+    return event
 
 
 @dataclass(slots=True)

@@ -3,8 +3,18 @@
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Arm = Literal["baseline", "candidate", "production"]
+Arm = Literal["baseline", "candidate", "production", "shadow"]
 Kind = Literal["text", "chat"]
+SHADOW_FIELDS = (
+    "version",
+    "template",
+    "messages",
+    "model",
+    "config",
+    "variables",
+    "rendered",
+    "unused_variables",
+)
 
 
 @dataclass(slots=True)
@@ -15,6 +25,8 @@ class ResolvedPrompt:
     `unused_variables` are set when variables were given. `rollout_id` and `bucket` are None for
     arm production. `fallback` is true when the content is a caller-supplied default because no
     snapshot holds the prompt; such a result has no version and is never reported.
+    In a shadow step's sample (`shadow_sample`), `shadow` is the candidate to run unseen (arm
+    `shadow`), or None with `shadow_error` saying why it could not be rendered.
     Treat it as read-only: it shares `config`, `messages` and `variables` with the snapshot.
     """
 
@@ -34,6 +46,9 @@ class ResolvedPrompt:
     unused_variables: list[str] | None = None
     fallback: bool = False
     stale: bool = False
+    shadow: "ResolvedPrompt | None" = None
+    shadow_error: dict[str, Any] | None = None
+    shadow_sample: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of the server's resolve (or render) answer."""
@@ -49,10 +64,15 @@ class ResolvedPrompt:
             arm=self.arm,
             rollout_id=self.rollout_id,
             bucket=self.bucket,
-            sticky=self.sticky,
         )
+        if self.shadow is not None:
+            shadow = self.shadow.as_dict()
+            body["shadow"] = {key: shadow[key] for key in shadow if key in SHADOW_FIELDS}
+        body["sticky"] = self.sticky
         if self.rendered is not None:
             body.update(rendered=self.rendered, unused_variables=self.unused_variables)
+        if self.shadow_error is not None:
+            body["shadow_error"] = self.shadow_error
         if self.stale:
             body["stale"] = True
         return body

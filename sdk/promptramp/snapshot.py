@@ -7,10 +7,29 @@ from random import randrange
 from typing import Any
 
 from .bucketing import BUCKETS, bucket_of, threshold_of
+from .errors import MissingVariables
 from .result import Arm, Kind, ResolvedPrompt
 from .templating import Message, render, texts_of, variables_of
 
 SPLITTING_STATES = ("running", "paused")
+# The snapshot formats this SDK understands (a snapshot without `format` is 1). A newer format
+# may mean something this SDK would get wrong (format 2 brought shadow steps, published as
+# percent 0): such a snapshot is refused, and the client keeps serving its last one.
+KNOWN_FORMATS = (1, 2)
+
+
+class UnsupportedFormat(ValueError):
+    """The server sent a snapshot of a format this SDK does not know."""
+
+    def __init__(self, snapshot_format: object) -> None:
+        super().__init__(f"snapshot format {snapshot_format!r} is not one this SDK knows {KNOWN_FORMATS}")
+        self.format = snapshot_format
+
+
+def _checked_format(body: Mapping[str, Any]) -> None:
+    snapshot_format = body.get("format", 1)
+    if snapshot_format not in KNOWN_FORMATS or isinstance(snapshot_format, bool):
+        raise UnsupportedFormat(snapshot_format)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +121,17 @@ class PromptVersion:
 
 @dataclass(frozen=True, slots=True)
 class Rollout:
-    """A rollout that splits a prompt's traffic between its baseline and candidate versions."""
+    """A rollout that splits a prompt's traffic between its baseline and candidate versions.
+
+    In a shadow step `threshold` is 0 (everyone gets the baseline) and the units below
+    `shadow_threshold` also get the candidate as the result's `shadow`, to run unseen."""
 
     id: int
     salt: str
     threshold: int
     baseline: PromptVersion
     candidate: PromptVersion
+    shadow_threshold: int = 0
 
     def resolve(self, unit: str | None, variables: Mapping[str, object] | None) -> ResolvedPrompt:
         if unit:
@@ -117,7 +140,18 @@ class Rollout:
             bucket, sticky = randrange(BUCKETS), False
         if bucket < self.threshold:
             return self.candidate.resolved("candidate", self.id, bucket, sticky, variables)
-        return self.baseline.resolved("baseline", self.id, bucket, sticky, variables)
+        result = self.baseline.resolved("baseline", self.id, bucket, sticky, variables)
+        if bucket < self.shadow_threshold:
+            result.shadow_sample = True
+            try:
+                result.shadow = self.candidate.resolved("shadow", self.id, bucket, sticky, variables)
+            except MissingVariables as missing:  # as the server's render says it
+                result.shadow_error = {
+                    "code": "missing_variables",
+                    "message": f"Missing variables: {', '.join(missing.names)}.",
+                    "missing": missing.names,
+                }
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +164,16 @@ class Snapshot:
 
     @classmethod
     def parse(cls, body: Mapping[str, Any], etag: str | None) -> "Snapshot":
-        """Parse the body of GET /api/v1/snapshot; a malformed one raises ValueError or similar."""
+        """Parse the body of GET /api/v1/snapshot; a malformed one raises ValueError or similar,
+        one of a format this SDK does not know `UnsupportedFormat`."""
+        _checked_format(body)
         prompts = {name: served for name, item in body["prompts"].items() if (served := _served(name, item))}
         return cls(prompts=prompts, etag=etag, generated_at=_time(body.get("generated_at")))
 
     def changed(self, body: Mapping[str, Any], etag: str | None) -> "Snapshot":
         """This snapshot after a stream's `change` event: {generated_at, prompts: {name: entry}
         (the prompts that changed), removed: [name]}; a malformed one raises like `parse`."""
+        _checked_format(body)
         prompts = dict(self.prompts)
         for name in body["removed"]:
             prompts.pop(name, None)
@@ -159,6 +196,7 @@ def _served(name: str, item: Mapping[str, Any]) -> PromptVersion | Rollout | Non
             threshold=threshold_of(float(rollout["percent"])),
             baseline=PromptVersion.from_body(name, rollout["baseline"]),
             candidate=PromptVersion.from_body(name, rollout["candidate"]),
+            shadow_threshold=threshold_of(float(rollout.get("shadow_percent") or 0)),
         )
     if item.get("production") is not None:
         return PromptVersion.from_body(name, item["production"])

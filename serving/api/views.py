@@ -40,7 +40,7 @@ from serving.answers import (
     resolved_for,
     unit_of,
 )
-from serving.state import serving_cache
+from serving.state import ServedVersion, serving_cache
 
 MAX_VARIABLES = 200
 _observe_render = request_seconds.labels("render").observe
@@ -64,6 +64,13 @@ RESOLVED_FIELDS = {
     "arm": serializers.ChoiceField(choices=["baseline", "candidate", "production"]),
     "rollout_id": serializers.IntegerField(allow_null=True),
     "bucket": serializers.IntegerField(allow_null=True, min_value=0, max_value=9999),
+    "shadow": inline_serializer(
+        "Shadow",
+        {key: field for key, field in VERSION_FIELDS.items() if key != "kind"},
+        required=False,
+        help_text="in a shadow step, for units in its sample: the candidate to run unseen and "
+        "report with arm shadow (the answer itself is the baseline)",
+    ),
     "sticky": serializers.BooleanField(help_text="false when no unit was given (a random bucket)"),
     "stale": serializers.BooleanField(
         required=False, help_text="present (true) when the state could not be confirmed lately"
@@ -76,6 +83,11 @@ RENDERED_SCHEMA = inline_serializer(
         **RESOLVED_FIELDS,
         "rendered": serializers.JSONField(help_text="the text, or the messages, with values filled in"),
         "unused_variables": serializers.ListField(child=serializers.CharField()),
+        "shadow_error": serializers.DictField(
+            required=False,
+            help_text="in place of shadow when the candidate could not be rendered: code, message "
+            "(and the missing variables)",
+        ),
     },
 )
 
@@ -175,11 +187,34 @@ class RenderView(APIView):
             raise RenderTooLarge(str(too_large)) from None
         body = resolved.as_dict(stale=stale)
         body.update(rendered=rendered.content, unused_variables=rendered.unused_variables)
+        if resolved.shadow is not None:
+            _render_shadow(body, resolved.shadow, variables)
         response = Response(body, headers={"Cache-Control": "no-store"})
         if stale:
             response[STALE_HEADER] = "1"
         _observe_render(time.perf_counter() - started)
         return response
+
+
+def _render_shadow(body: dict[str, Any], shadow: ServedVersion, variables: dict[str, Any]) -> None:
+    """The shadow of a render answer rendered too; one that cannot be (a variable it needs is
+    missing, or it is too large) is left out with ``shadow_error``: the caller's own answer
+    does not depend on the candidate."""
+    try:
+        rendered = render(template=shadow.template, messages=shadow.messages, values=variables)
+    except MissingVariables as missing:
+        del body["shadow"]
+        body["shadow_error"] = {
+            "code": "missing_variables",
+            "message": f"Missing variables: {', '.join(missing.names)}.",
+            "missing": missing.names,
+        }
+        return
+    except TooLarge as too_large:
+        del body["shadow"]
+        body["shadow_error"] = {"code": "render_too_large", "message": str(too_large)}
+        return
+    body["shadow"].update(rendered=rendered.content, unused_variables=rendered.unused_variables)
 
 
 def stream_url(scheme: str, host: str) -> str:

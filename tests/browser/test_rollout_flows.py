@@ -153,11 +153,13 @@ def report_minute(
     latency_ms: float = 800.0,
     score: float = 0.8,
     cost_usd: float = 0.0021,
+    shadow_sample: bool = False,
 ) -> None:
     """``count`` outcomes of one arm in one minute, as applications report them: lognormal
     latency, errors at ``error_rate``, a normal helpfulness score (the reference traffic of the
-    controller's simulator), ingested as if they arrived in that minute, then flushed."""
-    draw = random.Random(f"{rollout.pk}:{arm}:{minute.isoformat()}")
+    controller's simulator), ingested as if they arrived in that minute, then flushed.
+    ``shadow_sample``: baseline outcomes of the units in a shadow step's sample."""
+    draw = random.Random(f"{rollout.pk}:{arm}:{shadow_sample}:{minute.isoformat()}")
     version = rollout.baseline.version if arm == "baseline" else rollout.candidate.version
     events = [
         {
@@ -171,6 +173,7 @@ def report_minute(
             "cost_usd": round(draw.gauss(cost_usd, cost_usd / 10), 6),
             "scores": {"helpfulness": round(min(1.0, max(0.0, draw.gauss(score, 0.15))), 3)},
             "ts": (minute + timedelta(seconds=60 * i / count)).isoformat(),
+            **({"shadow_sample": True} if shadow_sample else {}),
         }
         for i in range(count)
     ]

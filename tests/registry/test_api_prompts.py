@@ -20,6 +20,7 @@ PROMPT_FIELDS = {
     "owners",
     "labels",
     "latest_version",
+    "require_second_approver",
     "created_at",
     "updated_at",
     "langfuse_mirror",
@@ -52,6 +53,7 @@ def test_creating_a_prompt_answers_201_with_the_payload_and_adds_the_creator_to_
     assert body["owners"] == ["alice", "bob", "group:support"]
     assert body["labels"] == {}
     assert body["latest_version"] == 0
+    assert body["require_second_approver"] is False
 
 
 def test_creating_a_prompt_whose_name_is_taken_answers_409(client_with_key, alice):

@@ -285,7 +285,12 @@ def test_creating_a_prompt_makes_its_creator_an_owner_and_audits_it(alice: Any, 
     prompt_create(actor=actor_for(alice), name="support.answer", owners=["bob"], tags=["b", "a", "b"])
 
     entry = AuditEntry.objects.get(action="prompt.create")
-    assert entry.data == {"kind": "text", "tags": ["a", "b"], "owners": ["alice", "bob"]}
+    assert entry.data == {
+        "kind": "text",
+        "tags": ["a", "b"],
+        "owners": ["alice", "bob"],
+        "require_second_approver": False,
+    }
 
 
 @pytest.mark.django_db

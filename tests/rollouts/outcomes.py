@@ -30,9 +30,11 @@ def report(
     latency_ms: float = 800.0,
     cost_usd: float = 0.002,
     ts: datetime | None = None,
+    shadow_sample: bool = False,
 ) -> None:
-    """``count`` requests of one arm of a rollout, the first ``errors`` of them failed, stamped
-    ``ts`` (by default in the first whole minute of the rollout's current step)."""
+    """``count`` requests of one arm of a rollout (``shadow``: shadow runs of the candidate), the
+    first ``errors`` of them failed, stamped ``ts`` (by default in the first whole minute of the
+    rollout's current step); ``shadow_sample``: baseline requests of units in the shadow sample."""
     version = rollout.baseline.version if arm == "baseline" else rollout.candidate.version
     events = [
         {
@@ -45,6 +47,7 @@ def report(
             "error": i < errors,
             "cost_usd": cost_usd,
             "ts": (ts or rollout.step_started_at + timedelta(minutes=1)).isoformat(),
+            **({"shadow_sample": True} if shadow_sample else {}),
         }
         for i in range(count)
     ]

@@ -188,3 +188,28 @@ def test_the_version_page_links_to_the_start_form_unless_it_is_production(alice,
     assert link in candidate.content.decode()
     assert "Start a rollout" not in production.content.decode()
     assert "Start a rollout" not in not_owner.content.decode()
+
+
+def test_a_plan_starting_with_a_shadow_step_starts_exposing_nobody(alice):
+    make_prompt(alice, versions=2)
+    plan = [{"shadow": True, "percent": 20, "min_duration_s": 60, "min_samples": 50}, *PLAN]
+
+    response = logged_in(alice).post(start_url(prompt="support.answer"), form_data(plan=json.dumps(plan)))
+
+    rollout = Rollout.objects.get()
+    assert response.status_code == 302
+    assert (rollout.state, rollout.step_index, rollout.percent) == ("running", 0, 0)
+    page = logged_in(alice).get(response.url).content.decode()
+    assert "shadow 20%" in page and "runs unseen" in page
+
+
+def test_a_shadow_step_after_an_exposed_one_is_shown_on_the_plan_field(alice):
+    make_prompt(alice, versions=2)
+    plan = [PLAN[0], {"shadow": True, "percent": 20, "min_duration_s": 60, "min_samples": 50}, *PLAN[1:]]
+
+    response = logged_in(alice).post(start_url(prompt="support.answer"), form_data(plan=json.dumps(plan)))
+
+    assert response.status_code == 400 and not Rollout.objects.exists()
+    assert response.context["form"].errors["plan"] == [
+        "plan[1].shadow: a shadow step is allowed only before the first exposed step"
+    ]

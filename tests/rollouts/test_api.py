@@ -219,3 +219,50 @@ def test_rollout_and_webhook_lists_are_paginated_in_the_schema(client):
         ), path
         assert "page" in {parameter["name"] for parameter in get["parameters"]}, path
         assert {"401", "403", "404"} <= set(get["responses"]), path
+
+
+SHADOW_PLAN = [
+    {"shadow": True, "percent": 20, "min_duration_s": 60, "min_samples": 100},
+    {"percent": 10, "min_duration_s": 600, "min_samples": 200},
+    {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+]
+
+
+@pytest.mark.django_db
+def test_a_rollout_in_its_shadow_step_exposes_nobody_and_shows_the_shadow(writer, prompt):
+    created = post_rollout(writer, {"candidate_version": 2, "plan": SHADOW_PLAN}).json()
+
+    body = writer.get(f"/api/v1/rollouts/{created['id']}").json()
+
+    assert (body["state"], body["step_index"], body["percent"], body["shadow_percent"]) == (
+        "running",
+        0,
+        0,
+        20,
+    )
+    assert body["current_step"]["shadow"] is True
+    assert {"baseline", "candidate", "shadow", "shadow_baseline"} <= set(body["arms"])
+    (started,) = body["history"]
+    assert (started["event"], started["percent"], started["shadow_percent"]) == ("started", 0, 20)
+
+
+@pytest.mark.django_db
+def test_a_shadow_step_after_an_exposed_one_is_a_400_naming_it(writer, prompt):
+    plan = [SHADOW_PLAN[1], SHADOW_PLAN[0], SHADOW_PLAN[2]]
+
+    response = post_rollout(writer, {"candidate_version": 2, "plan": plan})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert "plan[1].shadow" in error["message"] and "before the first exposed step" in error["message"]
+    assert not Rollout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_rollout_without_a_shadow_step_shows_no_shadow_arms(writer, prompt):
+    created = post_rollout(writer, {"candidate_version": 2, "plan": PLAN}).json()
+
+    body = writer.get(f"/api/v1/rollouts/{created['id']}").json()
+
+    assert set(body["arms"]) == {"baseline", "candidate"} and body["shadow_percent"] is None

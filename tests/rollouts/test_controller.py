@@ -258,6 +258,7 @@ def test_detail_shows_arms_verdicts_and_history(alice, prompt, client_with_key):
         "to_state": "running",
         "step_index": 0,
         "percent": 10,
+        "shadow_percent": None,
         "actor": "alice",
         "reason": "",
         "verdicts": [],

@@ -533,3 +533,56 @@ def test_conditions_survive_a_json_round_trip(situation):
     conditions = decide(**situation).conditions
 
     assert StepConditions.from_json(json.loads(json.dumps(conditions.to_json()))) == conditions
+
+
+# --- shadow steps ---------------------------------------------------------------------------
+
+SHADOW_PLAN = Plan(
+    (
+        Step(percent=20, min_duration_s=600, min_samples=200, shadow=True),
+        Step(percent=10, min_duration_s=600, min_samples=200),
+        Step(percent=100, min_duration_s=0, min_samples=0),
+    )
+)
+
+
+def test_a_passing_shadow_step_advances_to_the_first_exposed_steps_percent():
+    decision = run(arm(3000, seed=2), arm(3000, seed=1), plan=SHADOW_PLAN)
+
+    assert decision.action == Action.ADVANCE
+    assert (decision.step_index, decision.percent) == (1, 10)
+    assert decision.reason.startswith("advanced from shadow 20% to 10%")
+
+
+def test_a_failing_shadow_rolls_back_and_a_holding_one_exposes_nobody():
+    failing = run(arm(3000, error_rate=0.05, seed=2), arm(3000, seed=1), plan=SHADOW_PLAN)
+    holding = run(arm(3000, seed=2), arm(3000, seed=1), plan=SHADOW_PLAN, elapsed=100)
+
+    assert (failing.action, failing.percent) == (Action.ROLLBACK, 0)
+    assert failing.reason.startswith("rolled back at shadow 20%: error_rate failed")
+    assert (holding.action, holding.percent) == (Action.HOLD, 0)
+    assert holding.conditions.samples is not None  # a shadow step counts both of its arms
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shadow_percent=st.integers(1, 100),
+    errors=st.floats(0, 0.3),
+    elapsed=st.integers(0, 100_000),
+    promote=st.booleans(),
+)
+def test_a_shadow_steps_decision_never_exposes_the_candidate_beyond_the_next_exposed_step(
+    shadow_percent, errors, elapsed, promote
+):
+    plan = Plan((Step(shadow_percent, 600, 200, shadow=True), *SHADOW_PLAN.steps[1:]))
+
+    decision = run(
+        arm(500, error_rate=round(errors, 2), seed=3),
+        arm(500, seed=4),
+        plan=plan,
+        elapsed=elapsed,
+        promote=promote,
+    )
+
+    assert decision.percent == (10 if decision.action == Action.ADVANCE else 0)
+    assert decision.action != Action.SUCCEED

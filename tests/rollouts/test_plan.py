@@ -162,3 +162,77 @@ def test_plans_survive_a_json_round_trip(percents, duration):
     steps = tuple(Step(p, duration, duration, duration + 1) for p in [*sorted(percents), 100])
 
     assert Plan.from_json(Plan(steps).to_json()) == Plan(steps)
+
+
+SHADOW_PLAN = [
+    {"shadow": True, "percent": 20, "min_duration_s": 60, "min_samples": 100},
+    {"percent": 10, "min_duration_s": 600, "min_samples": 200},
+    {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+]
+
+
+def test_a_shadow_step_before_the_first_exposed_step_parses_and_exposes_nobody():
+    plan = Plan.from_json(SHADOW_PLAN)
+
+    shadow, first, last = plan.steps
+    assert shadow.shadow and shadow.percent == 20 and shadow.exposed_percent == 0
+    assert shadow.label == "shadow 20%" and first.label == "10%"
+    assert not first.shadow and first.exposed_percent == 10
+    assert plan.to_json()[0]["shadow"] is True and "shadow" not in plan.to_json()[1]
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+@pytest.mark.parametrize(
+    ("steps", "field", "message"),
+    [
+        (
+            [
+                {"percent": 10, "min_duration_s": 0, "min_samples": 0},
+                {"shadow": True, "percent": 20, "min_duration_s": 0, "min_samples": 0},
+                {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+            ],
+            "plan[1].shadow",
+            "only before the first exposed step",
+        ),
+        (
+            [{"shadow": True, "percent": 100, "min_duration_s": 0, "min_samples": 0}],
+            "plan[0].shadow",
+            "the last step must be an exposed step",
+        ),
+        (
+            [
+                {"shadow": "yes", "percent": 10, "min_duration_s": 0, "min_samples": 0},
+                {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+            ],
+            "plan[0].shadow",
+            "must be true or false",
+        ),
+        (
+            [
+                {"shadow": True, "percent": 20, "min_duration_s": 0, "min_samples": 0},
+                {"shadow": True, "percent": 10, "min_duration_s": 0, "min_samples": 0},
+                {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+            ],
+            "plan[1].percent",
+            "must be greater than the previous step's 20",
+        ),
+    ],
+)
+def test_misplaced_or_malformed_shadow_steps_are_refused_naming_the_field(steps, field, message):
+    with pytest.raises(ConfigError) as refused:
+        Plan.from_json(steps)
+
+    assert refused.value.field == field and message in refused.value.message
+
+
+@given(
+    shadows=st.lists(st.integers(1, 100), max_size=3, unique=True).map(sorted),
+    exposed=st.lists(st.integers(1, 99), max_size=3, unique=True).map(sorted),
+)
+def test_shadow_steps_then_exposed_steps_each_increasing_always_parse(shadows, exposed):
+    steps = [{"shadow": True, "percent": p, "min_duration_s": 0, "min_samples": 0} for p in shadows]
+    steps += [{"percent": p, "min_duration_s": 0, "min_samples": 0} for p in [*exposed, 100]]
+
+    plan = Plan.from_json(steps)
+
+    assert [s.exposed_percent for s in plan.steps] == [0] * len(shadows) + [*exposed, 100]

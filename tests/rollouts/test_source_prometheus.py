@@ -102,6 +102,19 @@ def test_error_rate_counts_come_from_the_requests_and_errors_queries_of_each_arm
     assert (window.candidate.samples, window.candidate.errors) == (1_204, 0)
 
 
+def test_in_a_shadow_step_the_queries_name_the_shadow_arms(prometheus: FakePrometheus) -> None:
+    by_arm = 'sum(increase(llm_requests_total{prompt="{prompt}",arm="{arm}"}[{window}]))'
+    prometheus.register(sent(by_arm, 1).replace("{arm}", "shadow_baseline"), 400.0)
+    prometheus.register(sent(by_arm, 2).replace("{arm}", "shadow"), 380.0)
+    shadow_step = RolloutArms(
+        rollout_id=7, prompt="support.answer", baseline_version=1, candidate_version=2, shadow=True
+    )
+
+    window = read(prometheus_gate("error_rate", {"requests": by_arm, "errors": by_arm}), rollout=shadow_step)
+
+    assert (window.baseline.samples, window.candidate.samples) == (400, 380)
+
+
 def test_errors_never_exceed_requests(prometheus: FakePrometheus) -> None:
     # Given an errors counter read a moment after the requests counter, a little ahead of it
     for version in (1, 2):

@@ -164,3 +164,24 @@ def test_invalid_webhooks_are_refused(admin_user, client_with_key, body):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "validation_error"
     assert not Webhook.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_rollout_started_in_a_shadow_step_says_so(alice, prompt, webhook_receiver):
+    webhook_create(
+        actor=actor_for(alice, admin=True), url=webhook_receiver.url, secret=webhook_receiver.secret
+    )
+    rollout_create(
+        actor=actor_for(alice),
+        prompt_name="support.answer",
+        candidate_version=2,
+        plan=[{"shadow": True, "percent": 30, "min_duration_s": 0, "min_samples": 0}, *PLAN],
+    )
+
+    outbox_deliver_due(now=timezone.now())
+
+    [received] = webhook_receiver.received
+    body = received.json()
+    assert "(v1 → v2) started at shadow 30%" in body["text"]
+    assert (body["rollout"]["percent"], body["rollout"]["shadow_percent"]) == (0, 30)
+    assert body["transition"]["shadow_percent"] == 30

@@ -140,13 +140,15 @@ class FakeServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def set_prompts(self, prompts: dict[str, Any]) -> None:
-        """Serve a snapshot of these prompts: {name: {"production": …, "rollout": …}}."""
+    def set_prompts(self, prompts: dict[str, Any], snapshot_format: int | None = None) -> None:
+        """Serve a snapshot of these prompts: {name: {"production": …, "rollout": …}}, with a
+        top-level ``format`` when one is given."""
         prompts = copy.deepcopy(prompts)
         for name, item in prompts.items():
             if item.get("rollout") and item["rollout"]["salt"] is None:
                 item["rollout"]["salt"] = f"{name}:{item['rollout']['id']}"
-        body = {"generated_at": "2026-11-23T12:00:00Z", "prompts": prompts}
+        body: dict[str, Any] = {} if snapshot_format is None else {"format": snapshot_format}
+        body.update(generated_at="2026-11-23T12:00:00Z", prompts=prompts)
         with self._lock:
             self._prompts = prompts
             self._snapshot = json.dumps(body).encode()

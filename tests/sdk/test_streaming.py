@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from registry.services import label_move
-from rollouts.services import rollout_rollback
+from rollouts.services import rollout_create, rollout_rollback
 from tests.factories import actor_for, make_key, make_prompt
 from tests.servers import base_env, database_url, free_port, http_get, wait_for, web_server
 from tests.serving.helpers import put_rollout
@@ -150,3 +150,28 @@ def test_answers_of_a_server_that_is_itself_stale_do_not_confirm_the_snapshot(fa
 
     wait_for(lambda: client.get("support.answer", unit="user-1").stale, seconds=2, every=0.01)
     assert len(fake_server.received("/api/v1/snapshot")) >= 3  # answered, but unconfirmed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shadow_step_reaches_a_streaming_client_as_shadows_never_as_the_candidate(live, alice, make_client):
+    make_prompt(alice, versions=2)
+    client = make_client(live.web, _usable_key(live.web, alice), refresh_interval=30)
+    wait_for(lambda: client.streaming, seconds=5)
+    units = [f"user-{n}" for n in range(200)]
+
+    rollout_create(
+        actor=actor_for(alice),
+        prompt_name="support.answer",
+        candidate_version=2,
+        plan=[
+            {"shadow": True, "percent": 50, "min_duration_s": 600, "min_samples": 200},
+            {"percent": 100, "min_duration_s": 0, "min_samples": 0},
+        ],
+    )
+
+    wait_for(lambda: client.get("support.answer", unit="user-1").arm == "baseline", seconds=2, every=0.005)
+    results = [client.get("support.answer", unit=unit) for unit in units]
+    assert client.unsupported_format is None and not any(result.stale for result in results)
+    assert {(result.arm, result.version) for result in results} == {("baseline", 1)}
+    shadowed = [result for result in results if result.shadow is not None]
+    assert 60 < len(shadowed) < 140 and {result.shadow.version for result in shadowed} == {2}

@@ -46,6 +46,6 @@ def test_a_change_event_carries_the_changed_entries_as_json(old, new):
 def test_an_event_is_its_name_id_and_one_line_of_data():
     event = sse_event("change", 'W/"abc"', change_data(SnapshotChange({}, ("gone",)), generated_at="t"))
 
-    data = b'{"generated_at":"t","prompts":{},"removed":["gone"]}'
+    data = b'{"format":2,"generated_at":"t","prompts":{},"removed":["gone"]}'
     assert event == b'event: change\nid: W/"abc"\ndata: ' + data + b"\n\n"
     assert KEEPALIVE == b": keepalive\n\n"

@@ -15,13 +15,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import apikey_create
 from core.actors import Actor
-from rollouts.traffic_model import ArmBehaviour, outcome_event
+from rollouts.traffic_model import ArmBehaviour, outcome_event, shadow_run
 
 
 class Command(BaseCommand):
     help = (
         "Send synthetic traffic for PROMPT: resolve for random units at --rate per second, then "
-        "report an outcome for each (per-arm error rate, latency and score distributions)."
+        "report an outcome for each (per-arm error rate, latency and score distributions). "
+        "With --shadow, an answer that carries a shadow (a shadow step's sample) also runs the "
+        "candidate unseen and reports it as arm shadow, with the candidate's figures."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,6 +41,11 @@ class Command(BaseCommand):
             parser.add_argument(f"--{arm}-cost", type=float, default=0.002, help="USD per request")
         parser.add_argument("--latency-sigma", type=float, default=0.5)
         parser.add_argument("--score-sd", type=float, default=0.15)
+        parser.add_argument(
+            "--shadow",
+            action="store_true",
+            help="run the shadow an answer carries and report it (arm shadow), as the SDK's shadow= does",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["rate"] <= 0 or options["duration"] <= 0 or options["units"] < 1:
@@ -90,10 +97,21 @@ class Command(BaseCommand):
                 raise CommandError(f"resolve answered {response.status_code}: {response.text[:300]}")
             resolved = response.json()
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            shadow = options["shadow"] and "shadow" in resolved
             pending.append(
-                outcome_event(rng=rng, behaviour=behaviours[resolved["arm"]], resolved=resolved, ts=ts)
+                outcome_event(
+                    rng=rng,
+                    behaviour=behaviours[resolved["arm"]],
+                    resolved=resolved,
+                    ts=ts,
+                    shadow_sample=shadow,
+                )
             )
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
+            if shadow:
+                run = shadow_run(resolved)
+                pending.append(outcome_event(rng=rng, behaviour=behaviours["candidate"], resolved=run, ts=ts))
+                counts["shadow"] = counts.get("shadow", 0) + 1
             now = time.monotonic()
             if len(pending) >= 200 or now - last_report >= 2:
                 self._send(session, base, pending)

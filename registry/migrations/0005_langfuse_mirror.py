@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry', '0003_deleted_authors_are_forgotten'),
+        ('registry', '0004_prompt_require_second_approver'),
     ]
 
     operations = [
