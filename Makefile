@@ -12,12 +12,12 @@ STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py \
 	access/services.py access/selectors.py audit/services.py audit/selectors.py \
 	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \
-	core/operations.py core/outbound.py core/secret_files.py devstack/embedded_services.py \
+	core/operations.py core/cluster_metrics.py rollouts/metrics.py outcomes/metrics.py core/outbound.py core/secret_files.py devstack/embedded_services.py \
 	core/prompt_limits.py core/rate_limits.py core/client_address.py core/events.py registry/langfuse_mirror.py \
 	access/announcements.py access/throttling.py \
 	sdk/promptramp
 
-.PHONY: run test lint typecheck stop venv browser
+.PHONY: run test lint typecheck stop venv browser prometheus alerts
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ run: venv
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
-test: venv browser
+# promtool checks the alert rules; the dashboard's test runs a real Prometheus (Debian's package).
+prometheus:
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || (apt-get update && apt-get install -y prometheus)
+
+alerts: prometheus
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts.test.yml
+
+test: venv browser prometheus
 	$(PY) -m devstack.stack test $(ARGS)
 
 lint: venv

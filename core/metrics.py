@@ -8,7 +8,10 @@ Without it (tests, ``manage.py``), the process's own registry is served.
 Updates on the request path go through children bound once per label set (a dict lookup and one
 increment). Prompt names become label values only for prompts that exist, at most
 ``MAX_PROMPT_LABELS`` of them per process; later names are counted as ``other``. Unit ids never
-become labels.
+become labels. Ingest counts once per batch, never per event.
+
+The series of the whole service (the controller, the flush, webhooks, active rollouts) are in
+``core.cluster_metrics``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,30 @@ state_rebuilds_total = Counter(
     "what changed), failed.",
     ["state", "outcome"],
 )
+
+events_total = Counter(
+    "promptramp_events_total",
+    "Outcome events of batches answered 202, by result: accepted (new) or duplicate (seen before).",
+    ["result"],
+)
+event_batches_refused_total = Counter(
+    "promptramp_event_batches_refused_total",
+    "Batches of outcome events refused whole, by the error code answered (invalid_events, "
+    "too_large, prompt_not_allowed, ingest_backlog, unavailable, rate_limited, …).",
+    ["reason"],
+)
+events_accepted = events_total.labels("accepted")
+events_duplicate = events_total.labels("duplicate")
+# Reported from 0 on, so a first refusal is an increase to Prometheus.
+for _code in (
+    "invalid_events",
+    "too_large",
+    "prompt_not_allowed",
+    "ingest_backlog",
+    "unavailable",
+    "rate_limited",
+):
+    event_batches_refused_total.labels(_code)
 
 _resolve_counters: dict[tuple[str, str], Callable[[], None]] = {}
 _prompt_labels: set[str] = set()

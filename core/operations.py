@@ -1,7 +1,7 @@
 """The operators' endpoints: /healthz (the process is up), /readyz (PostgreSQL and Redis answer),
 /metrics (Prometheus text: every web worker's samples added up when PROMETHEUS_MULTIPROC_DIR is
-set, see ``core.metrics``; with PROMPTRAMP_METRICS_TOKEN set, only for ``Authorization: Bearer
-<token>``)."""
+set, see ``core.metrics``, then the series of the whole service, see ``core.cluster_metrics``; with
+PROMPTRAMP_METRICS_TOKEN set, only for ``Authorization: Bearer <token>``)."""
 
 import hmac
 
@@ -11,9 +11,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from redis.exceptions import RedisError
 
+from core.cluster_metrics import ClusterCollector
 from core.errors import error_body
 from core.redis_client import get_redis
 from core.state_cache import StateCache
+
+_cluster = CollectorRegistry(auto_describe=False)
+_cluster.register(ClusterCollector())
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -55,4 +59,5 @@ def metrics(request: HttpRequest) -> HttpResponse:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry = REGISTRY
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    text = generate_latest(registry) + generate_latest(_cluster)
+    return HttpResponse(text, content_type=CONTENT_TYPE_LATEST)

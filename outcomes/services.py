@@ -12,11 +12,13 @@ to OutcomeMinute rows in three steps, each safe to crash after and to run concur
    batch at once meet on that row's primary key and the second one skips it;
 3. *forget*: one script deletes the batch from Redis.
 
-Every run first finishes the batches a crashed or concurrent run left open, then takes new ones.
+Every run first finishes the batches a crashed or concurrent run left open, then takes new ones;
+a run that finds nothing more to take records it (the flush lag, ``outcomes.metrics``).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from core.prompt_limits import PromptLimits, PromptNotAllowed, prompt_allowed
 from outcomes.aggregation import aggregate, minute_totals, parse_key
 from outcomes.errors import BatchTooLarge, IngestBacklog, InvalidEvents
 from outcomes.event_targets import events_series
+from outcomes.metrics import caught_up_record
 from outcomes.models import FlushedBatch
 from outcomes.pending import (
     batch_forget,
@@ -165,7 +168,10 @@ def outcome_minutes_flush(*, max_batches: int = 20, keys_per_batch: int = 500) -
         batches += 1
     for _ in range(max_batches):
         batch_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex}"
+        looked = time.time()
         if not batch_take(batch_id=batch_id, max_keys=keys_per_batch):
+            if not batches_open():  # none taken by a concurrent run and not yet applied
+                caught_up_record(at=looked)
             break
         rows += batch_apply(batch_id=batch_id)
         batch_forget(batch_id)

@@ -8,6 +8,7 @@ the same inputs changes nothing more.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from core.actors import Actor
 from rollouts.engine import Decision, decide
+from rollouts.metrics import evaluations_record
 from rollouts.models import Rollout
 from rollouts.plan import Plan, parse_gates
 from rollouts.sources import RolloutArms, read_windows
@@ -63,7 +65,9 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
 def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = None) -> dict[int, Decision]:
     """Controller evaluations of several rollouts in one transaction: lock the running ones that
     no other worker is evaluating (the others are skipped: absent from the result), read each
-    one's step statistics, decide, apply. Evaluating again on the same inputs changes nothing."""
+    one's step statistics, decide, apply. Evaluating again on the same inputs changes nothing.
+    Once committed, its verdicts and time are counted (``rollouts.metrics``)."""
+    started = time.monotonic()
     moment = now or timezone.now()
     decisions: dict[int, Decision] = {}
     with transaction.atomic():
@@ -86,6 +90,9 @@ def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = 
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
             Rollout.objects.bulk_update(holds, ["last_verdicts", "last_conditions", "last_evaluated_at"])
+    if decisions:
+        verdicts = [verdict for decision in decisions.values() for verdict in decision.verdicts]
+        evaluations_record(verdicts=verdicts, seconds=time.monotonic() - started)
     return decisions
 
 

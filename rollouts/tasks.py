@@ -7,11 +7,14 @@ tick queues a fresh one), so a slow queue never piles up.
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
 from rollouts.controller import rollout_evaluate
+from rollouts.metrics import tick_record
 from rollouts.selectors import rollout_ids_to_evaluate
 from rollouts.webhooks import DELIVER_TASK, outbox_deliver_due
 
@@ -22,9 +25,11 @@ TICK_BATCH = 10_000
 def rollouts_tick() -> int:
     """Queue one evaluation per running rollout (at most TICK_BATCH, least recently evaluated
     first). Returns how many were queued."""
+    started = time.monotonic()
     ids = rollout_ids_to_evaluate(limit=TICK_BATCH)
     for rollout_id in ids:
         rollout_evaluate_task.apply_async((rollout_id,), expires=settings.PROMPTRAMP_TICK_SECONDS)
+    tick_record(seconds=time.monotonic() - started)
     return len(ids)
 
 

@@ -1,6 +1,7 @@
 """How a rollout changes state: every transition is one transaction of the caller's, holding the
 rollout row, a `RolloutTransition` (history) with what the decision that made it checked, an
-audit entry, outbox rows for webhooks and the serving state's generation bump.
+audit entry, outbox rows for webhooks and the serving state's generation bump; once it commits,
+it is counted in ``promptramp_rollout_transitions_total``.
 
 The caller has locked the rollout row and checked its state (rollouts.services for a person's
 actions, rollouts.controller for the controller's evaluations).
@@ -11,14 +12,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
+
 from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
+from core.cluster_metrics import record
 from core.state_cache import SERVING_STATE, state_changed
 from registry.models import PRODUCTION, Label
 from registry.services import label_move
 from rollouts.engine import Action, Decision
 from rollouts.figures import percent_value
+from rollouts.metrics import transition_counted
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.webhooks import outbox_enqueue
 
@@ -83,6 +88,8 @@ def rollout_transition(
     )
     outbox_enqueue(rollout=rollout, transition=transition)
     state_changed(SERVING_STATE, [rollout.prompt.name])
+    counted = transition_counted(kind=event, actor=actor)
+    transaction.on_commit(lambda: record(counted))
     return transition
 
 

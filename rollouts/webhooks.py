@@ -11,7 +11,8 @@ beat) sends them. A message is a JSON POST whose ``text`` reads well in Slack, s
     X-Promptramp-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
 
 A failed attempt (no answer, or a status outside 2xx) is retried with exponential backoff, up to
-`MAX_ATTEMPTS`; every attempt is recorded as a `WebhookDelivery`. Delivery is at least once: each
+`MAX_ATTEMPTS`; every attempt is recorded as a `WebhookDelivery` and counted in
+`promptramp_webhook_deliveries_total` by result. Delivery is at least once: each
 message is claimed just before it is sent, for `CLAIM_SECONDS` (longer than a send can take), so
 another worker never sends it while this one is; a worker that dies mid-send leaves it claimed
 until then, and it is sent again (receivers may de-duplicate on ``X-Promptramp-Delivery``). A
@@ -44,6 +45,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core import outbound
 from core.actors import Actor
+from core.cluster_metrics import SharedCounter, record, shared
 from core.errors import ValidationFailed
 from core.events import EVENTS as FOLLOWED_EVENTS
 from core.events import Event
@@ -63,6 +65,14 @@ CLAIM_SECONDS = 60.0  # > TIMEOUT_SECONDS plus recording the attempt
 RUN_SECONDS = 60.0  # a run claims no message after this; it ends by RUN_SECONDS + CLAIM_SECONDS
 DELIVERY_BATCH = 100
 DELIVER_TASK = "rollouts.deliver_webhooks"
+DELIVERIES = shared(
+    SharedCounter(
+        "promptramp_webhook_deliveries",
+        "Webhook delivery attempts by result: delivered, failed (to be retried), gave_up.",
+        ("result",),
+        known=(("delivered",), ("failed",), ("gave_up",)),
+    )
+)
 
 
 # --- webhooks -------------------------------------------------------------------------------
@@ -289,5 +299,9 @@ def outbox_deliver_due(*, now: datetime, limit: int = DELIVERY_BATCH) -> Sequenc
         if message is None:
             break
         status, error, duration = _post(message)
-        attempts.append(_record(message, status, error, duration, now))
+        delivery = _record(message, status, error, duration, now)
+        attempts.append(delivery)
+        gave_up = delivery.attempt >= MAX_ATTEMPTS
+        result = "delivered" if delivery.succeeded else "gave_up" if gave_up else "failed"
+        record([DELIVERIES.by(result)])  # committed: _record's transaction is its own
     return attempts

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from access.permissions import prompt_limits_of
 from core.api_schema import ErrorSerializer, error_responses
+from core.metrics import event_batches_refused_total, events_accepted, events_duplicate
 from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
 from outcomes.errors import BatchTooLarge
 from outcomes.services import events_ingest
@@ -18,6 +19,14 @@ from outcomes.validation import MAX_BODY_BYTES
 class EventsView(APIView):
     required_scopes = {"POST": "ingest"}
     throttle_scope = "events"
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Every refusal, from authentication and throttling on, counted by the code answered."""
+        response = super().handle_exception(exc)
+        error = response.data.get("error") if isinstance(response.data, dict) else None
+        if isinstance(error, dict):
+            event_batches_refused_total.labels(str(error.get("code"))).inc()
+        return response
 
     @extend_schema(
         operation_id="events_report",
@@ -67,4 +76,6 @@ class EventsView(APIView):
         if length > MAX_BODY_BYTES:
             raise BatchTooLarge(f"The body is {length} bytes; at most {MAX_BODY_BYTES} are accepted.")
         result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
+        events_accepted.inc(result.accepted)
+        events_duplicate.inc(result.duplicates)
         return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=202)
