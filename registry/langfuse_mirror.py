@@ -41,6 +41,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core import outbound
 from core.actors import Actor
+from core.cluster_metrics import SharedCounter, record, shared
 from core.errors import Conflict
 from core.events import Event
 from registry.models import PRODUCTION, Label, LangfuseMirror, Prompt, PromptVersion
@@ -57,6 +58,15 @@ BACKOFF_MAX_SECONDS = 3600.0
 CLAIM_SECONDS = 120.0  # > a whole attempt (RUN_SECONDS plus one call)
 RUN_SECONDS = 60.0  # a run claims nothing, and an attempt creates no version, after this
 BATCH = 100
+OUTCOMES = ("mirrored", "partial", "failed", "stopped")
+ATTEMPTS = shared(
+    SharedCounter(
+        "promptramp_langfuse_mirror_attempts",
+        "Langfuse mirror attempts by outcome: mirrored, partial (due again), failed (retried), stopped.",
+        ("outcome",),
+        known=tuple((outcome,) for outcome in OUTCOMES),
+    )
+)
 
 
 class MirrorFailed(Exception):
@@ -70,7 +80,7 @@ class MirrorDiverged(Exception):
 @dataclass(frozen=True)
 class MirrorAttempt:
     prompt: str
-    outcome: str  # "mirrored", "partial" (time ran out; due again), "failed", "stopped"
+    outcome: str  # one of OUTCOMES: "partial" when time ran out (due again)
     detail: str = ""
 
 
@@ -341,5 +351,7 @@ def mirror_deliver_due(*, now: datetime, limit: int = BATCH) -> list[MirrorAttem
         claimed = _claim_one(now)
         if claimed is None:
             break
-        attempts.append(_attempt(*claimed, now, until))
+        attempt = _attempt(*claimed, now, until)
+        record([ATTEMPTS.by(attempt.outcome)])  # committed: each attempt writes on its own
+        attempts.append(attempt)
     return attempts

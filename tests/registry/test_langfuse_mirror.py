@@ -307,3 +307,28 @@ def test_a_redirect_is_a_failed_attempt_and_nothing_secret_is_logged(alice, mirr
     logged = caplog.text
     assert "answered HTTP 302" in logged
     assert mirror.secret_key not in logged and "Internal Server Error" not in logged
+
+
+def attempts_on_metrics(client: Any, outcome: str) -> float:
+    text = client.get("/metrics").content.decode()
+    [line] = [
+        line
+        for line in text.splitlines()
+        if line.startswith(f'promptramp_langfuse_mirror_attempts_total{{outcome="{outcome}"}}')
+    ]
+    return float(line.split()[-1])
+
+
+@pytest.mark.django_db
+def test_metrics_count_the_mirrors_attempts_by_outcome(alice, mirror, client):
+    before = {outcome: attempts_on_metrics(client, outcome) for outcome in ("mirrored", "failed")}
+    mirror.fail_status = 503
+    prompt_create(actor=actor_for(alice), name="billing.reply")
+    publish(alice, "Hello")
+    now = timezone.now()
+    mirror_deliver_due(now=now)
+    mirror.fail_status = None
+    mirror_deliver_due(now=now + timedelta(seconds=backoff_seconds(1)))
+
+    assert attempts_on_metrics(client, "failed") == before["failed"] + 1
+    assert attempts_on_metrics(client, "mirrored") == before["mirrored"] + 1
