@@ -18,6 +18,7 @@ from core.errors import Unauthenticated
 from core.prompt_limits import PromptLimits
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
+from core.trace_context import note_key_prefix
 
 # What each scope grants beyond itself (access.permissions explains the scopes).
 IMPLIED = {"admin": {"read", "ingest", "write", "admin"}, "write": {"read", "write"}}
@@ -34,6 +35,7 @@ class KeyInfo:
     username: str
     scopes: frozenset[str]
     user_is_superuser: bool
+    prefix: str  # pr_xxxxxxxx, what logs may name
     prompts: PromptLimits = None  # None: every prompt (core.prompt_limits)
 
 
@@ -47,6 +49,7 @@ def _build_keys() -> dict[str, KeyInfo]:
             username=key.user.get_username(),
             scopes=frozenset(key.scopes),
             user_is_superuser=key.user.is_superuser,
+            prefix=key.prefix,
             prompts=tuple(key.prompts) if key.prompts else None,
         )
         for key in keys
@@ -97,6 +100,7 @@ def apikey_lookup(raw_key: str) -> KeyInfo | None:
         info = keys.get(digest)
     if info is not None:
         _note_used(info.key_id)
+        note_key_prefix(info.prefix)
     return info
 
 

@@ -1,16 +1,21 @@
 """Controller simulation: the real decision engine on simulated traffic, beside a Flagger-style
 fixed-threshold rule on the same traffic model.
 
-    python -m bench.controller_sim [--rollouts N] [--seed S] [--quick] [--workers W]
+    python -m bench.controller_sim [--rollouts N] [--seed S] [--quick] [--workers W] [--scenarios …]
 
-Reference traffic (SPEC, "The controller"): 50 requests/s split between the arms by the step's
-percent, 1% errors, lognormal latency (median 800 ms, sigma 0.5), one evaluation score per
-request ~ Normal(0.8, 0.15), cost ~ Normal($0.002, $0.0005) per request; the default plan and
-gates; a tick every 15 s; at most 24 h per step. Scenarios: A/A (candidate = baseline) and four
-regressions of the candidate: error rate 1% -> 2%, p95 latency +50% (every latency x1.5), eval
-score -0.10, and a broken prompt (error rate 1% -> 20%). Each tick's traffic is drawn as per-arm
-aggregates and added to the step's window; the engine sees exactly what the ingest path would
-give it.
+Reference traffic (SPEC, "The controller"): 50 requests/s, 1% errors, lognormal latency (median
+800 ms, sigma 0.5), one evaluation score per request ~ Normal(0.8, 0.15), cost ~ Normal($0.002,
+$0.0005) per request; the default plan and gates, and the built-in traffic check (on_fail
+pause); a tick every 15 s; at most 24 h per step. Requests come from 20,000 units whose request
+rates are heavy-tailed (Pareto, shape 1.5: the busiest unit makes about 1% of all requests, the
+median one a fifth of the mean); each unit has a random bucket, so its arm is fixed, as
+hashing makes it. The server counts every request as an exposure of its arm (with the distinct
+units and the per-bucket counts the traffic check reads); each exposure reports an outcome
+unless its arm loses reports. Scenarios: A/A (candidate = baseline), four regressions of the
+candidate: error rate 1% -> 2%, p95 latency +50% (every latency x1.5), eval score -0.10, a
+broken prompt (error rate 1% -> 20%), and a candidate that loses 30% of its outcome reports.
+Each tick's traffic is drawn as per-arm aggregates and added to the step's window; the engine
+sees exactly what the ingest path and the exposure counts would give it.
 
 The Flagger-style rule checks each 60 s interval's own figures against the same limits
 (candidate error rate > baseline + 1 pt, p95 > 1.2 x baseline, score < baseline - 0.05, cost >
@@ -55,21 +60,31 @@ FLAGGER_ITERATIONS = 10
 FLAGGER_THRESHOLD = 5
 
 
+UNITS = 20_000
+UNIT_RATE_SHAPE = 1.5  # Pareto shape of the units' request rates: a few units make many requests
+BUCKETS_PER_ROLLOUT = 10_000
+
+
 @dataclass(frozen=True)
 class Traffic:
     error_rate: float = ERROR_RATE
     latency_scale: float = 1.0
     score_mean: float = SCORE_MEAN
+    report_loss: float = 0.0  # the share of exposures whose outcome is never reported
 
 
 BASELINE = Traffic()
-SCENARIOS = {
-    "A/A (no regression)": Traffic(),
-    "error rate 1% -> 2%": Traffic(error_rate=0.02),
-    "p95 latency +50%": Traffic(latency_scale=1.5),
-    "eval score -0.10": Traffic(score_mean=SCORE_MEAN - 0.10),
-    "error rate 1% -> 20%": Traffic(error_rate=0.20),
+LOSSY = Traffic(report_loss=0.10)
+SCENARIOS = {  # name: (baseline, candidate)
+    "A/A (no regression)": (BASELINE, Traffic()),
+    "A/A, 10% reports lost": (LOSSY, LOSSY),
+    "error rate 1% -> 2%": (BASELINE, Traffic(error_rate=0.02)),
+    "p95 latency +50%": (BASELINE, Traffic(latency_scale=1.5)),
+    "eval score -0.10": (BASELINE, Traffic(score_mean=SCORE_MEAN - 0.10)),
+    "error rate 1% -> 20%": (BASELINE, Traffic(error_rate=0.20)),
+    "reports lost 30%": (BASELINE, Traffic(report_loss=0.30)),
 }
+LOSS = "reports lost 30%"
 
 
 @dataclass(frozen=True)
@@ -126,17 +141,62 @@ def _split(rng: np.random.Generator, seconds: int, percent: int, rps: float) -> 
     return total - candidate, candidate
 
 
-def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
+class Units:
+    """The units of one rollout: request rates and buckets (a fresh salt draws fresh buckets)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        rates = rng.pareto(UNIT_RATE_SHAPE, UNITS) + 1.0
+        self.cumulative = np.cumsum(rates)
+        self.bucket = rng.integers(0, BUCKETS_PER_ROLLOUT, UNITS)
+
+    def requests(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """The units making ``n`` requests, each drawn in proportion to its rate."""
+        draws = rng.random(n) * self.cumulative[-1]
+        return np.searchsorted(self.cumulative, draws, side="right")
+
+
+class Exposed:
+    """The server's exposure counts of a step: per arm, and per bucket, and the units seen."""
+
+    def __init__(self) -> None:
+        self.per_bucket = np.zeros(BUCKETS_PER_ROLLOUT, dtype=np.int64)
+        self.seen = np.zeros(UNITS, dtype=bool)
+
+    def add(self, units: np.ndarray, buckets: np.ndarray) -> None:
+        self.per_bucket += np.bincount(buckets, minlength=BUCKETS_PER_ROLLOUT)
+        self.seen[units] = True
+
+    def exposures(self, threshold: int, unit_bucket: np.ndarray) -> stats.Exposures:
+        def arm(per_bucket: np.ndarray, seen: np.ndarray) -> stats.ArmExposures:
+            total = int(per_bucket.sum())
+            return stats.ArmExposures(total, int(seen.sum()), total, int(np.dot(per_bucket, per_bucket)))
+
+        candidate_units = unit_bucket < threshold
+        return stats.Exposures(
+            baseline=arm(self.per_bucket[threshold:], self.seen & ~candidate_units),
+            candidate=arm(self.per_bucket[:threshold], self.seen & candidate_units),
+        )
+
+
+def run_engine(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, rps: float) -> Outcome:
     plan, gates = DEFAULT_PLAN, DEFAULT_GATES
     step_index, step_start, now = 0, 0, 0
-    base, cand = Window(), Window()
+    base, cand, exposed = Window(), Window(), Exposed()
+    units = Units(rng)
     while True:
         percent = plan.steps[step_index].percent
+        threshold = percent * 100
         now += TICK_S
-        n_base, n_cand = _split(rng, TICK_S, percent, rps)
-        base.add(rng, BASELINE, n_base)
-        cand.add(rng, candidate, n_cand)
-        window = engine.SourceWindow(base.arm_stats(), cand.arm_stats())
+        requests = units.requests(rng, int(rng.poisson(TICK_S * rps)))
+        buckets = units.bucket[requests]
+        exposed.add(requests, buckets)
+        n_cand = int(np.count_nonzero(buckets < threshold))
+        n_base = requests.size - n_cand
+        base.add(rng, baseline, int(rng.binomial(n_base, 1 - baseline.report_loss)))
+        cand.add(rng, candidate, int(rng.binomial(n_cand, 1 - candidate.report_loss)))
+        window = engine.SourceWindow(
+            base.arm_stats(), cand.arm_stats(), exposures=exposed.exposures(threshold, units.bucket)
+        )
         decision = engine.decide(
             plan=plan,
             step_index=step_index,
@@ -147,19 +207,21 @@ def run_engine(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outc
         )
         if decision.action == engine.Action.ADVANCE:
             step_index, step_start = decision.step_index, now
-            base, cand = Window(), Window()
+            base, cand, exposed = Window(), Window(), Exposed()
         elif decision.action != engine.Action.HOLD:
             return Outcome(str(decision.action), percent, now)
 
 
-def run_flagger(rng: np.random.Generator, candidate: Traffic, rps: float) -> Outcome:
+def run_flagger(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, rps: float) -> Outcome:
     failed, now = 0, 0
     for percent in (10, 25, 50):
         for _ in range(FLAGGER_ITERATIONS):
             now += FLAGGER_INTERVAL_S
             base, cand = Window(), Window()
             n_base, n_cand = _split(rng, FLAGGER_INTERVAL_S, percent, rps)
-            base_latency = base.add(rng, BASELINE, n_base)
+            n_cand = int(rng.binomial(n_cand, 1 - candidate.report_loss))
+            n_base = int(rng.binomial(n_base, 1 - baseline.report_loss))
+            base_latency = base.add(rng, baseline, n_base)
             cand_latency = cand.add(rng, candidate, n_cand)
             # Flagger counts a metric query that finds no data as a failed check.
             failed += min(n_base, n_cand) == 0 or any(
@@ -183,7 +245,7 @@ def _run(job: tuple[int, str, str, int, float]) -> Outcome:
     scenario_no = list(SCENARIOS).index(scenario)
     controller_no = list(CONTROLLERS).index(controller)
     rng = np.random.default_rng([seed, scenario_no, controller_no, index])
-    return CONTROLLERS[controller](rng, SCENARIOS[scenario], rps)
+    return CONTROLLERS[controller](rng, *SCENARIOS[scenario], rps)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -193,50 +255,55 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="100 rollouts per scenario")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rps", type=float, default=REQUESTS_PER_S, help="requests per second")
+    parser.add_argument(
+        "--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="NAME"
+    )
+    parser.add_argument("--controllers", nargs="+", choices=list(CONTROLLERS), default=list(CONTROLLERS))
     args = parser.parse_args(argv)
     rollouts = 100 if args.quick else args.rollouts
     began = time.monotonic()
     print(
         f"controller simulation: {rollouts} rollouts per scenario, seed {args.seed}, "
-        f"{args.rps:g} req/s, tick {TICK_S} s, default plan and gates "
+        f"{args.rps:g} req/s from {UNITS:,} units (Pareto {UNIT_RATE_SHAPE} request rates), "
+        f"tick {TICK_S} s, default plan and gates, traffic check on_fail pause "
         f"(rollout alpha {engine.ROLLOUT_ALPHA}, beta {engine.BETA})"
     )
     header = (
         f"{'scenario':<22} {'controller':<14} {'rolled back':>11} {'before 50%':>10} "
-        f"{'succeeded':>9} {'paused':>6} {'median time':>11}"
+        f"{'paused':>6} {'before 50%':>10} {'succeeded':>9} {'median time':>11}"
     )
     print(header)
     print("-" * len(header))
     bars = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for scenario in SCENARIOS:
-            for controller in CONTROLLERS:
+        for scenario in args.scenarios:
+            for controller in args.controllers:
                 jobs = [(args.seed, scenario, controller, i, args.rps) for i in range(rollouts)]
                 outcomes = list(pool.map(_run, jobs, chunksize=8))
                 rolled = [o for o in outcomes if o.action == "rollback"]
-                early = [o for o in rolled if o.percent < 50]
-                count = {a: sum(o.action == a for o in outcomes) for a in ("succeed", "pause")}
+                paused = [o for o in outcomes if o.action == "pause"]
+                rolled_early = sum(o.percent < 50 for o in rolled)
+                paused_early = sum(o.percent < 50 for o in paused)
+                succeeded = sum(o.action == "succeed" for o in outcomes)
                 median_min = statistics.median(o.seconds for o in outcomes) / 60
                 print(
-                    f"{scenario:<22} {controller:<14} {len(rolled):>11} {len(early):>10} "
-                    f"{count['succeed']:>9} {count['pause']:>6} {median_min:>8.1f} min"
+                    f"{scenario:<22} {controller:<14} {len(rolled):>11} {rolled_early:>10} "
+                    f"{len(paused):>6} {paused_early:>10} {succeeded:>9} {median_min:>8.1f} min"
                 )
-                if controller == "promptramp":
-                    if scenario.startswith("A/A"):
-                        bars.append(
-                            (
-                                f"A/A false rollbacks {len(rolled)} <= {rollouts // 100}",
-                                len(rolled) <= rollouts // 100,
-                            )
-                        )
-                    else:
-                        share = len(early) / rollouts
-                        bars.append(
-                            (
-                                f"{scenario}: {share:.1%} rolled back before 50% >= 95%",
-                                share >= 0.95,
-                            )
-                        )
+                if controller != "promptramp":
+                    continue
+                if scenario.startswith("A/A"):
+                    acted = len(rolled) + len(paused)
+                    limit = rollouts // 100
+                    bars.append(
+                        (f"A/A: {acted} automatic actions (rollback or pause) <= {limit}", acted <= limit)
+                    )
+                elif scenario == LOSS:
+                    share = paused_early / rollouts
+                    bars.append((f"{scenario}: {share:.1%} paused before 50% >= 95%", share >= 0.95))
+                else:
+                    share = rolled_early / rollouts
+                    bars.append((f"{scenario}: {share:.1%} rolled back before 50% >= 95%", share >= 0.95))
     print()
     for text, held in bars:
         print(f"{'PASS' if held else 'FAIL'}  {text}")

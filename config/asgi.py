@@ -3,13 +3,16 @@ Django's ASGI handler. Run by uvicorn beside the web server (devstack.stack.stre
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup(set_prefix=False)
 
-django_application = get_asgi_application()
-
-# Needs Django set up.
+# Both need Django set up; tracing, if on, before the handler loads the middleware.
+from core.tracing import tracing_start  # noqa: E402
 from serving.stream_asgi import snapshot_stream_path  # noqa: E402
 
+tracing_start()
+django_application = ASGIHandler()
 application = snapshot_stream_path(django_application)

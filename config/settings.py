@@ -164,6 +164,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.request_log.RequestLogMiddleware",  # first: every answer gets its line and trace id
     "django.middleware.security.SecurityMiddleware",
     "core.freshness.FreshnessMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -386,9 +387,34 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# Logs (core.log_lines): one line per record, per request (core.request_log) and per Celery task
+# (core.task_log), on stderr; JSON unless PROMPTRAMP_LOG_FORMAT=text (what `make run` sets).
+PROMPTRAMP_LOG_FORMAT = os.environ.get("PROMPTRAMP_LOG_FORMAT", "json").strip().lower() or "json"
+if PROMPTRAMP_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"PROMPTRAMP_LOG_FORMAT={PROMPTRAMP_LOG_FORMAT!r} is neither json nor text.")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "handlers": {
+        "lines": {
+            "class": "core.log_lines.LineHandler",
+            "line_format": PROMPTRAMP_LOG_FORMAT,
+            "requests": LOG_LEVEL in ("DEBUG", "INFO"),  # a line per request and task
+        }
+    },
+    "root": {"handlers": ["lines"], "level": LOG_LEVEL},
+    # Celery's "succeeded" line shows a task's result: core.task_log's line stands for it.
+    "loggers": {"celery.app.trace": {"level": "WARNING"}},
 }
+# OpenTelemetry traces (core.tracing) when an OTLP endpoint is named; the exporter reads the
+# other OTEL_* variables itself.
+PROMPTRAMP_TRACING = bool(
+    os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+)
+PROMPTRAMP_TRACING_SERVICE = os.environ.get("OTEL_SERVICE_NAME", "").strip() or "promptramp"
+# Celery keeps settings.LOGGING rather than installing its own handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -1,14 +1,17 @@
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
+from django.core.handlers.wsgi import WSGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django.setup(set_prefix=False)
 
-django_application = get_wsgi_application()
-
-# Both need Django set up.
+# All need Django set up; tracing, if on, before the handler loads the middleware.
 from core.state_cache import warm_state_caches  # noqa: E402
+from core.tracing import tracing_start  # noqa: E402
 from serving.fast_path import resolve_fast_path  # noqa: E402
 
+tracing_start()
+django_application = WSGIHandler()
 application = resolve_fast_path(django_application)
 warm_state_caches()

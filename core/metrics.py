@@ -58,6 +58,10 @@ event_batches_refused_total = Counter(
     "too_large, prompt_not_allowed, ingest_backlog, unavailable, rate_limited, …).",
     ["reason"],
 )
+sdk_exposures_total = Counter(
+    "promptramp_sdk_exposures_total",
+    "Exposures (local resolutions and shadow runs) SDKs reported with their events, each batch_id once.",
+)
 events_accepted = events_total.labels("accepted")
 events_duplicate = events_total.labels("duplicate")
 # Reported from 0 on, so a first refusal is an increase to Prometheus.

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -62,19 +62,8 @@ def run() -> int:
     try:
         with stop_signals.held():  # a service started but not yet recorded would be left running
             started = prepare_environment()
-        _manage("migrate", "--no-input", "-v", "0")
-        _manage("collectstatic", "--no-input", "-v", "0")
-        user = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
-        password_file = embedded_services.data_dir() / "admin_password"
-        _manage("ensure_admin", "--password-file", str(password_file))
-        password_note = (
-            "password: PROMPTRAMP_ADMIN_PASSWORD"
-            if os.environ.get("PROMPTRAMP_ADMIN_PASSWORD")
-            else f"password in {password_file}"
-            if password_file.exists()
-            else "password as set before"
-        )
-        _manage("load_demo")
+        os.environ.setdefault("PROMPTRAMP_LOG_FORMAT", "text")  # for a person at a terminal
+        user, password_note = set_up()
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
         stream_port = os.environ.setdefault("STREAM_PORT", str(int(port) + 1))
@@ -83,8 +72,7 @@ def run() -> int:
             web_command(host, port),
             stream_command(host, stream_port),
             *worker_commands(),
-            [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
-            + ["--schedule", str(embedded_services.data_dir() / "celerybeat-schedule")],
+            beat_command(),
         ]
         with stop_signals.held():
             for command in commands:
@@ -101,25 +89,45 @@ def run() -> int:
         return 0
     finally:
         stop_signals.ignore()  # a second Ctrl-C must not cut the clean-up short
-        _terminate(processes)
+        terminate(processes)
         embedded_services.stop(started)
+
+
+def set_up() -> tuple[str, str]:
+    """Migrate, collect the static files, ensure the admin and load the demo prompt; returns the
+    admin's name and where its password is."""
+    _manage("migrate", "--no-input", "-v", "0")
+    _manage("collectstatic", "--no-input", "-v", "0")
+    user = os.environ.get("PROMPTRAMP_ADMIN_USER", "admin")
+    password_file = embedded_services.data_dir() / "admin_password"
+    _manage("ensure_admin", "--password-file", str(password_file))
+    password_note = (
+        "password: PROMPTRAMP_ADMIN_PASSWORD"
+        if os.environ.get("PROMPTRAMP_ADMIN_PASSWORD")
+        else f"password in {password_file}"
+        if password_file.exists()
+        else "password as set before"
+    )
+    _manage("load_demo")
+    return user, password_note
 
 
 def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> list[str]:
     """The web server as the run command starts it: WEB_SERVER (granian, the default, or
     gunicorn) with WEB_CONCURRENCY worker processes (default 2), each running the WSGI
     application in WEB_THREADS threads (default 4: granian's blocking threads or gunicorn's
-    gthread threads; WEB_WORKER_CLASS picks another gunicorn worker class). ACCESS_LOG=1 logs
-    every request. docs/benchmarks.md has the measurements behind these choices."""
+    gthread threads; WEB_WORKER_CLASS picks another gunicorn worker class). No access log: the
+    application logs each request itself, never its query string (core.request_log).
+    docs/benchmarks.md has the measurements behind these choices."""
     workers, threads = env.get("WEB_CONCURRENCY", "2"), env.get("WEB_THREADS", "4")
-    access_log = bool(env.get("ACCESS_LOG"))  # formatting costs gunicorn ~25% of a resolve
     server = env.get("WEB_SERVER", "granian")
     if server == "gunicorn":
-        return (
-            [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers]
-            + ["--worker-class", env.get("WEB_WORKER_CLASS", "gthread"), "--threads", threads]
-            + (["--access-logfile", "-"] if access_log else [])
-        )
+        return [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers] + [
+            "--worker-class",
+            env.get("WEB_WORKER_CLASS", "gthread"),
+            "--threads",
+            threads,
+        ]
     if server != "granian":
         raise ValueError(f"WEB_SERVER must be granian or gunicorn, not {server!r}")
     return (
@@ -128,7 +136,6 @@ def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> li
         + ["--blocking-threads", threads, "--no-ws"]
         # A worker that misses the signal (seen with Ctrl-C's SIGINT) is killed after 3 s.
         + ["--workers-kill-timeout", "3"]
-        + (["--access-log"] if access_log else [])
     )
 
 
@@ -139,12 +146,27 @@ def worker_commands(env: Mapping[str, str] = os.environ) -> list[list[str]]:
     """One Celery worker process per queue (config/settings.py says which task goes where), so a
     slow webhook (`outbound`) never delays the outcome flush (`ingest`) or the tick
     (`controller`): CELERY_CONCURRENCY tasks at a time each (default 2)."""
-    concurrency = env.get("CELERY_CONCURRENCY", "2")
-    return [
-        [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--queues", queue]
-        + ["--hostname", f"{queue}@%h", "--concurrency", concurrency]
-        for queue in QUEUES
+    return [worker_command(f"{queue}@%h", [queue], env) for queue in QUEUES]
+
+
+def worker_command(hostname: str, queues: Sequence[str], env: Mapping[str, str] = os.environ) -> list[str]:
+    """A Celery worker named ``hostname`` consuming ``queues``, CELERY_CONCURRENCY tasks at a time
+    (default 2)."""
+    return [PYTHON, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO"] + [
+        "--queues",
+        ",".join(queues),
+        "--hostname",
+        hostname,
+        "--concurrency",
+        env.get("CELERY_CONCURRENCY", "2"),
     ]
+
+
+def beat_command() -> list[str]:
+    """Celery beat, the one process that schedules the tick and the flush (there is one beat
+    however many workers), its schedule file under the data folder."""
+    schedule = embedded_services.data_dir() / "celerybeat-schedule"
+    return [PYTHON, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO", "--schedule", str(schedule)]
 
 
 def stream_command(host: str, port: str) -> list[str]:
@@ -206,7 +228,8 @@ def _wait(processes: list[subprocess.Popen[bytes]]) -> int:
     while True:
         for process in processes:
             if process.poll() is not None:
-                print(f"{process.args[2:4]} exited with {process.returncode}", file=sys.stderr)
+                command = process.args if isinstance(process.args, list) else [process.args]
+                print(f"{command[2:4]} exited with {process.returncode}", file=sys.stderr)
                 return process.returncode or 1
         time.sleep(0.2)
 
@@ -215,7 +238,7 @@ def _wait(processes: list[subprocess.Popen[bytes]]) -> int:
 GRACE_SECONDS = 7.0
 
 
-def _terminate(processes: list[subprocess.Popen[bytes]]) -> None:
+def terminate(processes: list[subprocess.Popen[bytes]]) -> None:
     """Stop the children, each the leader of a process group of its own (start_new_session).
 
     Each leader gets one SIGTERM and stops its own workers: signalling every process at once, as

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from redis.exceptions import RedisError
+
 from outcomes import selectors
+from outcomes.exposures import exposures_read
 from outcomes.validation import SHADOW, SHADOW_BASELINE
 from rollouts.engine import SourceWindow
 from rollouts.plan import Gate
@@ -30,12 +33,18 @@ class IngestSource:
         until: datetime,
         deadline: float,
     ) -> SourceWindow:
-        """One query of this database's aggregates: it does not wait on another server, so
-        ``deadline`` is not needed."""
+        """One query of this database's aggregates and one Redis pipeline for the exposures
+        (the traffic check's): neither waits on another server, so ``deadline`` is not needed."""
         arms = selectors.arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
+        try:
+            exposures = exposures_read(
+                rollout_id=rollout.rollout_id, threshold=rollout.threshold, since=since, until=until
+            )
+        except RedisError:
+            exposures = None  # the traffic check then counts outcomes, as without exposure counts
         if rollout.shadow:
-            return SourceWindow(baseline=arms[SHADOW_BASELINE], candidate=arms[SHADOW])
-        return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"])
+            return SourceWindow(baseline=arms[SHADOW_BASELINE], candidate=arms[SHADOW], exposures=exposures)
+        return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"], exposures=exposures)
 
     def arm_stats(
         self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None

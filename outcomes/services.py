@@ -31,7 +31,8 @@ from django.db import connection, transaction
 from core.prompt_limits import PromptLimits, PromptNotAllowed, prompt_allowed
 from outcomes.aggregation import aggregate, minute_totals, parse_key
 from outcomes.errors import BatchTooLarge, IngestBacklog, InvalidEvents
-from outcomes.event_targets import events_series
+from outcomes.event_targets import RolloutRef, events_series, rollouts_lookup
+from outcomes.exposures import sdk_exposures_add
 from outcomes.metrics import caught_up_record
 from outcomes.models import FlushedBatch
 from outcomes.pending import (
@@ -42,7 +43,15 @@ from outcomes.pending import (
     durability_warn_once,
     events_add,
 )
-from outcomes.validation import BatchRejected, Event, parse_batch, problem
+from outcomes.validation import (
+    BatchRejected,
+    Event,
+    ReportedExposure,
+    exposure_problem,
+    parse_batch,
+    parse_exposures,
+    problem,
+)
 
 MAX_PROBLEMS_SHOWN = 1000
 # Distinct score names a rollout's events may carry: each is a statistic every evaluation reads
@@ -55,31 +64,44 @@ FLUSHED_BATCHES_KEPT = timedelta(days=1)
 class IngestResult:
     accepted: int
     duplicates: int
+    exposures: int | None = None  # exposure rows counted (0: a batch_id seen before; None: none sent)
+    exposures_total: int = 0  # the sum of the counted rows' counts
 
 
 def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> IngestResult:
-    """Check a ``{"events": [...]}`` body and count its new events; ``now`` is the arrival time
-    (Unix seconds). All or nothing: one invalid event refuses the whole batch (InvalidEvents,
-    with each problem's index, field and reason), and so does one event for a prompt outside the
-    key's ``prompts`` (PromptNotAllowed, 403, naming those events the same way). Events whose
+    """Check a ``{"events": [...], "batch_id"?, "exposures"?}`` body and count its new events
+    and its exposures; ``now`` is the arrival time (Unix seconds). All or nothing: one invalid
+    event or exposure row refuses the whole batch (InvalidEvents, with each problem's index or
+    ``exposure``, field and reason), and so does one event or exposure for a prompt outside the
+    key's ``prompts`` (PromptNotAllowed, 403, naming them the same way). Events whose
     ``event_id`` was seen before (in this batch or within the de-duplication window) are
-    counted as duplicates only.
+    counted as duplicates only; the exposures of a ``batch_id`` seen before are not counted.
     """
     try:
         events, problems = parse_batch(body, now=now)
     except BatchRejected as error:
         raise (BatchTooLarge if error.too_large else InvalidEvents)(error.message) from None
+    batch_id, exposures, exposure_problems = parse_exposures(body, now=now)
+    rollouts = rollouts_lookup({row.rollout_id for row in exposures})
+    exposure_problems += [
+        exposure_problem(row.index, "rollout_id", f"there is no rollout {row.rollout_id}")
+        for row in exposures
+        if row.rollout_id not in rollouts
+    ]
     if prompts is not None:
-        _refuse_other_prompts(events, prompts)
+        _refuse_other_prompts(events, prompts, exposures, rollouts)
     placed, target_problems = events_series(events)
     problems += target_problems
-    if problems:
+    if problems or exposure_problems:
         problems.sort(key=lambda p: p["index"])
         invalid = len({p["index"] for p in problems})
-        raise InvalidEvents(
-            f"{invalid} event(s) of this batch are not valid; nothing from it was stored.",
-            details=problems[:MAX_PROBLEMS_SHOWN],
-        )
+        message = f"{invalid} event(s) of this batch are not valid; nothing from it was stored."
+        if exposure_problems:
+            message = (
+                f"{invalid} event(s) and the exposures of this batch are not all valid; "
+                "nothing from it was stored."
+            )
+        raise InvalidEvents(message, details=(problems + exposure_problems)[:MAX_PROBLEMS_SHOWN])
     durability_warn_once()
     unique = {event.event_id: (series, event) for series, event in reversed(placed)}
     remaining = sorted(unique.values(), key=lambda placed_event: placed_event[1].index)
@@ -101,19 +123,33 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
         seen = set(result.duplicates)
         remaining = [item for position, item in enumerate(remaining) if position not in seen]
         duplicates += len(seen)
-    return IngestResult(accepted=len(remaining), duplicates=duplicates)
+    if not exposures or batch_id is None:
+        return IngestResult(accepted=len(remaining), duplicates=duplicates)
+    if not sdk_exposures_add(batch_id=batch_id, exposures=exposures):
+        return IngestResult(accepted=len(remaining), duplicates=duplicates, exposures=0)
+    total = sum(row.count for row in exposures)
+    return IngestResult(len(remaining), duplicates, exposures=len(exposures), exposures_total=total)
 
 
-def _refuse_other_prompts(events: list[Event], prompts: tuple[str, ...]) -> None:
+def _refuse_other_prompts(
+    events: list[Event],
+    prompts: tuple[str, ...],
+    exposures: list[ReportedExposure],
+    rollouts: dict[int, RolloutRef],
+) -> None:
     refused = [
         problem(event.index, "prompt", "this API key is limited to other prompts")
         for event in events
         if not prompt_allowed(prompts, event.prompt)
+    ] + [
+        exposure_problem(row.index, "rollout_id", "a rollout of a prompt this API key is limited from")
+        for row in exposures
+        if not prompt_allowed(prompts, rollouts[row.rollout_id].prompt_name)
     ]
     if refused:
         raise PromptNotAllowed(
-            f"{len(refused)} event(s) of this batch are for prompts this API key may not report on; "
-            "nothing from it was stored.",
+            f"{len(refused)} event(s) or exposure(s) of this batch are for prompts this API key may not "
+            "report on; nothing from it was stored.",
             details=refused[:MAX_PROBLEMS_SHOWN],
         )
 

@@ -274,3 +274,101 @@ def _timestamp(value: str) -> float | None:
         return moment.timestamp()
     except (ValueError, OverflowError):
         return None
+
+
+# --- exposures -----------------------------------------------------------------------------
+
+MAX_EXPOSURES: int = RULES["max_exposures_per_batch"]
+EXPOSURE_ARMS = frozenset(RULES["exposure_arms"])
+MAX_EXPOSURE_COUNT: int = RULES["max_exposure_count"]
+MAX_ROLLOUT_ID: int = RULES["max_rollout_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedExposure:
+    """One row of a batch's ``exposures``, as checked: ``minute`` is clamped like an event's
+    ``ts`` (to the arrival's minute ± 5 minutes)."""
+
+    index: int
+    rollout_id: int
+    arm: str
+    minute: int
+    count: int
+
+
+def exposure_problem(index: int, field: str, reason: str) -> dict[str, Any]:
+    return {
+        "exposure": index,
+        "field": f"exposures[{index}].{field}" if field else f"exposures[{index}]",
+        "reason": reason,
+    }
+
+
+def parse_exposures(
+    body: bytes, *, now: float
+) -> tuple[bytes | None, list[ReportedExposure], list[dict[str, Any]]]:
+    """A batch's ``batch_id`` (the UUID's 16 bytes) and ``exposures``, and their problems
+    (``{"exposure": i, "field": "exposures[i].…", "reason"}``; ``{"field": "batch_id", …}``).
+
+    A body without either key costs a substring search; ``parse_batch`` has refused a body
+    that is not a JSON object with an ``events`` list before this is called.
+    """
+    if b'"exposures"' not in body and b'"batch_id"' not in body:
+        return None, [], []
+    data = orjson.loads(body)
+    problems: list[dict[str, Any]] = []
+    raw_id = data.get("batch_id")
+    batch_id = None
+    if raw_id is not None:
+        batch_id = _uuid_bytes(raw_id)
+        if batch_id is None:
+            problems.append({"field": "batch_id", "reason": "must be a UUID (8-4-4-4-12 hexadecimal digits)"})
+    rows = data.get("exposures")
+    if rows is None:
+        return batch_id, [], problems
+    if type(rows) is not list or len(rows) > MAX_EXPOSURES:
+        problems.append({"field": "exposures", "reason": f"must be a list of at most {MAX_EXPOSURES} rows"})
+        return batch_id, [], problems
+    if rows and raw_id is None:
+        problems.append({"field": "batch_id", "reason": "required with exposures: a UUID"})
+    lowest = int((now - TS_CLAMP_SECONDS) // 60)
+    highest = int((now + TS_CLAMP_SECONDS) // 60)
+    exposures = []
+    for index, row in enumerate(rows):
+        before = len(problems)
+        if type(row) is not dict:
+            problems.append(exposure_problem(index, "", "must be a JSON object"))
+            continue
+        rollout_id: Any = row.get("rollout_id")
+        arm: Any = row.get("arm")
+        minute: Any = row.get("minute")
+        count: Any = row.get("count")
+        if type(rollout_id) is not int or not 1 <= rollout_id <= MAX_ROLLOUT_ID:
+            problems.append(exposure_problem(index, "rollout_id", "required: a rollout id (integer >= 1)"))
+        if type(arm) is not str or arm not in EXPOSURE_ARMS:
+            arms = ", ".join(sorted(EXPOSURE_ARMS))
+            problems.append(exposure_problem(index, "arm", f"required: one of {arms}"))
+        if type(minute) is not int:
+            problems.append(exposure_problem(index, "minute", "required: a Unix minute (seconds // 60)"))
+        if type(count) is not int or not 1 <= count <= MAX_EXPOSURE_COUNT:
+            problems.append(
+                exposure_problem(index, "count", f"required: an integer from 1 to {MAX_EXPOSURE_COUNT}")
+            )
+        if len(problems) == before:
+            clamped = min(max(minute, lowest), highest)
+            exposures.append(ReportedExposure(index, rollout_id, arm, clamped, count))
+    return batch_id, exposures, problems
+
+
+def _uuid_bytes(value: object) -> bytes | None:
+    if (
+        type(value) is not str
+        or len(value) != 36
+        or not value[8] == value[13] == value[18] == value[23] == "-"
+    ):
+        return None
+    try:
+        raw = bytes.fromhex(value.replace("-", ""))
+    except ValueError:
+        return None
+    return raw if len(raw) == 16 else None

@@ -8,6 +8,7 @@ from typing import Any
 
 from rollouts.figures import percent_value
 from rollouts.models import Rollout, RolloutTransition
+from rollouts.plan import TrafficCheck
 
 
 def iso_time(value: datetime | None) -> str | None:
@@ -35,6 +36,7 @@ def rollout_json(rollout: Rollout) -> dict[str, Any]:
         "shadow_percent": shadow_percent(plan, rollout.step_index, rollout.state),
         "plan": plan,
         "gates": rollout.gates,
+        "traffic": TrafficCheck.from_json(rollout.traffic).to_json(),
         "salt": rollout.salt,
         "created_at": iso_time(rollout.created_at),
         "started_at": iso_time(rollout.started_at),

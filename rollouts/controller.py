@@ -19,7 +19,7 @@ from core.actors import Actor
 from rollouts.engine import Decision, decide
 from rollouts.metrics import evaluations_record
 from rollouts.models import Rollout
-from rollouts.plan import Plan, parse_gates
+from rollouts.plan import Plan, TrafficCheck, parse_gates
 from rollouts.sources import RolloutArms, read_windows
 from rollouts.stats import CLOCK_ALLOWANCE
 from rollouts.transitions import rollout_apply_decision
@@ -48,6 +48,7 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
         prompt=rollout.prompt.name,
         baseline_version=rollout.baseline.version,
         candidate_version=rollout.candidate.version,
+        threshold=int(rollout.percent * 100),
         shadow=plan.steps[rollout.step_index].shadow,
     )
     windows = read_windows(rollout=arms, gates=gates, since=since, until=until)
@@ -58,6 +59,7 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
         now=now,
         windows=windows,
         gates=gates,
+        traffic=TrafficCheck.from_json(rollout.traffic),
         promote=promote,
     )
 

@@ -42,8 +42,8 @@ from rollouts.figures import (
     verdict_change_text,
 )
 from rollouts.gate_metrics import ALL_SCORES, QUANTILES, SCORE_PREFIX, metric_value
-from rollouts.plan import Gate, Plan, Step
-from rollouts.stats import ArmStats, Estimate
+from rollouts.plan import DEFAULT_SOURCE, DEFAULT_TRAFFIC, Gate, Plan, Step, TrafficCheck
+from rollouts.stats import ArmStats, Estimate, Exposures
 
 ROLLOUT_ALPHA = 0.005
 BETA = 0.05
@@ -52,6 +52,11 @@ BETA = 0.05
 FAIL_SCALE = 10.0
 ABSOLUTE_FAIL_SCALE = 1.0
 ABSOLUTE_PASS_SCALE = 0.1
+# The built-in traffic check of every step below 100% (`_traffic_verdict`).
+TRAFFIC = "traffic"
+SHARE_TOLERANCE = 0.10  # the candidate's share may be off the step's percent by less than 10% of it
+REPORT_DROP = 0.20  # its outcomes per exposure may be less than 20% below the baseline's
+OBSERVE = "observe"
 
 PASS = "pass"
 FAIL = "fail"
@@ -67,11 +72,14 @@ class SourceWindow:
 
     At the 100% step the baseline is empty (`ArmStats()`). In a shadow step ``candidate`` is the
     shadow runs and ``baseline`` the baseline outcomes of the same units (the shadow sample).
+    ``exposures`` are how often the server and the SDKs served each arm (the ingest source's;
+    None when there were none).
     """
 
     baseline: ArmStats
     candidate: ArmStats
     error: str | None = None
+    exposures: Exposures | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +284,159 @@ def _checks(gates: Sequence[Gate], windows: Mapping[str, SourceWindow]) -> list[
     return checks
 
 
+# --- the traffic check ---------------------------------------------------------------------
+
+
+def _traffic_verdict(step: Step, window: SourceWindow | None, alpha: float, on_fail: str) -> Verdict:
+    """The built-in ``traffic`` check of a step below 100%, at level ``alpha``.
+
+    It fails when (a) the candidate's share of the traffic is off the step's percent by
+    `SHARE_TOLERANCE` of it or more, or (b) the candidate's outcomes per exposure are
+    `REPORT_DROP` or more below the baseline's: a candidate that crashes before it reports, or
+    whose reports are lost, must not look healthy. Each (half of ``alpha``) is, as a relative
+    gate's, Wald's test between "as it should be" and "off by the tolerance" with a confidence
+    sequence that fails it at once when the data are far beyond the tolerance (half of its
+    budget each), valid however often it is looked at, with variances that hold when a unit is many
+    requests of one arm: the share is counted in distinct units when the server saw units
+    (each unit is in the candidate with probability percent / 100, independently of the
+    others), and the report ratio's variance grows by `ArmExposures.clustering`. Without
+    exposure counts (a) counts outcomes and (b) is skipped.
+    """
+    p = step.percent / 100
+
+    def verdict(result: str, detail: str, share: float | None = None) -> Verdict:
+        return Verdict(TRAFFIC, result, p, share, detail, DEFAULT_SOURCE, TRAFFIC, SHARE_TOLERANCE, on_fail)
+
+    if step.shadow:
+        return verdict(INSUFFICIENT, "not checked in a shadow step (no user is served the candidate)")
+    if window is None:
+        return verdict(INSUFFICIENT, f"no data from source {DEFAULT_SOURCE}")
+    if window.error is not None:
+        return verdict(INSUFFICIENT, f"source {DEFAULT_SOURCE} unavailable: {window.error}")
+    share_result, share_text, share = _share_test(p, window, alpha / 2)
+    results, texts = [share_result], [share_text]
+    exposures = window.exposures
+    if exposures is not None and exposures.baseline.count and exposures.candidate.count:
+        report_result, report_text = _report_test(window, exposures, alpha / 2)
+        results.append(report_result)
+        texts.append(report_text)
+    else:
+        texts.append("outcomes per exposure not checked (no exposure counts)")
+    if FAIL in results:
+        result = FAIL
+    elif all(r == PASS for r in results):
+        result = PASS
+    else:
+        result = INSUFFICIENT
+    return verdict(result, "; ".join(texts), share)
+
+
+def _share_test(p: float, window: SourceWindow, alpha: float) -> tuple[str, str, float | None]:
+    """(a): the candidate's share of distinct units, else of exposures, else of outcomes."""
+    exposures = window.exposures
+    counting_error = 0.0
+    if exposures is not None and exposures.baseline.units + exposures.candidate.units > 0:
+        n_b, n_c, what = exposures.baseline.units, exposures.candidate.units, "distinct units"
+        clustering, counting_error = 1.0, stats.HLL_RELATIVE_ERROR
+    elif exposures is not None and exposures.baseline.count + exposures.candidate.count > 0:
+        n_b, n_c, what = exposures.baseline.count, exposures.candidate.count, "exposures"
+        both = stats.ArmExposures(
+            bucket_total=exposures.baseline.bucket_total + exposures.candidate.bucket_total,
+            bucket_total_sq=exposures.baseline.bucket_total_sq + exposures.candidate.bucket_total_sq,
+        )
+        clustering = both.clustering
+    else:
+        n_b, n_c, what, clustering = window.baseline.samples, window.candidate.samples, "outcomes", 1.0
+    low, high = p * (1 - SHARE_TOLERANCE), min(1.0, p * (1 + SHARE_TOLERANCE))
+    allowed = (
+        f"step {number_text(p * 100, 1)}%, allowed {number_text(low * 100, 1)}-{number_text(high * 100, 1)}%"
+    )
+    if min(n_b, n_c) < stats.MIN_OBSERVATIONS:
+        counts = f"{count_text(n_c)} candidate / {count_text(n_b)} baseline"
+        return INSUFFICIENT, f"share needs {stats.MIN_OBSERVATIONS} {what} per arm ({counts})", None
+    n = n_b + n_c
+    share = n_c / n
+    # Binomial variance at the worst of the shares compared, times the clustering of requests
+    # into units, plus the counting error of two HyperLogLog estimates (the share moves by
+    # share * (1 - share) per relative error of either count).
+    worst = max(s * (1 - s) for s in (p, low, high))
+    variance = worst * clustering / n + 2 * (counting_error * share * (1 - share)) ** 2
+    effect = Estimate(share - p, math.sqrt(variance))
+    tolerance = SHARE_TOLERANCE * p
+    llr = max(stats.sprt_log_likelihood_ratio(effect, side * tolerance) for side in (1, -1))
+    figures = f"candidate share {number_text(share * 100, 1)}% of {count_text(n)} {what} ({allowed})"
+    fail_at = math.log(4 / alpha)  # each side a quarter of alpha; the confidence sequence half
+    if llr >= fail_at:
+        return (
+            FAIL,
+            f"{figures}: off the step's percent (LLR {number_text(llr, 1)} >= {number_text(fail_at, 1)})",
+            share,
+        )
+    least = abs(effect.value) - stats.mixture_halfwidth(
+        effect.standard_error, alpha / 2, FAIL_SCALE * tolerance
+    )
+    if least > tolerance:
+        return (
+            FAIL,
+            f"{figures}: off the step's percent by at least {number_text(least * 100, 1)} points",
+            share,
+        )
+    if llr <= math.log(BETA):
+        return PASS, f"{figures}: as it should be", share
+    return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {number_text(llr, 1)})", share
+
+
+def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tuple[str, str]:
+    """(b): the candidate's outcomes per exposure against the baseline's, on the log scale.
+
+    An arm's outcomes are a sum over its units of each unit's reports. Whatever the
+    correlation of reports within a unit, a unit of k exposures whose reports per exposure lie
+    in 0..m with mean r adds at most ``k^2 r (m - r)`` to the variance (Bhatia–Davis), so an
+    arm's count varies by at most ``r (m - r) * clustering * exposures``, m the least whole
+    number of reports per exposure above r (1 when reports are fewer than exposures). The
+    baseline's variance is taken at both arms' pooled rate (the rate they share when nothing is
+    wrong), the candidate's where the drop being tested puts it, so a candidate that reports
+    almost nothing is not made certain by its own small count."""
+    e_b, e_c = exposures.baseline.count, exposures.candidate.count
+    n_b, n_c = window.baseline.samples, window.candidate.samples
+    if min(e_b, e_c, n_b) < stats.MIN_OBSERVATIONS:
+        counts = f"exposures {count_text(e_c)} candidate / {count_text(e_b)} baseline"
+        return INSUFFICIENT, f"outcomes per exposure need {stats.MIN_OBSERVATIONS} per arm ({counts})"
+    ratio_b, ratio_c = n_b / e_b, n_c / e_c
+    pooled, dropped = (n_b + n_c) / (e_b + e_c), (1 - REPORT_DROP) * ratio_b
+    variance = _report_variance(pooled) * exposures.baseline.clustering / (
+        pooled**2 * e_b
+    ) + _report_variance(dropped) * exposures.candidate.clustering / (dropped**2 * e_c)
+    effect = Estimate(math.log(ratio_b) - math.log((n_c + 0.5) / e_c), math.sqrt(variance))
+    drop = -math.log1p(-REPORT_DROP)
+    llr = stats.sprt_log_likelihood_ratio(effect, drop)
+    least = effect.value - stats.mixture_halfwidth(effect.standard_error, alpha / 2, FAIL_SCALE * drop)
+    figures = (
+        f"outcomes per exposure {number_text(ratio_c, 2)} candidate vs {number_text(ratio_b, 2)} baseline "
+        f"({count_text(n_c)}/{count_text(e_c)} vs {count_text(n_b)}/{count_text(e_b)}; "
+        f"allowed: at most {number_text(REPORT_DROP * 100, 0)}% fewer)"
+    )
+    fail_at = math.log(2 / alpha)  # half of alpha; the confidence sequence the other half
+    if llr >= fail_at:
+        return (
+            FAIL,
+            f"{figures}: the candidate reports too few "
+            f"(LLR {number_text(llr, 1)} >= {number_text(fail_at, 1)})",
+        )
+    if least > drop:
+        fewer = -math.expm1(-least)
+        return FAIL, f"{figures}: the candidate reports at least {number_text(fewer * 100, 0)}% fewer"
+    if llr <= math.log(BETA):
+        return PASS, f"{figures}: as it should be"
+    return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {number_text(llr, 1)})"
+
+
+def _report_variance(rate: float) -> float:
+    """The most a count of reports per exposure with mean ``rate`` can vary: ``rate (m - rate)``
+    with m the least whole number above ``rate`` (1 below one report per exposure)."""
+    return rate * (math.floor(rate) + 1 - rate)
+
+
 # --- conditions ----------------------------------------------------------------------------
 
 
@@ -465,6 +626,7 @@ def decide(
     now: datetime,
     windows: Mapping[str, SourceWindow],
     gates: Sequence[Gate],
+    traffic: TrafficCheck = DEFAULT_TRAFFIC,
     promote: bool = False,
 ) -> Decision:
     """Decide a running rollout's next move from its current step's window.
@@ -474,26 +636,36 @@ def decide(
     statistics since the step started; a gate whose source is missing or failed is
     ``insufficient_data``. ``promote`` is an explicit promote request: it advances past manual
     approval, the wait, ``min_samples`` and ``insufficient_data`` but never past a failing gate
-    (the decision is then the failing gate's rollback or pause).
+    (the decision is then the failing gate's rollback or pause). ``traffic`` configures the
+    built-in traffic check of every step below 100% (`_traffic_verdict`, listed with the gates
+    as metric ``traffic``): it acts only when it fails, as its ``on_fail`` says, and never holds
+    an advance. The false-action budget ``ROLLOUT_ALPHA`` is shared by the gates' checks and
+    the traffic check, unless that only observes.
     """
     if not 0 <= step_index < len(plan.steps):
         raise ValueError(f"step_index {step_index} is outside the plan's {len(plan.steps)} steps")
     step = plan.steps[step_index]
     has_baseline = step.shadow or step.percent < 100
     checks = _checks(gates, windows)
-    alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, len(checks)))
+    shares = len(checks) + (traffic.on_fail != OBSERVE)
+    alpha = ROLLOUT_ALPHA / (len(plan.steps) * max(1, shares))
     verdicts = tuple(
         _evaluate(gate, metric, windows.get(gate.reads_from), step, alpha)
         for gate, metric in checks
         if has_baseline or not gate.relative
     )
-    open_gates = [v for v in verdicts if v.verdict == INSUFFICIENT] if has_baseline else []
+    if has_baseline:
+        verdicts += (_traffic_verdict(step, windows.get(DEFAULT_SOURCE), alpha, traffic.on_fail),)
+    acting = [v for v in verdicts if v.on_fail != OBSERVE]
+    open_gates = (
+        [v for v in acting if v.verdict == INSUFFICIENT and v.metric != TRAFFIC] if has_baseline else []
+    )
     conditions = StepConditions(
         time=TimeOnStep((now - step_started_at).total_seconds(), step.min_duration_s, step.max_duration_s),
         samples=_samples_per_arm(step, windows) if has_baseline else None,
         gates=GatesPassing(
             checked=len(verdicts),
-            failing=tuple(v.metric for v in verdicts if v.verdict == FAIL),
+            failing=tuple(v.metric for v in acting if v.verdict == FAIL),
             waiting=tuple(v.metric for v in open_gates),
         ),
         approval=Approval(manual=step.approval == "manual"),
@@ -504,7 +676,7 @@ def decide(
     ) -> Decision:
         return Decision(action, index, percent, reason, verdicts, conditions)
 
-    failing = [v for v in verdicts if v.verdict == FAIL]
+    failing = [v for v in acting if v.verdict == FAIL]
     if failing:
         failures = "; ".join(f"{v.metric} failed: {v.detail}" for v in failing)
         if any(v.on_fail == "rollback" for v in failing):

@@ -22,6 +22,7 @@ TITLES = {
     "latency_p99_ms": "latency p99",
     "error_rate": "error rate",
     "cost_per_request": "cost per request",
+    "traffic": "traffic (candidate share)",
 }
 NONE = "—"
 MINUS = "−"
@@ -60,7 +61,7 @@ def metric_text(metric: str, value: float | None) -> str:
         text = f"{size:,.0f}"
     elif metric in QUANTILES:
         text = f"{size:,.0f} ms"
-    elif metric == "error_rate":
+    elif metric in ("error_rate", "traffic"):
         text = f"{size:.2%}"
     elif metric == "cost_per_request":
         text = f"${size:.4f}"
@@ -121,6 +122,8 @@ def rule_text(metric: str, rule: str, limit: float) -> str:
         return f"at most {change_text(metric, limit)} vs baseline"
     if rule == "max_drop_abs":
         return f"at most {change_text(metric, -limit)} vs baseline"
+    if rule == "traffic":
+        return f"share within ±{limit:.0%} of the step's; outcomes per exposure at most 20% below baseline"
     return f"{rule} {limit:g}"
 
 

@@ -23,6 +23,9 @@ class Rollout(models.Model):
     candidate = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="+")
     plan = models.JSONField()
     gates = models.JSONField()
+    traffic = models.JSONField(
+        default=dict, blank=True, help_text='the traffic check: {"on_fail": "pause"|"rollback"|"observe"}'
+    )
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     step_index = models.PositiveIntegerField(default=0)
     percent = models.DecimalField(max_digits=5, decimal_places=2, default=0)

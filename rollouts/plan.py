@@ -337,3 +337,29 @@ DEFAULT_GATES = (
     Gate(metric="cost_per_request", rule="max", limit=0.05),
     Gate(metric=ALL_SCORES, rule="max_drop_abs", limit=0.05),
 )
+
+
+TRAFFIC_ON_FAIL = ("pause", "rollback", "observe")
+DEFAULT_TRAFFIC_ON_FAIL = "pause"
+
+
+@dataclass(frozen=True)
+class TrafficCheck:
+    """The rollout's built-in ``traffic`` check (`rollouts.engine`): what it does when it fails —
+    ``pause`` (the default), ``rollback``, or ``observe`` (record the verdict only)."""
+
+    on_fail: str = DEFAULT_TRAFFIC_ON_FAIL
+
+    @classmethod
+    def from_json(cls, obj: object, field: str = "traffic") -> TrafficCheck:
+        """``{"on_fail": …}``; null is the default. Raises ConfigError."""
+        if obj is None:
+            return cls()
+        data = _object(obj, field, {"on_fail"})
+        return cls(on_fail=_choice(data, "on_fail", field, TRAFFIC_ON_FAIL))
+
+    def to_json(self) -> dict[str, object]:
+        return {"on_fail": self.on_fail}
+
+
+DEFAULT_TRAFFIC = TrafficCheck()

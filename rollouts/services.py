@@ -44,7 +44,16 @@ from rollouts.errors import (
     StaleRequest,
 )
 from rollouts.models import Rollout
-from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, ConfigError, Gate, GateServers, Plan, parse_gates
+from rollouts.plan import (
+    DEFAULT_GATES,
+    DEFAULT_PLAN,
+    ConfigError,
+    Gate,
+    GateServers,
+    Plan,
+    TrafficCheck,
+    parse_gates,
+)
 from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
 
 ACTIVE_INDEX = "one_active_rollout_per_prompt"
@@ -154,14 +163,20 @@ def rollout_create(
     candidate_version: object,
     plan: object = None,
     gates: object = None,
+    traffic: object = None,
     start: object = True,
     salt: object = None,
     reason: object = "",
 ) -> Rollout:
     """A rollout of ``candidate_version`` against the prompt's production version, started at
-    once unless ``start`` is false. Gates given replace the default gates."""
+    once unless ``start`` is false. Gates given replace the default gates; ``traffic``
+    configures the built-in traffic check (`TrafficCheck`)."""
     candidate_number = _positive_int(candidate_version, "candidate_version")
     clean_plan, clean_gates = _config(plan, gates)
+    try:
+        clean_traffic = TrafficCheck.from_json(traffic)
+    except ConfigError as error:
+        raise ValidationFailed(str(error), details={"field": error.field}) from None
     if not isinstance(start, bool):
         raise ValidationFailed("'start' must be true or false.")
     if salt is not None and (not isinstance(salt, str) or len(salt) > 200):
@@ -195,6 +210,7 @@ def rollout_create(
                     candidate=candidate,
                     plan=clean_plan.to_json(),
                     gates=[gate.to_json() for gate in clean_gates],
+                    traffic=clean_traffic.to_json(),
                     salt=salt or "",
                     created_by_id=actor.user_id,
                 )
@@ -219,6 +235,7 @@ def rollout_create(
                 "candidate_version": candidate_number,
                 "plan": rollout.plan,
                 "gates": rollout.gates,
+                "traffic": rollout.traffic,
                 "salt": rollout.salt,
             },
         )
@@ -341,7 +358,8 @@ def rollout_promote(
         now = timezone.now()
         decision = rollout_decide(rollout=rollout, now=now, promote=True)
         if decision.action not in (Action.ADVANCE, Action.SUCCEED):
-            failing = [v for v in decision.verdicts if v.verdict == FAIL]
+            acting = decision.conditions.gates.failing  # not a check that only observes
+            failing = [v for v in decision.verdicts if v.verdict == FAIL and v.metric in acting]
             names = ", ".join(v.metric for v in failing)
             raise GateFailing(
                 f"Cannot promote past a failing gate ({names}): {decision.reason}",

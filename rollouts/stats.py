@@ -365,3 +365,41 @@ def mixture_halfwidth(standard_error: float, alpha: float, scale: float) -> floa
     se2 = standard_error**2
     tau2 = scale**2
     return math.sqrt((se2 + se2 * se2 / tau2) * (2 * math.log(1 / alpha) + math.log1p(tau2 / se2)))
+
+
+# --- exposures -----------------------------------------------------------------------------
+
+# Standard error of a count read from a Redis HyperLogLog (16,384 registers: 1.04 / sqrt(16384)).
+HLL_RELATIVE_ERROR = 0.0081
+
+
+@dataclass(frozen=True)
+class ArmExposures:
+    """How often one arm was served over a window: ``count`` exposures (the server's resolves
+    and renders, and the SDKs' local resolutions), ``units`` the distinct units among the
+    server's (a HyperLogLog estimate; 0 when it saw none), and ``bucket_total`` /
+    ``bucket_total_sq`` the sum and the sum of squares of the server's exposures per bucket.
+
+    A unit's requests all fall in its bucket, so the per-bucket sums of squares bound the sum of
+    squares of the requests per unit from above: `clustering` is how many times the variance
+    of a count grows because a unit is many requests of one arm (1 when every request is a unit
+    of its own)."""
+
+    count: int = 0
+    units: int = 0
+    bucket_total: int = 0
+    bucket_total_sq: int = 0
+
+    @property
+    def clustering(self) -> float:
+        if self.bucket_total <= 0:
+            return 1.0
+        return max(1.0, self.bucket_total_sq / self.bucket_total)
+
+
+@dataclass(frozen=True)
+class Exposures:
+    """Both arms' exposures over a step's window."""
+
+    baseline: ArmExposures = ArmExposures()
+    candidate: ArmExposures = ArmExposures()

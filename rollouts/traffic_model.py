@@ -21,6 +21,11 @@ class ArmBehaviour:
     score_mean: float = 0.8
     score_sd: float = 0.15
     cost_usd: float = 0.002
+    report_loss: float = 0.0  # the share of calls whose outcome is never reported (a crash, a lost event)
+
+    def reports(self, rng: random.Random) -> bool:
+        """Whether this call's outcome reaches promptramp."""
+        return rng.random() >= self.report_loss
 
 
 def outcome_event(

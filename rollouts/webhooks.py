@@ -158,7 +158,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 
 def message_text(rollout: Rollout, transition: RolloutTransition) -> str:
-    """One line for a chat channel: what happened to which rollout, at what percent, why."""
+    """One line for a chat channel: what happened to which rollout, at what percent, why, and
+    the verdicts of the gates and the traffic check that decided it."""
     shadow = shadow_percent(rollout.plan, transition.step_index, transition.to_state)
     share = f"{percent_value(transition.percent)}%" if shadow is None else f"shadow {shadow}%"
     headline = {
@@ -175,7 +176,13 @@ def message_text(rollout: Rollout, transition: RolloutTransition) -> str:
         f"(v{rollout.baseline.version} → v{rollout.candidate.version}) {headline}"
         f" — by {transition.actor_name}"
     )
-    return f"{text}: {transition.reason}" if transition.reason else text
+    text = f"{text}: {transition.reason}" if transition.reason else text
+    return f"{text} [{verdicts_text(transition.verdicts)}]" if transition.verdicts else text
+
+
+def verdicts_text(verdicts: list[dict[str, Any]]) -> str:
+    """``error_rate pass, traffic fail``: each verdict as the engine listed it."""
+    return ", ".join(f"{verdict['metric']} {verdict['verdict']}" for verdict in verdicts)
 
 
 def message_body(rollout: Rollout, transition: RolloutTransition) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from core.errors import DomainError, ValidationFailed, error_body
 from core.metrics import count_resolve, request_seconds, stale_serves_total
 from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
+from serving.exposures import count_exposure
 from serving.state import Resolved, random_bucket, resolve, serving_cache
 
 MAX_UNIT_LENGTH = 512
@@ -91,6 +92,12 @@ def resolved_for(name: str, unit: str | None) -> tuple[Resolved, bool]:
         state, stale = serving_cache.confirmed()
         resolved = resolve(state, name, unit, random_bucket=bucket)
     count_resolve(name, resolved.arm)
+    if resolved.bucket is not None:
+        rollout = state.prompts[name].rollout
+        if rollout is not None:
+            count_exposure(rollout.id, rollout.threshold, resolved.arm, resolved.bucket, unit)
+            if resolved.shadow is not None:  # a shadow step's sample: the candidate, to run unseen
+                count_exposure(rollout.id, rollout.threshold, "shadow", resolved.bucket, unit)
     stale = stale or stale_read.get()  # the key the request came with, too
     if stale:
         count_stale()

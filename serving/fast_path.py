@@ -4,7 +4,8 @@ costs several times what resolving does (docs/benchmarks.md). Everything else, i
 resolve without a Bearer key (a session), goes on to Django, whose view gives the same answers
 through the same ``resolve_answer``. The per-request rules of Django's side apply here too: the
 Host must be one of ALLOWED_HOSTS (400), with PROMPTRAMP_SECURE a request over plain HTTP goes on
-to Django (which redirects it), and the key's ``serve`` rate limit (429, ``core.rate_limits``).
+to Django (which redirects it), the key's ``serve`` rate limit (429, ``core.rate_limits``), and the
+request's log line and trace id (``core.request_log``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from core.errors import DomainError
 from core.freshness import MIN_GENERATION_META, min_generation_of
 from core.prompt_limits import PromptNotAllowed, prompt_require
 from core.rate_limits import rate_limiter
+from core.request_log import request_begin, request_end, trace_headers
 from core.state_cache import min_generation, stale_read
 from serving.answers import Answer, bearer_key_answer, error_answer, rate_limited_answer, resolve_answer
 
 PREFIX = "/api/v1/prompts/"
 SUFFIX = "/resolve"
+ROUTE = "api/v1/prompts/<str:name>/resolve"  # the request log's route: Django's pattern of the view
 # What Django's SecurityMiddleware and XFrameOptionsMiddleware add to every answer.
 SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
@@ -51,11 +54,17 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
             name = path[len(PREFIX) : -len(SUFFIX)]
             secure_only = settings.PROMPTRAMP_SECURE
             if name and "/" not in name and (not secure_only or _is_secure(environ)):
-                if host_allowed(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")):
-                    status, headers, body = _fresh_answer(environ, name, authorization)
-                else:
-                    status, headers, body = HOST_REFUSED
-                headers = headers + SECURITY_HEADERS + [("Content-Length", str(len(body)))]
+                begun = request_begin(environ.get("HTTP_TRACEPARENT"))
+                status = 500
+                try:
+                    if host_allowed(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")):
+                        status, headers, body = _fresh_answer(environ, name, authorization)
+                    else:
+                        status, headers, body = HOST_REFUSED
+                finally:
+                    request_end(begun, route=ROUTE, method="GET", status=status)
+                headers = headers + SECURITY_HEADERS + trace_headers(begun[0])
+                headers.append(("Content-Length", str(len(body))))
                 if secure_only:  # as Django's SecurityMiddleware does on a secure request
                     headers.append(("Strict-Transport-Security", f"max-age={settings.SECURE_HSTS_SECONDS}"))
                 start_response(STATUS_LINES[status], headers)

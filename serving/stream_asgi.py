@@ -4,7 +4,8 @@ by the stream process (``config.asgi`` under uvicorn) before Django's ASGI handl
 process serves this path: the web server has no route for it (404).
 
 The Host, the key (``bearer_key_answer``, scope ``read``) and the key's ``serve`` rate limit
-(each connect counts) are checked as on the resolve fast path; what
+(each connect counts) are checked, and each stream logged (``core.request_log``), as on the
+resolve fast path; what
 the stream sends comes from ``serving.stream.StreamHub``, started and stopped with the
 process (ASGI lifespan).
 """
@@ -20,11 +21,13 @@ from django.conf import settings
 from access.services import hash_key
 from access.throttling import requester
 from core.rate_limits import rate_limiter
+from core.request_log import request_begin, request_end, trace_headers
 from serving.answers import Answer, bearer_key_answer, error_answer, rate_limited_answer
 from serving.fast_path import HOST_REFUSED, SECURITY_HEADERS, host_allowed
 from serving.stream import StreamHub
 
 STREAM_PATH = "/api/v1/snapshot/stream"
+STREAM_ROUTE = "api/v1/snapshot/stream"  # its name in the request log
 Scope = dict[str, Any]  # the types of Django's ASGIHandler
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -44,7 +47,7 @@ def snapshot_stream_path(app: ASGIApp) -> ASGIApp:
             await _lifespan(hub, receive, send)
         elif scope["type"] == "http" and scope["path"] == STREAM_PATH:
             hub.start()  # started already, unless the server does not speak the lifespan protocol
-            await _stream(hub, scope, receive, send)
+            await _logged_stream(hub, scope, receive, send)
         else:
             await app(scope, receive, send)
 
@@ -63,23 +66,44 @@ async def _lifespan(hub: StreamHub, receive: Receive, send: Send) -> None:
             return
 
 
-async def _stream(hub: StreamHub, scope: Scope, receive: Receive, send: Send) -> None:
+async def _logged_stream(hub: StreamHub, scope: Scope, receive: Receive, send: Send) -> None:
+    """The stream, logged as a request (core.request_log) when it ends: its duration is the
+    connection's."""
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    refusal = await _refusal(hub, scope["method"], headers)
+    begun = request_begin(headers.get("traceparent"))
+    status = 500
+    try:
+        status = await _stream(
+            hub, headers, scope["method"], receive, send, _as_asgi(trace_headers(begun[0]))
+        )
+    finally:
+        request_end(begun, route=STREAM_ROUTE, method=scope["method"], status=status)
+
+
+def _as_asgi(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers]
+
+
+async def _stream(
+    hub: StreamHub,
+    headers: dict[str, str],
+    method: str,
+    receive: Receive,
+    send: Send,
+    trace: list[tuple[bytes, bytes]],
+) -> int:
+    """Streams until the client leaves or the key may no longer read; the status answered."""
+    refusal = await _refusal(hub, method, headers)
     if refusal is not None:
         status, answer_headers, body = refusal
         await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(name.lower().encode(), value.encode()) for name, value in answer_headers],
-            }
+            {"type": "http.response.start", "status": status, "headers": _as_asgi(answer_headers) + trace}
         )
         await send({"type": "http.response.body", "body": body})
-        return
+        return status
     key_hash = hash_key(headers["authorization"].partition(" ")[2].strip())
     events = hub.events(key_hash, headers.get("last-event-id", ""))
-    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS})
+    await send({"type": "http.response.start", "status": 200, "headers": STREAM_HEADERS + trace})
 
     async def forward() -> None:
         async for chunk in events:
@@ -95,6 +119,7 @@ async def _stream(hub: StreamHub, scope: Scope, receive: Receive, send: Send) ->
         await asyncio.gather(sending, disconnected, return_exceptions=True)
     if not sending.cancelled():
         sending.result()  # raises what went wrong while sending
+    return 200
 
 
 async def _disconnect(receive: Receive) -> None:

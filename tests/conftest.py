@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings
@@ -15,6 +16,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
+from core import log_lines
 from core.redis_client import get_redis
 from core.state_cache import StateCache
 from devstack import embedded_services
@@ -157,3 +159,29 @@ def langfuse(settings: Settings) -> Iterator[FakeLangfuse]:
         settings.LANGFUSE_PUBLIC_KEY = state.public_key
         settings.LANGFUSE_SECRET_KEY = state.secret_key
         yield state
+
+
+@dataclass
+class CapturedLines:
+    """The log lines this process wrote (core.log_lines) since the fixture began."""
+
+    path: Path
+
+    def text(self) -> str:
+        log_lines.buffer.flush()
+        return self.path.read_text()
+
+    def read(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.text().splitlines()]
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [line for line in self.read() if "route" in line]
+
+
+@pytest.fixture
+def captured_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CapturedLines]:
+    path = tmp_path / "lines.log"
+    with open(path, "ab") as output:
+        monkeypatch.setattr(log_lines, "buffer", log_lines.LineBuffer(output.fileno()))
+        yield CapturedLines(path)
+        log_lines.buffer.flush()

@@ -117,11 +117,14 @@ def base_env(**overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def running(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The run command, answering /readyz; whatever of its tree is left at the end is killed."""
+def running(
+    env: dict[str, str], log: Path, command: tuple[str, ...] = ("devstack.stack", "run")
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The run command (or ``command``: the cluster command), answering /readyz on PORT; whatever
+    of its tree is left at the end is killed."""
     with open(log, "wb") as output:
         run = subprocess.Popen(
-            [sys.executable, "-m", "devstack.stack", "run"],
+            [sys.executable, "-m", *command],
             cwd=settings.BASE_DIR,
             env=env,
             stdout=output,

@@ -45,10 +45,29 @@ class OutcomeEventSerializer(serializers.Serializer):
     )
 
 
+class ExposureSerializer(serializers.Serializer):
+    rollout_id = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
+    arm = serializers.ChoiceField(["baseline", "candidate", "shadow", "override"])
+    minute = serializers.IntegerField(help_text="Unix minute (seconds // 60), clamped to arrival ± 5 min")
+    count = serializers.IntegerField(min_value=1, max_value=1_000_000_000)
+
+
 class EventBatchSerializer(serializers.Serializer):
     events = OutcomeEventSerializer(many=True, max_length=1000)
+    batch_id = serializers.UUIDField(
+        required=False, help_text="required with exposures: a batch sent again is counted once"
+    )
+    exposures = ExposureSerializer(
+        many=True,
+        max_length=1000,
+        required=False,
+        help_text="an SDK's counts of its local resolutions per rollout, arm and minute",
+    )
 
 
 class IngestResultSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="events counted now")
     duplicates = serializers.IntegerField(help_text="events whose event_id was already received")
+    exposures = serializers.IntegerField(
+        required=False, help_text="with exposures: the rows counted (0 when the batch_id was seen before)"
+    )

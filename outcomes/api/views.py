@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from access.permissions import prompt_limits_of
 from core.api_schema import ErrorSerializer, error_responses
-from core.metrics import event_batches_refused_total, events_accepted, events_duplicate
+from core.metrics import event_batches_refused_total, events_accepted, events_duplicate, sdk_exposures_total
 from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
 from outcomes.errors import BatchTooLarge
 from outcomes.services import events_ingest
@@ -78,4 +78,8 @@ class EventsView(APIView):
         result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
         events_accepted.inc(result.accepted)
         events_duplicate.inc(result.duplicates)
-        return Response({"accepted": result.accepted, "duplicates": result.duplicates}, status=202)
+        sdk_exposures_total.inc(result.exposures_total)
+        answer = {"accepted": result.accepted, "duplicates": result.duplicates}
+        if result.exposures is not None:
+            answer["exposures"] = result.exposures
+        return Response(answer, status=202)

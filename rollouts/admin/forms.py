@@ -17,6 +17,8 @@ from rollouts.plan import (
     DEFAULT_MAX_DURATION_S,
     DEFAULT_ON_FAIL,
     DEFAULT_PLAN,
+    DEFAULT_TRAFFIC_ON_FAIL,
+    TRAFFIC_ON_FAIL,
 )
 
 MAX_REASON = 10_000
@@ -78,6 +80,16 @@ class RolloutStartForm(VersionChoicesForm):
         "<code>min_samples</code> (default: the step's) and <code>on_fail</code> (<code>rollback</code>, "
         "the default, or <code>pause</code>). Error rates and scores are fractions. "
         "<code>[]</code>: no gates.",
+    )
+    traffic_on_fail = forms.ChoiceField(
+        label="Traffic check",
+        required=False,
+        choices=[(choice, choice) for choice in TRAFFIC_ON_FAIL],
+        initial=DEFAULT_TRAFFIC_ON_FAIL,
+        help_text="What the built-in traffic check does when the candidate's share of the traffic is "
+        "off the step's percent, or it reports 20% fewer outcomes per exposure than the baseline: "
+        "<code>pause</code> (default), <code>rollback</code>, or <code>observe</code> "
+        "(show the verdict only).",
     )
     start = forms.TypedChoiceField(
         label="Start now",

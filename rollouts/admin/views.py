@@ -152,6 +152,7 @@ def _create(request: HttpRequest, prompt: Prompt, data: dict[str, Any]) -> Rollo
         candidate_version=data["candidate_version"],
         plan=data["plan"],
         gates=data["gates"],
+        traffic={"on_fail": data["traffic_on_fail"] or None},
         start=data["start"],
         reason=data["reason"],
     )

@@ -69,12 +69,21 @@ class GatesField(serializers.ListField):  # type: ignore[type-arg]
     child = serializers.JSONField()
 
 
+class TrafficField(serializers.JSONField):
+    """The traffic check's settings as sent: `rollouts.plan.TrafficCheck` checks them."""
+
+
 class RolloutCreateRequest(serializers.Serializer[Any]):
     candidate_version = serializers.IntegerField(min_value=1, max_value=2**31 - 1)
     plan = PlanField(
         required=False, allow_null=True, min_length=1, help_text="default: 10, 25, 50, 100 percent"
     )
     gates = GatesField(required=False, allow_null=True, help_text="replace the default gates")
+    traffic = TrafficField(
+        required=False,
+        allow_null=True,
+        help_text='the built-in traffic check: {"on_fail": "pause" (default), "rollback" or "observe"}',
+    )
     start = serializers.BooleanField(required=False, default=True)
     salt = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=200, trim_whitespace=False
@@ -131,6 +140,7 @@ class RolloutOut(serializers.Serializer[Any]):
     )
     plan = serializers.ListField(child=serializers.DictField())
     gates = serializers.ListField(child=serializers.DictField())
+    traffic = serializers.DictField(help_text='the built-in traffic check: {"on_fail"}')
     salt = serializers.CharField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)

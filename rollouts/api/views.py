@@ -80,6 +80,7 @@ class PromptRolloutsView(APIView):
                             "on_fail": "rollback",
                         }
                     ],
+                    "traffic": {"on_fail": "rollback"},
                     "start": True,
                 },
             )

@@ -43,12 +43,14 @@ INGEST = "ingest"
 @dataclass(frozen=True)
 class RolloutArms:
     """The rollout a source reads for, as a source matches outcomes to its arms: its id, its
-    prompt's name and each arm's version number."""
+    prompt's name and each arm's version number; and its current split (``threshold``: the
+    percent x 100, under which the servers keep the step's distinct units)."""
 
     rollout_id: int
     prompt: str
     baseline_version: int
     candidate_version: int
+    threshold: int = 0
     shadow: bool = False
     """The current step is a shadow step: the candidate's figures are its shadow runs, compared
     with the baseline outcomes of the same units where the source can tell them apart."""
@@ -115,13 +117,14 @@ def read_windows(
     *, rollout: RolloutArms, gates: Sequence[Gate], since: datetime, until: datetime
 ) -> dict[str, SourceWindow]:
     """Every window the gates read from (`Gate.reads_from`), read once under the evaluation's
-    deadline: its numbers, or an empty one carrying the cause. With no gates, the ingest source
-    is read (sample counts still hold a step)."""
+    deadline: its numbers, or an empty one carrying the cause. The ingest source is always read:
+    the traffic check reads its outcomes and exposures (and with no gates, its sample counts
+    still hold a step)."""
     seconds = float(settings.PROMPTRAMP_EVALUATION_DEADLINE_SECONDS)
     deadline = time.monotonic() + seconds
     readable = [gate for gate in gates if gate.refused is None]
     windows: dict[str, SourceWindow] = {}
-    for key in sorted({gate.reads_from for gate in readable} or {INGEST}):
+    for key in sorted({gate.reads_from for gate in readable} | {INGEST}):
         own_gates = [gate for gate in readable if gate.reads_from == key]
         name = own_gates[0].source if own_gates else INGEST
         try:

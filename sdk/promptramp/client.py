@@ -39,7 +39,9 @@ class Client:
     confirmed (a stream event or keepalive, or a poll, unless the server says its own state is
     stale) for 3 × `refresh_interval` answers `stale`. `on_snapshot(snapshot)` is called on a
     background thread each time a new snapshot is in use.
-    Reported outcomes are posted in background batches and flushed on `close` and at exit.
+    Reported outcomes are posted in background batches and flushed on `close` and at exit, with
+    the counts of the rollouts' arms `get` served and of the shadow runs it started (exposures:
+    the server's traffic check reads them).
     A snapshot of a format this SDK does not know is not used: the last one keeps serving, its
     answers are `stale`, `unsupported_format` says which format came, and it is logged.
     Shadow runs (`get(..., shadow=callback)`) go to a background pool of at most
@@ -153,10 +155,13 @@ class Client:
             served = snapshot.prompts.get(name)
             if served is not None:
                 result = served.resolve(unit, variables)
+                if result.rollout_id is not None:
+                    self._events.expose(result.rollout_id, result.arm)
                 if self._stale or self._unsupported_format is not None:
                     result.stale = True
                 if shadow is not None and result.shadow is not None:
-                    self._shadows.submit(Outcome(prompt=result.shadow), shadow)
+                    if self._shadows.submit(Outcome(prompt=result.shadow), shadow) and result.rollout_id:
+                        self._events.expose(result.rollout_id, "shadow")
                 return result
         if default is not None:
             fallback = PromptVersion.from_default(name, default)

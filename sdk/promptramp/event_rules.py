@@ -13,6 +13,7 @@ RULES: dict[str, Any] = json.loads(resources.files(__package__).joinpath("event_
 PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
 ERROR_TYPE = re.compile(RULES["error_type"])
+MAX_EXPOSURES: int = RULES["max_exposures_per_batch"]
 
 
 def figures_problems(

@@ -1,10 +1,12 @@
-"""Outcome events: building them, buffering them, and shipping them in background batches."""
+"""Outcome events: building them, buffering them, and shipping them in background batches,
+with the counts of the client's local resolutions (exposures) per rollout, arm and minute."""
 
 import json
 import logging
 import math
 import random
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -13,13 +15,17 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .event_rules import figures_problems
+from .event_rules import MAX_EXPOSURES, figures_problems
 from .result import ResolvedPrompt
 from .transport import NETWORK_ERRORS, Reply
 
 logger = logging.getLogger("promptramp")
 
 Event = dict[str, Any]
+Exposure = dict[str, Any]  # {"rollout_id", "arm", "minute", "count"}
+Post = Callable[..., Reply]  # (events, *, batch_id, exposures) -> the server's reply
+# Exposure rows kept for sending (the oldest are dropped past this: a server down for long).
+MAX_WAITING_EXPOSURES = 10_000
 
 
 def outcome_event(
@@ -96,22 +102,27 @@ class EventCounts:
     rejected: int = 0  # refused by the server for good (400 and other 4xx)
     retries: int = 0  # delivery attempts that failed and were retried
     pending: int = 0  # buffered or in flight
+    exposures_sent: int = 0  # exposures (local resolutions) acknowledged by the server
+    exposures_dropped: int = 0  # exposures given up (refused, or pushed out while the server was away)
 
 
 class EventSender:
     """A bounded buffer of events and the thread that posts them in batches.
 
-    A batch that fails for a reason that may pass (network, 408, 429, 5xx) is retried after its
-    `Retry-After` (at most `max_backoff`) or an exponential backoff; the server de-duplicates by
-    event_id, so a retry never double-counts. When the server refuses a batch naming the events
-    it refuses (400 or 403 with their indexes: rules that depend on its state, such as the score
-    names of a rollout), those are dropped and the rest sent again at once; a batch refused
-    otherwise is dropped whole, and logged.
+    Each batch carries the exposures counted (`expose`) since the last one, stamped with the
+    minute they are taken in, and a ``batch_id`` of its own. A batch that fails for a reason that
+    may pass (network, 408, 429, 5xx) is retried, with the same ``batch_id``, after its
+    `Retry-After` (at most `max_backoff`) or an exponential backoff; the server de-duplicates
+    events by event_id and exposures by batch_id, so a retry never double-counts. When the
+    server refuses a batch naming the events or exposures it refuses (400 or 403 with their
+    ``index`` or ``exposure``: rules that depend on its state, such as the score names of a
+    rollout), those are dropped and the rest sent again at once; a batch refused otherwise is
+    dropped whole, and logged.
     """
 
     def __init__(
         self,
-        post: Callable[[list[Event]], Reply],
+        post: Post,
         *,
         batch_size: int,
         flush_interval: float,
@@ -127,8 +138,23 @@ class EventSender:
         self._max_backoff = max_backoff
         self._buffer: deque[Event] = deque()
         self._in_flight: list[Event] = []
+        self._batch_id = ""
+        self._exposed: dict[tuple[int, str], int] = {}  # counted since the last batch
+        self._exposed_lock = threading.Lock()
+        self._exposures: deque[Exposure] = deque()  # taken, waiting for a batch
+        self._in_flight_exposures: list[Exposure] = []
         self._counts: dict[str, int] = dict.fromkeys(
-            ("enqueued", "accepted", "duplicates", "dropped", "rejected", "retries"), 0
+            (
+                "enqueued",
+                "accepted",
+                "duplicates",
+                "dropped",
+                "rejected",
+                "retries",
+                "exposures_sent",
+                "exposures_dropped",
+            ),
+            0,
         )
         self._lock = threading.Condition()
         self._wake = threading.Event()
@@ -150,9 +176,15 @@ class EventSender:
         if full:
             self._wake.set()
 
+    def expose(self, rollout_id: int, arm: str) -> None:
+        """Count one local resolution of a rollout's arm (sent with the next batch)."""
+        key = (rollout_id, arm)
+        with self._exposed_lock:
+            self._exposed[key] = self._exposed.get(key, 0) + 1
+
     def counts(self) -> EventCounts:
         with self._lock:
-            return EventCounts(**self._counts, pending=self._pending())
+            return EventCounts(**self._counts, pending=len(self._buffer) + len(self._in_flight))
 
     def flush(self, timeout: float) -> bool:
         """Send everything buffered now; true when all of it was settled within `timeout`."""
@@ -173,7 +205,19 @@ class EventSender:
         return delivered
 
     def _pending(self) -> int:
-        return len(self._buffer) + len(self._in_flight)
+        """Events and exposures not settled yet: what `flush` waits for."""
+        exposures = len(self._exposed) + len(self._exposures) + len(self._in_flight_exposures)
+        return len(self._buffer) + len(self._in_flight) + exposures
+
+    def _take_exposures(self) -> None:
+        """Move the exposures counted so far into rows of this minute (under ``_lock``)."""
+        with self._exposed_lock:
+            exposed, self._exposed = self._exposed, {}
+        minute = int(time.time() // 60)
+        for (rollout_id, arm), count in exposed.items():
+            self._exposures.append({"rollout_id": rollout_id, "arm": arm, "minute": minute, "count": count})
+        while len(self._exposures) > MAX_WAITING_EXPOSURES:
+            self._counts["exposures_dropped"] += self._exposures.popleft()["count"]
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -185,70 +229,95 @@ class EventSender:
         attempt = 0
         while not self._stop.is_set():
             with self._lock:
-                if not self._in_flight:
+                if not self._in_flight and not self._in_flight_exposures:
+                    self._take_exposures()
                     size = min(self._batch_size, len(self._buffer))
                     self._in_flight = [self._buffer.popleft() for _ in range(size)]
-                batch = self._in_flight
-            if not batch:
+                    rows = min(MAX_EXPOSURES, len(self._exposures))
+                    self._in_flight_exposures = [self._exposures.popleft() for _ in range(rows)]
+                    self._batch_id = str(uuid.uuid4())
+                batch, exposures = self._in_flight, self._in_flight_exposures
+            if not batch and not exposures:
                 return
-            remaining, delay = self._deliver(batch, attempt)
+            remaining, remaining_exposures, delay = self._deliver(batch, exposures, attempt)
+            retried = remaining is batch and remaining_exposures is exposures
             with self._lock:
-                self._in_flight = remaining
-                if not remaining:
+                self._in_flight, self._in_flight_exposures = remaining, remaining_exposures
+                if not remaining and not remaining_exposures:
                     self._lock.notify_all()
-                if remaining is batch:
+                if retried:
                     self._counts["retries"] += 1
-            if remaining is batch:
+            if retried:
                 attempt += 1
                 self._stop.wait(delay)
             else:
                 attempt = 0
 
-    def _deliver(self, batch: list[Event], attempt: int) -> tuple[list[Event], float]:
-        """Post one batch: what is left to send of it (``batch`` itself: all of it, after the
-        delay; a shorter list: at once; empty: it is settled) and the delay."""
+    def _deliver(
+        self, batch: list[Event], exposures: list[Exposure], attempt: int
+    ) -> tuple[list[Event], list[Exposure], float]:
+        """Post one batch: what is left to send of its events and exposures (``batch`` and
+        ``exposures`` themselves: all of it, after the delay; shorter lists: at once; empty: it
+        is settled) and the delay."""
         backoff = min(self._max_backoff, 0.5 * 2.0 ** min(attempt, 16)) * random.uniform(0.5, 1.0)
         try:
-            reply = self._post(batch)
+            reply = self._post(batch, batch_id=self._batch_id, exposures=exposures)
         except NETWORK_ERRORS as error:
             logger.warning("posting %d events failed: %s", len(batch), error)
-            return batch, backoff
+            return batch, exposures, backoff
         if 200 <= reply.status < 300:
             answer = _json_object(reply.body)
             with self._lock:
                 self._counts["accepted"] += int(answer.get("accepted", len(batch)))
                 self._counts["duplicates"] += int(answer.get("duplicates", 0))
-            return [], 0.0
+                self._counts["exposures_sent"] += sum(row["count"] for row in exposures)
+            return [], [], 0.0
         if reply.status in (408, 429) or reply.status >= 500:
             wait = retry_after_seconds(reply.headers.get("Retry-After"))
             logger.warning("events answered %d, will retry", reply.status)
-            return batch, backoff if wait is None else min(wait, self._max_backoff)
-        refused = _refused_indexes(reply.body, len(batch)) if reply.status in (400, 403) else set()
-        if not refused:
-            refused = set(range(len(batch)))
+            return batch, exposures, backoff if wait is None else min(wait, self._max_backoff)
+        named = _refused(reply.body, len(batch), len(exposures)) if reply.status in (400, 403) else None
+        refused, refused_rows = named or (set(range(len(batch))), set(range(len(exposures))))
         logger.error(
-            "dropping %d of %d events the server refused with %d: %s",
+            "dropping %d of %d events and %d of %d exposure rows the server refused with %d: %s",
             len(refused),
             len(batch),
+            len(refused_rows),
+            len(exposures),
             reply.status,
             reply.body[:1000].decode(errors="replace"),
         )
         with self._lock:
             self._counts["rejected"] += len(refused)
-        return [event for index, event in enumerate(batch) if index not in refused], 0.0
+            self._counts["exposures_dropped"] += sum(exposures[i]["count"] for i in refused_rows)
+        return (
+            [event for index, event in enumerate(batch) if index not in refused],
+            [row for index, row in enumerate(exposures) if index not in refused_rows],
+            0.0,
+        )
 
 
-def _refused_indexes(body: bytes, size: int) -> set[int]:
-    """The indexes of the events a refusal names (``error.details[].index``); empty when it
-    names none, or names one the batch does not have."""
+def _refused(body: bytes, events: int, exposures: int) -> tuple[set[int], set[int]] | None:
+    """The events and exposure rows a refusal names (``error.details[].index`` and
+    ``.exposure``); None when it names none, or one the batch does not have, or a problem of
+    neither (the batch as a whole)."""
     error = _json_object(body).get("error")
     details = error.get("details") if isinstance(error, dict) else None
-    if not isinstance(details, list):
-        return set()
-    indexes = {item.get("index") for item in details if isinstance(item, dict)}
-    if not indexes or not all(type(index) is int and 0 <= index < size for index in indexes):
-        return set()
-    return indexes  # type: ignore[return-value]
+    if not isinstance(details, list) or not details:
+        return None
+    indexes: set[int] = set()
+    rows: set[int] = set()
+    for item in details:
+        if not isinstance(item, dict):
+            return None
+        index, row = item.get("index"), item.get("exposure")
+        if type(index) is int and 0 <= index < events:
+            indexes.add(index)
+        elif type(row) is int and 0 <= row < exposures:
+            rows.add(row)
+        else:
+            return None
+    return indexes, rows
 
 
 def retry_after_seconds(value: str | None) -> float | None:

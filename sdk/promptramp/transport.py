@@ -65,9 +65,14 @@ class Transport:
         headers = self._headers | ({"Last-Event-ID": last_event_id} if last_event_id else {})
         return EventStream(url, headers, connect_timeout=self.timeout, read_timeout=read_timeout)
 
-    def post_events(self, events: list[dict[str, Any]]) -> Reply:
-        """POST /api/v1/events with one batch."""
-        body = json.dumps({"events": events}, separators=(",", ":")).encode()
+    def post_events(
+        self, events: list[dict[str, Any]], *, batch_id: str, exposures: list[dict[str, Any]]
+    ) -> Reply:
+        """POST /api/v1/events with one batch (its exposures counted once per ``batch_id``)."""
+        batch: dict[str, Any] = {"batch_id": batch_id, "events": events}
+        if exposures:
+            batch["exposures"] = exposures
+        body = json.dumps(batch, separators=(",", ":")).encode()
         return self._send("POST", "/api/v1/events", {"Content-Type": "application/json"}, body)
 
     def _send(

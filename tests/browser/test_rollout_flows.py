@@ -23,6 +23,7 @@ from rollouts.models import Rollout, RolloutTransition
 from rollouts.services import rollout_create, rollout_pause, rollout_promote
 from tests.browser.conftest import PASSWORD
 from tests.factories import actor_for, make_prompt
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -122,7 +123,7 @@ def test_a_promote_past_a_failing_gate_is_refused_with_a_message(page: Page, log
     ]
     rollout = rollout_create(
         actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=plan,
-        gates=[{"metric": "error_rate", "max_increase_abs": 0.01}],
+        gates=[{"metric": "error_rate", "max_increase_abs": 0.01}], traffic=OBSERVE_TRAFFIC,
     )  # fmt: skip
     # (a step's window starts at the first whole minute after it began)
     next_minute = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -238,7 +239,8 @@ def test_the_live_page_charts_each_arm_of_real_outcomes(page: Page, log_in, scre
     expect(requests.locator(".pr-latest")).to_contain_text("baseline 225")
     expect(requests.locator(".pr-latest")).to_contain_text("candidate 75")
     expect(requests.locator("text.pr-marker-label")).to_have_text(["10%", "25%"])
-    expect(page.locator("#pr-gates .pr-verdict")).to_have_count(4)
+    expect(page.locator("#pr-gates .pr-verdict")).to_have_count(5)  # four gates and the traffic check
+    expect(page.locator("#pr-gates")).to_contain_text("traffic (candidate share)")
     expect(page.locator("tr[aria-current=step]")).to_contain_text("25%")
     expect(page.locator("[aria-labelledby=pr-step-title] .pr-conditions")).to_contain_text("time")
     path = screenshot("rollout-live")

@@ -55,3 +55,9 @@ def report(
         response = client.post("/api/v1/events", {"events": events[start : start + 1000]}, format="json")
         assert response.status_code == 202, response.content
     outcome_minutes_flush()
+
+
+# The tests that report to each arm the counts they need, whatever the rollout's split, create
+# their rollouts with this: the traffic check only observes there (its own tests are in
+# test_traffic_check.py), and takes no share of the rollout's false-action budget.
+OBSERVE_TRAFFIC = {"on_fail": "observe"}

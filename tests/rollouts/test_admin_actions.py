@@ -11,7 +11,7 @@ from registry.models import Label
 from rollouts.models import Rollout
 from rollouts.services import rollout_create
 from tests.factories import actor_for, make_prompt
-from tests.rollouts.outcomes import ingest_client, report
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ def logged_in(user, *, csrf: bool = False) -> Client:  # type: ignore[no-untyped
 
 
 def start(owner, **kwargs) -> Rollout:  # type: ignore[no-untyped-def]
-    args = {"prompt_name": "support.answer", "candidate_version": 2, "plan": PLAN}
+    args = {"prompt_name": "support.answer", "candidate_version": 2, "plan": PLAN, "traffic": OBSERVE_TRAFFIC}
     return rollout_create(actor=actor_for(owner), **(args | kwargs))
 
 

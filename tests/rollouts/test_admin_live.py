@@ -16,7 +16,7 @@ from rollouts.engine import Approval, GatesPassing, SamplesPerArm, StepCondition
 from rollouts.models import Rollout
 from rollouts.services import rollout_create, rollout_pause
 from tests.factories import actor_for, make_prompt
-from tests.rollouts.outcomes import ingest_client, report
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report
 
 pytestmark = pytest.mark.django_db
 
@@ -38,7 +38,13 @@ def logged_in(user) -> Client:  # type: ignore[no-untyped-def]
 
 
 def start(owner, **kwargs) -> Rollout:  # type: ignore[no-untyped-def]
-    args = {"prompt_name": "support.answer", "candidate_version": 2, "plan": PLAN, "gates": GATES}
+    args = {
+        "prompt_name": "support.answer",
+        "candidate_version": 2,
+        "plan": PLAN,
+        "gates": GATES,
+        "traffic": OBSERVE_TRAFFIC,
+    }
     return rollout_create(actor=actor_for(owner), **(args | kwargs))
 
 
@@ -119,7 +125,7 @@ def test_the_live_page_charts_each_arm_and_shows_the_latest_verdicts(alice):
     requests = live.charts[0]
     assert {line.arm: line.latest for line in requests.lines} == {"baseline": "90", "candidate": "10"}
     assert all(line.path.startswith("M") and line.path.count("L") >= 2 for line in requests.lines)
-    assert [v.metric for v in live.verdicts] == ["error_rate", "cost_per_request"]
+    assert [v.metric for v in live.verdicts] == ["error_rate", "cost_per_request", "traffic"]
     assert live.verdicts[1].candidate == "$0.0020" and live.verdicts[1].rule == "at most $0.0100"
     html = response.content.decode()
     assert html.count('class="pr-line pr-arm-candidate"') == 3

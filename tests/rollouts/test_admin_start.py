@@ -105,6 +105,17 @@ def test_start_now_no_creates_a_pending_rollout(alice):
     assert Rollout.objects.get().state == "pending"
 
 
+def test_the_traffic_check_is_chosen_on_the_form_and_shown_on_the_live_page(alice):
+    make_prompt(alice, versions=2)
+
+    response = logged_in(alice).post(
+        start_url(prompt="support.answer"), form_data(traffic_on_fail="observe"), follow=True
+    )
+
+    assert Rollout.objects.get().traffic == {"on_fail": "observe"}
+    assert "on fail observe" in response.content.decode()
+
+
 def test_a_plan_the_engine_refuses_is_shown_on_the_plan_field_and_nothing_is_created(alice):
     make_prompt(alice, versions=2)
     plan = [{"percent": 10, "min_duration_s": 60, "min_samples": 50}]

@@ -66,6 +66,20 @@ def test_create_answers_201_with_the_rollout(writer, prompt):
 
 
 @pytest.mark.django_db
+def test_the_traffic_check_is_configured_at_create_and_shown(writer, prompt, alice, client_with_key):
+    default = post_rollout(writer, {"candidate_version": 2}).json()
+    writer.post(f"/api/v1/rollouts/{default['id']}/abort", {}, format="json")
+    chosen = post_rollout(writer, {"candidate_version": 2, "traffic": {"on_fail": "rollback"}}).json()
+
+    assert default["traffic"] == {"on_fail": "pause"}
+    assert chosen["traffic"] == {"on_fail": "rollback"}
+    shown = client_with_key(alice, "read").get(f"/api/v1/rollouts/{chosen['id']}").json()
+    assert shown["traffic"] == {"on_fail": "rollback"}
+    refused = post_rollout(writer, {"candidate_version": 2, "traffic": {"on_fail": "ignore"}}).json()
+    assert refused["error"]["details"] == {"field": "traffic.on_fail"}
+
+
+@pytest.mark.django_db
 def test_create_with_start_false_is_pending(writer, prompt):
     body = post_rollout(writer, {"candidate_version": 2, "start": False}).json()
     assert (body["state"], body["percent"], body["started_at"]) == ("pending", 0, None)
@@ -88,6 +102,9 @@ def test_create_with_start_false_is_pending(writer, prompt):
         ({"candidate_version": 9}, 400, "validation_error"),
         ({"candidate_version": "two"}, 400, "validation_error"),
         ({"candidate_version": 2, "salt": "x" * 201}, 400, "validation_error"),
+        ({"candidate_version": 2, "traffic": {"on_fail": "ignore"}}, 400, "validation_error"),
+        ({"candidate_version": 2, "traffic": {"on_fail": "pause", "share": 5}}, 400, "validation_error"),
+        ({"candidate_version": 2, "traffic": "pause"}, 400, "validation_error"),
         ({}, 400, "validation_error"),
     ],
 )

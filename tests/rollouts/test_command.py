@@ -23,6 +23,12 @@ def test_tick_evaluates_every_running_rollout_and_prints_each_decision(alice):
     call_command("rollouts", "tick", stdout=output)
     lines = output.getvalue().splitlines()
     assert f"rollout {done.pk}: succeed — succeeded at 100%" in "\n".join(lines)
-    assert any(line.startswith(f"rollout {waiting.pk}: hold — holding at 10%") for line in lines)
+    held = next(
+        i for i, line in enumerate(lines) if line.startswith(f"rollout {waiting.pk}: hold — holding at 10%")
+    )
+    assert lines[held + 1].startswith(
+        "  verdicts: latency_p95_ms insufficient_data, error_rate insufficient_data"
+    )
+    assert lines[held + 1].endswith(", traffic insufficient_data")
     assert lines[-1] == "2 rollouts evaluated"
     assert Rollout.objects.get(pk=done.pk).state == "succeeded"

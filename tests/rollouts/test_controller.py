@@ -26,7 +26,7 @@ from rollouts.tasks import rollouts_tick
 from rollouts.webhooks import webhook_create
 from tests.factories import actor_for
 from tests.fakes.langfuse_server import FakeLangfuse
-from tests.rollouts.outcomes import ingest_client, report
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report
 
 GATES = [{"metric": "error_rate", "max_increase_abs": 0.05}]
 
@@ -37,7 +37,12 @@ def step(percent: int, samples: int = 300, **extra: Any) -> dict[str, Any]:
 
 def start(owner: Any, plan: list[dict[str, Any]], gates: list[dict[str, Any]] = GATES) -> Rollout:
     return rollout_create(
-        actor=actor_for(owner), prompt_name="support.answer", candidate_version=2, plan=plan, gates=gates
+        actor=actor_for(owner),
+        prompt_name="support.answer",
+        candidate_version=2,
+        plan=plan,
+        gates=gates,
+        traffic=OBSERVE_TRAFFIC,
     )
 
 
@@ -92,7 +97,7 @@ def test_healthy_candidate_advances_step_by_step_and_becomes_production(
         ("running", "succeeded", 100),
     ]
     assert history[1].actor_name == "system"
-    assert [v["verdict"] for v in history[1].verdicts] == ["pass"]
+    assert [v["verdict"] for v in history[1].verdicts if v["metric"] != "traffic"] == ["pass"]
     advance = AuditEntry.objects.filter(action="rollout.advanced").first()
     assert advance.data["verdicts"][0]["metric"] == "error_rate"
     moved = AuditEntry.objects.get(action="label.move", data__to_version=2)
@@ -248,7 +253,11 @@ def test_detail_shows_arms_verdicts_and_history(alice, prompt, client_with_key):
     assert candidate["latency_p50_ms"] > baseline["latency_p50_ms"]
     assert candidate["cost_per_request"] == pytest.approx(0.002)
     assert set(baseline) >= {"latency_p95_ms", "latency_p99_ms", "scores"}
-    assert [(v["metric"], v["verdict"]) for v in body["verdicts"]] == [("error_rate", "insufficient_data")]
+    assert [(v["metric"], v["verdict"]) for v in body["verdicts"]] == [
+        ("error_rate", "insufficient_data"),
+        ("traffic", "fail"),  # 40 of 90 outcomes at 10%: listed with the gates, and only observed here
+    ]
+    assert body["verdicts"][1]["on_fail"] == "observe"
     samples = next(c for c in body["conditions"] if c["name"] == "samples")
     assert samples == {"name": "samples", "met": False, "baseline": 50, "candidate": 40, "min_samples": 300}
     assert body["history"][0] | {"at": None} == {
@@ -298,8 +307,9 @@ def test_a_rollout_gated_only_on_langfuse_advances_and_the_page_and_api_show_wha
     # Then it advanced on Langfuse's samples of each arm
     assert decision.action == Action.ADVANCE
     assert decision.conditions.samples == SamplesPerArm(baseline=300, candidate=250, min_samples=200)
-    (verdict,) = decision.verdicts
+    verdict, traffic = decision.verdicts
     assert (verdict.metric, verdict.source, verdict.verdict) == ("error_rate", "langfuse", "pass")
+    assert (traffic.metric, traffic.source) == ("traffic", "ingest")
     # And the API shows what that decision checked, in its history and as the latest conditions
     body = client_with_key(alice, "read").get(f"/api/v1/rollouts/{rollout.pk}").json()
     advanced = body["history"][-1]

@@ -26,7 +26,7 @@ from rollouts.models import Rollout, RolloutTransition
 from rollouts.services import rollout_create
 from rollouts.tasks import rollout_evaluate_task, rollouts_tick
 from tests.factories import actor_for
-from tests.rollouts.outcomes import ingest_client, report
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report
 from tests.rollouts.test_controller import GATES, step, wait_until
 from tests.servers import database_url, stop
 
@@ -68,6 +68,7 @@ def test_racing_evaluations_make_exactly_one_transition(alice, prompt):
         candidate_version=2,
         plan=[step(10), step(50), step(100, samples=0)],
         gates=GATES,
+        traffic=OBSERVE_TRAFFIC,
     )
     report(events, rollout, "baseline", 300)
     report(events, rollout, "candidate", 300)

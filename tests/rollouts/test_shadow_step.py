@@ -48,8 +48,10 @@ def test_a_healthy_shadow_advances_to_the_first_exposed_step(alice, prompt, cele
     assert (rollout.state, rollout.step_index, rollout.percent) == ("running", 1, 10)
     advanced = rollout.transitions.get(event="advanced")
     assert advanced.reason.startswith("advanced from shadow 50% to 10%: every gate passed")
-    (verdict,) = advanced.verdicts
+    verdict, traffic = advanced.verdicts
     assert verdict["metric"] == "error_rate" and verdict["verdict"] == "pass"
+    assert traffic["metric"] == "traffic" and traffic["verdict"] == "insufficient_data"
+    assert "not checked in a shadow step" in traffic["detail"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -264,6 +264,7 @@ def test_an_unreachable_server_makes_the_source_unavailable(settings: Settings) 
         read()
 
 
+@pytest.mark.django_db  # the ingest source is read too, for the traffic check
 def test_an_unavailable_langfuse_gives_insufficient_data_with_the_cause_not_a_rollback(
     settings: Settings,
 ) -> None:

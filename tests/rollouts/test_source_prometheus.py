@@ -126,6 +126,7 @@ def test_errors_never_exceed_requests(prometheus: FakePrometheus) -> None:
     assert (window.candidate.errors, window.candidate.samples) == (10, 10)
 
 
+@pytest.mark.django_db  # the ingest source is read too, for the traffic check
 def test_a_regression_in_prometheus_counts_rolls_the_rollout_back(prometheus: FakePrometheus) -> None:
     # Given Prometheus counts where the candidate fails five times as often as the baseline
     prometheus.register(sent(REQUESTS, 1), 90_000.0)

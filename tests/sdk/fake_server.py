@@ -124,6 +124,9 @@ class FakeServer:
     # names the indexes of the events carrying them.
     refused_scores: set[str] = field(default_factory=set)
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 307
+    # (rollout_id, arm, minute) -> exposures counted, each batch_id once, as the server does.
+    exposures: dict[tuple[int, str, int], int] = field(default_factory=dict)
+    batch_ids: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -196,7 +199,9 @@ class FakeServer:
         body = {**split[arm], "arm": arm, "rollout_id": split["id"], "bucket": bucket}
         return body | {"name": name, "sticky": bool(unit)}
 
-    def accept(self, events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    def accept(
+        self, events: list[dict[str, Any]], batch_id: str | None = None, exposures: list[Any] | None = None
+    ) -> tuple[int, dict[str, Any]]:
         problems = [
             {"index": index, "field": field, "reason": reason}
             for index, event in enumerate(events)
@@ -210,7 +215,15 @@ class FakeServer:
             self.batches.append(events)
             fresh = {event["event_id"]: event for event in events if event["event_id"] not in self.events}
             self.events.update(fresh)
-        return 202, {"accepted": len(fresh), "duplicates": len(events) - len(fresh)}
+            answer = {"accepted": len(fresh), "duplicates": len(events) - len(fresh)}
+            if exposures:
+                new_batch = batch_id not in self.batch_ids
+                self.batch_ids.add(str(batch_id))
+                for row in exposures if new_batch else []:
+                    key = (row["rollout_id"], row["arm"], row["minute"])
+                    self.exposures[key] = self.exposures.get(key, 0) + row["count"]
+                answer["exposures"] = len(exposures) if new_batch else 0
+        return 202, answer
 
 
 def _problems(event: dict[str, Any], refused_scores: set[str]) -> list[tuple[str, str]]:
@@ -286,7 +299,9 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                     return 304, None, headers
                 return 200, snapshot, headers
             if self.command == "POST" and path == "/api/v1/events":
-                status, body = server.accept(payload["events"])
+                status, body = server.accept(
+                    payload["events"], payload.get("batch_id"), payload.get("exposures")
+                )
                 return status, body, {}
             match = RESOLVE.match(path)
             if match:

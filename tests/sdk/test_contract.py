@@ -4,8 +4,10 @@
 """
 
 import json
+import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -81,16 +83,24 @@ def test_reported_events_are_accepted_and_a_resent_batch_counts_once(
     events = [outcome_event(result, latency_ms=100.0, scores={"helpfulness": 0.9}) for result in results]
     transport = Transport(base_url, api_key, timeout=5)
 
-    first = transport.post_events(events)
-    again = transport.post_events(events)
+    exposures = [
+        {"rollout_id": result.rollout_id, "arm": result.arm, "minute": int(time.time() // 60), "count": 1}
+        for result in results
+        if result.rollout_id is not None
+    ]
+    batch_id = str(uuid.uuid4())
 
+    first = transport.post_events(events, batch_id=batch_id, exposures=exposures)
+    again = transport.post_events(events, batch_id=batch_id, exposures=exposures)
+
+    counted = {"exposures": len(exposures)} if exposures else {}
     assert (first.status, json.loads(first.body)) == (
         202,
-        {"accepted": len(events), "duplicates": 0},
+        {"accepted": len(events), "duplicates": 0} | counted,
     )
     assert (again.status, json.loads(again.body)) == (
         202,
-        {"accepted": 0, "duplicates": len(events)},
+        {"accepted": 0, "duplicates": len(events)} | ({"exposures": 0} if exposures else {}),
     )
 
 

@@ -1,8 +1,10 @@
 import email.message
 import json
 import math
+import uuid
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 
@@ -20,9 +22,11 @@ class Recorder:
 
     def __init__(self) -> None:
         self.batches: list[list[Event]] = []
+        self.bodies: list[dict[str, Any]] = []
 
-    def __call__(self, batch: list[Event]) -> Reply:
+    def __call__(self, batch: list[Event], *, batch_id: str, exposures: list[dict[str, Any]]) -> Reply:
         self.batches.append(list(batch))
+        self.bodies.append({"batch_id": batch_id, "events": list(batch), "exposures": list(exposures)})
         body = json.dumps({"accepted": len(batch), "duplicates": 0}).encode()
         return Reply(202, email.message.Message(), body)
 
@@ -129,3 +133,91 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date() -> None:
     assert retry_after_seconds(None) is None
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds("nan") is None
+
+
+# --- exposures ------------------------------------------------------------------------------
+
+
+class Scripted(Recorder):
+    """Answers with the given replies in turn (then 202), recording every post."""
+
+    def __init__(self, *replies: tuple[int, dict[str, Any]]) -> None:
+        super().__init__()
+        self.replies = list(replies)
+
+    def __call__(self, batch: list[Event], *, batch_id: str, exposures: list[dict[str, Any]]) -> Reply:
+        answer = super().__call__(batch, batch_id=batch_id, exposures=exposures)
+        if not self.replies:
+            return answer
+        status, body = self.replies.pop(0)
+        return Reply(status, email.message.Message(), json.dumps(body).encode())
+
+
+def test_local_resolutions_go_out_per_rollout_arm_and_minute_with_the_next_batch() -> None:
+    post = Recorder()
+    events = sender(post)
+
+    for _ in range(3):
+        events.expose(7, "candidate")
+    events.expose(7, "baseline")
+    events.expose(8, "baseline")
+    assert events.flush(timeout=5)
+
+    (body,) = post.bodies
+    minute = int(datetime.now(UTC).timestamp() // 60)
+    assert body["events"] == []
+    assert sorted((r["rollout_id"], r["arm"], r["count"]) for r in body["exposures"]) == [
+        (7, "baseline", 1),
+        (7, "candidate", 3),
+        (8, "baseline", 1),
+    ]
+    assert {r["minute"] for r in body["exposures"]} <= {minute - 1, minute}
+    assert events.counts().exposures_sent == 5
+    events.close(timeout=1)
+
+
+def test_a_retried_batch_keeps_its_batch_id_and_exposures() -> None:
+    post = Scripted((503, {"error": {"code": "unavailable"}}))
+    events = EventSender(post, batch_size=500, flush_interval=3600, capacity=100, max_backoff=0.01)
+    events.add({"event_id": "1"})
+    events.expose(7, "candidate")
+
+    assert events.flush(timeout=5)
+
+    first, second = post.bodies
+    assert first == second
+    assert first["exposures"][0]["count"] == 1
+    assert str(uuid.UUID(first["batch_id"])) == first["batch_id"]
+    events.close(timeout=1)
+
+
+def test_a_refusal_naming_an_exposure_row_drops_it_and_sends_the_rest_at_once() -> None:
+    refusal = {
+        "error": {"code": "invalid_events", "details": [{"exposure": 0, "field": "exposures[0].rollout_id"}]}
+    }
+    post = Scripted((400, refusal))
+    events = sender(post)
+    events.add({"event_id": "1"})
+    events.expose(7, "candidate")
+    events.expose(9, "candidate")
+
+    assert events.flush(timeout=5)
+
+    first, second = post.bodies
+    assert len(first["exposures"]) == 2
+    assert second["exposures"] == first["exposures"][1:]
+    assert second["events"] == [{"event_id": "1"}]
+    assert events.counts().exposures_dropped == 1
+    assert events.counts().exposures_sent == 1
+    events.close(timeout=1)
+
+
+def test_every_batch_gets_a_batch_id_of_its_own() -> None:
+    post = Recorder()
+    events = sender(post, batch_size=1)
+    for number in range(3):
+        events.add({"event_id": str(number)})
+    assert events.flush(timeout=5)
+
+    assert len({body["batch_id"] for body in post.bodies}) == 3
+    events.close(timeout=1)

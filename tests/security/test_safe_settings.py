@@ -60,6 +60,7 @@ def test_the_fast_path_and_the_stream_refuse_a_host_that_is_not_ours(alice, tmp_
     assert stream_ours == 200
 
 
+@pytest.mark.django_db  # /metrics reads the active rollouts and the outbox backlog
 def test_metrics_without_the_token_is_401(client, settings):
     settings.PROMPTRAMP_METRICS_TOKEN = "scrape-secret"
 

@@ -26,7 +26,7 @@ from rollouts.controller import rollout_evaluate
 from rollouts.models import Rollout
 from rollouts.services import rollout_create
 from tests.factories import actor_for, make_prompt
-from tests.rollouts.outcomes import ingest_client, report
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report
 
 pytestmark = pytest.mark.django_db
 PLAN = [
@@ -54,6 +54,7 @@ def rollout(alice: Any) -> Rollout:
         candidate_version=2,
         plan=PLAN,
         gates=[{"metric": "score:*", "max_drop_abs": 0.05}],
+        traffic=OBSERVE_TRAFFIC,  # the arms get equal reports, whatever the split
     )
 
 

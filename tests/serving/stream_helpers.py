@@ -57,12 +57,21 @@ def service(folder: Path, **env: str) -> Iterator[Service]:
 class SSEReader:
     """GET the stream with a key; ``next()`` reads the next event or comment."""
 
-    def __init__(self, base_url: str, key: str, last_event_id: str | None = None, timeout: float = 5) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        last_event_id: str | None = None,
+        timeout: float = 5,
+        traceparent: str | None = None,
+    ) -> None:
         host = base_url.removeprefix("http://")
         self.connection = http.client.HTTPConnection(host, timeout=timeout)
         headers = {"Authorization": f"Bearer {key}"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         self.connection.request("GET", STREAM_PATH, headers=headers)
         self.response = self.connection.getresponse()
         self.status = self.response.status

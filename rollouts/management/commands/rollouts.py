@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from rollouts.controller import rollout_evaluate_many
 from rollouts.selectors import rollout_ids_to_evaluate
 from rollouts.tasks import TICK_BATCH
+from rollouts.webhooks import verdicts_text
 
 CHUNK = 100
 
@@ -38,4 +39,7 @@ class Command(BaseCommand):
                     continue
                 evaluated += 1
                 self.stdout.write(f"rollout {rollout_id}: {decision.action} — {decision.reason}")
+                if decision.verdicts:
+                    verdicts = verdicts_text([verdict.to_json() for verdict in decision.verdicts])
+                    self.stdout.write(f"  verdicts: {verdicts}")
         self.stdout.write(f"{evaluated} rollouts evaluated")

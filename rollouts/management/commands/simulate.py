@@ -21,9 +21,10 @@ from rollouts.traffic_model import ArmBehaviour, outcome_event, shadow_run
 class Command(BaseCommand):
     help = (
         "Send synthetic traffic for PROMPT: resolve for random units at --rate per second, then "
-        "report an outcome for each (per-arm error rate, latency and score distributions). "
-        "With --shadow, an answer that carries a shadow (a shadow step's sample) also runs the "
-        "candidate unseen and reports it as arm shadow, with the candidate's figures."
+        "report an outcome for each (per-arm error rate, latency and score distributions), but "
+        "for the share of calls an arm's --ARM-report-loss drops. With --shadow, an answer that "
+        "carries a shadow (a shadow step's sample) also runs the candidate unseen and reports it "
+        "as arm shadow, with the candidate's figures."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -39,6 +40,12 @@ class Command(BaseCommand):
             parser.add_argument(f"--{arm}-latency-ms", type=float, default=800.0, help="median")
             parser.add_argument(f"--{arm}-score", type=float, default=0.8, help="mean score")
             parser.add_argument(f"--{arm}-cost", type=float, default=0.002, help="USD per request")
+            parser.add_argument(
+                f"--{arm}-report-loss",
+                type=float,
+                default=0.0,
+                help="share of calls whose outcome is never reported (e.g. 0.3: a crash before it reports)",
+            )
         parser.add_argument("--latency-sigma", type=float, default=0.5)
         parser.add_argument("--score-sd", type=float, default=0.15)
         parser.add_argument(
@@ -50,6 +57,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["rate"] <= 0 or options["duration"] <= 0 or options["units"] < 1:
             raise CommandError("--rate, --duration and --units must be positive.")
+        if not all(0 <= options[f"{arm}_report_loss"] <= 1 for arm in ("baseline", "candidate")):
+            raise CommandError("--baseline-report-loss and --candidate-report-loss must be within 0..1.")
         behaviours = {
             arm: ArmBehaviour(
                 error_rate=options[f"{arm}_error_rate"],
@@ -58,6 +67,7 @@ class Command(BaseCommand):
                 score_mean=options[f"{arm}_score"],
                 score_sd=options["score_sd"],
                 cost_usd=options[f"{arm}_cost"],
+                report_loss=options[f"{arm}_report_loss"],
             )
             for arm in ("baseline", "candidate")
         }
@@ -89,6 +99,7 @@ class Command(BaseCommand):
         next_send = started
         pending: list[dict[str, Any]] = []
         counts: dict[str, int] = {}
+        acknowledged: dict[str, int] = {}
         last_report = started
         while time.monotonic() - started < options["duration"]:
             unit = f"user-{rng.randrange(options['units'])}"
@@ -98,15 +109,13 @@ class Command(BaseCommand):
             resolved = response.json()
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             shadow = options["shadow"] and "shadow" in resolved
-            pending.append(
-                outcome_event(
-                    rng=rng,
-                    behaviour=behaviours[resolved["arm"]],
-                    resolved=resolved,
-                    ts=ts,
-                    shadow_sample=shadow,
+            behaviour = behaviours[resolved["arm"]]
+            if behaviour.reports(rng):
+                pending.append(
+                    outcome_event(
+                        rng=rng, behaviour=behaviour, resolved=resolved, ts=ts, shadow_sample=shadow
+                    )
                 )
-            )
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
             if shadow:
                 run = shadow_run(resolved)
@@ -114,22 +123,29 @@ class Command(BaseCommand):
                 counts["shadow"] = counts.get("shadow", 0) + 1
             now = time.monotonic()
             if len(pending) >= 200 or now - last_report >= 2:
-                self._send(session, base, pending)
+                self._send(session, base, pending, acknowledged)
                 pending = []
                 if now - last_report >= 2:
                     self.stdout.write(f"{now - started:6.0f}s  requests per arm: {counts}")
                     last_report = now
             next_send += interval
             time.sleep(max(0.0, next_send - time.monotonic()))
-        self._send(session, base, pending)
-        self.stdout.write(f"done: requests per arm: {counts}")
+        self._send(session, base, pending, acknowledged)
+        self.stdout.write(
+            f"done: requests per arm: {counts}; events acknowledged (202) per arm: {acknowledged}"
+        )
 
-    def _send(self, session: requests.Session, base: str, events: list[dict[str, Any]]) -> None:
+    def _send(
+        self, session: requests.Session, base: str, events: list[dict[str, Any]], acknowledged: dict[str, int]
+    ) -> None:
+        """POST the events; on 202 each one's arm counts in ``acknowledged``."""
         if not events:
             return
         for _attempt in range(5):
             response = session.post(f"{base}/api/v1/events", json={"events": events}, timeout=10)
             if response.status_code == 202:
+                for event in events:
+                    acknowledged[event["arm"]] = acknowledged.get(event["arm"], 0) + 1
                 return
             if response.status_code in (429, 503):
                 time.sleep(float(response.headers.get("Retry-After", "1")))

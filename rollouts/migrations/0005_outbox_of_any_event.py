@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rollouts', '0003_step_conditions'),
+        ('rollouts', '0004_rollout_traffic'),
     ]
 
     operations = [
