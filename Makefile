@@ -7,6 +7,7 @@ STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py
 	rollouts/engine.py rollouts/plan.py rollouts/gate_metrics.py rollouts/stats.py rollouts/promql.py outcomes/validation.py \
 	outcomes/aggregation.py rollouts/figures.py rollouts/charts.py \
 	registry/services.py registry/selectors.py registry/validation.py serving/state.py serving/answers.py serving/snapshot_changes.py \
+	serving/services.py serving/selectors.py serving/attributes.py \
 	registry/git \
 	registry/approvals.py rollouts/services.py rollouts/transitions.py rollouts/controller.py rollouts/selectors.py rollouts/webhooks.py rollouts/as_json.py rollouts/sources \
 	outcomes/services.py outcomes/selectors.py outcomes/pending.py outcomes/ingest_source.py outcomes/exposures.py \

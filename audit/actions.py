@@ -24,6 +24,8 @@ class AuditAction(models.TextChoices):
     ROLLOUT_SUCCEEDED = "rollout.succeeded", "rollout succeeded"
     ROLLOUT_ROLLED_BACK = "rollout.rolled_back", "rollout rolled back"
     ROLLOUT_ABORTED = "rollout.aborted", "rollout aborted"
+    OVERRIDE_CREATE = "override.create", "override added"
+    OVERRIDE_DELETE = "override.delete", "override expired"
     WEBHOOK_CREATE = "webhook.create", "webhook added"
     WEBHOOK_DELETE = "webhook.delete", "webhook removed"
     APIKEY_CREATE = "apikey.create", "API key created"

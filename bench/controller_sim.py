@@ -2,6 +2,7 @@
 fixed-threshold rule on the same traffic model.
 
     python -m bench.controller_sim [--rollouts N] [--seed S] [--quick] [--workers W] [--scenarios …]
+                                   [--late-scores [--late-delay S]]
 
 Reference traffic (SPEC, "The controller"): 50 requests/s, 1% errors, lognormal latency (median
 800 ms, sigma 0.5), one evaluation score per request ~ Normal(0.8, 0.15), cost ~ Normal($0.002,
@@ -16,6 +17,11 @@ candidate: error rate 1% -> 2%, p95 latency +50% (every latency x1.5), eval scor
 broken prompt (error rate 1% -> 20%), and a candidate that loses 30% of its outcome reports.
 Each tick's traffic is drawn as per-arm aggregates and added to the step's window; the engine
 sees exactly what the ingest path and the exposure counts would give it.
+
+With --late-scores, each request's score arrives as a late score 0 to --late-delay seconds (default
+600) after the request, uniformly, and counts in the request's step (as it counts in the request's
+minute); scores still on their way when a step advances are not in the next step's window. Only
+promptramp's controller runs then.
 
 The Flagger-style rule checks each 60 s interval's own figures against the same limits
 (candidate error rate > baseline + 1 pt, p95 > 1.2 x baseline, score < baseline - 0.05, cost >
@@ -94,10 +100,39 @@ class Outcome:
     seconds: int  # time from start to the decision
 
 
+class LateScores:
+    """Scores on their way: each request's score arrives 0 to ``max_delay_s`` after the
+    request, kept as score moments per tick of arrival in a ring."""
+
+    def __init__(self, max_delay_s: float) -> None:
+        self.max_delay_s = max_delay_s
+        self.ring = np.zeros((math.ceil((TICK_S + max_delay_s) / TICK_S) + 1, 3))
+        self.tick = 0
+
+    def send(self, rng: np.random.Generator, scores: np.ndarray) -> None:
+        """Scores of requests made during the current tick (at uniform times within it)."""
+        arrival_s = rng.uniform(0, TICK_S, scores.size) + rng.uniform(0, self.max_delay_s, scores.size)
+        ticks_ahead = np.maximum(np.ceil(arrival_s / TICK_S).astype(np.int64) - 1, 0)
+        slot = (self.tick + ticks_ahead) % len(self.ring)
+        size = len(self.ring)
+        self.ring[:, 0] += np.bincount(slot, minlength=size)
+        self.ring[:, 1] += np.bincount(slot, weights=scores, minlength=size)
+        self.ring[:, 2] += np.bincount(slot, weights=np.square(scores), minlength=size)
+
+    def arrived(self) -> np.ndarray:
+        """The moments of the scores arrived by the end of the current tick; the next tick starts."""
+        slot = self.tick % len(self.ring)
+        moments = self.ring[slot].copy()
+        self.ring[slot] = 0
+        self.tick += 1
+        return moments
+
+
 class Window:
     """One arm's aggregates since the step started, kept as arrays for speed."""
 
-    def __init__(self) -> None:
+    def __init__(self, late_delay_s: float | None = None) -> None:
+        self.late = None if late_delay_s is None else LateScores(late_delay_s)
         self.samples = self.errors = 0
         self.latency = np.zeros(3)
         self.cost = np.zeros(3)
@@ -112,7 +147,12 @@ class Window:
         latencies = rng.lognormal(math.log(median), LATENCY_SIGMA, n)
         self.latency += _moments(latencies)
         self.cost += _moments(rng.normal(COST_MEAN, COST_SD, n))
-        self.score += _moments(rng.normal(traffic.score_mean, SCORE_SD, n))
+        scores = rng.normal(traffic.score_mean, SCORE_SD, n)
+        if self.late is None:
+            self.score += _moments(scores)
+        else:
+            self.late.send(rng, scores)
+            self.score += self.late.arrived()
         index = np.ceil(np.log(latencies) / stats.LOG_GAMMA).astype(np.int64) - FIRST_BUCKET
         index = np.clip(index, 0, BUCKETS - 1)
         self.histogram += np.bincount(index, minlength=BUCKETS)[:BUCKETS]
@@ -178,10 +218,16 @@ class Exposed:
         )
 
 
-def run_engine(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, rps: float) -> Outcome:
+def run_engine(
+    rng: np.random.Generator,
+    baseline: Traffic,
+    candidate: Traffic,
+    rps: float,
+    late_delay_s: float | None = None,
+) -> Outcome:
     plan, gates = DEFAULT_PLAN, DEFAULT_GATES
     step_index, step_start, now = 0, 0, 0
-    base, cand, exposed = Window(), Window(), Exposed()
+    base, cand, exposed = Window(late_delay_s), Window(late_delay_s), Exposed()
     units = Units(rng)
     while True:
         percent = plan.steps[step_index].percent
@@ -207,12 +253,19 @@ def run_engine(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, 
         )
         if decision.action == engine.Action.ADVANCE:
             step_index, step_start = decision.step_index, now
-            base, cand, exposed = Window(), Window(), Exposed()
+            base, cand, exposed = Window(late_delay_s), Window(late_delay_s), Exposed()
         elif decision.action != engine.Action.HOLD:
             return Outcome(str(decision.action), percent, now)
 
 
-def run_flagger(rng: np.random.Generator, baseline: Traffic, candidate: Traffic, rps: float) -> Outcome:
+def run_flagger(
+    rng: np.random.Generator,
+    baseline: Traffic,
+    candidate: Traffic,
+    rps: float,
+    late_delay_s: float | None = None,
+) -> Outcome:
+    assert late_delay_s is None, "the Flagger-style rule reads scores in the request's event"
     failed, now = 0, 0
     for percent in (10, 25, 50):
         for _ in range(FLAGGER_ITERATIONS):
@@ -240,12 +293,12 @@ def run_flagger(rng: np.random.Generator, baseline: Traffic, candidate: Traffic,
 CONTROLLERS = {"promptramp": run_engine, "flagger-style": run_flagger}
 
 
-def _run(job: tuple[int, str, str, int, float]) -> Outcome:
-    seed, scenario, controller, index, rps = job
+def _run(job: tuple[int, str, str, int, float, float | None]) -> Outcome:
+    seed, scenario, controller, index, rps, late_delay_s = job
     scenario_no = list(SCENARIOS).index(scenario)
     controller_no = list(CONTROLLERS).index(controller)
     rng = np.random.default_rng([seed, scenario_no, controller_no, index])
-    return CONTROLLERS[controller](rng, *SCENARIOS[scenario], rps)
+    return CONTROLLERS[controller](rng, *SCENARIOS[scenario], rps, late_delay_s)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -259,14 +312,19 @@ def main(argv: list[str] | None = None) -> None:
         "--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS), metavar="NAME"
     )
     parser.add_argument("--controllers", nargs="+", choices=list(CONTROLLERS), default=list(CONTROLLERS))
+    parser.add_argument("--late-scores", action="store_true", help="scores arrive as late scores")
+    parser.add_argument("--late-delay", type=float, default=600.0, help="a late score's largest delay (s)")
     args = parser.parse_args(argv)
     rollouts = 100 if args.quick else args.rollouts
+    late_delay_s = args.late_delay if args.late_scores else None
+    controllers = ["promptramp"] if args.late_scores else args.controllers
     began = time.monotonic()
     print(
         f"controller simulation: {rollouts} rollouts per scenario, seed {args.seed}, "
         f"{args.rps:g} req/s from {UNITS:,} units (Pareto {UNIT_RATE_SHAPE} request rates), "
         f"tick {TICK_S} s, default plan and gates, traffic check on_fail pause "
         f"(rollout alpha {engine.ROLLOUT_ALPHA}, beta {engine.BETA})"
+        + ("" if late_delay_s is None else f", scores as late scores delayed 0-{late_delay_s:g} s")
     )
     header = (
         f"{'scenario':<22} {'controller':<14} {'rolled back':>11} {'before 50%':>10} "
@@ -277,8 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     bars = []
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for scenario in args.scenarios:
-            for controller in args.controllers:
-                jobs = [(args.seed, scenario, controller, i, args.rps) for i in range(rollouts)]
+            for controller in controllers:
+                jobs = [(args.seed, scenario, controller, i, args.rps, late_delay_s) for i in range(rollouts)]
                 outcomes = list(pool.map(_run, jobs, chunksize=8))
                 rolled = [o for o in outcomes if o.action == "rollback"]
                 paused = [o for o in outcomes if o.action == "pause"]

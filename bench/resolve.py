@@ -10,6 +10,8 @@ compare.sh) beside the clone, or PROMPTRAMP_SHARED_DIR/bench. Nothing else (test
     .venv/bin/python bench/resolve.py --serve [--servers gunicorn]   # start it, print the target, wait
     .venv/bin/python bench/resolve.py -- --duration 5 # arguments after -- go to compare.sh
     .venv/bin/python bench/resolve.py --rate-limits   # each server with rate limits off, then on
+    .venv/bin/python bench/resolve.py --overrides 1000   # the prompt has 1,000 overrides (none of
+                                                      # the timed units'), every resolve 5 attributes
 
 Starts the service as `make run` does (embedded PostgreSQL and Redis, `devstack.stack.web_command`
 with WEB_SERVER set to each server in turn; WEB_CONCURRENCY / WEB_THREADS apply to all), with its
@@ -56,6 +58,8 @@ PEERS_RUN_DIR = ROOT / "bench" / ".results" / "peers"
 PROMPT = "bench.answer"
 ABOVE_THE_LOAD = "10000000"  # PROMPTRAMP_RATE_SERVE: req/s per key, far above what wrk offers here
 LIMITS_ON = "+limits"  # the suffix of a server measured with limits on, beside it with limits off
+# With --overrides: five attributes, none of which an override matches (each is looked up).
+ATTRIBUTES_QUERY = "&attr.tenant=tenant-none&attr.plan=pro&attr.region=eu&attr.device=web&attr.locale=de"
 TEMPLATE = (
     "You are the support assistant of {{company}}. Answer the customer's question below in the "
     "customer's own language, in at most five sentences, with a friendly and precise tone. Use "
@@ -82,6 +86,9 @@ def main() -> int:
     parser.add_argument(
         "--rate-limits", action="store_true", help="measure each server with rate limits off, then on"
     )
+    parser.add_argument(
+        "--overrides", type=int, default=0, help="overrides on the prompt; resolves then give 5 attributes"
+    )
     parser.add_argument("compare_args", nargs="*", help="extra arguments for compare.sh (after --)")
     args = parser.parse_args()
     servers = args.servers.split(",")
@@ -97,8 +104,10 @@ def main() -> int:
     peers_started = False
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], check=True)
-        key = load_bench_data()
+        key = load_bench_data(overrides=args.overrides)
         target = f"http://127.0.0.1:{args.port}/api/v1/prompts/{PROMPT}/resolve?unit={{unit}}"
+        if args.overrides:
+            target += ATTRIBUTES_QUERY
         if args.serve:
             return serve(servers[0], args.port, target, key)
         subprocess.run([str(SHARED_BENCH / "setup.sh")], check=True, stdout=subprocess.DEVNULL)
@@ -337,8 +346,10 @@ def start_peers() -> bool:
     return True
 
 
-def load_bench_data() -> str:
-    """The prompt, its running 10% rollout and a new read-only key (printed once, returned)."""
+def load_bench_data(*, overrides: int = 0) -> str:
+    """The prompt, its running 10% rollout, exactly ``overrides`` overrides (half by unit, half
+    by tenant, none matching the timed requests) and a new read-only key (printed once,
+    returned)."""
     import django
 
     django.setup()
@@ -353,6 +364,7 @@ def load_bench_data() -> str:
     from registry.models import Prompt
     from registry.services import prompt_create, version_create
     from rollouts.models import Rollout
+    from serving.models import Override
 
     actor = Actor.system()
     user, _ = get_user_model().objects.get_or_create(username="bench")
@@ -378,7 +390,15 @@ def load_bench_data() -> str:
             state=Rollout.State.RUNNING,
             percent=Decimal(10),
         )
-        state_changed(SERVING_STATE)
+    Override.objects.filter(prompt=prompt).delete()
+    candidate = prompt.versions.get(version=2)
+    Override.objects.bulk_create(
+        Override(prompt=prompt, unit=f"qa-{number}", version=candidate)
+        if number % 2
+        else Override(prompt=prompt, attribute="tenant", value=f"tenant-{number}", arm=Override.Arm.CANDIDATE)
+        for number in range(overrides)
+    )
+    state_changed(SERVING_STATE)
     _, key = apikey_create(actor=actor, name="bench", user=user, scopes=["read"])
     connection.close()
     return key

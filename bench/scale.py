@@ -1,4 +1,5 @@
-"""Serving at scale: 10,000 prompts and 1,000 running rollouts, while things change.
+"""Serving at scale: 10,000 prompts, 1,000 running rollouts and 1,000 overrides, while things
+change.
 
     .venv/bin/python bench/scale.py                    # about 2 minutes after the first load
     .venv/bin/python bench/scale.py --prompts 2000 --rollouts 200 --duration 5
@@ -6,8 +7,10 @@
 Starts embedded PostgreSQL and Redis as `make run` does (data under bench/.results/scale-data,
 kept between runs: loading 10,000 prompts takes about a minute the first time), and prints:
 
-1. the work one process does per change: a whole rebuild of the serving state, and the update
-   of one changed prompt (what each process does when a change names its prompts);
+1. the work one process does per change: a whole rebuild of the serving state, the update of
+   one changed prompt (what each process does when a change names its prompts), and that of
+   the prompt holding the overrides (all on the prompt resolve is timed on: half by unit, half
+   by tenant, none of them the timed units', whose requests give five attributes);
 2. resolve's req/s (closed loop) and p99 at a paced 1,000 req/s from the web server as the run
    command starts it, while every second a production label moves (through the API) and a
    running rollout advances a step (``rollout_promote``, as the controller's advance does);
@@ -21,6 +24,7 @@ us, not for users; setup.sh installs wrk).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -37,6 +41,8 @@ sys.path.insert(0, str(ROOT))  # run as a script: the repository's packages
 from bench.service import wait_until_answering  # noqa: E402
 
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
+# Five attributes on every timed resolve, none of which an override matches (each is looked up).
+ATTRIBUTES_QUERY = "&attr.tenant=tenant-none&attr.plan=pro&attr.region=eu&attr.device=web&attr.locale=de"
 SENTENCE = "Answer {{question}} for {{customer}} in the voice of version %(version)d of %(name)s. "
 TEMPLATE = SENTENCE * 8
 
@@ -47,6 +53,7 @@ def main() -> int:
     )
     parser.add_argument("--prompts", type=int, default=10_000)
     parser.add_argument("--rollouts", type=int, default=1_000)
+    parser.add_argument("--overrides", type=int, default=1_000, help="on the first prompt")
     parser.add_argument("--duration", type=int, default=15, help="seconds of each wrk run")
     parser.add_argument("--port", default="18180")
     args = parser.parse_args()
@@ -64,13 +71,13 @@ def main() -> int:
         import django
 
         django.setup()
-        load(args.prompts, args.rollouts)
+        load(args.prompts, args.rollouts, args.overrides)
         per_change_cost()
         key, writer = keys()
         stack.prepare_metrics_dir()
         server = subprocess.Popen(stack.web_command("127.0.0.1", args.port), stdout=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{args.port}"
-        target = base + "/api/v1/prompts/scale.p00000/resolve?unit={unit}"
+        target = base + "/api/v1/prompts/scale.p00000/resolve?unit={unit}" + ATTRIBUTES_QUERY
         wait_until_answering(target.replace("{unit}", "u"), key)
         churn = Churn(base, writer, args.prompts, args.rollouts)
         churn.start()
@@ -93,9 +100,10 @@ def main() -> int:
         embedded_services.stop(started)
 
 
-def load(prompts: int, rollouts: int) -> None:
-    """Prompts scale.p00000… with two versions each, production on version 1, and a running
-    10% rollout of version 2 on the first ``rollouts`` of them (bulk inserts: fast)."""
+def load(prompts: int, rollouts: int, overrides: int) -> None:
+    """Prompts scale.p00000… with two versions each, production on version 1, a running 10%
+    rollout of version 2 on the first ``rollouts`` of them, and exactly ``overrides`` overrides
+    on the first (bulk inserts: fast)."""
     from decimal import Decimal
 
     from django.db import transaction
@@ -104,6 +112,7 @@ def load(prompts: int, rollouts: int) -> None:
     from registry.content import content_hash
     from registry.models import PRODUCTION, Label, Prompt, PromptVersion
     from rollouts.models import Rollout
+    from serving.models import Override
 
     names = [f"scale.p{i:05d}" for i in range(prompts)]
     have = set(Prompt.objects.filter(name__in=names).values_list("name", flat=True))
@@ -166,9 +175,20 @@ def load(prompts: int, rollouts: int) -> None:
             ],
             batch_size=2000,
         )
+        first = Prompt.objects.get(name=names[0])
+        Override.objects.filter(prompt=first).delete()
+        Override.objects.bulk_create(
+            Override(prompt=first, unit=f"qa-{n}", arm=Override.Arm.CANDIDATE)
+            if n % 2
+            else Override(
+                prompt=first, attribute="tenant", value=f"tenant-{n}", version=first.versions.get(version=2)
+            )
+            for n in range(overrides)
+        )
         state_changed(SERVING_STATE)
     took = time.perf_counter() - started
-    print(f"loaded {prompts:,} prompts and {rollouts:,} running rollouts in {took:.1f} s")
+    what = f"{prompts:,} prompts, {rollouts:,} running rollouts and {overrides:,} overrides"
+    print(f"loaded {what} in {took:.1f} s")
 
 
 def per_change_cost() -> None:
@@ -178,13 +198,17 @@ def per_change_cost() -> None:
 
     state = serving_state_build()
     whole = timed(serving_state_build, 5)
-    names = iter(sorted(state.prompts)[::50] * 2)
+    names = itertools.cycle(sorted(state.prompts)[1::50])
     one = timed(lambda: serving_state_update(state, frozenset({next(names)})), 50)
+    first = min(state.prompts)
+    overridden = timed(lambda: serving_state_update(state, frozenset({first})), 20)
     size = f"{len(state.prompts):,} prompts, snapshot {len(state.snapshot) / 1e6:.1f} MB"
     print(
         f"per change, per process ({size}): "
         f"update of one changed prompt {statistics.median(one) * 1000:.1f} ms median "
-        f"(max {max(one) * 1000:.1f}); whole rebuild {statistics.median(whole) * 1000:.0f} ms median"
+        f"(max {max(one) * 1000:.1f}), of the prompt with the overrides "
+        f"{statistics.median(overridden) * 1000:.1f} ms median; "
+        f"whole rebuild {statistics.median(whole) * 1000:.0f} ms median"
     )
     connection.close()
 

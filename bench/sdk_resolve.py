@@ -8,7 +8,11 @@ printed, is included in the figures). Unleash's client is bootstrapped from a di
 registration, metrics and fetching off, its URL a closed port of 127.0.0.1; every socket
 connection the process opens while Unleash runs is counted (an audit hook) and must be none.
 
-    PYTHONPATH=sdk .venv/bin/python bench/sdk_resolve.py [--rounds 5]
+With ``--overrides N`` the rollout's prompt also carries N overrides (half by unit, half by
+tenant, none of them the timed units', so each call looks up its unit and each attribute and
+still ends in the rollout's hashed split), and every call gives five attributes.
+
+    PYTHONPATH=sdk .venv/bin/python bench/sdk_resolve.py [--rounds 5] [--overrides 1000]
 """
 
 import argparse
@@ -38,25 +42,45 @@ def version(number: int, template: str) -> dict[str, object]:
     return body | {"config": {"temperature": 0.2}, "variables": ["question"]}
 
 
-SNAPSHOT = json.dumps(
-    {
-        "generated_at": "2026-11-23T12:00:00Z",
-        "prompts": {
-            "support.answer": {
-                "production": version(3, "Answer {{question}}"),
-                "rollout": {
-                    "id": 7,
-                    "state": "running",
-                    "percent": PERCENT,
-                    "salt": "support.answer:7",
-                    "baseline": version(3, "Answer {{question}}"),
-                    "candidate": version(4, "Answer {{question}} kindly"),
-                },
-            },
-            "support.triage": {"production": version(2, "Triage {{question}}"), "rollout": None},
+ATTRIBUTES = {"tenant": "tenant-none", "plan": "pro", "region": "eu", "device": "web", "locale": "de"}
+
+
+def snapshot(overrides: int) -> bytes:
+    answer: dict[str, object] = {
+        "production": version(3, "Answer {{question}}"),
+        "rollout": {
+            "id": 7,
+            "state": "running",
+            "percent": PERCENT,
+            "salt": "support.answer:7",
+            "baseline": version(3, "Answer {{question}}"),
+            "candidate": version(4, "Answer {{question}} kindly"),
         },
     }
-).encode()
+    if overrides:
+        answer["overrides"] = [
+            {
+                "id": number,
+                "match": {"unit": f"qa-{number}"}
+                if number % 2
+                else {"attribute": "tenant", "value": f"tenant-{number}"},
+                "version": 5,
+                "arm": None,
+                "rollout_id": 7,
+                "expires_at": "2099-01-01T00:00:00+00:00" if number % 3 else None,
+            }
+            for number in range(1, overrides + 1)
+        ]
+        answer["override_versions"] = {"5": version(5, "Answer {{question}} for QA")}
+    return json.dumps(
+        {
+            "generated_at": "2026-11-23T12:00:00Z",
+            "prompts": {
+                "support.answer": answer,
+                "support.triage": {"production": version(2, "Triage {{question}}"), "rollout": None},
+            },
+        }
+    ).encode()
 
 
 # Unleash's flag as its /api/client/features answers it: the same 10% (flexibleRollout, sticky on
@@ -98,12 +122,14 @@ UNLEASH_FEATURES = {
 
 
 class SnapshotHandler(BaseHTTPRequestHandler):
+    body = b""
+
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("ETag", '"bench"')
-        self.send_header("Content-Length", str(len(SNAPSHOT)))
+        self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
-        self.wfile.write(SNAPSHOT)
+        self.wfile.write(self.body)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -130,7 +156,10 @@ def summary(label: str, timings: list[int]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="passes over the 10,000 units")
-    rounds = parser.parse_args().rounds
+    parser.add_argument("--overrides", type=int, default=0, help="overrides on the rollout's prompt")
+    arguments = parser.parse_args()
+    rounds, overrides = arguments.rounds, arguments.overrides
+    SnapshotHandler.body = snapshot(overrides)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), SnapshotHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -140,14 +169,21 @@ def main() -> None:
         server.shutdown()  # from here on, any network call would fail loudly
         server.server_close()
         get = client.get
-        per_call_ns(lambda unit: get("support.answer", unit=unit), 1)  # warm-up
-        candidates = sum(get("support.answer", unit=unit).arm == "candidate" for unit in UNITS)
+        attributes = ATTRIBUTES if overrides else None
+        per_call_ns(lambda unit: get("support.answer", unit=unit, attributes=attributes), 1)  # warm-up
+        candidates = sum(
+            get("support.answer", unit=unit, attributes=attributes).arm == "candidate" for unit in UNITS
+        )
+        if overrides:
+            hit = get("support.answer", unit="qa-1", attributes=attributes)
+            assert hit.arm == "override" and hit.version == 5, "the overrides are not applied"
 
         print(f"{len(UNITS):,} distinct units × {rounds} rounds, each call timed on its own")
         summary("perf_counter_ns alone (timer cost)", per_call_ns(lambda unit: None, rounds))
+        with_overrides = f", {overrides:,} overrides, 5 attributes" if overrides else ""
         median = summary(
-            f"get, running rollout (hash + arm; {candidates / len(UNITS):.1%} candidate)",
-            per_call_ns(lambda unit: get("support.answer", unit=unit), rounds),
+            f"get, running rollout{with_overrides} (hash + arm; {candidates / len(UNITS):.1%} candidate)",
+            per_call_ns(lambda unit: get("support.answer", unit=unit, attributes=attributes), rounds),
         )
         summary(
             "get, production only (no rollout)",

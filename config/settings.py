@@ -161,6 +161,7 @@ INSTALLED_APPS = [
     "registry",
     "rollouts",
     "outcomes",
+    "serving",
 ]
 
 MIDDLEWARE = [
@@ -385,6 +386,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two fields named "arm": what a caller was served, and what an override serves.
+    "ENUM_NAME_OVERRIDES": {
+        "ArmEnum": ["baseline", "candidate", "production", "override"],
+        "OverrideArmEnum": ["candidate", "baseline"],
+    },
 }
 
 # Logs (core.log_lines): one line per record, per request (core.request_log) and per Celery task

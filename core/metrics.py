@@ -49,7 +49,8 @@ state_rebuilds_total = Counter(
 
 events_total = Counter(
     "promptramp_events_total",
-    "Outcome events of batches answered 202, by result: accepted (new) or duplicate (seen before).",
+    "Outcome events of batches answered 202, by result: accepted (new), duplicate (seen before) or "
+    "unmatched (a late score whose call is unknown, not stored).",
     ["result"],
 )
 event_batches_refused_total = Counter(
@@ -64,6 +65,7 @@ sdk_exposures_total = Counter(
 )
 events_accepted = events_total.labels("accepted")
 events_duplicate = events_total.labels("duplicate")
+events_unmatched = events_total.labels("unmatched")
 # Reported from 0 on, so a first refusal is an increase to Prometheus.
 for _code in (
     "invalid_events",

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 from django.db.models import Q
 
 from outcomes.aggregation import series_key
-from outcomes.validation import PRODUCTION, SHADOW, SHADOW_BASELINE, Event, problem
+from outcomes.validation import OVERRIDE, PRODUCTION, SHADOW, SHADOW_BASELINE, Event, problem
 from registry.models import PromptVersion
 from rollouts.models import Rollout
 
@@ -132,7 +132,9 @@ def events_series(events: list[Event]) -> tuple[list[tuple[str, Event]], list[di
     """Each event with the series it is counted under, and the problems of those that point at
     no prompt version, rollout or arm that exists."""
     rollouts = rollouts_lookup(e.rollout_id for e in events if e.rollout_id is not None)
-    versions = versions_lookup((e.prompt, e.version) for e in events if e.rollout_id is None)
+    versions = versions_lookup(
+        (e.prompt, e.version) for e in events if e.rollout_id is None or e.arm == OVERRIDE
+    )
     placed: list[tuple[str, Event]] = []
     problems: list[dict[str, Any]] = []
     known: dict[tuple[str, int, int | None, str | None], str | tuple[str, str]] = {}
@@ -155,16 +157,20 @@ def _series(
 ) -> str | tuple[str, str]:
     """The series key of a target, or (field, reason) when it points at nothing."""
     prompt, number, rollout_id, arm = target
-    if rollout_id is None:
+    rollout = None
+    if rollout_id is not None:
+        rollout = rollouts.get(rollout_id)
+        if rollout is None:
+            return ("rollout_id", f"there is no rollout {rollout_id}")
+        if rollout.prompt_name != prompt:
+            return ("prompt", f"rollout {rollout_id} is a rollout of {rollout.prompt_name!r}")
+    if rollout is None or arm == OVERRIDE:  # production, or an override's own version
         ref = versions.get((prompt, number))
         if ref is None:
             return ("version", f"prompt {prompt!r} has no version {number}")
-        return series_key(prompt_id=ref.prompt_id, version_id=ref.version_id, rollout_id=None, arm=PRODUCTION)
-    rollout = rollouts.get(rollout_id)
-    if rollout is None:
-        return ("rollout_id", f"there is no rollout {rollout_id}")
-    if rollout.prompt_name != prompt:
-        return ("prompt", f"rollout {rollout_id} is a rollout of {rollout.prompt_name!r}")
+        return series_key(
+            prompt_id=ref.prompt_id, version_id=ref.version_id, rollout_id=rollout_id, arm=arm or PRODUCTION
+        )
     arm_number, arm_version_id = rollout.arms[str(arm)]
     if arm_number != number:
         arm_name = (

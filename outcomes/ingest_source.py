@@ -17,7 +17,7 @@ from outcomes.exposures import exposures_read
 from outcomes.validation import SHADOW, SHADOW_BASELINE
 from rollouts.engine import SourceWindow
 from rollouts.plan import Gate
-from rollouts.sources import RolloutArms
+from rollouts.sources import ROLLOUT_ARMS, RolloutArms
 from rollouts.stats import ArmStats
 
 
@@ -47,9 +47,14 @@ class IngestSource:
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"], exposures=exposures)
 
     def arm_stats(
-        self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        rollout_id: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        arms: tuple[str, ...] = ROLLOUT_ARMS,
     ) -> dict[str, ArmStats]:
-        return selectors.arm_stats(rollout_id=rollout_id, since=since, until=until)
+        return selectors.arm_stats(rollout_id=rollout_id, since=since, until=until, arms=arms)
 
     def arm_series(
         self, *, rollout_id: int, since: datetime, until: datetime

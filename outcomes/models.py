@@ -7,11 +7,12 @@ from rollouts.models import Rollout
 class OutcomeMinute(models.Model):
     """The outcomes of one minute of one arm: mergeable aggregates, never single events.
 
-    One row per (rollout, arm, version, minute); outcomes reported without a rollout have
-    ``rollout`` null and arm ``production``. Rows are only ever added to (see outcomes.services):
-    counts and sums add, the latency histogram adds per bucket (``{"<bucket index>": count}``,
-    rollouts.stats), ``scores`` adds per name (``{name: {"count", "sum", "sumsq"}}``) and
-    ``error_types`` per type (``{type: count}``).
+        One row per (rollout, arm, version, minute); outcomes reported without a rollout have
+        ``rollout`` null and arm ``production``; those of callers an override served have arm
+    ``override`` and the rollout active then, if any. Rows are only ever added to (see outcomes.services):
+        counts and sums add, the latency histogram adds per bucket (``{"<bucket index>": count}``,
+        rollouts.stats), ``scores`` adds per name (``{name: {"count", "sum", "sumsq"}}``) and
+        ``error_types`` per type (``{type: count}``).
     """
 
     class Arm(models.TextChoices):
@@ -20,6 +21,7 @@ class OutcomeMinute(models.Model):
         PRODUCTION = "production"
         SHADOW = "shadow"
         SHADOW_BASELINE = "shadow_baseline", "baseline (shadow sample)"
+        OVERRIDE = "override"  # kept apart: never in a gate's statistics
 
     minute = models.DateTimeField(help_text="start of the minute (UTC)")
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="+")

@@ -13,10 +13,9 @@ from typing import Any
 from django.db import connection
 
 from outcomes.models import OutcomeMinute
-from outcomes.validation import SHADOW, SHADOW_BASELINE
+from rollouts.sources import ROLLOUT_ARMS
 from rollouts.stats import ArmStats, Moments, histogram_from_counts, histogram_from_json
 
-ROLLOUT_ARMS = ("baseline", "candidate", SHADOW, SHADOW_BASELINE)
 MINUTE = timedelta(minutes=1)
 
 _SUMS = (
@@ -31,8 +30,10 @@ _SUMS = (
 )
 
 
-def _window(rollout_id: int, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
-    where, params = ["rollout_id = %s"], list[Any]([rollout_id])
+def _window(
+    rollout_id: int, since: datetime | None, until: datetime | None, arms: tuple[str, ...]
+) -> tuple[str, list[Any]]:
+    where, params = ["rollout_id = %s", "arm = ANY(%s)"], list[Any]([rollout_id, list(arms)])
     if since is not None:
         where.append("minute > %s")
         params.append(since - MINUTE)
@@ -43,15 +44,20 @@ def _window(rollout_id: int, since: datetime | None, until: datetime | None) -> 
 
 
 def arm_stats(
-    *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+    *,
+    rollout_id: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    arms: tuple[str, ...] = ROLLOUT_ARMS,
 ) -> dict[str, ArmStats]:
-    """Each arm of `ROLLOUT_ARMS` with the ArmStats of the rollout's outcomes: all of them
-    when ``since`` and ``until`` are None, else the minutes overlapping ``[since, until)``.
-    Three grouped queries, whatever the length of the window."""
-    where, params = _window(rollout_id, since, until)
+    """Each arm of `ROLLOUT_ARMS` (or of ``arms``) with the ArmStats of the rollout's outcomes:
+    all of them when ``since`` and ``until`` are None, else the minutes overlapping ``[since,
+    until)``. Three grouped queries, whatever the length of the window. Outcomes of the
+    ``override`` arm are read only when asked for: they never enter a gate's statistics."""
+    where, params = _window(rollout_id, since, until, arms)
     totals: dict[str, tuple[Any, ...]] = {}
-    histograms: dict[str, dict[int, int]] = {arm: {} for arm in ROLLOUT_ARMS}
-    scores: dict[str, list[tuple[str, Moments]]] = {arm: [] for arm in ROLLOUT_ARMS}
+    histograms: dict[str, dict[int, int]] = {arm: {} for arm in arms}
+    scores: dict[str, list[tuple[str, Moments]]] = {arm: [] for arm in arms}
     with connection.cursor() as cursor:
         sums = ", ".join(f"sum({column})" for column in _SUMS)
         cursor.execute(f"SELECT arm, {sums} FROM outcomes_outcomeminute WHERE {where} GROUP BY arm", params)
@@ -74,7 +80,7 @@ def arm_stats(
             scores.setdefault(arm, []).append((name, Moments(int(count), total, total_sq)))
     return {
         arm: _arm_stats(totals[arm], histograms[arm], scores[arm]) if arm in totals else ArmStats()
-        for arm in ROLLOUT_ARMS
+        for arm in arms
     }
 
 
@@ -94,8 +100,8 @@ def _arm_stats(
 
 def arm_series(*, rollout_id: int, since: datetime, until: datetime) -> list[tuple[datetime, str, ArmStats]]:
     """``(minute, arm, ArmStats)`` for each minute of each arm with outcomes in the window,
-    oldest first: the data of per-arm charts."""
-    where, params = _window(rollout_id, since, until)
+    oldest first: the data of per-arm charts (baseline and candidate)."""
+    where, params = _window(rollout_id, since, until, ROLLOUT_ARMS)
     rows = OutcomeMinute.objects.raw(
         f"SELECT * FROM outcomes_outcomeminute WHERE {where} ORDER BY minute, arm", params
     )

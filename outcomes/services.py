@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,16 +35,23 @@ from outcomes.exposures import sdk_exposures_add
 from outcomes.metrics import caught_up_record
 from outcomes.models import FlushedBatch
 from outcomes.pending import (
+    MAX_SCORE_NAMES_PER_ROLLOUT,
+    MAX_SCORE_NAMES_PER_VERSION,
+    AddResult,
+    CallGroup,
     batch_forget,
     batch_read,
     batch_take,
     batches_open,
+    call_record,
     durability_warn_once,
     events_add,
+    score_scope,
 )
 from outcomes.validation import (
     BatchRejected,
     Event,
+    LateScore,
     ReportedExposure,
     exposure_problem,
     parse_batch,
@@ -54,9 +60,6 @@ from outcomes.validation import (
 )
 
 MAX_PROBLEMS_SHOWN = 1000
-# Distinct score names a rollout's events may carry: each is a statistic every evaluation reads
-# and a `score:*` gate judges, so a careless (or hostile) client cannot make them unbounded.
-MAX_SCORE_NAMES_PER_ROLLOUT = 20
 FLUSHED_BATCHES_KEPT = timedelta(days=1)
 
 
@@ -64,6 +67,7 @@ FLUSHED_BATCHES_KEPT = timedelta(days=1)
 class IngestResult:
     accepted: int
     duplicates: int
+    unmatched: int = 0  # late scores whose call is unknown (not stored)
     exposures: int | None = None  # exposure rows counted (0: a batch_id seen before; None: none sent)
     exposures_total: int = 0  # the sum of the counted rows' counts
 
@@ -73,12 +77,15 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
     and its exposures; ``now`` is the arrival time (Unix seconds). All or nothing: one invalid
     event or exposure row refuses the whole batch (InvalidEvents, with each problem's index or
     ``exposure``, field and reason), and so does one event or exposure for a prompt outside the
-    key's ``prompts`` (PromptNotAllowed, 403, naming them the same way). Events whose
-    ``event_id`` was seen before (in this batch or within the de-duplication window) are
-    counted as duplicates only; the exposures of a ``batch_id`` seen before are not counted.
+    key's ``prompts`` (PromptNotAllowed, 403, naming them the same way), a late score of such a
+    prompt's call included. Events whose ``event_id`` was seen before (in this batch or within
+    the de-duplication window) are counted as duplicates only; the exposures of a ``batch_id``
+    seen before are not counted. A late score adds its new score names to its call's arm and
+    minute (calls of the batch first); one whose call is unknown is counted as unmatched, and
+    not stored.
     """
     try:
-        events, problems = parse_batch(body, now=now)
+        events, late, problems = parse_batch(body, now=now)
     except BatchRejected as error:
         raise (BatchTooLarge if error.too_large else InvalidEvents)(error.message) from None
     batch_id, exposures, exposure_problems = parse_exposures(body, now=now)
@@ -103,32 +110,77 @@ def events_ingest(*, body: bytes, now: float, prompts: PromptLimits = None) -> I
             )
         raise InvalidEvents(message, details=(problems + exposure_problems)[:MAX_PROBLEMS_SHOWN])
     durability_warn_once()
-    unique = {event.event_id: (series, event) for series, event in reversed(placed)}
-    remaining = sorted(unique.values(), key=lambda placed_event: placed_event[1].index)
-    duplicates = len(placed) - len(remaining)
-    while remaining:
-        result = events_add(
-            event_ids=[event.event_id for _, event in remaining],
-            increments=aggregate(remaining),
-            score_names=_score_names(event for _, event in remaining),
-            max_score_names=MAX_SCORE_NAMES_PER_ROLLOUT,
-            now=now,
-        )
+    first: dict[bytes, int] = {}  # each event_id's first index in the batch
+    for index, event_id in [(event.index, event.event_id) for _, event in placed] + [
+        (score.index, score.event_id) for score in late
+    ]:
+        if first.setdefault(event_id, index) > index:
+            first[event_id] = index
+    kept = set(first.values())
+    calls = [(series, event) for series, event in placed if event.index in kept]
+    scores = [score for score in late if score.index in kept]
+    duplicates = len(placed) + len(late) - len(calls) - len(scores)
+    accepted = unmatched = 0
+    while calls or scores:
+        result = _add(calls, scores, prompts, now)
         if result.busy:
             raise IngestBacklog("Too many outcome aggregates are waiting to be stored; retry shortly.")
+        if result.refused_prompts:
+            raise _scores_of_other_prompts([scores[p - len(calls)] for p in result.refused_prompts])
         if result.refused_score_names:
-            raise _too_many_score_names([event for _, event in remaining], result.refused_score_names)
+            raise _too_many_score_names(calls, scores, result.refused_score_names)
         if not result.duplicates:
+            accepted, unmatched = result.added, result.unmatched
             break
-        seen = set(result.duplicates)
-        remaining = [item for position, item in enumerate(remaining) if position not in seen]
+        seen, offset = set(result.duplicates), len(calls)
+        calls = [item for position, item in enumerate(calls) if position not in seen]
+        scores = [item for position, item in enumerate(scores, offset) if position not in seen]
         duplicates += len(seen)
     if not exposures or batch_id is None:
-        return IngestResult(accepted=len(remaining), duplicates=duplicates)
+        return IngestResult(accepted=accepted, duplicates=duplicates, unmatched=unmatched)
     if not sdk_exposures_add(batch_id=batch_id, exposures=exposures):
-        return IngestResult(accepted=len(remaining), duplicates=duplicates, exposures=0)
+        return IngestResult(accepted=accepted, duplicates=duplicates, unmatched=unmatched, exposures=0)
     total = sum(row.count for row in exposures)
-    return IngestResult(len(remaining), duplicates, exposures=len(exposures), exposures_total=total)
+    return IngestResult(accepted, duplicates, unmatched, exposures=len(exposures), exposures_total=total)
+
+
+def _add(
+    calls: list[tuple[str, Event]], scores: list[LateScore], prompts: PromptLimits, now: float
+) -> AddResult:
+    """One call of the ingest script for these calls and late scores."""
+    groups: dict[tuple[str, tuple[str, ...]], CallGroup] = {}
+    scopes: dict[str, str] = {}
+    batch_prompts: dict[int, str] = {}
+    records = []
+    for position, (series, event) in enumerate(calls):
+        records.append(call_record(event.minute, series))
+        scope = scopes.get(series)
+        if scope is None:
+            where = parse_key(f"{event.minute}:{series}")
+            scope = scopes[series] = score_scope(where.rollout_id, where.version_id)
+            batch_prompts[where.prompt_id] = event.prompt
+        key = (scope, tuple(event.scores))
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = CallGroup(scope, list(key[1]), [])
+        group.positions.append(position)
+    return events_add(
+        event_ids=[event.event_id for _, event in calls] + [score.event_id for score in scores],
+        calls=b"".join(records),
+        groups=list(groups.values()),
+        increments=aggregate(calls),
+        late_of=[score.of_event for score in scores],
+        late_scores=[
+            [
+                (name, repr(float(value)), repr(float(value) * float(value)))
+                for name, value in score.scores.items()
+            ]
+            for score in scores
+        ],
+        batch_prompts=batch_prompts,
+        prompts=prompts,
+        now=now,
+    )
 
 
 def _refuse_other_prompts(
@@ -154,37 +206,39 @@ def _refuse_other_prompts(
         )
 
 
-def _score_names(events: Iterable[Event]) -> dict[int, list[str]]:
-    """Each rollout's score names in these events, in the order they first appear."""
-    names: dict[int, dict[str, None]] = {}
-    for event in events:
-        if event.scores and event.rollout_id is not None:
-            ordered = names.get(event.rollout_id)
-            if ordered is None:
-                ordered = names[event.rollout_id] = {}
-            for name in event.scores:
-                if name not in ordered:
-                    ordered[name] = None
-    return {rollout_id: list(ordered) for rollout_id, ordered in names.items()}
+def _scores_of_other_prompts(scores: list[LateScore]) -> PromptNotAllowed:
+    return PromptNotAllowed(
+        f"{len(scores)} late score(s) of this batch are for calls of prompts this API key may not "
+        "report on; nothing from it was stored.",
+        details=[
+            problem(score.index, "of_event", "this API key is limited to other prompts than this call's")
+            for score in scores[:MAX_PROBLEMS_SHOWN]
+        ],
+    )
 
 
-def _too_many_score_names(events: list[Event], refused: frozenset[tuple[int, str]]) -> InvalidEvents:
-    problems = [
-        problem(
-            event.index,
-            f"scores.{name}",
-            f"rollout {event.rollout_id} already has {MAX_SCORE_NAMES_PER_ROLLOUT} score names; "
-            "no new one is taken",
-        )
-        for event in events
-        if event.rollout_id is not None
-        for name in event.scores
-        if (event.rollout_id, name) in refused
-    ]
+def _too_many_score_names(
+    calls: list[tuple[str, Event]], scores: list[LateScore], refused: tuple[tuple[int, str], ...]
+) -> InvalidEvents:
+    problems = []
+    for position, name in refused:
+        if position < len(calls):
+            event = calls[position][1]
+            index = event.index
+            if event.rollout_id is not None:
+                scope = f"rollout {event.rollout_id} already has {MAX_SCORE_NAMES_PER_ROLLOUT} score names"
+            else:
+                scope = f"version {event.version} already has {MAX_SCORE_NAMES_PER_VERSION} score names"
+        else:
+            index = scores[position - len(calls)].index
+            scope = "the call's rollout (or version) already has all the score names it may have"
+        problems.append(problem(index, f"scores.{name}", f"{scope}; no new one is taken"))
+    problems.sort(key=lambda p: p["index"])
     invalid = len({p["index"] for p in problems})
     return InvalidEvents(
-        f"{invalid} event(s) of this batch bring score names past the "
-        f"{MAX_SCORE_NAMES_PER_ROLLOUT} a rollout may have; nothing from it was stored.",
+        f"{invalid} event(s) of this batch bring score names past the {MAX_SCORE_NAMES_PER_ROLLOUT} a "
+        f"rollout (or {MAX_SCORE_NAMES_PER_VERSION} a version outside rollouts) may have; nothing "
+        "from it was stored.",
         details=problems[:MAX_PROBLEMS_SHOWN],
     )
 

@@ -28,13 +28,18 @@ MAX_COST_USD = float(RULES["max_cost_usd"])
 MAX_SCORE_ABS = float(RULES["max_score_abs"])
 MAX_TOKENS: int = RULES["max_tokens"]
 TS_CLAMP_SECONDS = float(RULES["ts_clamp_seconds"])
+LATE_SCORE_FIELDS = frozenset(RULES["late_score_fields"])
 PRODUCTION = "production"
+OVERRIDE = "override"  # served by an override: any version of the prompt, stored apart
 SHADOW = "shadow"
 # Baseline outcomes of the units in a shadow step's sample (events with ``"shadow_sample":
 # true``, which the SDK sets when the answer carried ``shadow``): their own series, which the
 # shadow runs are compared with.
 SHADOW_BASELINE = "shadow_baseline"
 ROLLOUT_ARMS: tuple[str, ...] = tuple(RULES["rollout_arms"])  # the arms an event with a rollout_id names
+ARMS_WITHOUT_ROLLOUT: tuple[str, ...] = tuple(RULES["arms_without_rollout"])
+_ARMS_WITH = ", ".join(f'"{arm}"' for arm in ROLLOUT_ARMS[:-1]) + f' or "{ROLLOUT_ARMS[-1]}"'
+_ARMS_WITHOUT = ", ".join(f'"{arm}"' for arm in ARMS_WITHOUT_ROLLOUT)
 
 PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
@@ -77,12 +82,24 @@ class Event:
     minute: int
 
 
+@dataclass(slots=True)
+class LateScore:
+    """A late score as checked: scores for the call whose ``event_id`` is ``of_event`` (both
+    UUIDs' 16 bytes), counted in that call's arm and minute."""
+
+    index: int
+    event_id: bytes
+    of_event: bytes
+    scores: dict[str, float | int]
+
+
 def problem(index: int, field: str, reason: str) -> dict[str, Any]:
     return {"index": index, "field": field, "reason": reason}
 
 
-def parse_batch(body: bytes, *, now: float) -> tuple[list[Event], list[dict[str, Any]]]:
-    """The events of a ``{"events": [...]}`` body and the problems found in its items.
+def parse_batch(body: bytes, *, now: float) -> tuple[list[Event], list[LateScore], list[dict[str, Any]]]:
+    """The calls' events and the late scores of a ``{"events": [...]}`` body, and the problems
+    found in its items.
 
     ``now`` is the arrival time (Unix seconds). Raises BatchRejected when the body is not such
     an object or holds more than MAX_EVENTS items.
@@ -99,14 +116,20 @@ def parse_batch(body: bytes, *, now: float) -> tuple[list[Event], list[dict[str,
             f"A batch holds at most {MAX_EVENTS} events; this one has {len(events)}.", too_large=True
         )
     parsed: list[Event] = []
+    late: list[LateScore] = []
     problems: list[dict[str, Any]] = []
     times: dict[str, float | None] = {}
     lowest, highest = now - TS_CLAMP_SECONDS, now + TS_CLAMP_SECONDS
     for index, item in enumerate(events):
+        if type(item) is dict and item.get("of_event") is not None:
+            score = _late_score(index, item, problems)
+            if score is not None:
+                late.append(score)
+            continue
         event = _event(index, item, problems, times, now, lowest, highest)
         if event is not None:
             parsed.append(event)
-    return parsed, problems
+    return parsed, late, problems
 
 
 def _event(
@@ -126,19 +149,7 @@ def _event(
     before = len(problems)
     get = item.get
 
-    raw_id = get("event_id")
-    event_id = b""
-    if (
-        type(raw_id) is str
-        and len(raw_id) == 36
-        and raw_id[8] == raw_id[13] == raw_id[18] == raw_id[23] == "-"
-    ):
-        try:
-            event_id = bytes.fromhex(raw_id.replace("-", ""))
-        except ValueError:
-            pass
-    if len(event_id) != 16:
-        problems.append(problem(index, "event_id", "required: a UUID (8-4-4-4-12 hexadecimal digits)"))
+    event_id = _uuid(index, "event_id", get("event_id"), problems)
 
     prompt: Any = get("prompt")
     if type(prompt) is not str or (
@@ -153,14 +164,14 @@ def _event(
     rollout_id = get("rollout_id")
     arm = get("arm")
     if rollout_id is None:
-        if arm is not None and arm != PRODUCTION:
-            problems.append(problem(index, "arm", 'without a rollout_id, arm must be "production" or null'))
+        if arm is not None and arm not in ARMS_WITHOUT_ROLLOUT:
+            problems.append(
+                problem(index, "arm", f"without a rollout_id, arm must be {_ARMS_WITHOUT} or null")
+            )
     elif type(rollout_id) is not int or rollout_id < 1:
         problems.append(problem(index, "rollout_id", "must be a rollout id (integer >= 1) or null"))
     elif arm not in ROLLOUT_ARMS:
-        problems.append(
-            problem(index, "arm", 'with a rollout_id, arm must be "baseline", "candidate" or "shadow"')
-        )
+        problems.append(problem(index, "arm", f"with a rollout_id, arm must be {_ARMS_WITH}"))
     shadow_sample = get("shadow_sample")
     if shadow_sample is not None and shadow_sample is not False:
         if shadow_sample is not True:
@@ -207,18 +218,8 @@ def _event(
     scores = get("scores")
     if scores is None:
         scores = {}
-    elif type(scores) is not dict or len(scores) > MAX_SCORES:
-        problems.append(problem(index, "scores", f"must be an object of at most {MAX_SCORES} name: number"))
     else:
-        for name, value in scores.items():
-            if name not in _valid_score_names and not _remember(name, _valid_score_names, SCORE_NAME):
-                problems.append(
-                    problem(index, "scores", f"{name[:80]!r} is not a score name ({SCORE_NAME.pattern})")
-                )
-                continue
-            kind = type(value)
-            if (kind is not float and kind is not int) or not -MAX_SCORE_ABS <= value <= MAX_SCORE_ABS:
-                problems.append(problem(index, f"scores.{name}", "must be a finite number"))
+        _check_scores(index, scores, problems)
 
     ts = get("ts")
     if ts is None:
@@ -252,6 +253,55 @@ def _event(
         scores,
         minute,
     )
+
+
+def _late_score(index: int, item: dict[str, Any], problems: list[dict[str, Any]]) -> LateScore | None:
+    """A late score (an item with ``of_event``), or None after adding its problems."""
+    before = len(problems)
+    event_id = _uuid(index, "event_id", item.get("event_id"), problems)
+    of_event = _uuid(index, "of_event", item["of_event"], problems)
+    for field, value in item.items():
+        if field not in LATE_SCORE_FIELDS and value is not None:
+            problems.append(
+                problem(index, field, "a late score (of_event) carries only event_id, of_event and scores")
+            )
+    scores: Any = item.get("scores")
+    if not scores:
+        problems.append(problem(index, "scores", "required in a late score: at least one name: number"))
+    else:
+        _check_scores(index, scores, problems)
+    if len(problems) != before:
+        return None
+    return LateScore(index, event_id, of_event, scores)
+
+
+def _uuid(index: int, field: str, raw: object, problems: list[dict[str, Any]]) -> bytes:
+    """A UUID's 16 bytes, or b"" after adding the problem."""
+    if type(raw) is str and len(raw) == 36 and raw[8] == raw[13] == raw[18] == raw[23] == "-":
+        try:
+            value = bytes.fromhex(raw.replace("-", ""))
+        except ValueError:
+            pass
+        else:
+            if len(value) == 16:
+                return value
+    problems.append(problem(index, field, "required: a UUID (8-4-4-4-12 hexadecimal digits)"))
+    return b""
+
+
+def _check_scores(index: int, scores: object, problems: list[dict[str, Any]]) -> None:
+    if type(scores) is not dict or len(scores) > MAX_SCORES:
+        problems.append(problem(index, "scores", f"must be an object of at most {MAX_SCORES} name: number"))
+        return
+    for name, value in scores.items():
+        if name not in _valid_score_names and not _remember(name, _valid_score_names, SCORE_NAME):
+            problems.append(
+                problem(index, "scores", f"{name[:80]!r} is not a score name ({SCORE_NAME.pattern})")
+            )
+            continue
+        kind = type(value)
+        if (kind is not float and kind is not int) or not -MAX_SCORE_ABS <= value <= MAX_SCORE_ABS:
+            problems.append(problem(index, f"scores.{name}", "must be a finite number"))
 
 
 def _remember(value: str, known: set[str], pattern: re.Pattern[str]) -> bool:

@@ -11,7 +11,7 @@ from registry.models import Prompt
 from registry.selectors import prompt_get
 from rollouts.errors import RolloutNotFound, WebhookNotFound
 from rollouts.models import Rollout, RolloutTransition, Webhook
-from rollouts.sources import outcome_store
+from rollouts.sources import OVERRIDE_ARM, ROLLOUT_ARMS, outcome_store
 from rollouts.stats import ArmStats
 
 
@@ -41,19 +41,23 @@ EXPOSED_ARMS = ("baseline", "candidate")
 @dataclass(frozen=True)
 class RolloutWithStats:
     rollout: Rollout
-    arms: dict[str, ArmStats]
+    arms: dict[str, ArmStats]  # baseline and candidate
+    override_outcomes: ArmStats  # of callers an override served: apart, in no gate
     history: list[RolloutTransition]
 
 
 def rollout_get_with_stats(rollout_id: int) -> RolloutWithStats:
-    """The rollout, every outcome reported for it so far per arm, and its transitions. The
-    shadow arms (``shadow``, ``shadow_baseline``) are there when its plan has a shadow step."""
+    """The rollout, every outcome reported for it so far per arm (and apart, those of callers
+    an override served), and its transitions. The shadow arms (``shadow``, ``shadow_baseline``)
+    are there when its plan has a shadow step."""
     rollout = rollout_get(rollout_id)
     shadowed = any(step.get("shadow") for step in rollout.plan)
-    arms = outcome_store().arm_stats(rollout_id=rollout.pk)
+    arms = outcome_store().arm_stats(rollout_id=rollout.pk, arms=(*ROLLOUT_ARMS, OVERRIDE_ARM))
+    overridden = arms.pop(OVERRIDE_ARM)
     return RolloutWithStats(
         rollout=rollout,
         arms={arm: stats for arm, stats in arms.items() if arm in EXPOSED_ARMS or shadowed or stats.samples},
+        override_outcomes=overridden,
         history=list(rollout.transitions.order_by("at", "id")),
     )
 

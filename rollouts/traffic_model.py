@@ -71,3 +71,17 @@ def shadow_run(resolved: dict[str, Any]) -> dict[str, Any]:
         "rollout_id": resolved["rollout_id"],
         "arm": "shadow",
     }
+
+
+def late_score(*, rng: random.Random, event: dict[str, Any]) -> dict[str, Any] | None:
+    """Take the scores out of a call's ``event`` (left with none) into a late score of that
+    call, as an LLM judge would send them after the call; None when the call carries none."""
+    scores = event["scores"]
+    event["scores"] = {}
+    if not scores:
+        return None
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "of_event": event["event_id"],
+        "scores": scores,
+    }

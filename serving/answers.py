@@ -10,6 +10,7 @@ have the shape of ``core.errors``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from core.errors import DomainError, ValidationFailed, error_body
 from core.metrics import count_resolve, request_seconds, stale_serves_total
 from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
+from serving.attributes import query_attributes
 from serving.exposures import count_exposure
 from serving.state import Resolved, random_bucket, resolve, serving_cache
 
@@ -81,16 +83,19 @@ def unit_of(value: object) -> str | None:
     return value
 
 
-def resolved_for(name: str, unit: str | None) -> tuple[Resolved, bool]:
-    """What ``unit`` is served of ``name``. A miss (no such prompt, no production version) is
-    confirmed against the change counter before it is answered."""
+def resolved_for(
+    name: str, unit: str | None, attributes: Mapping[str, str] | None = None
+) -> tuple[Resolved, bool]:
+    """What ``unit`` (with ``attributes``) is served of ``name``. A miss (no such prompt, no
+    production version) is confirmed against the change counter before it is answered."""
     state, stale = serving_cache.get()
     bucket = 0 if unit else random_bucket()
+    now = time.time()  # when overrides expire
     try:
-        resolved = resolve(state, name, unit, random_bucket=bucket)
+        resolved = resolve(state, name, unit, random_bucket=bucket, attributes=attributes, now=now)
     except (PromptNotFound, NoProductionVersion):
         state, stale = serving_cache.confirmed()
-        resolved = resolve(state, name, unit, random_bucket=bucket)
+        resolved = resolve(state, name, unit, random_bucket=bucket, attributes=attributes, now=now)
     count_resolve(name, resolved.arm)
     if resolved.bucket is not None:
         rollout = state.prompts[name].rollout
@@ -104,11 +109,15 @@ def resolved_for(name: str, unit: str | None) -> tuple[Resolved, bool]:
     return resolved, stale
 
 
-def resolve_answer(name: str, unit: object, if_none_match: str) -> Answer:
-    """Status, headers and body of a resolve by a caller who may read."""
+def resolve_answer(
+    name: str, unit: object, if_none_match: str, query_pairs: Iterable[tuple[str, str]] = ()
+) -> Answer:
+    """Status, headers and body of a resolve by a caller who may read; ``query_pairs`` are the
+    query's parameters, of which ``attr.NAME`` ones are attributes."""
     started = time.perf_counter()
     try:
-        resolved, stale = resolved_for(name, unit_of(unit))
+        attributes = query_attributes(query_pairs) if query_pairs else None
+        resolved, stale = resolved_for(name, unit_of(unit), attributes)
     except DomainError as error:
         return error_answer(error.status_code, error.code, error.message, error.details)
     etag = resolved.etag(stale=stale)

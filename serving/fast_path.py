@@ -4,8 +4,9 @@ costs several times what resolving does (docs/benchmarks.md). Everything else, i
 resolve without a Bearer key (a session), goes on to Django, whose view gives the same answers
 through the same ``resolve_answer``. The per-request rules of Django's side apply here too: the
 Host must be one of ALLOWED_HOSTS (400), with PROMPTRAMP_SECURE a request over plain HTTP goes on
-to Django (which redirects it), the key's ``serve`` rate limit (429, ``core.rate_limits``), and the
-request's log line and trace id (``core.request_log``).
+to Django (which redirects it), the key's ``serve`` rate limit (429, ``core.rate_limits``), the
+request's log line and trace id (``core.request_log``), and the caller's ``attr.NAME``
+attributes (``serving.attributes``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
@@ -126,7 +127,21 @@ def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
         except PromptNotAllowed as refused:
             return error_answer(refused.status_code, refused.code, refused.message, refused.details)
     unit = None
-    for field, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+    pairs = query_pairs(environ.get("QUERY_STRING", ""))
+    for field, value in pairs:
         if field == "unit":
             unit = value
-    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""))
+    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""), pairs)
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """The query's (name, value) pairs as ``parse_qsl(query, keep_blank_values=True)`` gives
+    them, at a fraction of its cost: only a part with ``%`` or ``+`` is unquoted."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            field, _, value = part.partition("=")
+            if "%" in part or "+" in part:
+                field, value = unquote_plus(field), unquote_plus(value)
+            pairs.append((field, value))
+    return pairs

@@ -1,15 +1,17 @@
 """What each prompt serves right now, held in memory by every web process.
 
-The serving state is an immutable object built from PostgreSQL: every prompt's production version
-and each running or paused rollout (baseline, candidate, percent, salt, and in a shadow step the
+The serving state is an immutable object built from PostgreSQL: every prompt's production version,
+each running or paused rollout (baseline, candidate, percent, salt, and in a shadow step the
 shadow percent: every caller gets the baseline, and the answers of the units below it also carry
-the candidate as ``shadow``, to run unseen). It is cached per process
-by ``core.state_cache`` and updated when any process calls ``state_changed(SERVING_STATE,
-[prompt names])`` (registry and rollout services do, inside their transactions): only the named
-prompts are read again (``serving_state_update``).
+the candidate as ``shadow``, to run unseen), and the prompt's overrides (``ServedOverrides``: the
+version each one serves is decided here, an ``arm`` override's from the active rollout). It is
+cached per process by ``core.state_cache`` and updated when any process calls
+``state_changed(SERVING_STATE, [prompt names])`` (registry, rollout and override services do,
+inside their transactions): only the named prompts are read again (``serving_state_update``).
 
 Everything a resolve answers is serialized when the state is built: a request is a dictionary
-lookup, at most one hash, and a few byte joins. ``resolve`` and the body helpers below do no I/O.
+lookup (and one by unit and per attribute for a prompt with overrides), at most one hash, and a
+few byte joins. ``resolve`` and the body helpers below do no I/O.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from registry.errors import NoProductionVersion, PromptNotFound
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
 from rollouts.models import Rollout
 from serving.bucketing import BUCKETS, assign, default_salt, threshold_of
+from serving.models import Override
 from serving.snapshot_changes import FORMAT_FIELD
 
 
@@ -70,10 +73,53 @@ class ServedRollout:
 
 
 @dataclass(frozen=True, slots=True)
+class ServedOverride:
+    """One applying override: what it serves (``served``; ``rollout_id`` is the active
+    rollout's, when there is one) until ``expires_at`` (Unix seconds; None: never)."""
+
+    id: int
+    expires_at: float | None
+    served: ServedVersion
+    rollout_id: int | None
+    tail: bytes  # the body after ``head``: arm, rollout id, bucket, override id
+    entry: dict[str, Any]  # as the snapshot publishes it
+
+
+@dataclass(frozen=True, slots=True)
+class ServedOverrides:
+    """A prompt's overrides by what they match: a resolve is at most one lookup by unit and one
+    per attribute it carries, whatever their number."""
+
+    units: Mapping[str, ServedOverride]
+    attributes: Mapping[tuple[str, str], ServedOverride]
+
+    def match(
+        self, unit: str | None, attributes: Mapping[str, str] | None, now: float
+    ) -> ServedOverride | None:
+        """The override that applies at ``now``: the unit's, else the newest of the attributes'."""
+        if unit:
+            hit = self.units.get(unit)
+            if hit is not None and (hit.expires_at is None or hit.expires_at > now):
+                return hit
+        best = None
+        if attributes and self.attributes:
+            for pair in attributes.items():
+                hit = self.attributes.get(pair)
+                if (
+                    hit is not None
+                    and (hit.expires_at is None or hit.expires_at > now)
+                    and (best is None or hit.id > best.id)
+                ):
+                    best = hit
+        return best
+
+
+@dataclass(frozen=True, slots=True)
 class ServedPrompt:
     name: str
     production: ServedVersion | None
     rollout: ServedRollout | None
+    overrides: ServedOverrides | None = None
 
 
 @dataclass(frozen=True)
@@ -145,8 +191,11 @@ class Resolved:
     rollout_id: int | None
     bucket: int | None
     sticky: bool
-    tail: bytes  # the body after ``head``: arm, rollout id, bucket (and shadow) up to the sticky flag
+    tail: (
+        bytes  # the body after ``head``: arm, rollout id, bucket (shadow, override id) up to the sticky flag
+    )
     shadow: ServedVersion | None = None  # the candidate to run unseen, in a shadow step's sample
+    override_id: int | None = None
 
     def body(self, *, stale: bool) -> bytes:
         end = b',"stale":true}' if stale else b"}"
@@ -157,6 +206,8 @@ class Resolved:
         rollout = "" if self.rollout_id is None else f".{self.rollout_id}.{self.bucket}"
         if self.shadow is not None:
             rollout += f".{self.shadow.tag}"
+        if self.override_id is not None:
+            rollout = f".{self.override_id}{rollout}"
         flags = ("s" if self.sticky else "r") + ("~" if stale else "")
         return f'"{self.served.tag}.{self.arm[0]}{rollout}.{flags}"'
 
@@ -165,6 +216,8 @@ class Resolved:
         body.update(arm=self.arm, rollout_id=self.rollout_id, bucket=self.bucket)
         if self.shadow is not None:
             body["shadow"] = shadow_body(self.shadow)
+        if self.override_id is not None:
+            body["override_id"] = self.override_id
         body["sticky"] = self.sticky
         if stale:
             body["stale"] = True
@@ -174,12 +227,27 @@ class Resolved:
 PRODUCTION_TAIL = b',"arm":"production","rollout_id":null,"bucket":null,'
 
 
-def resolve(state: ServingState, name: str, unit: str | None, *, random_bucket: int) -> Resolved:
-    """Which version ``unit`` gets of prompt ``name``: the running or paused rollout's arm, else
+def resolve(
+    state: ServingState,
+    name: str,
+    unit: str | None,
+    *,
+    random_bucket: int,
+    attributes: Mapping[str, str] | None = None,
+    now: float = 0.0,
+) -> Resolved:
+    """Which version ``unit`` (with ``attributes``) gets of prompt ``name`` at ``now`` (Unix
+    seconds): an override's that applies, else the running or paused rollout's arm, else
     production. ``random_bucket`` (0…9999) places a request without a unit."""
     prompt = state.prompts.get(name)
     if prompt is None:
         raise PromptNotFound(f"Prompt '{name}' does not exist.")
+    if prompt.overrides is not None:
+        hit = prompt.overrides.match(unit, attributes, now)
+        if hit is not None:
+            return Resolved(
+                name, hit.served, "override", hit.rollout_id, None, bool(unit), hit.tail, override_id=hit.id
+            )
     rollout = prompt.rollout
     if rollout is None:
         if prompt.production is None:
@@ -296,7 +364,7 @@ def _served_rollout(
 
 def _snapshot_entry(prompt: ServedPrompt) -> dict[str, Any]:
     rollout = prompt.rollout
-    return {
+    entry: dict[str, Any] = {
         "production": prompt.production.body if prompt.production else None,
         "rollout": None
         if rollout is None
@@ -310,6 +378,16 @@ def _snapshot_entry(prompt: ServedPrompt) -> dict[str, Any]:
             "candidate": rollout.candidate.body,
         },
     }
+    if prompt.overrides is not None:
+        # Each override with the version it serves, oldest first; each served version's body
+        # once, under its number.
+        served = [*prompt.overrides.units.values(), *prompt.overrides.attributes.values()]
+        served.sort(key=lambda override: override.id)
+        entry["overrides"] = [override.entry for override in served]
+        entry["override_versions"] = {
+            str(override.served.version): override.served.body for override in served
+        }
+    return entry
 
 
 _VERSION_COLUMNS = (
@@ -338,6 +416,86 @@ def _serving_query(named: bool) -> str:
     """
 
 
+def _overrides_query(named: bool) -> str:
+    """The applying overrides, oldest first, each with the version it serves: its own, or the
+    arm of the prompt's active rollout (pending too), or production when none is active."""
+    return f"""
+        SELECT prompt.name, prompt.kind, override.id, override.unit, override.attribute,
+               override.value, override.arm, override.expires_at, active.id,
+               {_VERSION_COLUMNS.format(v="target")}
+        FROM {Override._meta.db_table} override
+        JOIN {Prompt._meta.db_table} prompt ON prompt.id = override.prompt_id
+        LEFT JOIN {Rollout._meta.db_table} active ON active.prompt_id = prompt.id
+            AND active.state = ANY(%(active)s)
+        LEFT JOIN {Label._meta.db_table} label ON label.prompt_id = prompt.id AND label.name = %(production)s
+        JOIN {PromptVersion._meta.db_table} target ON target.id = CASE
+            WHEN override.version_id IS NOT NULL THEN override.version_id
+            WHEN active.id IS NULL THEN label.version_id
+            WHEN override.arm = %(candidate)s THEN active.candidate_id
+            ELSE active.baseline_id END
+        WHERE (override.expires_at IS NULL OR override.expires_at > %(now)s)
+        {"AND prompt.name = ANY(%(names)s)" if named else ""}
+        ORDER BY override.id
+    """
+
+
+def _served_overrides(names: frozenset[str] | None) -> dict[str, ServedOverrides]:
+    """Each prompt's applying overrides (for every prompt, or for those named)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _overrides_query(names is not None),
+            {
+                "active": list(Rollout.ACTIVE_STATES),
+                "production": PRODUCTION,
+                "candidate": Override.Arm.CANDIDATE,
+                "now": timezone.now(),
+                "names": list(names or ()),
+            },
+        )
+        rows = cursor.fetchall()
+    units: dict[str, dict[str, ServedOverride]] = {}
+    attributes: dict[str, dict[tuple[str, str], ServedOverride]] = {}
+    versions: dict[tuple[str, int], ServedVersion] = {}
+    for name, kind, override_id, unit, attribute, value, arm, expires_at, rollout_id, *version in rows:
+        row = _VersionRow.of(tuple(version))
+        assert row is not None  # joined, not left-joined
+        served = versions.get((name, row.version))
+        if served is None:
+            served = versions[name, row.version] = _served_version(name, kind, row)
+        match = {"unit": unit} if unit else {"attribute": attribute, "value": value}
+        override = ServedOverride(
+            id=override_id,
+            expires_at=expires_at.timestamp() if expires_at else None,
+            served=served,
+            rollout_id=rollout_id,
+            tail=b"".join(
+                (
+                    b',"arm":"override","rollout_id":',
+                    orjson.dumps(rollout_id),
+                    b',"bucket":null,"override_id":',
+                    str(override_id).encode(),
+                    b",",
+                )
+            ),
+            entry={
+                "id": override_id,
+                "match": match,
+                "version": row.version,
+                "arm": arm or None,
+                "rollout_id": rollout_id,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
+        if unit:
+            units.setdefault(name, {})[unit] = override
+        else:
+            attributes.setdefault(name, {})[attribute, value] = override
+    return {
+        name: ServedOverrides(units=units.get(name, {}), attributes=attributes.get(name, {}))
+        for name in units.keys() | attributes.keys()
+    }
+
+
 def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedPrompt]:
     """Each prompt's production version and splitting rollout, for every prompt or for those
     named."""
@@ -351,6 +509,7 @@ def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedProm
             },
         )
         rows = cursor.fetchall()
+    overrides = _served_overrides(names)
     served: dict[str, ServedPrompt] = {}
     width = len(_VERSION_COLUMNS.split(","))
     for row in rows:
@@ -364,6 +523,7 @@ def _served_prompts(names: frozenset[str] | None = None) -> dict[str, ServedProm
             rollout=_served_rollout(name, kind, rollout, baseline, candidate)
             if rollout[0] is not None and baseline and candidate
             else None,
+            overrides=overrides.get(name),
         )
     return served
 

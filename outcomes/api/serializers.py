@@ -5,16 +5,29 @@ from rest_framework import serializers
 
 
 class OutcomeEventSerializer(serializers.Serializer):
+    """A call's outcome (``prompt`` and ``version`` required), or a late score: only
+    ``event_id``, ``of_event`` and ``scores``."""
+
     event_id = serializers.UUIDField(help_text="unique per event; a repeated id is counted once")
-    prompt = serializers.RegexField(r"^[a-z0-9][a-z0-9._-]{0,127}$")
-    version = serializers.IntegerField(min_value=1)
-    rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
-    arm = serializers.ChoiceField(
-        ["baseline", "candidate", "shadow", "production"],
+    of_event = serializers.UUIDField(
         required=False,
         allow_null=True,
-        help_text="baseline, candidate or shadow (a shadow step's run: the candidate's version) with "
-        "a rollout_id; production or null without one",
+        help_text="a late score: the event_id of the call whose arm and minute its scores count for; "
+        "it then carries only event_id, of_event and scores",
+    )
+    prompt = serializers.RegexField(
+        r"^[a-z0-9][a-z0-9._-]{0,127}$", required=False, help_text="required, except in a late score"
+    )
+    version = serializers.IntegerField(
+        min_value=1, required=False, help_text="required, except in a late score"
+    )
+    rollout_id = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    arm = serializers.ChoiceField(
+        ["baseline", "candidate", "shadow", "production", "override"],
+        required=False,
+        allow_null=True,
+        help_text="baseline, candidate, shadow (a shadow step's run: the candidate's version) or "
+        "override (the override's version) with a rollout_id; production, override or null without one",
     )
     shadow_sample = serializers.BooleanField(
         required=False,
@@ -36,7 +49,7 @@ class OutcomeEventSerializer(serializers.Serializer):
         child=serializers.FloatField(min_value=-1e9, max_value=1e9),
         required=False,
         allow_null=True,
-        help_text="up to 32 {name: number}; names match ^[a-z][a-z0-9_.-]{0,63}$",
+        help_text="up to 20 {name: number}, names matching ^[a-z][a-z0-9_.-]{0,63}$ (1+ in a late score)",
     )
     ts = serializers.DateTimeField(
         required=False,
@@ -68,6 +81,7 @@ class EventBatchSerializer(serializers.Serializer):
 class IngestResultSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="events counted now")
     duplicates = serializers.IntegerField(help_text="events whose event_id was already received")
+    unmatched = serializers.IntegerField(help_text="late scores whose call is unknown (not stored)")
     exposures = serializers.IntegerField(
         required=False, help_text="with exposures: the rows counted (0 when the batch_id was seen before)"
     )

@@ -9,7 +9,13 @@ from rest_framework.views import APIView
 
 from access.permissions import prompt_limits_of
 from core.api_schema import ErrorSerializer, error_responses
-from core.metrics import event_batches_refused_total, events_accepted, events_duplicate, sdk_exposures_total
+from core.metrics import (
+    event_batches_refused_total,
+    events_accepted,
+    events_duplicate,
+    events_unmatched,
+    sdk_exposures_total,
+)
 from outcomes.api.serializers import EventBatchSerializer, IngestResultSerializer
 from outcomes.errors import BatchTooLarge
 from outcomes.services import events_ingest
@@ -37,7 +43,8 @@ class EventsView(APIView):
             400: OpenApiResponse(ErrorSerializer, "invalid events: details list index, field, reason"),
             **error_responses(401),
             403: OpenApiResponse(
-                ErrorSerializer, "prompt_not_allowed: events for other prompts, listed as in a 400"
+                ErrorSerializer,
+                "prompt_not_allowed: events (or late scores' calls) of other prompts, listed as in a 400",
             ),
             413: OpenApiResponse(ErrorSerializer, "body over 4 MiB or more than 1000 events"),
             503: OpenApiResponse(ErrorSerializer, "Redis unavailable or backlog too long; see Retry-After"),
@@ -65,7 +72,20 @@ class EventsView(APIView):
                         }
                     ]
                 },
-            )
+            ),
+            OpenApiExample(
+                "A late score of that call",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "event_id": "0b6a9d6e-5f0e-4a51-8a7e-6f3f1c2d9e80",
+                            "of_event": "7d0c6f5e-1b7a-4c3e-9a52-2f1e8b9d4c11",
+                            "scores": {"judge_accuracy": 0.9},
+                        }
+                    ]
+                },
+            ),
         ],
     )
     def post(self, request: Request) -> Response:
@@ -78,8 +98,9 @@ class EventsView(APIView):
         result = events_ingest(body=request.body, now=time.time(), prompts=prompt_limits_of(request))
         events_accepted.inc(result.accepted)
         events_duplicate.inc(result.duplicates)
+        events_unmatched.inc(result.unmatched)
         sdk_exposures_total.inc(result.exposures_total)
-        answer = {"accepted": result.accepted, "duplicates": result.duplicates}
+        answer = {"accepted": result.accepted, "duplicates": result.duplicates, "unmatched": result.unmatched}
         if result.exposures is not None:
             answer["exposures"] = result.exposures
         return Response(answer, status=202)

@@ -34,7 +34,7 @@ from rollouts.models import Rollout, RolloutTransition
 from rollouts.plan import ABSOLUTE_RULES, Gate, Plan, parse_gates
 from rollouts.selectors import EXPOSED_ARMS, rollout_get_with_stats
 from rollouts.sources import outcome_store
-from rollouts.stats import CLOCK_ALLOWANCE, arm_summary
+from rollouts.stats import CLOCK_ALLOWANCE, ArmStats, arm_summary
 
 # Charts cover the rollout from its start, or its last day when it ran longer.
 CHART_SPAN = timedelta(hours=24)
@@ -150,6 +150,7 @@ class LivePage:
     gates: list[GateRow]
     arms: list[ArmRow]
     arm_headers: list[str]
+    override_outcomes: str  # of callers an override served (in no gate); "" when none
     history: list[HistoryRow]
 
 
@@ -404,6 +405,16 @@ def _transition_conditions(transition: RolloutTransition) -> tuple[ConditionRow,
     return condition_rows(StepConditions.from_json(transition.conditions)) if transition.conditions else ()
 
 
+def _override_outcomes(stats: ArmStats) -> str:
+    if not stats.samples:
+        return ""
+    summary = arm_summary(stats)
+    return (
+        f"Callers an override served reported {count_text(summary['samples'])} requests, "
+        f"{count_text(summary['errors'])} errors: shown apart, in no gate."
+    )
+
+
 def live_page(rollout_id: int, *, now: datetime) -> LivePage:
     detail = rollout_get_with_stats(rollout_id)
     rollout, history = detail.rollout, detail.history
@@ -451,6 +462,7 @@ def live_page(rollout_id: int, *, now: datetime) -> LivePage:
         arms=arms,
         arm_headers=[metric_title(column) for column in ARM_COLUMNS]
         + [metric_title(SCORE_PREFIX + name) for name in score_names],
+        override_outcomes=_override_outcomes(detail.override_outcomes),
         history=[
             HistoryRow(
                 at=t.at,

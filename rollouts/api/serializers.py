@@ -153,6 +153,9 @@ class RolloutOut(serializers.Serializer[Any]):
 
 class RolloutDetailOut(RolloutOut):
     arms = serializers.DictField(child=serializers.DictField())
+    override_outcomes = serializers.DictField(
+        help_text="outcomes reported with arm override (callers an override served): in no gate"
+    )
     verdicts = serializers.ListField(child=serializers.DictField())
     conditions = serializers.ListField(
         child=serializers.DictField(),
@@ -172,6 +175,7 @@ class WebhookOut(serializers.Serializer[Any]):
 def rollout_detail_json(detail: RolloutWithStats) -> dict[str, Any]:
     body = rollout_json(detail.rollout)
     body["arms"] = {arm: arm_summary(stats) for arm, stats in detail.arms.items()}
+    body["override_outcomes"] = arm_summary(detail.override_outcomes)
     body["verdicts"] = detail.rollout.last_verdicts
     body["conditions"] = detail.rollout.last_conditions
     body["history"] = [transition_json(t) for t in detail.history]

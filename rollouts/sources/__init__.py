@@ -38,6 +38,11 @@ from rollouts.stats import ArmStats
 
 SOURCE_TIMEOUT_SECONDS = 5.0
 INGEST = "ingest"
+# The arms a rollout's outcomes are read under: exposed, and a shadow step's runs with the
+# baseline outcomes of its sample.
+ROLLOUT_ARMS = ("baseline", "candidate", "shadow", "shadow_baseline")
+# Outcomes of callers an override served while the rollout was active: shown, never in a gate.
+OVERRIDE_ARM = "override"
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,16 @@ class OutcomeStore(Source, Protocol):
     """The `ingest` source: outcomes reported to promptramp, kept per rollout, arm and minute."""
 
     def arm_stats(
-        self, *, rollout_id: int, since: datetime | None = None, until: datetime | None = None
+        self,
+        *,
+        rollout_id: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        arms: tuple[str, ...] = ROLLOUT_ARMS,
     ) -> dict[str, ArmStats]:
         """``{"baseline": …, "candidate": …, "shadow": …, "shadow_baseline": …}`` (the last
-        two: a shadow step's runs and the baseline outcomes of its sample): every outcome of
-        the rollout when ``since`` and ``until`` are None, else those of the minutes
+        two: a shadow step's runs and the baseline outcomes of its sample), or of ``arms``: every
+        outcome of the rollout when ``since`` and ``until`` are None, else those of the minutes
         overlapping ``[since, until)``."""
         ...
 

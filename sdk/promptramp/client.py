@@ -1,6 +1,7 @@
 """The client: local resolution from a cached snapshot, and outcome reporting."""
 
 import atexit
+import contextvars
 import json
 import logging
 import random
@@ -11,7 +12,15 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from .errors import PromptUnavailable
-from .events import EventCounts, EventSender, Outcome, outcome_event, retry_after_seconds
+from .event_rules import is_event_id
+from .events import (
+    EventCounts,
+    EventSender,
+    Outcome,
+    late_score_event,
+    outcome_event,
+    retry_after_seconds,
+)
 from .result import ResolvedPrompt
 from .shadow import ShadowCallback, ShadowCounts, ShadowRunner
 from .snapshot import PromptVersion, Snapshot, UnsupportedFormat
@@ -26,6 +35,7 @@ Default = str | list[Message]
 STREAM_READ_TIMEOUT = 60.0
 STREAM_RETRY_SECONDS = 0.5  # the wait before reconnecting (× 0.5–1); doubled after each failure
 SNAPSHOT_ERRORS = (ValueError, KeyError, TypeError, AttributeError)
+MAX_ATTRIBUTES = 20  # as the server takes
 
 
 class Client:
@@ -41,7 +51,8 @@ class Client:
     background thread each time a new snapshot is in use.
     Reported outcomes are posted in background batches and flushed on `close` and at exit, with
     the counts of the rollouts' arms `get` served and of the shadow runs it started (exposures:
-    the server's traffic check reads them).
+    the server's traffic check reads them); `score` adds scores to a call already reported (an
+    LLM judge, a user's thumbs-up).
     A snapshot of a format this SDK does not know is not used: the last one keeps serving, its
     answers are `stale`, `unsupported_format` says which format came, and it is logged.
     Shadow runs (`get(..., shadow=callback)`) go to a background pool of at most
@@ -89,6 +100,10 @@ class Client:
         self._stream_url: str | None = None
         self._stream: EventStream | None = None
         self._streaming = False
+        # prompt name -> event_id of the last call of it reported in this thread or task
+        self._last_calls: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+            f"promptramp-last-calls-{id(self)}"
+        )
         self._events = EventSender(
             self._transport.post_events,
             batch_size=batch_size,
@@ -138,23 +153,27 @@ class Client:
         unit: str | None = None,
         variables: Mapping[str, object] | None = None,
         default: Default | None = None,
+        attributes: Mapping[str, str] | None = None,
         shadow: ShadowCallback | None = None,
     ) -> ResolvedPrompt:
         """The version of `name` that `unit` should use now, rendered when `variables` are given.
 
         With no unit (None or "") the arm is drawn at random and the result is not sticky.
-        `default` (a template, or chat messages) serves when no snapshot holds the prompt;
-        it overrides the client's `defaults` for this call. When the result carries a `shadow`
-        (a shadow step's sample), `shadow(outcome)` runs it in the background pool: `outcome`
-        is an `Outcome` whose `prompt` is the shadow; the run is timed (unless the callback sets
-        `latency_ms`) and reported as arm `shadow`, an error if it raises. It never blocks or
-        fails this call.
+        `attributes` ({"tenant": "acme"}, at most 20) are what overrides may match besides the
+        unit; they stay in this process. `default` (a template, or chat messages) serves when no
+        snapshot holds the prompt; it overrides the client's `defaults` for this call. When the
+        result carries a `shadow` (a shadow step's sample), `shadow(outcome)` runs it in the
+        background pool: `outcome` is an `Outcome` whose `prompt` is the shadow; the run is timed
+        (unless the callback sets `latency_ms`) and reported as arm `shadow`, an error if it
+        raises. It never blocks or fails this call.
         """
         snapshot = self._snapshot
+        if attributes is not None and len(attributes) > MAX_ATTRIBUTES:
+            raise ValueError(f"at most {MAX_ATTRIBUTES} attributes may be given")
         if snapshot is not None:
             served = snapshot.prompts.get(name)
-            if served is not None:
-                result = served.resolve(unit, variables)
+            result = None if served is None else served.resolve(unit, variables, attributes)
+            if result is not None:
                 if result.rollout_id is not None:
                     self._events.expose(result.rollout_id, result.arm)
                 if self._stale or self._unsupported_format is not None:
@@ -182,16 +201,19 @@ class Client:
         unit: str | None = None,
         variables: Mapping[str, object] | None = None,
         default: Default | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> Iterator[Outcome]:
         """Time the block and report its outcome; an exception is recorded and re-raised.
 
-        `prompt` is a result of `get`, or a name to `get` with `unit`, `variables` and `default`.
-        Set cost, tokens and scores on the yielded Outcome; its `prompt` is the result in use.
+        `prompt` is a result of `get`, or a name to `get` with `unit`, `variables`, `default`
+        and `attributes`.
+        Set cost, tokens and scores on the yielded Outcome; its `prompt` is the result in use,
+        its `event_id` the id the call is reported with (to `score` it later, from anywhere).
         """
         result = (
             prompt
             if isinstance(prompt, ResolvedPrompt)
-            else self.get(prompt, unit=unit, variables=variables, default=default)
+            else self.get(prompt, unit=unit, variables=variables, default=default, attributes=attributes)
         )
         outcome = Outcome(prompt=result)
         started = time.perf_counter()
@@ -216,8 +238,11 @@ class Client:
         output_tokens: int | None = None,
         scores: Mapping[str, float] | None = None,
         ts: datetime | None = None,
+        event_id: str | None = None,
     ) -> str | None:
-        """Queue one call's outcome; returns its event_id (None for a fallback, never sent).
+        """Queue one call's outcome; returns its event_id (`event_id`, or a new one; None for a
+        fallback, never sent). The id is also kept on `result.event_id`, and as this thread's
+        (or task's) last call of the prompt, for `score`.
 
         Raises ValueError on a figure the server would refuse (negative, NaN, non-number).
         """
@@ -233,7 +258,36 @@ class Client:
             output_tokens=output_tokens,
             scores=scores,
             ts=ts,
+            event_id=event_id,
         )
+        self._events.add(event)
+        reported = result.event_id = str(event["event_id"])
+        self._last_calls.set(self._last_calls.get({}) | {result.name: reported})
+        return reported
+
+    def score(self, call: ResolvedPrompt | str, scores: Mapping[str, float]) -> str | None:
+        """Report scores of a call already reported, as a late score: they count for that
+        call's arm and minute, and a name the call already carries keeps its first value.
+
+        `call` is the call's event_id (from `report`, or `Outcome.event_id` in `track`: store
+        it to score the call later from anywhere, any process), a result of `get` that was
+        reported, or a prompt name: the last call of that prompt reported in this thread (or
+        asyncio task). Returns the late score's event_id, or None when there is no call to
+        score (a fallback, or no reported call of that prompt here), which is logged.
+        Raises ValueError on scores the server would refuse.
+        """
+        if isinstance(call, ResolvedPrompt):
+            of_event = call.event_id
+        elif is_event_id(call):
+            of_event = call
+        else:
+            of_event = self._last_calls.get({}).get(call)
+        if of_event is None:
+            logger.warning(
+                "score: no reported call of %r to score; scores dropped", getattr(call, "name", call)
+            )
+            return None
+        event = late_score_event(of_event, scores)
         self._events.add(event)
         return str(event["event_id"])
 
@@ -413,6 +467,7 @@ class Client:
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.report(
             outcome.prompt,
+            event_id=outcome.event_id,
             latency_ms=elapsed_ms if outcome.latency_ms is None else outcome.latency_ms,
             error=outcome.error,
             error_type=outcome.error_type,

@@ -14,6 +14,7 @@ PROMPT_NAME = re.compile(RULES["prompt_name"])
 SCORE_NAME = re.compile(RULES["score_name"])
 ERROR_TYPE = re.compile(RULES["error_type"])
 MAX_EXPOSURES: int = RULES["max_exposures_per_batch"]
+UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 
 def figures_problems(
@@ -47,6 +48,25 @@ def figures_problems(
         elif not _number(value, -limit, limit):
             problems.append(f"score {name!r} must be a finite number, not {value!r}")
     return problems
+
+
+def late_score_problems(of_event: object, scores: Mapping[Any, Any]) -> list[str]:
+    """What the server would refuse in a late score of the call ``of_event`` (empty: nothing).
+    A late score carries only ``RULES["late_score_fields"]``, which the SDK builds itself."""
+    problems = []
+    if not (isinstance(of_event, str) and is_event_id(of_event)):
+        problems.append(f"of_event must be a call's event_id (a UUID), not {of_event!r}")
+    if not scores:
+        problems.append("a late score carries at least one score")
+    problems += figures_problems(
+        latency_ms=None, error_type=None, cost_usd=None, input_tokens=None, output_tokens=None, scores=scores
+    )
+    return problems
+
+
+def is_event_id(value: str) -> bool:
+    """Whether ``value`` is an event id as the server reads one (8-4-4-4-12 hexadecimal digits)."""
+    return UUID.fullmatch(value) is not None
 
 
 def _number(value: object, lowest: float, highest: float) -> bool:

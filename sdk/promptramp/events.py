@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .event_rules import MAX_EXPOSURES, figures_problems
+from .event_rules import MAX_EXPOSURES, RULES, figures_problems, late_score_problems
 from .result import ResolvedPrompt
 from .transport import NETWORK_ERRORS, Reply
 
@@ -39,8 +39,10 @@ def outcome_event(
     output_tokens: int | None = None,
     scores: Mapping[str, float] | None = None,
     ts: datetime | None = None,
+    event_id: str | None = None,
 ) -> Event:
-    """The event body for one call; raises ValueError on a value the server would refuse.
+    """The event body for one call (a new ``event_id`` unless given); raises ValueError on a
+    value the server would refuse.
 
     One bad event makes the server refuse its whole batch, so it is refused here instead, by
     the server's own rules (``event_rules``).
@@ -58,7 +60,7 @@ def outcome_event(
         raise ValueError("; ".join(problems))
     moment = (ts or datetime.now(UTC)).astimezone(UTC)
     event: Event = {
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or str(uuid.uuid4()),
         "prompt": result.name,
         "version": result.version,
         "rollout_id": result.rollout_id,
@@ -77,11 +79,25 @@ def outcome_event(
     return event
 
 
+def late_score_event(of_event: str, scores: Mapping[str, float]) -> Event:
+    """The event body of a late score of the call ``of_event``; raises ValueError on what the
+    server would refuse (``event_rules``)."""
+    scores = dict(scores)
+    problems = late_score_problems(of_event, scores)
+    if problems:
+        raise ValueError("; ".join(problems))
+    event = {"event_id": str(uuid.uuid4()), "of_event": of_event, "scores": scores}
+    assert set(event) == set(RULES["late_score_fields"])
+    return event
+
+
 @dataclass(slots=True)
 class Outcome:
-    """What `Client.track` yields: the prompt in use, and the call's figures to fill in."""
+    """What `Client.track` yields: the prompt in use, the call's `event_id` (known from the
+    start, to hand to whoever scores the call later), and the call's figures to fill in."""
 
     prompt: ResolvedPrompt
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     latency_ms: float | None = None  # measured by track unless set here
     error: bool = False
     error_type: str | None = None
@@ -98,6 +114,7 @@ class EventCounts:
     enqueued: int = 0  # reported and put in the buffer
     accepted: int = 0  # acknowledged by the server as new
     duplicates: int = 0  # acknowledged by the server as already received
+    unmatched: int = 0  # late scores the server had no call for (not stored)
     dropped: int = 0  # pushed out of the full buffer (oldest first), or reported after close
     rejected: int = 0  # refused by the server for good (400 and other 4xx)
     retries: int = 0  # delivery attempts that failed and were retried
@@ -148,6 +165,7 @@ class EventSender:
                 "enqueued",
                 "accepted",
                 "duplicates",
+                "unmatched",
                 "dropped",
                 "rejected",
                 "retries",
@@ -270,6 +288,7 @@ class EventSender:
             with self._lock:
                 self._counts["accepted"] += int(answer.get("accepted", len(batch)))
                 self._counts["duplicates"] += int(answer.get("duplicates", 0))
+                self._counts["unmatched"] += int(answer.get("unmatched", 0))
                 self._counts["exposures_sent"] += sum(row["count"] for row in exposures)
             return [], [], 0.0
         if reply.status in (408, 429) or reply.status >= 500:

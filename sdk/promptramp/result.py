@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Arm = Literal["baseline", "candidate", "production", "shadow"]
+Arm = Literal["baseline", "candidate", "production", "shadow", "override"]
 Kind = Literal["text", "chat"]
 SHADOW_FIELDS = (
     "version",
@@ -23,8 +23,11 @@ class ResolvedPrompt:
 
     `template` is set for text prompts and `messages` for chat prompts. `rendered` and
     `unused_variables` are set when variables were given. `rollout_id` and `bucket` are None for
-    arm production. `fallback` is true when the content is a caller-supplied default because no
-    snapshot holds the prompt; such a result has no version and is never reported.
+    arm production; for arm override, `bucket` is None, `rollout_id` is the active rollout's (or
+    None) and `override_id` names the override that applied. `fallback` is true when the content
+    is a caller-supplied default because no snapshot holds the prompt; such a result has no
+    version and is never reported. `event_id` is set when a call with it is reported
+    (`Client.score` takes the result to score that call).
     In a shadow step's sample (`shadow_sample`), `shadow` is the candidate to run unseen (arm
     `shadow`), or None with `shadow_error` saying why it could not be rendered.
     Treat it as read-only: it shares `config`, `messages` and `variables` with the snapshot.
@@ -49,6 +52,8 @@ class ResolvedPrompt:
     shadow: "ResolvedPrompt | None" = None
     shadow_error: dict[str, Any] | None = None
     shadow_sample: bool = False
+    override_id: int | None = None
+    event_id: str | None = None  # of the last call reported with this result (Client.report)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of the server's resolve (or render) answer."""
@@ -68,6 +73,8 @@ class ResolvedPrompt:
         if self.shadow is not None:
             shadow = self.shadow.as_dict()
             body["shadow"] = {key: shadow[key] for key in shadow if key in SHADOW_FIELDS}
+        if self.override_id is not None:
+            body["override_id"] = self.override_id
         body["sticky"] = self.sticky
         if self.rendered is not None:
             body.update(rendered=self.rendered, unused_variables=self.unused_variables)

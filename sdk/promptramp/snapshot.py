@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from random import randrange
+from time import time
 from typing import Any
 
 from .bucketing import BUCKETS, bucket_of, threshold_of
@@ -87,7 +88,12 @@ class PromptVersion:
             variables=variables_of(texts_of(template, messages)),
         )
 
-    def resolve(self, unit: str | None, variables: Mapping[str, object] | None) -> ResolvedPrompt:
+    def resolve(
+        self,
+        unit: str | None,
+        variables: Mapping[str, object] | None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> ResolvedPrompt:
         return self.resolved("production", None, None, bool(unit), variables)
 
     def resolved(
@@ -133,7 +139,12 @@ class Rollout:
     candidate: PromptVersion
     shadow_threshold: int = 0
 
-    def resolve(self, unit: str | None, variables: Mapping[str, object] | None) -> ResolvedPrompt:
+    def resolve(
+        self,
+        unit: str | None,
+        variables: Mapping[str, object] | None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> ResolvedPrompt:
         if unit:
             bucket, sticky = bucket_of(self.salt, unit), True
         else:
@@ -155,10 +166,63 @@ class Rollout:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Every prompt's serving state: its running or paused rollout, else its production version."""
+class Override:
+    """One of a prompt's overrides: the version it serves (already decided by the server, also
+    for an arm override) until `expires_at` (Unix seconds; None: never)."""
 
-    prompts: Mapping[str, PromptVersion | Rollout]
+    id: int
+    version: PromptVersion
+    rollout_id: int | None
+    expires_at: float | None
+
+    def resolved(self, unit: str | None, variables: Mapping[str, object] | None) -> ResolvedPrompt:
+        result = self.version.resolved("override", self.rollout_id, None, bool(unit), variables)
+        result.override_id = self.id
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class Overridden:
+    """A prompt with overrides, applied as the server applies them: the unit's override first,
+    else the newest override of an attribute value the caller gave, else `served` (None when the
+    prompt serves nothing else). A lookup by unit and one per attribute, whatever their number."""
+
+    served: PromptVersion | Rollout | None
+    units: Mapping[str, Override]
+    attributes: Mapping[tuple[str, str], Override]
+
+    def resolve(
+        self,
+        unit: str | None,
+        variables: Mapping[str, object] | None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> ResolvedPrompt | None:
+        now = time()
+        if unit:
+            hit = self.units.get(unit)
+            if hit is not None and (hit.expires_at is None or hit.expires_at > now):
+                return hit.resolved(unit, variables)
+        if attributes and self.attributes:
+            best = None
+            for pair in attributes.items():
+                hit = self.attributes.get(pair)
+                if (
+                    hit is not None
+                    and (hit.expires_at is None or hit.expires_at > now)
+                    and (best is None or hit.id > best.id)
+                ):
+                    best = hit
+            if best is not None:
+                return best.resolved(unit, variables)
+        return None if self.served is None else self.served.resolve(unit, variables)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every prompt's serving state: its overrides, its running or paused rollout, else its
+    production version."""
+
+    prompts: Mapping[str, PromptVersion | Rollout | Overridden]
     etag: str | None
     generated_at: datetime | None
 
@@ -186,8 +250,35 @@ class Snapshot:
         return Snapshot(prompts=prompts, etag=etag, generated_at=_time(body.get("generated_at")))
 
 
-def _served(name: str, item: Mapping[str, Any]) -> PromptVersion | Rollout | None:
-    """What one snapshot entry serves: its splitting rollout, else its production version."""
+def _served(name: str, item: Mapping[str, Any]) -> PromptVersion | Rollout | Overridden | None:
+    """What one snapshot entry serves: its overrides, then its splitting rollout, else its
+    production version."""
+    served = _rollout_or_production(name, item)
+    overrides = item.get("overrides")
+    if not overrides:
+        return served
+    versions = {
+        int(number): PromptVersion.from_body(name, body) for number, body in item["override_versions"].items()
+    }
+    units: dict[str, Override] = {}
+    attributes: dict[tuple[str, str], Override] = {}
+    for entry in overrides:
+        expires_at = entry.get("expires_at")
+        override = Override(
+            id=int(entry["id"]),
+            version=versions[int(entry["version"])],
+            rollout_id=entry.get("rollout_id"),
+            expires_at=datetime.fromisoformat(expires_at).timestamp() if expires_at else None,
+        )
+        match = entry["match"]
+        if "unit" in match:
+            units[str(match["unit"])] = override
+        else:
+            attributes[str(match["attribute"]), str(match["value"])] = override
+    return Overridden(served=served, units=units, attributes=attributes)
+
+
+def _rollout_or_production(name: str, item: Mapping[str, Any]) -> PromptVersion | Rollout | None:
     rollout = item.get("rollout")
     if rollout and rollout["state"] in SPLITTING_STATES:
         return Rollout(

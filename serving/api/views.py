@@ -40,6 +40,7 @@ from serving.answers import (
     resolved_for,
     unit_of,
 )
+from serving.attributes import attributes_of
 from serving.state import ServedVersion, serving_cache
 
 MAX_VARIABLES = 200
@@ -61,8 +62,10 @@ VERSION_FIELDS = {
 RESOLVED_FIELDS = {
     "name": serializers.CharField(),
     **VERSION_FIELDS,
-    "arm": serializers.ChoiceField(choices=["baseline", "candidate", "production"]),
-    "rollout_id": serializers.IntegerField(allow_null=True),
+    "arm": serializers.ChoiceField(choices=["baseline", "candidate", "production", "override"]),
+    "rollout_id": serializers.IntegerField(
+        allow_null=True, help_text="the active rollout's, also for an override (null without one)"
+    ),
     "bucket": serializers.IntegerField(allow_null=True, min_value=0, max_value=9999),
     "shadow": inline_serializer(
         "Shadow",
@@ -70,6 +73,9 @@ RESOLVED_FIELDS = {
         required=False,
         help_text="in a shadow step, for units in its sample: the candidate to run unseen and "
         "report with arm shadow (the answer itself is the baseline)",
+    ),
+    "override_id": serializers.IntegerField(
+        required=False, help_text="arm override: the override that applied"
     ),
     "sticky": serializers.BooleanField(help_text="false when no unit was given (a random bucket)"),
     "stale": serializers.BooleanField(
@@ -103,7 +109,13 @@ class ResolveView(APIView):
         parameters=[
             OpenApiParameter(
                 "unit", str, description="the caller's stable id (user, session, tenant); none: random bucket"
-            )
+            ),
+            OpenApiParameter(
+                "attr.NAME",
+                str,
+                description="a caller attribute overrides may match (attr.tenant=acme): at most 20, "
+                "names as label names, values of at most 200 characters; never stored",
+            ),
         ],
         responses={
             200: RESOLVED_SCHEMA,
@@ -113,7 +125,10 @@ class ResolveView(APIView):
     )
     def get(self, request: Request, name: str) -> HttpResponse:
         status, headers, body = resolve_answer(
-            name, request.query_params.get("unit"), request.META.get("HTTP_IF_NONE_MATCH", "")
+            name,
+            request.query_params.get("unit"),
+            request.META.get("HTTP_IF_NONE_MATCH", ""),
+            [(field, value) for field, values in request.query_params.lists() for value in values],
         )
         response = HttpResponse(body, status=status)
         for header, value in headers:
@@ -139,6 +154,17 @@ def _variables_of(data: dict[str, Any]) -> dict[str, Any]:
     return variables
 
 
+def _attributes_of(data: dict[str, Any]) -> dict[str, str] | None:
+    attributes = data.get("attributes")
+    if attributes is None:
+        return None
+    if not isinstance(attributes, dict):
+        raise ValidationFailed(
+            "'attributes' must be an object {name: value}.", details={"field": "attributes"}
+        )
+    return attributes_of(attributes.items())
+
+
 class RenderView(APIView):
     required_scopes = {"POST": "read"}
     throttle_scope = "serve"
@@ -149,6 +175,11 @@ class RenderView(APIView):
             "RenderRequest",
             {
                 "unit": serializers.CharField(required=False, allow_blank=True, max_length=MAX_UNIT_LENGTH),
+                "attributes": serializers.DictField(
+                    child=serializers.CharField(max_length=200),
+                    required=False,
+                    help_text="caller attributes overrides may match (at most 20); never stored",
+                ),
                 "variables": serializers.DictField(
                     required=False, help_text="name → string, number, boolean or null"
                 ),
@@ -161,6 +192,7 @@ class RenderView(APIView):
                 request_only=True,
                 value={
                     "unit": "user-42",
+                    "attributes": {"tenant": "acme"},
                     "variables": {"question": "Where is my order?", "customer": "ACME"},
                 },
             )
@@ -170,10 +202,11 @@ class RenderView(APIView):
         started = time.perf_counter()
         data = request.data
         if not isinstance(data, dict):
-            raise ValidationFailed("The body must be a JSON object {unit, variables}.")
+            raise ValidationFailed("The body must be a JSON object {unit, attributes, variables}.")
         unit = unit_of(data.get("unit"))
+        attributes = _attributes_of(data)
         variables = _variables_of(data)
-        resolved, stale = resolved_for(name, unit)
+        resolved, stale = resolved_for(name, unit, attributes)
         served = resolved.served
         try:
             rendered = render(template=served.template, messages=served.messages, values=variables)

@@ -27,7 +27,7 @@ def test_a_batch_is_accepted_and_counted_in_its_rollout_arms(setup, ingest_clien
 
     # then they are accepted and counted per arm
     assert response.status_code == 202
-    assert response.json() == {"accepted": 4, "duplicates": 0}
+    assert response.json() == {"accepted": 4, "duplicates": 0, "unmatched": 0}
     stats = arm_stats(rollout_id=setup.rollout.pk)
     assert stats["candidate"].samples == 3
     assert stats["baseline"].samples == 1
@@ -41,7 +41,7 @@ def test_the_example_event_of_the_spec_is_accepted(setup, ingest_client):
     response = post_events(ingest_client, [example])
 
     assert response.status_code == 202
-    assert response.json() == {"accepted": 1, "duplicates": 0}
+    assert response.json() == {"accepted": 1, "duplicates": 0, "unmatched": 0}
 
 
 def test_one_invalid_event_refuses_the_whole_batch_with_its_index(setup, ingest_client):
@@ -66,7 +66,7 @@ def test_one_invalid_event_refuses_the_whole_batch_with_its_index(setup, ingest_
     assert pending_count() == 0
     # and the valid events were not remembered: posting them alone counts them
     retry = post_events(ingest_client, [events[0], events[2]])
-    assert retry.json() == {"accepted": 2, "duplicates": 0}
+    assert retry.json() == {"accepted": 2, "duplicates": 0, "unmatched": 0}
 
 
 def test_a_retried_batch_is_counted_once(setup, ingest_client):
@@ -76,8 +76,8 @@ def test_a_retried_batch_is_counted_once(setup, ingest_client):
     retry = post_events(ingest_client, events)
     outcome_minutes_flush()
 
-    assert first.json() == {"accepted": 5, "duplicates": 0}
-    assert retry.json() == {"accepted": 0, "duplicates": 5}
+    assert first.json() == {"accepted": 5, "duplicates": 0, "unmatched": 0}
+    assert retry.json() == {"accepted": 0, "duplicates": 5, "unmatched": 0}
     assert arm_stats(rollout_id=setup.rollout.pk)["candidate"].samples == 5
 
 
@@ -88,7 +88,7 @@ def test_a_partly_retried_batch_counts_only_its_new_events(setup, ingest_client)
     response = post_events(ingest_client, [event(setup.rollout), *old, event(setup.rollout)])
     outcome_minutes_flush()
 
-    assert response.json() == {"accepted": 2, "duplicates": 3}
+    assert response.json() == {"accepted": 2, "duplicates": 3, "unmatched": 0}
     assert arm_stats(rollout_id=setup.rollout.pk)["candidate"].samples == 5
 
 
@@ -100,7 +100,7 @@ def test_an_event_id_repeated_within_a_batch_is_counted_once(setup, ingest_clien
     )
     outcome_minutes_flush()
 
-    assert response.json() == {"accepted": 1, "duplicates": 2}
+    assert response.json() == {"accepted": 1, "duplicates": 2, "unmatched": 0}
     assert arm_stats(rollout_id=setup.rollout.pk)["candidate"].samples == 1
 
 

@@ -65,8 +65,8 @@ def test_the_ids_remembered_stay_bounded_however_many_arrive(setup, settings):
     for step in range(50):
         post([event(setup.rollout) for _ in range(20)], T0 + step)
 
-    # then Redis holds at most the bound plus two generations, in at most GENERATIONS + 2 sets
+    # then Redis holds at most the bound plus two generations, in at most GENERATIONS + 2 hashes
     client = get_redis()
-    sets = [key for key in client.scan_iter(match=f"{PREFIX}dedupe:*")]
-    assert len(sets) <= GENERATIONS + 2
-    assert sum(client.scard(key) for key in sets) <= 120 + 2 * 20
+    generations = [key for key in client.scan_iter(match=f"{PREFIX}seen:*")]
+    assert len(generations) <= GENERATIONS + 2
+    assert 120 <= sum(client.hlen(key) for key in generations) <= 120 + 2 * 20

@@ -68,7 +68,7 @@ def test_a_batch_with_exposures_counts_them_with_its_events(setup, ingest_client
     response = post(ingest_client, events=[event(setup.rollout)], **batch)
 
     assert response.status_code == 202
-    assert response.json() == {"accepted": 1, "duplicates": 0, "exposures": 2}
+    assert response.json() == {"accepted": 1, "duplicates": 0, "unmatched": 0, "exposures": 2}
     assert counted(setup.rollout) == {"baseline": 45, "candidate": 5}
 
 
@@ -81,8 +81,8 @@ def test_a_batch_sent_again_with_its_batch_id_is_counted_once(setup, ingest_clie
     again = post(ingest_client, events=events, **batch)
     outcome_minutes_flush()
 
-    assert first.json() == {"accepted": 1, "duplicates": 0, "exposures": 1}
-    assert again.json() == {"accepted": 0, "duplicates": 1, "exposures": 0}
+    assert first.json() == {"accepted": 1, "duplicates": 0, "unmatched": 0, "exposures": 1}
+    assert again.json() == {"accepted": 0, "duplicates": 1, "unmatched": 0, "exposures": 0}
     assert counted(setup.rollout) == {"baseline": 0, "candidate": 7}
     assert sum(OutcomeMinute.objects.values_list("samples", flat=True)) == 1
     assert REGISTRY.get_sample_value("promptramp_sdk_exposures_total") == reported_before + 7

@@ -64,8 +64,8 @@ def test_redis_down_answers_503_with_retry_after_and_writes_nothing(
     # and once Redis is back, the first batch is all there and nothing of the second
     own_redis()
     assert pending_count() == 1
-    assert post_events(ingest_client, stored).json() == {"accepted": 0, "duplicates": 3}
-    assert post_events(ingest_client, refused).json() == {"accepted": 4, "duplicates": 0}
+    assert post_events(ingest_client, stored).json() == {"accepted": 0, "duplicates": 3, "unmatched": 0}
+    assert post_events(ingest_client, refused).json() == {"accepted": 4, "duplicates": 0, "unmatched": 0}
     outcome_minutes_flush()
     assert arm_stats(rollout_id=setup.rollout.pk)["candidate"].samples == 7
 
@@ -101,7 +101,7 @@ def test_a_backlog_over_its_bound_sheds_load_with_503_and_stores_nothing(setup, 
     assert response.json()["error"]["code"] == "ingest_backlog"
     assert response["Retry-After"] == "5"
     outcome_minutes_flush()
-    assert post_events(ingest_client, late).json() == {"accepted": 1, "duplicates": 0}
+    assert post_events(ingest_client, late).json() == {"accepted": 1, "duplicates": 0, "unmatched": 0}
 
 
 def test_a_redis_that_does_not_fsync_every_write_is_reported_once(

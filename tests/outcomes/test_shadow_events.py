@@ -23,7 +23,7 @@ def test_shadow_runs_and_the_samples_baseline_are_counted_apart_from_the_baselin
     response = post_events(ingest_client, events)
     outcome_minutes_flush()
 
-    assert response.status_code == 202 and response.json() == {"accepted": 7, "duplicates": 0}
+    assert response.status_code == 202 and response.json() == {"accepted": 7, "duplicates": 0, "unmatched": 0}
     stats = arm_stats(rollout_id=setup.rollout.pk)
     assert stats["shadow"].samples == 3 and stats["shadow"].latency.total == pytest.approx(2700)
     assert stats["shadow_baseline"].samples == 2
@@ -41,7 +41,7 @@ def test_shadow_runs_and_the_samples_baseline_are_counted_apart_from_the_baselin
             'only for arm "baseline"',
         ),
         ({"arm": "baseline", "shadow_sample": "yes"}, "shadow_sample", "must be true or false"),
-        ({"arm": "shadow_baseline"}, "arm", '"baseline", "candidate" or "shadow"'),
+        ({"arm": "shadow_baseline"}, "arm", '"baseline", "candidate", "shadow" or "override"'),
     ],
 )
 def test_shadow_events_that_do_not_fit_the_rollout_are_refused_naming_the_field(

@@ -101,3 +101,63 @@ def _iso(seconds: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
+
+
+score_dicts = st.dictionaries(
+    st.sampled_from(["helpfulness", "tone", "accuracy"]), st.floats(-1, 1), max_size=3
+)
+
+
+@pytest.mark.django_db
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(["baseline", "candidate"]),
+            score_dicts,
+            st.lists(score_dicts.filter(bool), max_size=3),
+        ),
+        min_size=1,
+        max_size=15,
+    ),
+    data=st.data(),
+)
+def test_late_scores_however_batched_count_the_first_value_of_each_name_of_each_call(setup, calls, data):
+    # given calls, each with scores of its own and late scores placed anywhere after it
+    before = arm_stats(rollout_id=setup.rollout.pk)
+    stream: list[dict] = []
+    for arm, scores, late_scores in calls:
+        call = event(setup.rollout, arm=arm, latency_ms=None, cost_usd=None, scores=scores)
+        stream.append(call)
+        for late in late_scores:
+            at = data.draw(st.integers(stream.index(call) + 1, len(stream)))
+            stream.insert(at, {"event_id": str(uuid.uuid4()), "of_event": call["event_id"], "scores": late})
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=5))
+    retried = data.draw(st.sets(st.integers(0, 5)))
+    bounds = [0, *sorted(cuts), len(stream)]
+    batches = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    # when they are ingested (some batches twice) and flushed
+    unmatched = 0
+    for number, batch in enumerate(batches):
+        for _ in range(2 if number in retried else 1):
+            unmatched += events_ingest(body=orjson.dumps({"events": batch}), now=NOW).unmatched
+    outcome_minutes_flush()
+
+    # then each call holds its own scores and, for the other names, the first late value
+    carried: dict[str, dict[str, float]] = {}
+    for item in stream:
+        if "of_event" in item:
+            scores = carried[item["of_event"]]
+            for name, value in item["scores"].items():
+                scores.setdefault(name, value)
+        else:
+            carried[item["event_id"]] = dict(item["scores"])
+    after = arm_stats(rollout_id=setup.rollout.pk)
+    assert unmatched == 0
+    for arm in ("baseline", "candidate"):
+        expected = arm_stats_sum(
+            [before[arm]]
+            + [event_stats(scores=carried[item["event_id"]]) for item in stream if item.get("arm") == arm]
+        )
+        assert same_stats(after[arm], expected)

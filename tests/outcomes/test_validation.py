@@ -20,7 +20,14 @@ def item(**fields: Any) -> dict[str, Any]:
 
 
 def parse(*items: Any) -> tuple[list, list]:
-    return parse_batch(orjson.dumps({"events": list(items)}), now=NOW)
+    """The calls' events and the problems (late scores: see parse_late)."""
+    events, _, problems = parse_batch(orjson.dumps({"events": list(items)}), now=NOW)
+    return events, problems
+
+
+def parse_late(*items: Any) -> tuple[list, list]:
+    _, late, problems = parse_batch(orjson.dumps({"events": list(items)}), now=NOW)
+    return late, problems
 
 
 def test_only_event_id_prompt_and_version_are_required():

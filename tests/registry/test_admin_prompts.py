@@ -161,4 +161,5 @@ def test_a_staff_user_sees_the_registry_and_api_keys_but_not_the_audit_log_nor_u
         "registry": ["PromptVersion", "Prompt"],
         "access": ["ApiKey"],
         "rollouts": ["Rollout"],
+        "serving": ["Override"],
     }

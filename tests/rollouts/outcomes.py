@@ -31,10 +31,11 @@ def report(
     cost_usd: float = 0.002,
     ts: datetime | None = None,
     shadow_sample: bool = False,
-) -> None:
+) -> list[dict[str, Any]]:
     """``count`` requests of one arm of a rollout (``shadow``: shadow runs of the candidate), the
     first ``errors`` of them failed, stamped ``ts`` (by default in the first whole minute of the
-    rollout's current step); ``shadow_sample``: baseline requests of units in the shadow sample."""
+    rollout's current step); ``shadow_sample``: baseline requests of units in the shadow sample.
+    Returns the events sent."""
     version = rollout.baseline.version if arm == "baseline" else rollout.candidate.version
     events = [
         {
@@ -54,6 +55,22 @@ def report(
     for start in range(0, count, 1000):
         response = client.post("/api/v1/events", {"events": events[start : start + 1000]}, format="json")
         assert response.status_code == 202, response.content
+    outcome_minutes_flush()
+    return events
+
+
+def report_late_scores(
+    client: APIClient, calls: list[dict[str, Any]], name: str, values: list[float]
+) -> None:
+    """A late score ``name`` for each call (as an LLM judge sends them after the calls)."""
+    events = [
+        {"event_id": str(uuid.uuid4()), "of_event": call["event_id"], "scores": {name: value}}
+        for call, value in zip(calls, values, strict=True)
+    ]
+    for start in range(0, len(events), 1000):
+        response = client.post("/api/v1/events", {"events": events[start : start + 1000]}, format="json")
+        assert response.status_code == 202, response.content
+        assert response.json()["unmatched"] == 0
     outcome_minutes_flush()
 
 

@@ -26,7 +26,7 @@ from rollouts.tasks import rollouts_tick
 from rollouts.webhooks import webhook_create
 from tests.factories import actor_for
 from tests.fakes.langfuse_server import FakeLangfuse
-from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report
+from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report, report_late_scores
 
 GATES = [{"metric": "error_rate", "max_increase_abs": 0.05}]
 
@@ -129,6 +129,38 @@ def test_regressing_candidate_is_rolled_back_naming_the_gate(alice, prompt, cele
     transition = RolloutTransition.objects.get(rollout=rollout, to_state="rolled_back")
     assert transition.verdicts[0]["verdict"] == "fail"
     assert AuditEntry.objects.get(action="rollout.rolled_back").data["verdicts"][0]["metric"] == "error_rate"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_score_gate_rolls_back_a_candidate_whose_scores_arrive_only_as_late_scores(
+    alice, prompt, celery_worker, client_with_key
+):
+    # given a rollout gated on helpfulness, and calls of both arms reported without scores
+    events = ingest_client(alice)
+    gate = {"metric": "score:helpfulness", "max_drop_abs": 0.05}
+    rollout = start(alice, [step(10), step(100, samples=0)], gates=[gate])
+    baseline_calls = report(events, rollout, "baseline", 400)
+    candidate_calls = report(events, rollout, "candidate", 400)
+
+    # when the controller ticks before any score arrived, it holds: nothing to judge yet
+    rollout = tick(rollout)
+    assert (rollout.state, rollout.percent) == ("running", 10)
+    verdicts = {v["metric"]: v["verdict"] for v in rollout.last_verdicts}
+    assert verdicts["score:helpfulness"] == "insufficient_data"
+
+    # when the judge's scores arrive as late scores, the candidate's 0.3 lower
+    spread = [((i % 10) - 4.5) / 40 for i in range(400)]
+    report_late_scores(events, baseline_calls, "helpfulness", [0.8 + d for d in spread])
+    report_late_scores(events, candidate_calls, "helpfulness", [0.5 + d for d in spread])
+    rollout = tick(rollout)
+
+    # then it is rolled back naming the score gate; the late scores were not requests
+    assert (rollout.state, rollout.percent) == ("rolled_back", 0)
+    assert rollout.reason.startswith("rolled back at 10%: score:helpfulness failed")
+    assert production() == 1
+    arms = client_with_key(alice, "read").get(f"/api/v1/rollouts/{rollout.pk}").json()["arms"]
+    assert (arms["baseline"]["samples"], arms["candidate"]["samples"]) == (400, 400)
+    assert arms["candidate"]["scores"]["helpfulness"] == pytest.approx(0.5, abs=0.01)
 
 
 @pytest.mark.django_db

@@ -119,6 +119,8 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
         for index in range(0, len(sent), 50):
             assert post_events(url, key, sent[index : index + 50]) == 202
         assert post_events(url, key, sent[:20]) == 202  # duplicates
+        stray = {"event_id": str(uuid.uuid4()), "of_event": str(uuid.uuid4()), "scores": {"judge": 1}}
+        assert post_events(url, key, [stray]) == 202  # a late score of no call: unmatched
         assert post_events(url, key, [{"event_id": "not-a-uuid"}]) == 400
         assert post_events(url, "pr_not_a_key", sent[:1]) == 401
         flush.delay()
@@ -137,6 +139,7 @@ def test_metrics_report_exactly_what_the_workers_and_every_web_process_did(
             300
         }
         assert counted(running, "promptramp_events_total", result="duplicate") == 20
+        assert counted(running, "promptramp_events_total", result="unmatched") == 1
         assert counted(running, "promptramp_event_batches_refused_total", reason="invalid_events") == 1
         assert counted(running, "promptramp_event_batches_refused_total", reason="unauthenticated") == 1
         assert value(running, "promptramp_ingest_pending_aggregates") == 0

@@ -214,8 +214,16 @@ class FakeServer:
         with self._lock:
             self.batches.append(events)
             fresh = {event["event_id"]: event for event in events if event["event_id"] not in self.events}
-            self.events.update(fresh)
-            answer = {"accepted": len(fresh), "duplicates": len(events) - len(fresh)}
+            calls = [event for event in fresh.values() if not event.get("of_event")]
+            self.events.update((event["event_id"], event) for event in calls)
+            late = [event for event in fresh.values() if event.get("of_event")]
+            matched = {e["event_id"]: e for e in late if self.events.get(e["of_event"], {}).get("prompt")}
+            self.events.update(matched)
+            answer = {
+                "accepted": len(calls) + len(matched),
+                "duplicates": len(events) - len(fresh),
+                "unmatched": len(late) - len(matched),
+            }
             if exposures:
                 new_batch = batch_id not in self.batch_ids
                 self.batch_ids.add(str(batch_id))
@@ -227,7 +235,8 @@ class FakeServer:
 
 
 def _problems(event: dict[str, Any], refused_scores: set[str]) -> list[tuple[str, str]]:
-    missing = [(name, "required") for name in REQUIRED if event.get(name) in (None, "")]
+    required = ("event_id", "of_event", "scores") if event.get("of_event") else REQUIRED
+    missing = [(name, "required") for name in required if event.get(name) in (None, "", {})]
     refused = [
         (f"scores.{name}", "a rollout takes at most 20 score names")
         for name in event.get("scores") or {}

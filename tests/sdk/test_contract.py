@@ -96,11 +96,11 @@ def test_reported_events_are_accepted_and_a_resent_batch_counts_once(
     counted = {"exposures": len(exposures)} if exposures else {}
     assert (first.status, json.loads(first.body)) == (
         202,
-        {"accepted": len(events), "duplicates": 0} | counted,
+        {"accepted": len(events), "duplicates": 0, "unmatched": 0} | counted,
     )
     assert (again.status, json.loads(again.body)) == (
         202,
-        {"accepted": 0, "duplicates": len(events)} | ({"exposures": 0} if exposures else {}),
+        {"accepted": 0, "duplicates": len(events), "unmatched": 0} | ({"exposures": 0} if exposures else {}),
     )
 
 
@@ -113,3 +113,16 @@ def test_close_delivers_the_queued_events(client: Client) -> None:
     assert client.close(timeout=10)
     counts = client.event_counts()
     assert (counts.accepted + counts.duplicates, counts.pending) == (3, 0)
+
+
+def test_a_reported_call_is_scored_late_and_a_score_of_no_call_is_unmatched(client: Client) -> None:
+    name = next(iter(client.snapshot.prompts))  # type: ignore[union-attr]
+    with client.track(name, unit="late") as call:
+        pass
+
+    client.score(call.event_id, {"judge": 0.5})
+    client.score(str(uuid.uuid4()), {"judge": 0.5})
+    assert client.close(timeout=10)
+
+    counts = client.event_counts()
+    assert (counts.accepted, counts.unmatched, counts.rejected, counts.pending) == (2, 1, 0, 0)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outcomes.validation import BatchRejected, parse_batch
-from promptramp.events import outcome_event
+from promptramp.events import late_score_event, outcome_event
 from promptramp.result import ResolvedPrompt
 
 RESULT = ResolvedPrompt(
@@ -75,7 +75,7 @@ def test_the_sdk_refuses_an_events_figures_exactly_when_the_server_does(
 
     body = json.dumps({"events": [event]}).encode()  # as the SDK sends it (NaN is not JSON)
     try:
-        _, problems = parse_batch(body, now=NOW.timestamp())
+        _, _, problems = parse_batch(body, now=NOW.timestamp())
         server_refuses = bool(problems)
     except BatchRejected:
         server_refuses = True
@@ -86,4 +86,33 @@ def test_the_sdk_refuses_an_events_figures_exactly_when_the_server_does(
 def test_a_finite_score_in_range_with_a_lower_case_name_passes_both():
     event = outcome_event(RESULT, ts=NOW, scores={"helpfulness": 0.8, "tone": -1}, latency_ms=math.pi)
 
-    assert parse_batch(json.dumps({"events": [event]}).encode(), now=NOW.timestamp())[1] == []
+    assert parse_batch(json.dumps({"events": [event]}).encode(), now=NOW.timestamp())[2] == []
+
+
+event_ids = st.one_of(
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.sampled_from(
+        ["", "not-a-uuid", "7d0c6f5e1b7a4c3e9a522f1e8b9d4c11", "7d0c6f5e-1b7a-4c3e-9a52-2f1e8b9d4c1g"]
+    ),
+    st.text(max_size=40),
+)
+
+
+@given(of_event=event_ids, scores=st.dictionaries(score_names, score_values, max_size=24))
+def test_the_sdk_refuses_a_late_score_exactly_when_the_server_does(of_event, scores):
+    try:
+        event = late_score_event(of_event, scores)
+        sdk_refuses = False
+    except ValueError:
+        sdk_refuses = True
+        event = {"event_id": "7d0c6f5e-1b7a-4c3e-9a52-2f1e8b9d4c11", "of_event": of_event, "scores": scores}
+
+    body = json.dumps({"events": [event]}).encode()
+    try:
+        _, _, problems = parse_batch(body, now=NOW.timestamp())
+        server_refuses = bool(problems)
+    except BatchRejected:
+        server_refuses = True
+
+    assert sdk_refuses == server_refuses, (of_event, scores, problems if not sdk_refuses else None)

@@ -149,4 +149,4 @@ def test_two_batches_at_once_cannot_together_pass_the_limit(rollout):
         thread.join()
 
     assert sorted(outcomes) == ["accepted", "refused"]
-    assert get_redis().scard(f"{PREFIX}score_names:{rollout.pk}") == 11
+    assert get_redis().hlen(f"{PREFIX}score_index:{rollout.pk}") == 11

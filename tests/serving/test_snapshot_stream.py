@@ -22,6 +22,7 @@ from registry.services import label_move
 from rollouts.models import Rollout
 from rollouts.services import rollout_rollback
 from serving.api.views import stream_url
+from serving.services import override_create, override_delete
 from tests.factories import actor_for, make_key, make_prompt
 from tests.servers import base_env, database_url, free_port, http_get, wait_for
 from tests.serving.helpers import put_rollout, set_rollout
@@ -100,6 +101,26 @@ def test_a_label_move_sends_a_change_holding_only_that_prompt(live, readers, ali
     change = reader.next_event("change")
     assert list(change.data["prompts"]) == ["support.answer"]
     assert change.data["prompts"]["support.answer"]["production"]["version"] == 2
+
+
+def test_an_override_added_and_ended_sends_changes_holding_that_prompt(live, readers, alice):
+    make_prompt(alice, versions=2)
+    make_prompt(alice, name="support.other", versions=1)
+    reader = _open(live, readers, make_key(alice, "read"))
+    reader.next_event("snapshot")
+
+    override = override_create(
+        actor=actor_for(alice), prompt_name="support.answer", match={"unit": "qa-7"}, arm="candidate"
+    )
+
+    change = reader.next_event("change")
+    assert list(change.data["prompts"]) == ["support.answer"]
+    assert [(o["id"], o["version"]) for o in change.data["prompts"]["support.answer"]["overrides"]] == [
+        (override.pk, 1)
+    ]
+    override_delete(actor=actor_for(alice), prompt_name="support.answer", override_id=override.pk)
+    change = reader.next_event("change")
+    assert "overrides" not in change.data["prompts"]["support.answer"]
 
 
 def test_a_change_announced_by_the_counter_alone_is_streamed_within_a_second(live, readers, alice):

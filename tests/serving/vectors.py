@@ -14,3 +14,13 @@ def bucketing_vectors() -> list[dict[str, Any]]:
     vectors: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))["vectors"]
     assert len(vectors) >= 300
     return vectors
+
+
+OVERRIDE_VECTORS_FILE = VECTORS_FILE.with_name("override_vectors.json")
+
+
+def override_vectors() -> list[dict[str, Any]]:
+    """Who gets what when overrides apply (tests/data/override_vectors.json): the server and the
+    SDK must both give every expected answer."""
+    cases: list[dict[str, Any]] = json.loads(OVERRIDE_VECTORS_FILE.read_text(encoding="utf-8"))["cases"]
+    return cases

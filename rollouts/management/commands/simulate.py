@@ -3,6 +3,8 @@ rollout can be watched advancing (or rolling back) live."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import time
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from access.services import apikey_create
 from core.actors import Actor
-from rollouts.traffic_model import ArmBehaviour, outcome_event, shadow_run
+from rollouts.traffic_model import ArmBehaviour, late_score, outcome_event, shadow_run
 
 
 class Command(BaseCommand):
@@ -24,7 +26,8 @@ class Command(BaseCommand):
         "report an outcome for each (per-arm error rate, latency and score distributions), but "
         "for the share of calls an arm's --ARM-report-loss drops. With --shadow, an answer that "
         "carries a shadow (a shadow step's sample) also runs the candidate unseen and reports it "
-        "as arm shadow, with the candidate's figures."
+        "as arm shadow, with the candidate's figures. With --late-scores, each call's score is "
+        "sent as a late score after a random delay."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,12 +56,26 @@ class Command(BaseCommand):
             action="store_true",
             help="run the shadow an answer carries and report it (arm shadow), as the SDK's shadow= does",
         )
+        parser.add_argument(
+            "--late-scores",
+            action="store_true",
+            help="send scores as late events (of_event) after a delay, not in the call's event",
+        )
+        parser.add_argument(
+            "--late-delay",
+            type=float,
+            default=600.0,
+            help="a late score waits 0 to this many seconds (default 600); those still waiting at "
+            "the end are sent then",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["rate"] <= 0 or options["duration"] <= 0 or options["units"] < 1:
             raise CommandError("--rate, --duration and --units must be positive.")
         if not all(0 <= options[f"{arm}_report_loss"] <= 1 for arm in ("baseline", "candidate")):
             raise CommandError("--baseline-report-loss and --candidate-report-loss must be within 0..1.")
+        if options["late_delay"] < 0:
+            raise CommandError("--late-delay must be 0 or more.")
         behaviours = {
             arm: ArmBehaviour(
                 error_rate=options[f"{arm}_error_rate"],
@@ -98,6 +115,8 @@ class Command(BaseCommand):
         started = time.monotonic()
         next_send = started
         pending: list[dict[str, Any]] = []
+        waiting: list[tuple[float, int, dict[str, Any]]] = []  # late scores: (due, order, event)
+        order = itertools.count()
         counts: dict[str, int] = {}
         acknowledged: dict[str, int] = {}
         last_report = started
@@ -110,8 +129,9 @@ class Command(BaseCommand):
             ts = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             shadow = options["shadow"] and "shadow" in resolved
             behaviour = behaviours[resolved["arm"]]
+            calls = []
             if behaviour.reports(rng):
-                pending.append(
+                calls.append(
                     outcome_event(
                         rng=rng, behaviour=behaviour, resolved=resolved, ts=ts, shadow_sample=shadow
                     )
@@ -119,9 +139,18 @@ class Command(BaseCommand):
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
             if shadow:
                 run = shadow_run(resolved)
-                pending.append(outcome_event(rng=rng, behaviour=behaviours["candidate"], resolved=run, ts=ts))
+                calls.append(outcome_event(rng=rng, behaviour=behaviours["candidate"], resolved=run, ts=ts))
                 counts["shadow"] = counts.get("shadow", 0) + 1
+            pending += calls
             now = time.monotonic()
+            if options["late_scores"]:
+                for call in calls:
+                    score = late_score(rng=rng, event=call)
+                    if score is not None:
+                        due = now + rng.uniform(0, options["late_delay"])
+                        heapq.heappush(waiting, (due, next(order), score))
+                while waiting and waiting[0][0] <= now:
+                    pending.append(heapq.heappop(waiting)[2])
             if len(pending) >= 200 or now - last_report >= 2:
                 self._send(session, base, pending, acknowledged)
                 pending = []
@@ -130,7 +159,9 @@ class Command(BaseCommand):
                     last_report = now
             next_send += interval
             time.sleep(max(0.0, next_send - time.monotonic()))
-        self._send(session, base, pending, acknowledged)
+        remaining = pending + [score for _, _, score in sorted(waiting)]
+        for start in range(0, len(remaining), 1000):
+            self._send(session, base, remaining[start : start + 1000], acknowledged)
         self.stdout.write(
             f"done: requests per arm: {counts}; events acknowledged (202) per arm: {acknowledged}"
         )
@@ -138,14 +169,16 @@ class Command(BaseCommand):
     def _send(
         self, session: requests.Session, base: str, events: list[dict[str, Any]], acknowledged: dict[str, int]
     ) -> None:
-        """POST the events; on 202 each one's arm counts in ``acknowledged``."""
+        """POST the events; on 202 each call's arm counts in ``acknowledged`` (late scores are not
+        calls)."""
         if not events:
             return
         for _attempt in range(5):
             response = session.post(f"{base}/api/v1/events", json={"events": events}, timeout=10)
             if response.status_code == 202:
                 for event in events:
-                    acknowledged[event["arm"]] = acknowledged.get(event["arm"], 0) + 1
+                    if "of_event" not in event:
+                        acknowledged[event["arm"]] = acknowledged.get(event["arm"], 0) + 1
                 return
             if response.status_code in (429, 503):
                 time.sleep(float(response.headers.get("Retry-After", "1")))
