@@ -29,6 +29,7 @@ EVENTS: dict[str, str] = {
     "prompt.created": "a prompt was created",
     "version.created": "a version of a prompt was published",
     "label.moved": "a label of a prompt now points at another version",
+    "override.changed": "an override of a prompt was added or ended",
 }
 
 

@@ -17,6 +17,7 @@ from registry.services import label_move, prompt_create, version_create
 from rollouts.models import Outbox, WebhookDelivery
 from rollouts.services import rollout_create, rollout_promote
 from rollouts.webhooks import EVENT_NAMES, backoff_seconds, outbox_deliver_due, webhook_create
+from serving.services import override_create, override_delete
 from tests.factories import actor_for
 
 
@@ -184,3 +185,30 @@ def test_a_rollout_that_succeeds_announces_its_production_move(alice, prompt, we
     assert sorted(bodies) == ["label.moved", "rollout.succeeded"]
     moved = bodies["label.moved"]
     assert (moved["label"], moved["from_version"], moved["to_version"]) == ("production", 1, 2)
+
+
+@pytest.mark.django_db
+def test_adding_and_ending_an_override_is_announced_as_override_changed(alice, webhook_receiver):
+    subscribe(alice, webhook_receiver, events=["override.changed"])
+    prompt_create(actor=actor_for(alice), name="billing.reply")
+    publish(alice, "Hello {{name}}")
+    publish(alice, "Hi {{name}}")
+    override = override_create(
+        actor=actor_for(alice), prompt_name="billing.reply", match={"unit": "qa-7"}, version=2, reason="QA"
+    )
+    override_delete(actor=actor_for(alice), prompt_name="billing.reply", override_id=override.pk)
+
+    outbox_deliver_due(now=timezone.now())
+
+    received = webhook_receiver.received
+    assert all(r.signature_valid for r in received)
+    bodies = [r.json() for r in received]
+    assert [(b["event"], b["change"], b["override_id"], b["version"]) for b in bodies] == [
+        ("override.changed", "added", override.pk, 2),
+        ("override.changed", "ended", override.pk, 2),
+    ]
+    assert bodies[0]["match"] == {"unit": "qa-7"} and bodies[0]["reason"] == "QA"
+    assert (
+        bodies[0]["text"]
+        == f"promptramp: billing.reply override {override.pk} (unit qa-7 → v2) added by alice: QA"
+    )
