@@ -13,6 +13,8 @@ class AuditAction(models.TextChoices):
     VERSION_CREATE = "version.create", "version published"
     LABEL_MOVE = "label.move", "label moved"
     LABEL_DELETE = "label.delete", "label deleted"
+    LANGFUSE_MIRROR_STOP = "langfuse_mirror.stop", "Langfuse mirror stopped"
+    LANGFUSE_MIRROR_RESUME = "langfuse_mirror.resume", "Langfuse mirror resumed"
     ROLLOUT_CREATE = "rollout.create", "rollout created"
     # A rollout's transitions: "rollout." and the transition's event (rollouts.services).
     ROLLOUT_STARTED = "rollout.started", "rollout started"

@@ -226,9 +226,9 @@ CELERY_TIMEZONE = "UTC"
 # Celery work is split into queues, each with a worker process of its own under the run command
 # (devstack.stack.worker_commands), so a slow webhook never delays the flush or the tick:
 # `controller` (the tick, evaluations, and any task not routed), `ingest` (the outcome flush),
-# `outbound` (webhooks). Each queue's tasks have its (soft, hard) time limits in seconds: an
-# evaluation reads its sources within PROMPTRAMP_EVALUATION_DEADLINE_SECONDS, a webhook run
-# claims nothing after 60 s and sends each message within 5 s.
+# `outbound` (webhooks, the Langfuse mirror). Each queue's tasks have its (soft, hard) time
+# limits in seconds: an evaluation reads its sources within PROMPTRAMP_EVALUATION_DEADLINE_SECONDS,
+# a webhook or mirror run claims nothing after 60 s and makes each call within 10 s.
 CELERY_TASK_DEFAULT_QUEUE = "controller"
 CELERY_TASK_QUEUES = {
     name: {"exchange": name, "routing_key": name} for name in ("controller", "ingest", "outbound")
@@ -241,6 +241,7 @@ CELERY_TASK_ROUTES = {
     "access.store_last_used": {"queue": "controller"},
     "outcomes.flush": {"queue": "ingest"},
     "rollouts.deliver_webhooks": {"queue": "outbound"},
+    "registry.mirror_langfuse": {"queue": "outbound"},
 }
 CELERY_TASK_ANNOTATIONS = {
     task: {
@@ -270,6 +271,7 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": PROMPTRAMP_TICK_SECONDS},
     },
     "webhooks-deliver": {"task": "rollouts.deliver_webhooks", "schedule": 10.0, "options": {"expires": 10.0}},
+    "langfuse-mirror": {"task": "registry.mirror_langfuse", "schedule": 10.0, "options": {"expires": 10.0}},
     "apikeys-store-last-used": {
         "task": "access.store_last_used",
         "schedule": 60.0,
@@ -286,6 +288,12 @@ PROMPTRAMP_GATE_SOURCES = {
 # Who holds a prompt's `production` label so that nobody else moves it (registry.services): a
 # prompt's active rollout. The registry asks them through these names (it imports no app above it).
 PROMPTRAMP_PRODUCTION_HOLDERS = ["rollouts.selectors.rollout_holding_production"]
+# Who follows the events of core.events (prompt.created, version.created, label.moved …), each
+# writing in the transaction that emits one: the webhooks' outbox and the Langfuse mirror.
+PROMPTRAMP_EVENT_FOLLOWERS = [
+    "rollouts.webhooks.outbox_enqueue_event",
+    "registry.langfuse_mirror.mirror_follow",
+]
 # Which prompts a user owns, for the keys they create themselves (access.services; the access
 # layer imports nothing above it).
 PROMPTRAMP_PROMPT_OWNERSHIP = "registry.selectors.prompts_matching_owned"
@@ -309,6 +317,14 @@ LANGFUSE_BASE_URL = os.environ.get("LANGFUSE_BASE_URL") or os.environ.get("LANGF
 LANGFUSE_PUBLIC_KEY = os.environ.get("LANGFUSE_PUBLIC_KEY", "")
 LANGFUSE_SECRET_KEY = os.environ.get("LANGFUSE_SECRET_KEY", "")
 PROMETHEUS_URL = os.environ.get("PROMETHEUS_URL", "")
+# The Langfuse mirror (registry.langfuse_mirror): every version and production move of every
+# prompt is mirrored to Langfuse prompt management on the server of the LANGFUSE_* variables.
+PROMPTRAMP_LANGFUSE_MIRROR = env_bool("PROMPTRAMP_LANGFUSE_MIRROR", False)
+if PROMPTRAMP_LANGFUSE_MIRROR and not (LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "PROMPTRAMP_LANGFUSE_MIRROR=1 needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY "
+        "(and LANGFUSE_BASE_URL or LANGFUSE_HOST for a self-hosted server)."
+    )
 # Gates name their servers, never URLs: prometheus gates' `server` from
 # PROMPTRAMP_PROMETHEUS_SERVERS ("name=url,…"; PROMETHEUS_URL is `default`), langfuse gates'
 # `project` from PROMPTRAMP_LANGFUSE_PROJECTS ("name=https://public:secret@host,…"; the LANGFUSE_*

@@ -1,6 +1,7 @@
 """Every request promptramp sends to another server: gate sources, webhooks, the Langfuse mirror.
 
-One function, ``post``, with the rules SPEC "Security and abuse" sets for all of them:
+One function, ``request`` (``post`` for the usual case), with the rules SPEC "Security and abuse"
+sets for all of them:
 
 - no redirects: a 3xx is an answer like any other (the caller treats it as a failure);
 - a total deadline (connecting, sending, the headers and the whole body), enforced by closing
@@ -133,6 +134,19 @@ def post(
     public_only: bool = False,
 ) -> Reply:
     """POST ``body`` to ``url`` under the rules above. Raises OutboundError without an answer."""
+    return request("POST", url, body, headers, deadline_seconds=deadline_seconds, public_only=public_only)
+
+
+def request(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    *,
+    deadline_seconds: float = DEADLINE_SECONDS,
+    public_only: bool = False,
+) -> Reply:
+    """Send ``method`` to ``url`` under the rules above. Raises OutboundError without an answer."""
     deadline = time.monotonic() + deadline_seconds
     target = resolve(url, public_only=public_only)
     shown = safe_url(url)
@@ -147,7 +161,7 @@ def post(
     timer = threading.Timer(max(deadline - time.monotonic(), 0.0), line.cut)
     timer.start()
     try:
-        return _exchange(line, target, body, headers, deadline, shown)
+        return _exchange(line, target, method, body, headers, deadline, shown)
     except (OSError, http.client.HTTPException) as error:
         if time.monotonic() >= deadline:
             raise OutboundError(f"{shown}: no complete answer within {deadline_seconds:g} s") from None
@@ -172,14 +186,20 @@ class _Line:
 
 
 def _exchange(
-    line: _Line, target: Target, body: bytes, headers: Mapping[str, str], deadline: float, shown: str
+    line: _Line,
+    target: Target,
+    method: str,
+    body: bytes | None,
+    headers: Mapping[str, str],
+    deadline: float,
+    shown: str,
 ) -> Reply:
     if target.scheme == "https":
         line.sock = ssl.create_default_context().wrap_socket(line.sock, server_hostname=target.host)
     connection = http.client.HTTPConnection(target.host, target.port)
     connection.sock = line.sock  # connected to the checked address; Host: is the name
     line.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-    connection.request("POST", target.path, body=body, headers=dict(headers))
+    connection.request(method, target.path, body=body, headers=dict(headers))
     response = connection.getresponse()
     data = response.read(MAX_REPLY_BYTES + 1)
     if time.monotonic() >= deadline:  # the timer cut it: what was read may be a part

@@ -3,6 +3,7 @@ from django.contrib.auth.models import Group
 from django.contrib.postgres.fields import ArrayField
 from django.core.validators import RegexValidator
 from django.db import models
+from django.db.models import Q
 
 PROMPT_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 LABEL_NAME_RE = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -80,3 +81,28 @@ class Label(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prompt.name}@{self.name}"
+
+
+class LangfuseMirror(models.Model):
+    """The Langfuse mirror of one prompt (``registry.langfuse_mirror``): its outbox row, marked due
+    in the transaction of each change to mirror, and what became of the last attempt. Once
+    ``stopped_reason`` is set the prompt is no longer mirrored (Langfuse's numbering diverged)."""
+
+    prompt = models.OneToOneField(
+        Prompt, primary_key=True, on_delete=models.CASCADE, related_name="langfuse_mirror"
+    )
+    changes = models.PositiveIntegerField(default=0, help_text="changes marked so far")
+    due_at = models.DateTimeField(null=True, blank=True, help_text="when to mirror next; empty: in sync")
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="failed attempts since the last success")
+    last_error = models.TextField(blank=True, default="")
+    mirrored_at = models.DateTimeField(null=True, blank=True)
+    stopped_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["due_at"], condition=Q(due_at__isnull=False), name="langfuse_mirror_due")
+        ]
+
+    def __str__(self) -> str:
+        return f"Langfuse mirror of {self.prompt_id}"

@@ -5,14 +5,16 @@ queries however many prompts, owners or labels there are."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
+from django.conf import settings
 from django.db.models import Prefetch, Q, QuerySet
 
 from core.actors import Actor
 from core.prompt_limits import prompts_q
 from registry.diff import VersionContent, VersionDiff, version_diff
 from registry.errors import LabelNotFound, PromptNotFound, VersionNotFound
-from registry.models import LATEST, PROMPT_NAME_RE, Label, Prompt, PromptVersion
+from registry.models import LATEST, PROMPT_NAME_RE, Label, LangfuseMirror, Prompt, PromptVersion
 
 
 def prompt_get(name: str, *, for_update: bool = False) -> Prompt:
@@ -57,7 +59,7 @@ def _with_relations(prompts: QuerySet[Prompt]) -> QuerySet[Prompt]:
         "owner_users",
         "owner_groups",
         Prefetch("labels", queryset=Label.objects.select_related("version").order_by("name")),
-    )
+    ).select_related("langfuse_mirror")
 
 
 def prompt_list(
@@ -130,3 +132,22 @@ def version_compare(*, prompt: Prompt, number: int, against: int) -> VersionDiff
     new = version_detail(prompt=prompt, number=number)
     old = version_detail(prompt=prompt, number=against)
     return version_diff(version_content(old), version_content(new))
+
+
+def langfuse_mirror_state(prompt: Prompt) -> dict[str, Any] | None:
+    """How the prompt's Langfuse mirror (``registry.langfuse_mirror``) stands, for the API and the
+    admin: ``state`` (waiting, pending, in_sync, retrying, stopped) and why; None when it is off."""
+    if not settings.PROMPTRAMP_LANGFUSE_MIRROR:
+        return None
+    try:
+        mirror = prompt.langfuse_mirror
+    except LangfuseMirror.DoesNotExist:
+        return {
+            "state": "waiting",
+            "reason": "mirrored (every version) at its next version or production move",
+        }
+    if mirror.stopped_reason:
+        return {"state": "stopped", "reason": mirror.stopped_reason}
+    if mirror.last_error:
+        return {"state": "retrying", "reason": mirror.last_error, "attempts": mirror.attempts}
+    return {"state": "pending" if mirror.due_at else "in_sync", "reason": ""}

@@ -16,6 +16,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import Conflict, Forbidden, ValidationFailed
+from core.events import event_emit
 from core.state_cache import SERVING_STATE, state_changed
 from registry.approvals import ensure_production_move_approved
 from registry.content import content_hash
@@ -92,6 +93,17 @@ def prompt_create(
                 "tags": clean_tags,
                 "owners": owner_names(prompt),
                 "require_second_approver": second_approver,
+            },
+        )
+        event_emit(
+            name="prompt.created",
+            text=f"promptramp: prompt {name} ({kind}) created by {actor.name}",
+            prompt=name,
+            data={
+                "kind": kind,
+                "description": description,
+                "owners": owner_names(prompt),
+                "actor": actor.name,
             },
         )
         state_changed(SERVING_STATE, [name])
@@ -240,6 +252,19 @@ def version_create(
                 reason=message,
                 data={"version": version.version, "content_hash": digest, "git_commit": git_commit},
             )
+            event_emit(
+                name="version.created",
+                text=f"promptramp: {prompt.name} v{version.version} published by {actor.name}"
+                + (f": {message}" if message else ""),
+                prompt=prompt.name,
+                data={
+                    "version": version.version,
+                    "content_hash": digest,
+                    "message": message,
+                    "git_commit": git_commit,
+                    "actor": actor.name,
+                },
+            )
             if version.version == 1 and PRODUCTION not in label_names:
                 label_names.insert(0, PRODUCTION)
         else:
@@ -289,6 +314,21 @@ def _label_set(*, actor: Actor, prompt: Prompt, label: str, version: PromptVersi
         reason=reason,
         data={"label": label, "from_version": previous, "to_version": version.version},
     )
+    if previous != version.version:
+        moved = f"moved from v{previous} to v{version.version}" if previous else f"set to v{version.version}"
+        event_emit(
+            name="label.moved",
+            text=f"promptramp: {prompt.name} label {label} {moved} by {actor.name}"
+            + (f": {reason}" if reason else ""),
+            prompt=prompt.name,
+            data={
+                "label": label,
+                "from_version": previous,
+                "to_version": version.version,
+                "reason": reason,
+                "actor": actor.name,
+            },
+        )
     return current
 
 

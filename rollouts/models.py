@@ -116,7 +116,8 @@ class RolloutTransition(models.Model):
 
 
 class Webhook(models.Model):
-    """A URL told about every rollout transition (or the events listed), signed with ``secret``."""
+    """A URL told about every rollout transition and registry event (or the events listed), signed
+    with ``secret``."""
 
     url = models.URLField(max_length=2000)
     secret = models.CharField(max_length=256)
@@ -134,11 +135,12 @@ class Webhook(models.Model):
 
 
 class Outbox(models.Model):
-    """One message for one webhook, written in the transaction of the transition it announces and
-    sent (retried with backoff) by the delivery task. ``body`` is the exact JSON that is signed."""
+    """One message for one webhook, written in the transaction of the transition or event it
+    announces and sent (retried with backoff) by the delivery task. ``body`` is the exact JSON that
+    is signed. ``rollout``: the rollout of a transition (none for the registry's events)."""
 
     webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="outbox")
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="+")
+    rollout = models.ForeignKey(Rollout, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     event = models.CharField(max_length=32)
     body = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)

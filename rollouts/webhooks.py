@@ -1,8 +1,10 @@
-"""Webhooks: who is told about rollout transitions (and ``rollout.checks_requested``), what they
-are sent, and the delivery.
+"""Webhooks: who is told about rollout transitions, ``rollout.checks_requested`` and registry
+events, what they are sent, and the delivery.
 
 Every transition writes one outbox row per interested webhook in its own transaction
-(`outbox_enqueue`); `outbox_deliver_due` (a Celery task, kicked after each transition and run by
+(`outbox_enqueue`), and so does every event of ``core.events`` (`outbox_enqueue_event`, a
+follower in ``settings.PROMPTRAMP_EVENT_FOLLOWERS``: the registry emits them without importing
+this module); `outbox_deliver_due` (a Celery task, kicked after each transition and run by
 beat) sends them. A message is a JSON POST whose ``text`` reads well in Slack, signed:
 
     X-Promptramp-Timestamp: <unix seconds>
@@ -44,6 +46,8 @@ from core import outbound
 from core.actors import Actor
 from core.cluster_metrics import SharedCounter, record, shared
 from core.errors import ValidationFailed
+from core.events import EVENTS as FOLLOWED_EVENTS
+from core.events import Event
 from core.outbound import safe_url
 from rollouts.as_json import rollout_json, shadow_percent, transition_json
 from rollouts.errors import WebhookNotFound
@@ -53,7 +57,7 @@ from rollouts.plan import OBSERVE
 
 EVENTS = ("started", "advanced", "paused", "resumed", "succeeded", "rolled_back", "aborted")
 CHECKS_REQUESTED = "rollout.checks_requested"  # at creation, to a rollout with required checks
-EVENT_NAMES = (*(f"rollout.{event}" for event in EVENTS), CHECKS_REQUESTED)
+EVENT_NAMES = (*(f"rollout.{event}" for event in EVENTS), CHECKS_REQUESTED, *FOLLOWED_EVENTS)
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 10.0
 BACKOFF_MAX_SECONDS = 3600.0
@@ -208,20 +212,25 @@ def checks_requested_body(rollout: Rollout) -> dict[str, Any]:
 def outbox_enqueue(*, rollout: Rollout, transition: RolloutTransition) -> int:
     """Queue the transition's message for every interested webhook, in the caller's transaction.
     Returns how many were queued; delivery is kicked once the transaction commits."""
-    body = message_body(rollout, transition)
-    return _enqueue(rollout=rollout, event=f"rollout.{transition.event}", body=body, now=transition.at)
+    return _enqueue(f"rollout.{transition.event}", message_body(rollout, transition), transition.at, rollout)
 
 
 def outbox_enqueue_checks_requested(*, rollout: Rollout, now: datetime) -> int:
     """Queue ``rollout.checks_requested`` for every interested webhook, in the caller's transaction."""
-    return _enqueue(rollout=rollout, event=CHECKS_REQUESTED, body=checks_requested_body(rollout), now=now)
+    return _enqueue(CHECKS_REQUESTED, checks_requested_body(rollout), now, rollout)
 
 
-def _enqueue(*, rollout: Rollout, event: str, body: dict[str, Any], now: datetime) -> int:
+def outbox_enqueue_event(event: Event) -> None:
+    """Queue a ``core.events`` event for every webhook subscribed to it (all events when it names
+    none), in the transaction that emits it."""
+    _enqueue(event.name, event.body(), event.at, None)
+
+
+def _enqueue(event: str, message: dict[str, Any], at: datetime, rollout: Rollout | None) -> int:
     webhooks = Webhook.objects.filter(Q(events=[]) | Q(events__contains=[event]))
-    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    body = json.dumps(message, separators=(",", ":"), sort_keys=True)
     rows = Outbox.objects.bulk_create(
-        Outbox(webhook=webhook, rollout=rollout, event=event, body=text, next_attempt_at=now)
+        Outbox(webhook=webhook, rollout=rollout, event=event, body=body, next_attempt_at=at)
         for webhook in webhooks
     )
     if rows:

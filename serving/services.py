@@ -16,6 +16,7 @@ from audit.actions import AuditAction
 from audit.services import audit_record
 from core.actors import Actor
 from core.errors import ValidationFailed
+from core.events import event_emit
 from core.state_cache import SERVING_STATE, state_changed
 from registry.models import Prompt, PromptVersion
 from registry.selectors import prompt_get, version_detail
@@ -103,8 +104,8 @@ def override_delete(*, actor: Actor, prompt_name: str, override_id: int, reason:
 def _override_changed(
     *, actor: Actor, prompt: Prompt, override: Override, created: bool, reason: str
 ) -> None:
-    """What every change of an override does, in the change's transaction: the audit entry and
-    the serving state's change."""
+    """What every change of an override does, in the change's transaction: the audit entry, the
+    serving state's change and the ``override.changed`` event."""
     data: dict[str, Any] = {
         "match": override.match,
         "version": override.version.version if override.version else None,
@@ -121,6 +122,26 @@ def _override_changed(
         data=data,
     )
     state_changed(SERVING_STATE, [prompt.name])
+    served = f"v{data['version']}" if data["version"] is not None else f"the {data['arm']} arm"
+    event_emit(
+        name="override.changed",
+        prompt=prompt.name,
+        text=f"promptramp: {prompt.name} override {override.pk} ({_match_text(override.match)} → {served}) "
+        f"{'added' if created else 'ended'} by {actor.name}" + (f": {reason}" if reason else ""),
+        data={
+            **data,
+            "override_id": override.pk,
+            "change": "added" if created else "ended",
+            "actor": actor.name,
+            "reason": reason,
+        },
+    )
+
+
+def _match_text(match: dict[str, str]) -> str:
+    if "unit" in match:
+        return f"unit {match['unit']}"
+    return f"{match['attribute']}={match['value']}"
 
 
 def _match_fields(match: object) -> dict[str, str]:

@@ -8,17 +8,23 @@ from typing import Any
 
 import orjson
 import pytest
+from celery.contrib.testing.worker import start_worker
 from django.conf import settings
 from django.db import connection
 from hypothesis import settings as hypothesis_settings
+from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
+from config.celery import app as celery_app
 from core import log_lines
 from core.redis_client import get_redis
 from core.state_cache import StateCache
 from devstack import embedded_services
 from outcomes.event_targets import rollouts_cache, versions_cache
+from registry import tasks as registry_tasks  # noqa: F401  (registers the tasks with the app)
+from rollouts import tasks as rollouts_tasks  # noqa: F401
 from tests.factories import UserFactory, make_key
+from tests.fakes.langfuse_server import FakeLangfuse, serve
 from tests.servers import base_env, database_url, free_port, manage
 
 hypothesis_settings.register_profile("ci", deadline=None, max_examples=200)
@@ -132,6 +138,27 @@ def own_service(services_root: Path) -> Iterator[OwnService]:
         yield OwnService(root, env, created.split()[-1])
     finally:
         embedded_services.stop(["postgres", "redis"], root=root)
+
+
+@pytest.fixture
+def celery_worker(transactional_db: None) -> Iterator[Any]:
+    """A real Celery worker consuming the test broker, running in this process (threads pool)."""
+    celery_app.control.purge()
+    with start_worker(
+        celery_app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=30
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def langfuse(settings: Settings) -> Iterator[FakeLangfuse]:
+    """A fake Langfuse, named by the settings as the real one would be."""
+    state = FakeLangfuse()
+    with serve(state) as url:
+        settings.LANGFUSE_BASE_URL = url
+        settings.LANGFUSE_PUBLIC_KEY = state.public_key
+        settings.LANGFUSE_SECRET_KEY = state.secret_key
+        yield state
 
 
 @dataclass

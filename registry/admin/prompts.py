@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.db.models import F, Func, OuterRef, QuerySet, Subquery
 from django.forms.models import BaseInlineFormSet
@@ -15,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from core.admin import StaffAdmin, admin_actor
 from registry.admin import views
 from registry.models import PRODUCTION, Label, Prompt, PromptVersion
-from registry.selectors import actor_owns, owner_names
+from registry.selectors import actor_owns, langfuse_mirror_state, owner_names
 
 # The prompt page lists this many versions, newest first; the versions page has them all.
 VERSIONS_ON_PROMPT_PAGE = 30
@@ -138,6 +139,20 @@ class PromptAdmin(StaffAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return self.has_module_permission(request)
 
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.fields + (["mirror"] if settings.PROMPTRAMP_LANGFUSE_MIRROR else [])
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.get_fields(request, obj)
+
+    @admin.display(description="Langfuse mirror")
+    def mirror(self, prompt: Prompt) -> str:
+        state = langfuse_mirror_state(prompt)
+        if state is None:
+            return "off"
+        shown = str(state["state"]).replace("_", " ")
+        return f"{shown}: {state['reason']}" if state["reason"] else shown
+
     @admin.display(description="tags")
     def tag_list(self, prompt: Prompt) -> str:
         return ", ".join(prompt.tags)
@@ -166,6 +181,7 @@ class PromptAdmin(StaffAdmin):
             ("new-version", views.version_new, "registry_prompt_new_version"),
             ("move-label", views.label_move_view, "registry_prompt_move_label"),
             ("diff", views.version_diff, "registry_prompt_diff"),
+            ("resume-langfuse-mirror", views.langfuse_mirror_resume_view, "registry_prompt_resume_mirror"),
             ("second-approver", views.second_approver_view, "registry_prompt_second_approver"),
         ]
         return [
@@ -181,4 +197,5 @@ class PromptAdmin(StaffAdmin):
             "prompt_owned": actor_owns(admin_actor(request), prompt),
             "owners": ", ".join(owner_names(prompt)) or "none",
             "version_count": prompt.versions.count(),
+            "mirror_stopped": (langfuse_mirror_state(prompt) or {}).get("state") == "stopped",
         }

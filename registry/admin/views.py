@@ -6,9 +6,10 @@ for."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.text import Truncator
 
 from core.admin import admin_actor, domain_error_text, form_page
@@ -21,6 +22,7 @@ from registry.admin.forms import (
     VersionCreateForm,
 )
 from registry.diff import MAX_ROWS, compare, version_sections
+from registry.langfuse_mirror import langfuse_mirror_resume
 from registry.models import PRODUCTION, Prompt, PromptVersion
 from registry.selectors import actor_owns, owner_names, version_content
 from registry.services import label_move, prompt_create, prompt_update, version_create
@@ -264,3 +266,22 @@ def _report_published(
             f"Same content as v{version.version}: no new version was made.{on_it}",
             messages.WARNING,
         )
+
+
+def langfuse_mirror_resume_view(
+    request: HttpRequest, model_admin: admin.ModelAdmin, prompt: Prompt
+) -> HttpResponse:
+    """The prompt page's "Resume the Langfuse mirror" button (a POST form)."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        langfuse_mirror_resume(actor=admin_actor(request), prompt_name=prompt.name, now=timezone.now())
+    except DomainError as error:
+        model_admin.message_user(request, domain_error_text(error), messages.ERROR)
+    else:
+        model_admin.message_user(
+            request,
+            f"The Langfuse mirror of {prompt.name} resumes: it checks the numbering again.",
+            messages.SUCCESS,
+        )
+    return HttpResponseRedirect(prompt_url(prompt))

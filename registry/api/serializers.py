@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from registry.models import LABEL_NAME_RE, PROMPT_NAME_RE, Prompt, PromptVersion
-from registry.selectors import owner_names
+from registry.selectors import langfuse_mirror_state, owner_names
 from registry.validation import GIT_COMMIT_RE, TAG_RE
 
 OWNER_HELP = "user names and 'group:NAME' entries"
@@ -41,6 +41,10 @@ class PromptSerializer(serializers.Serializer):  # type: ignore[type-arg]
     require_second_approver = serializers.BooleanField(help_text=SECOND_APPROVER_HELP)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+    langfuse_mirror = serializers.SerializerMethodField(
+        help_text="the Langfuse mirror of this prompt: state (waiting, pending, in_sync, retrying, "
+        "stopped) and reason; null when PROMPTRAMP_LANGFUSE_MIRROR is off"
+    )
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_owners(self, prompt: Prompt) -> list[str]:
@@ -49,6 +53,10 @@ class PromptSerializer(serializers.Serializer):  # type: ignore[type-arg]
     @extend_schema_field(serializers.DictField(child=serializers.IntegerField()))
     def get_labels(self, prompt: Prompt) -> dict[str, int]:
         return {label.name: label.version.version for label in prompt.labels.all()}
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_langfuse_mirror(self, prompt: Prompt) -> dict[str, Any] | None:
+        return langfuse_mirror_state(prompt)
 
 
 class VersionSerializer(serializers.Serializer):  # type: ignore[type-arg]

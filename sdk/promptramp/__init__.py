@@ -5,7 +5,8 @@ import logging
 from .client import Client
 from .errors import MissingVariables, PromptrampError, PromptUnavailable
 from .events import EventCounts, Outcome
-from .langfuse_link import link_generation
+from .langfuse_link import langfuse_client, link_generation
+from .redaction import redact, redact_text
 from .result import ResolvedPrompt
 from .shadow import ShadowCounts
 from .snapshot import Snapshot, UnsupportedFormat
@@ -23,5 +24,8 @@ __all__ = [
     "ShadowCounts",
     "Snapshot",
     "UnsupportedFormat",
+    "langfuse_client",
     "link_generation",
+    "redact",
+    "redact_text",
 ]

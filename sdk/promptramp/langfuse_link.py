@@ -1,8 +1,22 @@
-"""Link the current Langfuse generation to the prompt version promptramp served."""
+"""Langfuse: a client that redacts secrets before anything leaves the process, and the link from
+the current generation to the prompt version promptramp served."""
 
+from collections.abc import Callable
 from typing import Any
 
+from .redaction import redact
 from .result import ResolvedPrompt
+
+
+def langfuse_client(*, mask: Callable[..., Any] | None = redact, **options: Any) -> Any:
+    """A ``langfuse.Langfuse`` client (``options`` are its own) whose ``mask`` is
+    `promptramp.redact` unless another is given: API keys, bearer tokens, passwords in URLs,
+    e-mail addresses and card numbers are removed from every input, output and metadata before
+    they are sent. ``mask=None`` sends them as they are. Raises ImportError without ``langfuse``.
+    """
+    from langfuse import Langfuse
+
+    return Langfuse(mask=mask, **options)
 
 
 def link_generation(result: ResolvedPrompt, langfuse: Any = None) -> bool:

@@ -96,3 +96,21 @@ def test_gate_servers_are_read_by_name_and_a_bad_one_stops_the_start_without_sho
     assert "hunter2" not in str(refused.value)
     with pytest.raises(ImproperlyConfigured, match="needs its keys"):
         langfuse_project("team-c", "https://langfuse.internal")
+
+
+def test_the_langfuse_mirror_without_keys_stops_the_start_naming_what_is_missing() -> None:
+    result = settings_of(
+        "PROMPTRAMP_LANGFUSE_MIRROR",
+        drop="LANGFUSE_SECRET_KEY",
+        PROMPTRAMP_LANGFUSE_MIRROR="1",
+        LANGFUSE_PUBLIC_KEY="pk-lf-x",
+    )
+    assert result.returncode != 0
+    assert "PROMPTRAMP_LANGFUSE_MIRROR=1 needs LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY" in result.stderr
+    with_keys = settings_of(
+        "PROMPTRAMP_LANGFUSE_MIRROR",
+        PROMPTRAMP_LANGFUSE_MIRROR="1",
+        LANGFUSE_PUBLIC_KEY="pk-lf-x",
+        LANGFUSE_SECRET_KEY="sk-lf-y",
+    )
+    assert with_keys.stdout.strip() == "True", with_keys.stderr

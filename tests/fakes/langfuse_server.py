@@ -1,10 +1,18 @@
-"""A Langfuse server for tests: the public API read endpoints the langfuse SDK's client calls.
+"""A Langfuse server for tests: the public API endpoints the langfuse SDK's client calls.
 
 ``GET /api/public/v2/observations`` and ``GET /api/public/v3/scores``, with HTTP Basic auth
 (public key : secret key), the field groups, filters, limits and cursor pagination of the real
 API, and its JSON shapes (camelCase fields, ``meta.cursor`` absent on the last page), as the
 SDK's generated models (`langfuse.api.commons.types.observation_v2`, `langfuse.api.scores.types`)
 describe them. Anything the fake does not implement answers 400, as an unknown filter would.
+
+Prompt management as the SDK's ``prompts`` and ``prompt_version`` clients speak it: create
+``POST /api/public/v2/prompts`` (the next version number of the name; the labels given move to
+it; ``latest`` always does), get ``GET /api/public/v2/prompts/{name}`` by ``version`` or
+``label`` (``production`` by default; 404 when there is none), and label update
+``PATCH /api/public/v2/prompts/{name}/versions/{version}`` ``{"newLabels": […]}`` (added to the
+version, taken from any other; ``latest`` is refused). Tests may also create versions directly
+(``add_prompt_version``), as someone using Langfuse's UI would.
 
 Tests add generations and scores, may make pages smaller than asked (``page_size``), slow
 (``delay_seconds``) or failing (``fail_status``), and read back ``requests``.
@@ -19,11 +27,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.fakes.http_server import FakeHandler, running
 
 PROJECT_ID = "project-test"
+PROMPTS_PATH = "/api/public/v2/prompts/"
 
 OBSERVATION_GROUPS = {
     "core": ("id", "traceId", "startTime", "endTime", "projectId", "parentObservationId", "type"),
@@ -114,6 +123,42 @@ class FakeLangfuse:
     delay_seconds: float = 0.0
     fail_status: int | None = None
     requests: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
+    prompts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    writes: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    def add_prompt_version(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a version as ``POST /api/public/v2/prompts`` does; returns it."""
+        versions = self.prompts.setdefault(body["name"], [])
+        labels = [label for label in body.get("labels") or [] if label != "latest"]
+        for other in versions:
+            other["labels"] = [
+                label for label in other["labels"] if label not in labels and label != "latest"
+            ]
+        now = iso(datetime.now(UTC))
+        version = {
+            "id": f"{body['name']}-{len(versions) + 1}",
+            "name": body["name"],
+            "version": len(versions) + 1,
+            "type": body.get("type") or "text",
+            "prompt": body["prompt"],
+            "config": body.get("config") or {},
+            "labels": [*labels, "latest"],
+            "tags": body.get("tags") or (versions[-1]["tags"] if versions else []),
+            "commitMessage": body.get("commitMessage"),
+            "createdAt": now,
+            "updatedAt": now,
+            "createdBy": "API",
+            "projectId": PROJECT_ID,
+            "resolutionGraph": None,
+        }
+        versions.append(version)
+        return version
+
+    def labels_of(self, name: str) -> dict[str, int]:
+        """label → version of the prompt ``name``."""
+        return {
+            label: version["version"] for version in self.prompts.get(name, []) for label in version["labels"]
+        }
 
     def add_generation(
         self,
@@ -233,6 +278,17 @@ class LangfuseHandler(FakeHandler):
             "/api/public/v2/observations": self._observations,
             "/api/public/v3/scores": self._scores,
         }
+        if url.path.startswith(PROMPTS_PATH):
+            try:
+                found = self._prompt(state, unquote(url.path.removeprefix(PROMPTS_PATH)), params)
+            except BadRequest as error:
+                self.send_json(400, {"message": str(error)})
+                return
+            if found is None:
+                self.send_json(404, {"error": "LangfuseNotFoundError", "message": "Prompt not found"})
+            else:
+                self.send_json(200, found)
+            return
         route = routes.get(url.path)
         if route is None:
             self.send_json(404, {"message": "Not found"})
@@ -241,6 +297,83 @@ class LangfuseHandler(FakeHandler):
             self.send_json(200, route(state, params))
         except BadRequest as error:
             self.send_json(400, {"message": str(error)})
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self._write("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802 (http.server's name)
+        self._write("PATCH")
+
+    def _write(self, method: str) -> None:
+        state: FakeLangfuse = self.server.state
+        url = urlsplit(self.path)
+        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.pause(state.delay_seconds)
+        if not self._authorized(state):
+            self.send_json(401, {"message": "Invalid credentials."})
+            return
+        if state.fail_status:
+            self.send_json(state.fail_status, {"message": "Internal Server Error"})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self.send_json(400, {"message": "Invalid JSON"})
+            return
+        state.writes.append((method, url.path, body))
+        if method == "POST" and url.path == "/api/public/v2/prompts":
+            self._create(state, body)
+        elif method == "PATCH" and url.path.startswith(PROMPTS_PATH) and "/versions/" in url.path:
+            name, _, number = url.path.removeprefix(PROMPTS_PATH).partition("/versions/")
+            self._relabel(state, unquote(name), number, body)
+        else:
+            self.send_json(404, {"message": "Not found"})
+
+    def _create(self, state: FakeLangfuse, body: Any) -> None:
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str) or "prompt" not in body:
+            self.send_json(400, {"message": "name and prompt are required"})
+            return
+        kind = body.get("type") or "text"
+        valid = (
+            isinstance(body["prompt"], str)
+            if kind == "text"
+            else (
+                kind == "chat"
+                and isinstance(body["prompt"], list)
+                and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in body["prompt"])
+            )
+        )
+        if not valid or "latest" in (body.get("labels") or []):
+            self.send_json(400, {"message": "Invalid request data"})
+            return
+        self.send_json(201, state.add_prompt_version(body))
+
+    def _relabel(self, state: FakeLangfuse, name: str, number: str, body: Any) -> None:
+        labels = body.get("newLabels") if isinstance(body, dict) else None
+        if not isinstance(labels, list) or "latest" in labels:
+            self.send_json(400, {"message": "Invalid request data"})
+            return
+        versions = state.prompts.get(name, [])
+        target = next((v for v in versions if str(v["version"]) == number), None)
+        if target is None:
+            self.send_json(404, {"error": "LangfuseNotFoundError", "message": "Prompt not found"})
+            return
+        for other in versions:
+            if other is not target:
+                other["labels"] = [label for label in other["labels"] if label not in labels]
+        target["labels"] = list(dict.fromkeys([*target["labels"], *labels]))
+        self.send_json(200, target)
+
+    def _prompt(self, state: FakeLangfuse, name: str, params: dict[str, list[str]]) -> dict[str, Any] | None:
+        version, label = _one(params, "version"), _one(params, "label")
+        if version is not None and label is not None:
+            raise BadRequest("Cannot specify both version and label")
+        for candidate in state.prompts.get(name, []):
+            if (version is not None and str(candidate["version"]) == version) or (
+                version is None and (label or "production") in candidate["labels"]
+            ):
+                return candidate
+        return None
 
     def _authorized(self, state: FakeLangfuse) -> bool:
         header = self.headers.get("Authorization", "")

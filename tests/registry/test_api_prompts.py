@@ -23,6 +23,7 @@ PROMPT_FIELDS = {
     "require_second_approver",
     "created_at",
     "updated_at",
+    "langfuse_mirror",
 }
 
 

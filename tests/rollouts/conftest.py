@@ -1,5 +1,5 @@
-"""Fixtures for rollout tests: prompts with a candidate, a Celery worker of the test run, a
-local HTTP server receiving webhooks, and a local Langfuse the langfuse source reads."""
+"""Fixtures for rollout tests: prompts with a candidate and a local HTTP server receiving
+webhooks."""
 
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from pytest_django.fixtures import Settings
 
-from config.celery import app as celery_app
-from rollouts import tasks  # noqa: F401  (registers the tasks with the app)
 from tests.factories import make_prompt
-from tests.fakes.langfuse_server import FakeLangfuse, serve
 
 WEBHOOK_SECRET = "s3cret-for-tests"
 
@@ -34,16 +30,6 @@ def _webhooks_to_loopback(settings: Settings) -> None:
 def prompt(alice: Any) -> Any:
     """support.answer with v1 (production) and v2 (the candidate), owned by alice."""
     return make_prompt(alice, versions=2)
-
-
-@pytest.fixture
-def celery_worker(transactional_db: None) -> Iterator[Any]:
-    """A real Celery worker consuming the test broker, running in this process (threads pool)."""
-    celery_app.control.purge()
-    with start_worker(
-        celery_app, pool="threads", concurrency=2, perform_ping_check=False, shutdown_timeout=30
-    ) as worker:
-        yield worker
 
 
 @dataclass
@@ -101,14 +87,3 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     yield receiver
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def langfuse(settings: Settings) -> Iterator[FakeLangfuse]:
-    """A fake Langfuse, named by the settings as the real one would be."""
-    state = FakeLangfuse()
-    with serve(state) as url:
-        settings.LANGFUSE_BASE_URL = url
-        settings.LANGFUSE_PUBLIC_KEY = state.public_key
-        settings.LANGFUSE_SECRET_KEY = state.secret_key
-        yield state

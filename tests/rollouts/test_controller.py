@@ -102,13 +102,16 @@ def test_healthy_candidate_advances_step_by_step_and_becomes_production(
     assert advance.data["verdicts"][0]["metric"] == "error_rate"
     moved = AuditEntry.objects.get(action="label.move", data__to_version=2)
     assert moved.actor_name == "system"
-    received = webhook_receiver.wait_for(4)
-    assert [r.json()["event"] for r in received] == [
+    received = webhook_receiver.wait_for(5)
+    events = [r.json()["event"] for r in received]
+    assert [event for event in events if event.startswith("rollout.")] == [
         "rollout.started",
         "rollout.advanced",
         "rollout.advanced",
         "rollout.succeeded",
     ]
+    [label_moved] = [r.json() for r in received if r.json()["event"] == "label.moved"]
+    assert (label_moved["to_version"], label_moved["actor"]) == (2, "system")
     assert all(r.signature_valid for r in received)
 
 

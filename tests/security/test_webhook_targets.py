@@ -100,6 +100,9 @@ def resolving_to(address: str) -> Callable[..., list[tuple[object, ...]]]:
     return resolve
 
 
+ROLLOUT_STARTED = ["rollout.started"]  # not the registry's events of the rollout's prompt
+
+
 def start_rollout(owner: Any) -> None:
     make_prompt(owner, versions=2)
     rollout_create(actor=actor_for(owner), prompt_name="support.answer", candidate_version=2, plan=PLAN)
@@ -148,7 +151,7 @@ def test_a_name_that_turns_private_after_creation_is_refused_at_delivery(
     monkeypatch.setattr(socket, "getaddrinfo", resolving_to("93.184.216.34"))
     created = admin.post(
         "/api/v1/webhooks",
-        {"url": "http://hooks.rebinding.example/x", "secret": "long-enough"},
+        {"url": "http://hooks.rebinding.example/x", "secret": "long-enough", "events": ["rollout.started"]},
         format="json",
     )
     assert created.status_code == 201
@@ -169,7 +172,7 @@ def test_a_redirect_to_a_private_address_is_not_followed(alice, outside_loopback
     # Given a receiver (allowed: on the operator's network) answering with a redirect to metadata
     settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE = True
     url, received = receiver(status=302, Location="http://169.254.169.254/latest/meta-data")
-    webhooks.webhook_create(actor=Actor.system(), url=url, secret="long-enough")
+    webhooks.webhook_create(actor=Actor.system(), url=url, secret="long-enough", events=ROLLOUT_STARTED)
     start_rollout(alice)
 
     # When the message is delivered
@@ -185,7 +188,7 @@ def test_a_redirect_to_a_private_address_is_not_followed(alice, outside_loopback
 def test_with_private_addresses_allowed_a_local_receiver_gets_its_messages(alice, receiver, settings):
     settings.PROMPTRAMP_WEBHOOK_ALLOW_PRIVATE = True
     url, received = receiver()
-    webhooks.webhook_create(actor=Actor.system(), url=url, secret="long-enough")
+    webhooks.webhook_create(actor=Actor.system(), url=url, secret="long-enough", events=ROLLOUT_STARTED)
     start_rollout(alice)
 
     webhooks.outbox_deliver_due(now=timezone.now())
@@ -201,7 +204,7 @@ def test_a_slow_receiver_never_gets_a_message_twice_from_two_workers(alice, rece
     monkeypatch.setattr(webhooks, "CLAIM_SECONDS", 1.0)
     url, received = receiver(delay=0.8)
     for _ in range(2):
-        webhooks.webhook_create(actor=Actor.system(), url=url, secret="long-enough")
+        webhooks.webhook_create(actor=Actor.system(), url=url, secret="long-enough", events=ROLLOUT_STARTED)
     start_rollout(alice)
     assert Outbox.objects.count() == 2
     started = timezone.now()

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('rollouts', '0004_rollout_traffic'),
+        ('rollouts', '0005_outbox_of_any_event'),
     ]
 
     operations = [
