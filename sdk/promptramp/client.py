@@ -439,6 +439,9 @@ class Client:
         body = json.loads(event.data)
         with self._refresh_lock:
             current = self._snapshot
+            if current is not None and event.id == current.etag:  # a poll brought it first
+                self._unsupported_format = None
+                return
             try:
                 if event.event == "snapshot":
                     self._use(Snapshot.parse(body, event.id))
