@@ -4,7 +4,8 @@
     .venv/bin/python bench/ingest.py --duration 10    # a short trial
 
 It starts the service as `make run` does (embedded PostgreSQL and Redis unless DATABASE_URL /
-REDIS_URL are set; gunicorn with WEB_CONCURRENCY workers of 4 threads; a Celery worker and beat,
+REDIS_URL are set; the run command's web server, `devstack.stack.web_command`, so WEB_SERVER,
+WEB_CONCURRENCY and WEB_THREADS apply; a Celery worker and beat,
 so the flush runs during the load as it would in production), creates a prompt with a running
 rollout, and sends batches shaped like SPEC's example (both arms, lognormal latency, 1% errors,
 cost, tokens, a score) from --processes x --threads keep-alive connections on this machine.
@@ -46,7 +47,6 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=500, help="events per request (default 500)")
     parser.add_argument("--processes", type=int, default=2, help="load generator processes (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="connections per process (default 4)")
-    parser.add_argument("--workers", default=os.environ.get("WEB_CONCURRENCY", "2"), help="gunicorn workers")
     parser.add_argument("--no-celery", action="store_true", help="no worker/beat during the load")
     args = parser.parse_args()
 
@@ -65,11 +65,11 @@ def main() -> int:
         key, rollout_id = _prepare()
         before = _arm_samples(rollout_id)
         port = _free_port()
-        processes = _start_service(port, args.workers, celery=not args.no_celery)
+        processes = _start_service(port, celery=not args.no_celery)
         _wait_ready(port)
         print(
             f"machine: {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}\n"
-            f"service: gunicorn {args.workers} workers x 4 threads"
+            f"service: {' '.join(stack.web_command('127.0.0.1', str(port))[1:])}"
             f"{'' if args.no_celery else ' + celery worker and beat'} on 127.0.0.1:{port}\n"
             f"load: {args.processes} processes x {args.threads} connections, batches of {args.batch}, "
             f"{args.duration:.0f} s",
@@ -148,14 +148,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_service(port: int, workers: str, *, celery: bool) -> list[subprocess.Popen[bytes]]:
-    from devstack import embedded_services
+def _start_service(port: int, *, celery: bool) -> list[subprocess.Popen[bytes]]:
+    from devstack import embedded_services, stack
 
-    commands = [
-        [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
-        + ["--workers", workers, "--worker-class", "gthread", "--threads", "4"]
-        + ["--access-logfile", "/dev/null", "--log-level", "warning"]
-    ]
+    stack.prepare_metrics_dir()
+    commands = [stack.web_command("127.0.0.1", str(port))]
     if celery:
         schedule = embedded_services.data_dir() / "bench-celerybeat-schedule"
         commands += [
@@ -183,7 +180,7 @@ def _process_groups(processes: list[subprocess.Popen[bytes]]) -> dict[str, list[
     from devstack import embedded_services
 
     groups: dict[str, list[psutil.Process]] = {}
-    for name, popen in zip(("gunicorn", "celery worker", "celery beat"), processes, strict=False):
+    for name, popen in zip(("web", "celery worker", "celery beat"), processes, strict=False):
         parent = psutil.Process(popen.pid)
         groups[name] = [parent, *parent.children(recursive=True)]
     root = embedded_services.data_dir()

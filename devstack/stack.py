@@ -115,12 +115,14 @@ def set_up() -> tuple[str, str]:
 def web_command(host: str, port: str, env: Mapping[str, str] = os.environ) -> list[str]:
     """The web server as the run command starts it: WEB_SERVER (granian, the default, or
     gunicorn) with WEB_CONCURRENCY worker processes (default 2), each running the WSGI
-    application in WEB_THREADS threads (default 4: granian's blocking threads or gunicorn's
-    gthread threads; WEB_WORKER_CLASS picks another gunicorn worker class). No access log: the
-    application logs each request itself, never its query string (core.request_log).
-    docs/benchmarks.md has the measurements behind these choices."""
-    workers, threads = env.get("WEB_CONCURRENCY", "2"), env.get("WEB_THREADS", "4")
+    application in WEB_THREADS threads (granian's blocking threads, default 1: Python threads of
+    one process contend for its GIL, which cost resolve a third of its throughput at 4; or
+    gunicorn's gthread threads, default 4; WEB_WORKER_CLASS picks another gunicorn worker class).
+    No access log: the application logs each request itself, never its query string
+    (core.request_log). docs/benchmarks.md has the measurements behind these choices."""
     server = env.get("WEB_SERVER", "granian")
+    workers = env.get("WEB_CONCURRENCY", "2")
+    threads = env.get("WEB_THREADS", "1" if server == "granian" else "4")
     if server == "gunicorn":
         return [PYTHON, "-m", "gunicorn", "config.wsgi", "--bind", f"{host}:{port}", "--workers", workers] + [
             "--worker-class",
