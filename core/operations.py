@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from core.cluster_metrics import ClusterCollector
 from core.errors import error_body
+from core.metrics import request_metrics
 from core.redis_client import get_redis
 from core.state_cache import StateCache
 
@@ -54,6 +55,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         )
     for cache in StateCache.instances:
         cache.report_reads()
+    request_metrics.flush()  # this worker's serving counts up to now (the others' within a second)
     if settings.PROMETHEUS_MULTIPROC_DIR:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

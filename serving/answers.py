@@ -17,7 +17,7 @@ import orjson
 
 from access.selectors import KeyInfo, apikey_of_header, key_scopes
 from core.errors import DomainError, ValidationFailed, error_body
-from core.metrics import count_resolve, request_seconds, stale_serves_total
+from core.metrics import count_resolve, observe_seconds, stale_serves_total
 from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
 from serving.attributes import query_attributes
@@ -30,7 +30,6 @@ STALE_HEADER = "X-Promptramp-Stale"
 JSON = "application/json"
 Answer = tuple[int, list[tuple[str, str]], bytes]
 
-_observe_resolve = request_seconds.labels("resolve").observe
 count_stale = stale_serves_total.inc
 
 
@@ -129,5 +128,5 @@ def resolve_answer(
     else:
         headers.append(("Content-Type", JSON))
         answer = 200, headers, resolved.body(stale=stale)
-    _observe_resolve(time.perf_counter() - started)
+    observe_seconds("resolve", time.perf_counter() - started)
     return answer

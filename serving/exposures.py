@@ -10,13 +10,13 @@ counts with their running sums of squares (one Lua call per rollout and split). 
 not answer, the counts wait for the next flush (units beyond `MAX_WAITING_UNITS` are dropped:
 the distinct count then runs low, never high).
 
-The flushing thread starts with the first count; a forked child (gunicorn and granian workers)
-starts afresh with empty buffers and its own thread, and the last counts are flushed at exit.
+The flushing thread (``core.flush_thread``) starts with the first count; a forked child
+(gunicorn and granian workers) starts afresh with empty buffers and its own thread, and the last
+counts are flushed at exit.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import threading
@@ -24,6 +24,7 @@ import time
 
 from redis.exceptions import RedisError
 
+from core.flush_thread import FlushThread
 from core.redis_client import get_redis
 from rollouts.exposures import (
     KEPT_SECONDS,
@@ -59,14 +60,13 @@ logger = logging.getLogger(__name__)
 class ExposureCounter:
     def __init__(self) -> None:
         self._reset()
-        os.register_at_fork(after_in_child=self._reset)  # the flushing thread stays in the parent
-        atexit.register(self.flush)
+        os.register_at_fork(after_in_child=self._reset)  # the parent's counts are the parent's to send
+        self._flusher = FlushThread("exposures", self.flush, FLUSH_SECONDS)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[Count, int] = {}
         self._units: dict[Arm, set[str]] = {}
-        self._thread: threading.Thread | None = None
 
     def count(self, rollout_id: int, threshold: int, arm: str, bucket: int, unit: str | None) -> None:
         """One exposure (the per-request work: no I/O)."""
@@ -80,22 +80,8 @@ class ExposureCounter:
                     self._units[key[:3]] = {unit}
                 else:
                     seen.add(unit)
-        if self._thread is None:
-            self._start()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._flush_forever, name="exposures", daemon=True)
-                self._thread.start()
-
-    def _flush_forever(self) -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            try:
-                self.flush()
-            except Exception:  # the thread must outlive any one failure
-                logger.exception("exposures: flush failed")
+        if self._flusher.thread is None:
+            self._flusher.start()
 
     def flush(self, now: float | None = None) -> None:
         """Send what was counted since the last flush to Redis, as exposures of the minute of

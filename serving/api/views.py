@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from access.permissions import prompt_limits_of
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
-from core.metrics import request_seconds
+from core.metrics import observe_seconds
 from core.state_cache import stale_read
 from registry.errors import RenderTooLarge
 from registry.templating import MissingVariables, TooLarge, render
@@ -44,8 +44,6 @@ from serving.attributes import attributes_of
 from serving.state import ServedVersion, serving_cache
 
 MAX_VARIABLES = 200
-_observe_render = request_seconds.labels("render").observe
-_observe_snapshot = request_seconds.labels("snapshot").observe
 
 
 VERSION_FIELDS = {
@@ -225,7 +223,7 @@ class RenderView(APIView):
         response = Response(body, headers={"Cache-Control": "no-store"})
         if stale:
             response[STALE_HEADER] = "1"
-        _observe_render(time.perf_counter() - started)
+        observe_seconds("render", time.perf_counter() - started)
         return response
 
 
@@ -290,5 +288,5 @@ class SnapshotView(APIView):
         response["Link"] = f'<{stream_url(request.scheme or "http", request.get_host())}>; rel="stream"'
         if stale:
             response[STALE_HEADER] = "1"
-        _observe_snapshot(time.perf_counter() - started)
+        observe_seconds("snapshot", time.perf_counter() - started)
         return response

@@ -128,7 +128,7 @@ def test_a_request_never_waits_for_redis_the_thread_flushes_within_a_second(key,
         time.sleep(0.05)
 
     assert get_redis().hlen(exposures_key(rollout.pk)) == 1
-    assert exposure_counter._thread is not None and exposure_counter._thread.is_alive()
+    assert exposure_counter._flusher.thread is not None and exposure_counter._flusher.thread.is_alive()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -216,9 +216,9 @@ def test_a_forked_child_starts_with_empty_counts_and_a_thread_of_its_own():
     counter.count(7, 1000, "candidate", 1, "parent-unit")
     pid = os.fork()
     if pid == 0:  # the child: as a web server's worker starts
-        fresh = counter._counts == {} and counter._units == {} and counter._thread is None
+        fresh = counter._counts == {} and counter._units == {} and counter._flusher.thread is None
         counter.count(8, 1000, "baseline", 2, "child-unit")
-        running = counter._thread is not None and counter._thread.is_alive()
+        running = counter._flusher.thread is not None and counter._flusher.thread.is_alive()
         os._exit(0 if fresh and running else 1)
     _, status = os.waitpid(pid, 0)
 
