@@ -34,7 +34,7 @@ current: ContextVar[TraceContext | None] = ContextVar("trace_context", default=N
 
 
 def new_span_id() -> str:
-    return f"{random.getrandbits(64) or 1:016x}"
+    return (random.getrandbits(64) or 1).to_bytes(8).hex()
 
 
 def trace_of(traceparent: str | None) -> TraceContext:
@@ -43,7 +43,7 @@ def trace_of(traceparent: str | None) -> TraceContext:
     parts = traceparent.strip().split("-") if traceparent and len(traceparent) < 256 else ()
     if len(parts) >= 4 and _valid(parts):
         return TraceContext(parts[1], new_span_id(), parts[3])
-    ids = f"{random.getrandbits(192):048x}"  # one draw for both: a zero id has odds of 2**-64
+    ids = random.getrandbits(192).to_bytes(24).hex()  # one draw for both: a zero id has odds of 2**-64
     return TraceContext(ids[:32], ids[32:])
 
 

@@ -27,6 +27,7 @@ from core.rate_limits import rate_limiter
 from core.request_log import request_begin, request_end, trace_headers
 from core.state_cache import min_generation, stale_read
 from serving.answers import Answer, bearer_key_answer, error_answer, rate_limited_answer, resolve_answer
+from serving.attributes import QUERY_PREFIX
 
 PREFIX = "/api/v1/prompts/"
 SUFFIX = "/resolve"
@@ -126,22 +127,23 @@ def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
             prompt_require(key.prompts, name)
         except PromptNotAllowed as refused:
             return error_answer(refused.status_code, refused.code, refused.message, refused.details)
+    unit, attributes = unit_and_attributes(environ.get("QUERY_STRING", ""))
+    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""), attributes)
+
+
+def unit_and_attributes(query: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """The query's ``unit`` (the last one given, as Django's ``QueryDict.get`` answers) and its
+    ``attr.NAME`` parameters, read as ``parse_qsl(query, keep_blank_values=True)`` reads them, at
+    a fraction of its cost: one pass, and only a part with ``%`` or ``+`` is unquoted."""
     unit = None
-    pairs = query_pairs(environ.get("QUERY_STRING", ""))
-    for field, value in pairs:
-        if field == "unit":
-            unit = value
-    return resolve_answer(name, unit, environ.get("HTTP_IF_NONE_MATCH", ""), pairs)
-
-
-def query_pairs(query: str) -> list[tuple[str, str]]:
-    """The query's (name, value) pairs as ``parse_qsl(query, keep_blank_values=True)`` gives
-    them, at a fraction of its cost: only a part with ``%`` or ``+`` is unquoted."""
-    pairs = []
+    attributes = []
     for part in query.split("&"):
         if part:
             field, _, value = part.partition("=")
             if "%" in part or "+" in part:
                 field, value = unquote_plus(field), unquote_plus(value)
-            pairs.append((field, value))
-    return pairs
+            if field == "unit":
+                unit = value
+            elif field[:5] == QUERY_PREFIX:
+                attributes.append((field, value))
+    return unit, attributes

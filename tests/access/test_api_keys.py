@@ -11,8 +11,10 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
+from access import selectors
 from access.models import ApiKey
-from access.services import apikey_revoke
+from access.selectors import apikey_lookup
+from access.services import apikey_revoke, hash_key
 from audit.models import AuditEntry
 from core.actors import Actor
 from tests.factories import make_key
@@ -228,3 +230,15 @@ def test_a_revoked_key_stops_working_in_another_process_within_a_second(other_pr
     assert last_status == 401
     assert first_refused_after <= 1.0
     assert {status for _, status in sent[:-1]} <= {200}
+
+
+@pytest.mark.django_db
+def test_only_keys_found_valid_have_their_digest_remembered(alice):
+    raw = make_key(alice, "read")
+    made_up = [f"pr_madeup00_{number:040d}" for number in range(20)]
+
+    for key in [raw, *made_up]:
+        apikey_lookup(key)
+
+    assert selectors._known_digests[raw] == hash_key(raw)
+    assert not set(made_up) & set(selectors._known_digests)
