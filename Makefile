@@ -16,7 +16,7 @@ STRICT_MODULES := core/json_values.py registry/templating.py registry/content.py
 	core/state_cache.py core/freshness.py core/redis_client.py core/errors.py core/actors.py core/metrics.py \
 	core/operations.py core/cluster_metrics.py rollouts/metrics.py outcomes/metrics.py core/outbound.py core/secret_files.py devstack/embedded_services.py devstack/cluster.py \
 	core/prompt_limits.py core/rate_limits.py core/client_address.py core/events.py registry/langfuse_mirror.py \
-	core/log_lines.py core/trace_context.py core/request_log.py core/task_log.py core/tracing.py \
+	core/log_lines.py core/flush_thread.py core/trace_context.py core/request_log.py core/task_log.py core/tracing.py \
 	access/announcements.py access/throttling.py \
 	sdk/promptramp
 

@@ -10,7 +10,7 @@ have the shape of ``core.errors``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -20,7 +20,6 @@ from core.errors import DomainError, ValidationFailed, error_body
 from core.metrics import count_resolve, observe_seconds, stale_serves_total
 from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
-from serving.attributes import query_attributes
 from serving.exposures import count_exposure
 from serving.state import Resolved, random_bucket, resolve, serving_cache
 
@@ -109,13 +108,12 @@ def resolved_for(
 
 
 def resolve_answer(
-    name: str, unit: object, if_none_match: str, query_pairs: Iterable[tuple[str, str]] = ()
+    name: str, unit: object, if_none_match: str, attributes: Mapping[str, str] | None = None
 ) -> Answer:
-    """Status, headers and body of a resolve by a caller who may read; ``query_pairs`` are the
-    query's parameters, of which ``attr.NAME`` ones are attributes."""
+    """Status, headers and body of a resolve by a caller who may read, with the caller's
+    ``attributes`` (``serving.attributes``: checked)."""
     started = time.perf_counter()
     try:
-        attributes = query_attributes(query_pairs) if query_pairs else None
         resolved, stale = resolved_for(name, unit_of(unit), attributes)
     except DomainError as error:
         return error_answer(error.status_code, error.code, error.message, error.details)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote_plus
 
 from core.errors import ValidationFailed
 
@@ -68,3 +69,37 @@ def query_attributes(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
                 return attributes_of((f[5:], v) for f, v in pairs if f[:5] == QUERY_PREFIX)
             attributes[name] = value
     return attributes
+
+
+def query_unit_and_attributes(query: str) -> tuple[str | None, dict[str, str]]:
+    """A resolve's query string: its ``unit`` (the last one given, as Django's ``QueryDict.get``
+    answers) and its ``attr.NAME=VALUE`` attributes, checked as ``attributes_of`` checks them.
+    Read as ``parse_qsl(query, keep_blank_values=True)`` reads it, at a fraction of its cost: on
+    every resolve of the fast path, so one pass, and only a part with ``%`` or ``+`` is unquoted."""
+    unit = None
+    attributes: dict[str, str] = {}
+    for part in query.split("&"):
+        if part:
+            field, _, value = part.partition("=")
+            if "%" in part or "+" in part:
+                field, value = unquote_plus(field), unquote_plus(value)
+            if field == "unit":
+                unit = value
+            elif field[:5] == QUERY_PREFIX:
+                name = field[5:]
+                if (
+                    (name not in _valid_names and not _valid_name(name))
+                    or len(value) > MAX_VALUE_LENGTH
+                    or name in attributes
+                    or len(attributes) == MAX_ATTRIBUTES
+                ):
+                    return _query_read_slowly(query)  # which says what is wrong
+                attributes[name] = value
+    return unit, attributes
+
+
+def _query_read_slowly(query: str) -> tuple[str | None, dict[str, str]]:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    units = [value for field, value in pairs if field == "unit"]
+    attributes = attributes_of((field[5:], value) for field, value in pairs if field[:5] == QUERY_PREFIX)
+    return units[-1] if units else None, attributes
