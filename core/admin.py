@@ -8,10 +8,10 @@ Our own pages (a form that calls a service, a page of one object) are plain func
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from django.contrib import admin
 from django.contrib.admin.helpers import AdminForm
 from django.contrib.admin.utils import unquote
@@ -24,8 +24,10 @@ from django.template.response import TemplateResponse
 from django.utils.text import capfirst
 
 from core.actors import Actor
+from core.api_input import MAX_NESTING
 from core.client_address import client_address_of
 from core.errors import DomainError, error_body
+from core.json_values import has_nul, nesting_depth
 from core.rate_limits import login_failure_add, login_failures_retry_after
 
 FORM_PAGE = "admin/promptramp/form_page.html"
@@ -112,29 +114,35 @@ class StaffAdmin(admin.ModelAdmin):
 
 
 def parse_json(text: str, what: str) -> Any:
-    """A form field's JSON, or the form's error saying where it is not JSON. ``NaN``,
-    ``Infinity`` and ``-Infinity`` are not JSON (Python reads them, PostgreSQL cannot store
-    them): refused like the API refuses them."""
+    """A form field's JSON, or the form's error saying why it is refused. It refuses what the
+    API's body parser (core.api_input) refuses, with the same parser and limits: malformed JSON;
+    ``NaN``, ``Infinity``, ``-Infinity``, numbers too large for a double and lone surrogates (all
+    of which Python's json would read and PostgreSQL cannot store); lists and objects nested deeper
+    than ``MAX_NESTING``; and NUL characters in any string or key (PostgreSQL cannot store them)."""
     try:
-        return json.loads(text, parse_constant=_not_a_number)
-    except json.JSONDecodeError as error:
-        raise ValidationError(
-            f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
-        ) from error
-    except NotJSONNumber as error:
-        raise ValidationError(
-            f"{what} is not valid JSON: {error.constant} is not a number JSON allows (write a finite number)."
-        ) from error
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        constant = _not_a_number_at(text, error.pos)
+        why = (
+            f"{constant} is not a number JSON allows (write a finite number)"
+            if constant
+            else f"{error.msg} (line {error.lineno}, column {error.colno})"
+        )
+        raise ValidationError(f"{what} is not valid JSON: {why}.") from error
+    if nesting_depth(value) > MAX_NESTING:
+        raise ValidationError(f"{what} nests lists and objects more than {MAX_NESTING} levels deep.")
+    if has_nul(value):
+        raise ValidationError(f"{what} may not contain NUL (\\u0000) characters.")
+    return value
 
 
-class NotJSONNumber(ValueError):
-    def __init__(self, constant: str) -> None:
-        super().__init__(constant)
-        self.constant = constant
-
-
-def _not_a_number(constant: str) -> Any:
-    raise NotJSONNumber(constant)
+def _not_a_number_at(text: str, position: int) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` where the parser stopped reading (after the sign of
+    ``-Infinity``), or None."""
+    for constant in ("NaN", "Infinity"):
+        if text.startswith(constant, position):
+            return f"-{constant}" if text[position - 1 : position] == "-" else constant
+    return None
 
 
 def form_page(
