@@ -18,7 +18,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
-from django.forms import Form
+from django.forms import CharField, Form
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
@@ -143,6 +143,17 @@ def _not_a_number_at(text: str, position: int) -> str | None:
         if text.startswith(constant, position):
             return f"-{constant}" if text[position - 1 : position] == "-" else constant
     return None
+
+
+class ReasonForm(Form):
+    """The reason a button sends with its action (revoking a key, expiring an override), read as
+    every form's text is: a NUL character, which PostgreSQL cannot store, is refused."""
+
+    reason = CharField(required=False)
+
+    def refusal(self) -> str:
+        """Why the reason is refused, for the message shown instead of acting."""
+        return "The reason is refused: " + " ".join(self.errors["reason"])
 
 
 def form_page(
