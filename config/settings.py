@@ -175,6 +175,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.admin.AdminQueryMiddleware",  # the admin's pages refuse a NUL in the query string
 ]
 
 ROOT_URLCONF = "config.urls"

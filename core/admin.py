@@ -19,7 +19,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
 from django.forms import CharField, Form
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
 
@@ -31,6 +31,7 @@ from core.json_values import has_nul, nesting_depth
 from core.rate_limits import login_failure_add, login_failures_retry_after
 
 FORM_PAGE = "admin/promptramp/form_page.html"
+NUL_REFUSAL = "Bad request: the query string holds a NUL character (%00), which no admin page accepts."
 # A page of one object: view(request, model_admin, obj, **url_kwargs).
 ObjectView = Callable[..., HttpResponse]
 
@@ -111,6 +112,31 @@ class StaffAdmin(admin.ModelAdmin):
             return response
 
         return page
+
+
+class AdminQueryMiddleware:
+    """Every page of the admin site refuses a query string holding a NUL character, in a
+    parameter's name or value: 400 with a short plain message (``NUL_REFUSAL``), before the view
+    runs any query. PostgreSQL's text cannot hold NUL, so a list's filter (``?prompt=a%00b``)
+    would otherwise reach the database and answer 500; this one check covers every list, filter
+    and search box, Django's pages and ours, whatever parameters they read. It applies to the
+    URLs of the admin site (``admin.site.urls``, the ``admin`` namespace) and to no other: the API
+    reads its query parameters through ``core.api_input.query_text``, and the login page (routed
+    before the site in config/urls.py) queries nothing with its ``next`` parameter."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        match = request.resolver_match
+        if match is not None and match.app_name == "admin" and has_nul(dict(request.GET.lists())):
+            return HttpResponseBadRequest(NUL_REFUSAL, content_type="text/plain; charset=utf-8")
+        return None
 
 
 def parse_json(text: str, what: str) -> Any:
