@@ -172,8 +172,9 @@ def _not_a_number_at(text: str, position: int) -> str | None:
 
 
 class ReasonForm(Form):
-    """The reason a button sends with its action (revoking a key, expiring an override), read as
-    every form's text is: a NUL character, which PostgreSQL cannot store, is refused."""
+    """The reason a button sends with its action (revoking a key, expiring an override, acting on
+    a rollout), read as every form's text is: a NUL character, which PostgreSQL cannot store, is
+    refused."""
 
     reason = CharField(required=False)
 
