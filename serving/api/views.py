@@ -42,6 +42,7 @@ from serving.answers import (
 )
 from serving.attributes import attributes_of, query_attributes
 from serving.state import ServedVersion, serving_cache
+from serving.stream_asgi import STREAM_PATH
 
 MAX_VARIABLES = 200
 
@@ -256,7 +257,7 @@ def stream_url(scheme: str, host: str) -> str:
         name = host[: host.index("]") + 1]
     else:
         name = host.partition(":")[0]
-    return f"{scheme}://{name}:{settings.STREAM_PORT}/api/v1/snapshot/stream"
+    return f"{scheme}://{name}:{settings.STREAM_PORT}{STREAM_PATH}"
 
 
 class SnapshotView(APIView):
