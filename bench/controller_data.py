@@ -1,5 +1,6 @@
 """Data for the controller benchmark: many prompts, each with a running rollout (bulk inserts),
-and outcome events for both arms through the ingest path (then flushed to PostgreSQL)."""
+and outcome events for both arms through the ingest path (then flushed to PostgreSQL), split as
+the step splits traffic, so the built-in traffic check sees the share it expects."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from rollouts.models import Rollout
 from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN
 
 
-def make_running_rollouts(*, count: int, events_per_arm: int) -> list[Rollout]:
+def make_running_rollouts(*, count: int, candidate_events: int, even_split: bool = False) -> list[Rollout]:
     now = timezone.now()
     prompts = Prompt.objects.bulk_create(
         Prompt(name=f"bench.prompt-{i}", latest_version=2) for i in range(count)
@@ -54,17 +55,24 @@ def make_running_rollouts(*, count: int, events_per_arm: int) -> list[Rollout]:
         )
         for prompt in prompts
     )
-    _report_outcomes(rollouts, events_per_arm, ts=now - timedelta(minutes=1))
+    _report_outcomes(rollouts, candidate_events, even_split, ts=now - timedelta(minutes=1))
     return rollouts
 
 
-def _report_outcomes(rollouts: list[Rollout], events_per_arm: int, *, ts: object) -> None:
-    """Reference traffic: 1% errors, lognormal latency (median 800 ms, sigma 0.5), a score."""
+def _report_outcomes(rollouts: list[Rollout], candidate_events: int, even_split: bool, *, ts: object) -> None:
+    """Reference traffic: 1% errors, lognormal latency (median 800 ms, sigma 0.5), a score;
+    ``candidate_events`` for the candidate, and for the baseline as many as its share of the
+    step's traffic (9 times as many at 10%), or with ``even_split`` as many as the candidate (the
+    traffic check then pauses every rollout)."""
     rng = random.Random(7)
     stamp = ts.isoformat()  # type: ignore[attr-defined]
     events = []
     for rollout in rollouts:
-        for arm, version in (("baseline", 1), ("candidate", 2)):
+        percent = float(rollout.percent)
+        baseline_events = (
+            candidate_events if even_split else round(candidate_events * (100 - percent) / percent)
+        )
+        for arm, version, count in (("baseline", 1, baseline_events), ("candidate", 2, candidate_events)):
             events += [
                 {
                     "event_id": str(uuid.uuid4()),
@@ -78,7 +86,7 @@ def _report_outcomes(rollouts: list[Rollout], events_per_arm: int, *, ts: object
                     "scores": {"helpfulness": min(1.0, max(0.0, rng.gauss(0.8, 0.15)))},
                     "ts": stamp,
                 }
-                for _ in range(events_per_arm)
+                for _ in range(count)
             ]
     for start in range(0, len(events), 1000):
         events_ingest(body=orjson.dumps({"events": events[start : start + 1000]}), now=time.time())

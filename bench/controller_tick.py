@@ -1,13 +1,17 @@
 """Benchmark: one controller tick over 1,000 running rollouts (the bar: ≤ 5 s).
 
-    .venv/bin/python -m bench.controller_tick [--rollouts 1000] [--events 200]
+    .venv/bin/python -m bench.controller_tick [--rollouts 1000] [--events 200] [--even-split]
 
 Runs against a database of its own (created, migrated and dropped here) on the configured or
-embedded PostgreSQL. Each rollout gets a prompt with two versions, the default gates, and
-``--events`` outcome events per arm in its current step's window (through the ingest path), so
-every evaluation reads real aggregates and runs every gate's statistics. Then it times what
-`manage.py rollouts tick` does: evaluate every running rollout once, each in its own
-transaction, in this one process.
+embedded PostgreSQL. Each rollout gets a prompt with two versions, the default plan and gates, and
+outcome events in its current step's window (through the ingest path): ``--events`` for the
+candidate (default 200, the first step's min_samples) and as many for the baseline as its share
+of the step's traffic (1,800 at 10%), so every evaluation reads real aggregates, runs every
+gate's statistics and the traffic check, and holds. With ``--even-split`` both arms get
+``--events``: the traffic check finds the candidate's share far off the step's and every rollout
+is paused, so the tick makes 1,000 transitions (each with its audit entry and webhook message).
+Then it times what `manage.py rollouts tick` does: evaluate every running rollout once, each in
+its own transaction, in this one process.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ import django
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rollouts", type=int, default=1000)
-    parser.add_argument("--events", type=int, default=200, help="outcome events per arm and rollout")
+    parser.add_argument("--events", type=int, default=200, help="candidate events per rollout (baseline: 9x)")
+    parser.add_argument(
+        "--even-split", action="store_true", help="as many baseline events: every rollout pauses"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -41,9 +48,9 @@ def main(argv: list[str]) -> int:
         from bench.controller_data import make_running_rollouts
 
         started = time.perf_counter()
-        make_running_rollouts(count=args.rollouts, events_per_arm=args.events)
+        make_running_rollouts(count=args.rollouts, candidate_events=args.events, even_split=args.even_split)
         print(
-            f"set-up: {args.rollouts} running rollouts, {args.events} events per arm, "
+            f"set-up: {args.rollouts} running rollouts, {args.events} candidate events each, "
             f"in {time.perf_counter() - started:.1f} s"
         )
 

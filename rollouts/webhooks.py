@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -212,23 +212,27 @@ def checks_requested_body(rollout: Rollout) -> dict[str, Any]:
 def outbox_enqueue(*, rollout: Rollout, transition: RolloutTransition) -> int:
     """Queue the transition's message for every interested webhook, in the caller's transaction.
     Returns how many were queued; delivery is kicked once the transaction commits."""
-    return _enqueue(f"rollout.{transition.event}", message_body(rollout, transition), transition.at, rollout)
+    event, at = f"rollout.{transition.event}", transition.at
+    return _enqueue(event, lambda: message_body(rollout, transition), at, rollout)
 
 
 def outbox_enqueue_checks_requested(*, rollout: Rollout, now: datetime) -> int:
     """Queue ``rollout.checks_requested`` for every interested webhook, in the caller's transaction."""
-    return _enqueue(CHECKS_REQUESTED, checks_requested_body(rollout), now, rollout)
+    return _enqueue(CHECKS_REQUESTED, lambda: checks_requested_body(rollout), now, rollout)
 
 
 def outbox_enqueue_event(event: Event) -> None:
     """Queue a ``core.events`` event for every webhook subscribed to it (all events when it names
     none), in the transaction that emits it."""
-    _enqueue(event.name, event.body(), event.at, None)
+    _enqueue(event.name, event.body, event.at, None)
 
 
-def _enqueue(event: str, message: dict[str, Any], at: datetime, rollout: Rollout | None) -> int:
-    webhooks = Webhook.objects.filter(Q(events=[]) | Q(events__contains=[event]))
-    body = json.dumps(message, separators=(",", ":"), sort_keys=True)
+def _enqueue(event: str, message: Callable[[], dict[str, Any]], at: datetime, rollout: Rollout | None) -> int:
+    """``message`` is built only when a webhook wants the event (it reads the rollout again)."""
+    webhooks = list(Webhook.objects.filter(Q(events=[]) | Q(events__contains=[event])))
+    if not webhooks:
+        return 0
+    body = json.dumps(message(), separators=(",", ":"), sort_keys=True)
     rows = Outbox.objects.bulk_create(
         Outbox(webhook=webhook, rollout=rollout, event=event, body=body, next_attempt_at=at)
         for webhook in webhooks
