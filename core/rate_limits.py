@@ -18,10 +18,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from core.client_address import client_address_of
 from core.redis_client import get_redis, get_request_redis
 
 EXCHANGE_SECONDS = 0.1
@@ -30,6 +33,12 @@ LOGIN_WINDOW_SECONDS = 15 * 60
 Counter = tuple[str, str]  # (kind, who): who is "key:<id>" or "address:<ip>"
 
 logger = logging.getLogger(__name__)
+
+
+def by_address(meta: Mapping[str, Any]) -> str:
+    """Who a request is counted as when no valid key speaks for it: its client address
+    (``meta``: a Django request's META or a WSGI environ)."""
+    return f"address:{client_address_of(meta)}"
 
 
 class RateLimiter:
@@ -61,6 +70,18 @@ class RateLimiter:
             self._admitted[counter] = admitted + 1
         if self._thread is None:
             self._start()
+        return None
+
+    def reached(self, kind: str, who: str) -> int | None:
+        """As ``retry_after``, without counting the request: None while below the limit."""
+        window = int(time.time())
+        if window != self._window:
+            self._new_window(window)
+        limit = self._limits[kind]
+        counter = (kind, who)
+        with self._lock:
+            if limit and self._known.get(counter, 0) + self._admitted.get(counter, 0) >= limit:
+                return WINDOW_SECONDS
         return None
 
     def _new_window(self, window: int) -> None:
