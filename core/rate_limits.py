@@ -48,6 +48,7 @@ class RateLimiter:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._exchanging = threading.Lock()  # one exchange at a time: each sends what it counted
         self._window = 0
         self._limits: dict[str, int] = {}
         self._known: dict[Counter, int] = {}  # every process's count at the last exchange
@@ -103,9 +104,15 @@ class RateLimiter:
             self.exchange()
 
     def exchange(self) -> None:
-        """Add this process's admissions to the shared counters and learn their totals."""
+        """Add this process's admissions to the shared counters and learn their totals. They stay
+        counted here until the totals that hold them are known: a request decided meanwhile
+        sees them."""
+        with self._exchanging:
+            self._exchange()
+
+    def _exchange(self) -> None:
         with self._lock:
-            window, admitted, self._admitted = self._window, self._admitted, {}
+            window, admitted = self._window, dict(self._admitted)
         if not admitted:
             return
         pipeline = get_redis().pipeline(transaction=False)
@@ -117,16 +124,17 @@ class RateLimiter:
             totals = pipeline.execute()[::2]
         except RedisError as error:
             logger.warning("rate limits: counting in this process only (%s)", type(error).__name__)
-            totals = None
+            return  # they stay in this process's count, and are sent again with the next exchange
         with self._lock:
             if window != self._window:
                 return  # a new second: the counts of the old one no longer matter
-            if totals is None:
-                for counter, count in admitted.items():
-                    self._admitted[counter] = self._admitted.get(counter, 0) + count
-                return
             for counter, total in zip(admitted, totals, strict=True):
                 self._known[counter] = int(total)
+                since = self._admitted[counter] - admitted[counter]
+                if since:
+                    self._admitted[counter] = since
+                else:
+                    del self._admitted[counter]
 
 
 rate_limiter = RateLimiter()

@@ -7,6 +7,7 @@ keys cannot be tried faster than that address's limit."""
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -16,6 +17,7 @@ from django.db import connection
 from access.models import ApiKey
 from access.services import apikey_revoke, hash_key
 from core.actors import Actor
+from core.rate_limits import rate_limiter
 from core.redis_client import get_redis
 from promptramp import Client
 from tests.factories import make_key, make_prompt
@@ -96,6 +98,25 @@ def test_behind_a_trusted_proxy_each_client_address_has_its_own_budget(alice, cl
 
     assert first == [200, 200, 429]
     assert second == [200, 200]
+
+
+@pytest.mark.django_db
+def test_a_process_refuses_past_its_limit_while_it_tells_redis_its_count(settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
+    at_the_start_of_a_second()
+    admitted = [rate_limiter.retry_after("api", "address:192.0.2.9") for _ in range(3)]
+    telling = threading.Thread(target=rate_limiter.exchange)
+
+    telling.start()
+    meanwhile = []
+    while telling.is_alive():
+        meanwhile.append(rate_limiter.retry_after("api", "address:192.0.2.9"))
+    telling.join()
+    afterwards = rate_limiter.retry_after("api", "address:192.0.2.9")
+
+    assert admitted == [None] * 3
+    assert None not in meanwhile  # the admissions being sent still count here
+    assert afterwards == 1
 
 
 def _revoked_key(user) -> str:  # type: ignore[no-untyped-def]
