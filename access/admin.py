@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 
 from access.models import SCOPES, ApiKey
 from access.services import SELF_SERVICE_SCOPES, apikey_create, apikey_revoke, user_delete
-from core.admin import StaffAdmin, admin_actor, domain_error_text, form_page
+from core.admin import ReasonForm, StaffAdmin, admin_actor, domain_error_text, form_page
 from core.errors import DomainError
 
 USED_FORMS_SESSION_KEY = "promptramp_apikey_forms_used"
@@ -208,9 +208,13 @@ class ApiKeyAdmin(StaffAdmin):
 
 
 def revoke_view(request: HttpRequest, model_admin: ApiKeyAdmin, key: ApiKey) -> HttpResponse:
-    reason = request.POST.get("reason", "").strip()[:1000]
-    apikey_revoke(actor=admin_actor(request), key_id=key.pk, reason=reason)
-    model_admin.message_user(request, f"API key “{key.name}” is revoked.", messages.SUCCESS)
+    form = ReasonForm(request.POST)
+    if form.is_valid():
+        apikey_revoke(actor=admin_actor(request), key_id=key.pk, reason=form.cleaned_data["reason"][:1000])
+        model_admin.message_user(request, f"API key “{key.name}” is revoked.", messages.SUCCESS)
+    else:
+        refused = f"API key “{key.name}” is not revoked. {form.refusal()}"
+        model_admin.message_user(request, refused, messages.ERROR)
     return HttpResponseRedirect(reverse("admin:access_apikey_change", args=[key.pk]))
 
 

@@ -175,6 +175,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.admin.AdminQueryMiddleware",  # the admin's pages refuse a NUL in the query string
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -387,6 +388,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The snapshot stream has no route in the web server: its path is written into the schema.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "serving.api.schema.stream_path_described",
+    ],
     # Two fields named "arm": what a caller was served, and what an override serves.
     "ENUM_NAME_OVERRIDES": {
         "ArmEnum": ["baseline", "candidate", "production", "override"],

@@ -8,27 +8,30 @@ Our own pages (a form that calls a service, a page of one object) are plain func
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from django.contrib import admin
 from django.contrib.admin.helpers import AdminForm
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model, QuerySet
-from django.forms import Form
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.forms import CharField, Form
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
 
 from core.actors import Actor
+from core.api_input import MAX_NESTING
 from core.client_address import client_address_of
 from core.errors import DomainError, error_body
+from core.json_values import has_nul, nesting_depth
 from core.rate_limits import login_failure_add, login_failures_retry_after
 
 FORM_PAGE = "admin/promptramp/form_page.html"
+NUL_REFUSAL = "Bad request: the query string holds a NUL character (%00), which no admin page accepts."
 # A page of one object: view(request, model_admin, obj, **url_kwargs).
 ObjectView = Callable[..., HttpResponse]
 
@@ -111,30 +114,73 @@ class StaffAdmin(admin.ModelAdmin):
         return page
 
 
+class AdminQueryMiddleware:
+    """Every page of the admin site refuses a query string holding a NUL character, in a
+    parameter's name or value: 400 with a short plain message (``NUL_REFUSAL``), before the view
+    runs any query. PostgreSQL's text cannot hold NUL, so a list's filter (``?prompt=a%00b``)
+    would otherwise reach the database and answer 500; this one check covers every list, filter
+    and search box, Django's pages and ours, whatever parameters they read. It applies to the
+    URLs of the admin site (``admin.site.urls``, the ``admin`` namespace) and to no other: the API
+    reads its query parameters through ``core.api_input.query_text``, and the login page (routed
+    before the site in config/urls.py) queries nothing with its ``next`` parameter."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        match = request.resolver_match
+        if match is not None and match.app_name == "admin" and has_nul(dict(request.GET.lists())):
+            return HttpResponseBadRequest(NUL_REFUSAL, content_type="text/plain; charset=utf-8")
+        return None
+
+
 def parse_json(text: str, what: str) -> Any:
-    """A form field's JSON, or the form's error saying where it is not JSON. ``NaN``,
-    ``Infinity`` and ``-Infinity`` are not JSON (Python reads them, PostgreSQL cannot store
-    them): refused like the API refuses them."""
+    """A form field's JSON, or the form's error saying why it is refused. It refuses what the
+    API's body parser (core.api_input) refuses, with the same parser and limits: malformed JSON;
+    ``NaN``, ``Infinity``, ``-Infinity``, numbers too large for a double and lone surrogates (all
+    of which Python's json would read and PostgreSQL cannot store); lists and objects nested deeper
+    than ``MAX_NESTING``; and NUL characters in any string or key (PostgreSQL cannot store them)."""
     try:
-        return json.loads(text, parse_constant=_not_a_number)
-    except json.JSONDecodeError as error:
-        raise ValidationError(
-            f"{what} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
-        ) from error
-    except NotJSONNumber as error:
-        raise ValidationError(
-            f"{what} is not valid JSON: {error.constant} is not a number JSON allows (write a finite number)."
-        ) from error
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        constant = _not_a_number_at(text, error.pos)
+        why = (
+            f"{constant} is not a number JSON allows (write a finite number)"
+            if constant
+            else f"{error.msg} (line {error.lineno}, column {error.colno})"
+        )
+        raise ValidationError(f"{what} is not valid JSON: {why}.") from error
+    if nesting_depth(value) > MAX_NESTING:
+        raise ValidationError(f"{what} nests lists and objects more than {MAX_NESTING} levels deep.")
+    if has_nul(value):
+        raise ValidationError(f"{what} may not contain NUL (\\u0000) characters.")
+    return value
 
 
-class NotJSONNumber(ValueError):
-    def __init__(self, constant: str) -> None:
-        super().__init__(constant)
-        self.constant = constant
+def _not_a_number_at(text: str, position: int) -> str | None:
+    """``NaN``, ``Infinity`` or ``-Infinity`` where the parser stopped reading (after the sign of
+    ``-Infinity``), or None."""
+    for constant in ("NaN", "Infinity"):
+        if text.startswith(constant, position):
+            return f"-{constant}" if text[position - 1 : position] == "-" else constant
+    return None
 
 
-def _not_a_number(constant: str) -> Any:
-    raise NotJSONNumber(constant)
+class ReasonForm(Form):
+    """The reason a button sends with its action (revoking a key, expiring an override, acting on
+    a rollout), read as every form's text is: a NUL character, which PostgreSQL cannot store, is
+    refused."""
+
+    reason = CharField(required=False)
+
+    def refusal(self) -> str:
+        """Why the reason is refused, for the message shown instead of acting."""
+        return "The reason is refused: " + " ".join(self.errors["reason"])
 
 
 def form_page(

@@ -39,8 +39,9 @@ from rollouts.check_rules import (
     failure_reason,
 )
 from rollouts.controller import CONTROLLER
-from rollouts.errors import RolloutNotFound, RolloutStateError
+from rollouts.errors import RolloutStateError
 from rollouts.models import Rollout, RolloutCheck
+from rollouts.selectors import rollout_get_locked, rollout_list_claimed
 from rollouts.services import rollout_start
 from rollouts.transitions import rollout_end
 
@@ -89,14 +90,7 @@ def rollout_check_report(
     clean_detail, clean_url = _text(detail, "detail", MAX_DETAIL), _url(url)
     now = timezone.now()
     with transaction.atomic():
-        rollout = (
-            Rollout.objects.select_for_update(of=("self",))
-            .select_related("prompt", "baseline", "candidate")
-            .filter(pk=rollout_id)
-            .first()
-        )
-        if rollout is None:
-            raise RolloutNotFound(f"Rollout {rollout_id} does not exist.")
+        rollout = rollout_get_locked(rollout_id)
         if as_owner:
             ensure_owner(actor, rollout.prompt)
         check = RolloutCheck.objects.filter(rollout=rollout, name=name).first()
@@ -190,11 +184,9 @@ def rollout_checks_evaluate_many(
     outcomes: dict[int, ChecksOutcome] = {}
     with transaction.atomic():
         rollouts = (
-            Rollout.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("prompt", "baseline", "candidate", "created_by")
-            .filter(pk__in=rollout_ids, state=S.PENDING)
+            rollout_list_claimed(rollout_ids=rollout_ids, state=S.PENDING)
+            .select_related("created_by")
             .prefetch_related("checks")
-            .order_by("id")
         )
         for rollout in rollouts:
             if rollout.checks.all():

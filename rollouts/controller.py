@@ -22,6 +22,7 @@ from rollouts.engine import Decision, decide
 from rollouts.metrics import evaluations_record
 from rollouts.models import Rollout
 from rollouts.plan import Plan, TrafficCheck, parse_gates
+from rollouts.selectors import rollout_list_claimed
 from rollouts.sources import RolloutArms, read_windows
 from rollouts.stats import CLOCK_ALLOWANCE
 from rollouts.transitions import rollout_apply_decision
@@ -75,12 +76,7 @@ def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = 
     moment = now or timezone.now()
     decisions: dict[int, Decision] = {}
     with transaction.atomic():
-        rollouts = list(
-            Rollout.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("prompt", "baseline", "candidate")
-            .filter(pk__in=rollout_ids, state=Rollout.State.RUNNING)
-            .order_by("id")
-        )
+        rollouts = list(rollout_list_claimed(rollout_ids=rollout_ids, state=Rollout.State.RUNNING))
         holds = []
         for rollout in rollouts:
             decision = decisions[rollout.pk] = rollout_decide(rollout=rollout, now=moment)

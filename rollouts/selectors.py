@@ -1,8 +1,9 @@
-"""Reads of rollouts: lists, one rollout with its live statistics and history, and the rollouts
-the controller evaluates next."""
+"""Reads of rollouts: lists, one rollout with its live statistics and history, the rollouts
+the controller evaluates next, and the locked reads that every change of a rollout starts with."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
@@ -33,6 +34,33 @@ def rollout_get(rollout_id: int) -> Rollout:
     if rollout is None:
         raise RolloutNotFound(f"Rollout {rollout_id} does not exist.")
     return rollout
+
+
+def rollout_get_locked(rollout_id: int) -> Rollout:
+    """The rollout with its prompt and versions, its row locked until the transaction ends (it
+    waits for a transaction holding it: an evaluation or another action in progress). Inside a
+    transaction; the caller then checks the state it expects."""
+    rollout = (
+        Rollout.objects.select_for_update(of=("self",))
+        .select_related("prompt", "baseline", "candidate")
+        .filter(pk=rollout_id)
+        .first()
+    )
+    if rollout is None:
+        raise RolloutNotFound(f"Rollout {rollout_id} does not exist.")
+    return rollout
+
+
+def rollout_list_claimed(*, rollout_ids: Sequence[int], state: str) -> QuerySet[Rollout]:
+    """Those of ``rollout_ids`` in ``state``, by id, with their prompt and versions, their rows
+    locked when the query is read; a row another transaction holds (another worker's evaluation,
+    a person's action) is left out, not waited for (``skip_locked``). Inside a transaction."""
+    return (
+        Rollout.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("prompt", "baseline", "candidate")
+        .filter(pk__in=rollout_ids, state=state)
+        .order_by("id")
+    )
 
 
 EXPOSED_ARMS = ("baseline", "candidate")

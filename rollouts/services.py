@@ -41,7 +41,6 @@ from rollouts.errors import (
     GateFailing,
     NoProduction,
     RolloutActive,
-    RolloutNotFound,
     RolloutStateError,
     StaleRequest,
 )
@@ -56,6 +55,7 @@ from rollouts.plan import (
     TrafficCheck,
     parse_gates,
 )
+from rollouts.selectors import rollout_get_locked
 from rollouts.transitions import rollout_apply_decision, rollout_end, rollout_transition
 from rollouts.webhooks import outbox_enqueue_checks_requested
 
@@ -129,14 +129,7 @@ def _locked(
 ) -> Rollout:
     """The rollout, locked (waiting for an evaluation in progress), owned by the actor, as the
     actor ``expected`` it and in one of the ``allowed`` states."""
-    rollout = (
-        Rollout.objects.select_for_update(of=("self",))
-        .select_related("prompt", "baseline", "candidate")
-        .filter(pk=rollout_id)
-        .first()
-    )
-    if rollout is None:
-        raise RolloutNotFound(f"Rollout {rollout_id} does not exist.")
+    rollout = rollout_get_locked(rollout_id)
     ensure_owner(actor, rollout.prompt)
     if (expected.state is not None and rollout.state != expected.state) or (
         expected.step_index is not None and rollout.step_index != expected.step_index

@@ -16,7 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from core.admin import ExactTextFilter, StaffAdmin, admin_actor, domain_error_text
+from core.admin import ExactTextFilter, ReasonForm, StaffAdmin, admin_actor, domain_error_text
 from core.errors import DomainError
 from registry.errors import PromptNotFound
 from registry.models import Prompt
@@ -152,12 +152,17 @@ class OverrideAdmin(StaffAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not self.has_view_permission(request):
             raise PermissionDenied
+        form = ReasonForm(request.POST)
+        if not form.is_valid():
+            refused = f"Override #{override_id} is not expired. {form.refusal()}"
+            self.message_user(request, refused, messages.ERROR)
+            return HttpResponseRedirect(prompt_overrides_url(name))
         try:
             override_delete(
                 actor=admin_actor(request),
                 prompt_name=name,
                 override_id=override_id,
-                reason=request.POST.get("reason", ""),
+                reason=form.cleaned_data["reason"],
             )
         except DomainError as error:
             self.message_user(request, domain_error_text(error), messages.ERROR)

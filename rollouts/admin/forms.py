@@ -9,7 +9,7 @@ from typing import Any
 
 from django import forms
 
-from core.admin import parse_json
+from core.admin import ReasonForm, parse_json
 from registry.admin.forms import VersionChoicesForm
 from rollouts.plan import (
     DEFAULT_APPROVAL,
@@ -124,7 +124,7 @@ class RolloutStartForm(VersionChoicesForm):
         return parse_json(self.cleaned_data["gates"], "The gates")
 
 
-class ActionForm(forms.Form):
+class ActionForm(ReasonForm):
     """The reason given with an action on a rollout (optional, like the API's), and the state and
     step the page showed (hidden fields), so that a click sent twice acts once."""
 

@@ -316,7 +316,7 @@ def act(request: HttpRequest, model_admin: admin.ModelAdmin, rollout: Rollout, a
 
 def _form_error_text(form: ActionForm) -> str:
     if "reason" in form.errors:
-        return "The reason is too long (at most 10,000 characters)."
+        return form.refusal()
     return "The action's form is damaged: reload the page and try again."
 
 

@@ -88,6 +88,25 @@ def test_revoking_a_key_is_a_post_through_apikey_revoke(admin_user, alice):
     assert (entry.actor_name, entry.via, entry.reason) == ("root", "admin", "leaked in a log")
 
 
+def test_a_revoke_reason_holding_a_nul_character_is_refused_and_the_key_stays_active(admin_user, alice):
+    make_key(alice, "read")
+    key = ApiKey.objects.get()
+    audited = AuditEntry.objects.count()
+
+    response = logged_in(admin_user).post(
+        reverse("admin:access_apikey_revoke", args=[key.pk]), {"reason": "leaked\x00"}, follow=True
+    )
+
+    key.refresh_from_db()
+    assert response.status_code == 200
+    assert (
+        "API key “test” is not revoked. The reason is refused: Null characters are not allowed."
+        in response.content.decode()
+    )
+    assert key.revoked_at is None
+    assert AuditEntry.objects.count() == audited
+
+
 def test_revoking_selected_keys_from_the_list(admin_user, alice):
     make_key(alice, "read")
     make_key(alice, "ingest")

@@ -123,6 +123,85 @@ def test_config_that_is_not_json_is_shown_on_the_form_and_nothing_is_published(a
     assert prompt.versions.count() == 1
 
 
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # Python's json.loads raises RecursionError on it
+
+
+def post_new_version(owner, field: str, text: str):  # type: ignore[no-untyped-def]
+    """A chat prompt's new version with ``text`` as its messages, or a text prompt's with ``text``
+    as its config; the response and the counts of versions and audit entries before and after."""
+    kind = "chat" if field == "messages" else "text"
+    prompt = make_prompt(owner, name=f"support.{kind}", kind=kind, versions=1)
+    data = {"template": "new {{x}}", "config": "{}"} if kind == "text" else {"config": "{}"}
+    before = (PromptVersion.objects.count(), AuditEntry.objects.count())
+
+    response = logged_in(owner).post(
+        reverse("admin:registry_prompt_new_version", args=[prompt.pk]), data | {field: text}
+    )
+
+    return response, before, (PromptVersion.objects.count(), AuditEntry.objects.count())
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "error"),
+    [
+        ("config", DEEP_JSON, "Config is not valid JSON: depth limit exceeded"),
+        ("messages", DEEP_JSON, "Messages is not valid JSON: depth limit exceeded"),
+        (
+            "config",
+            '{"a": ' + "[" * 64 + "]" * 64 + "}",
+            "Config nests lists and objects more than 64 levels deep.",
+        ),
+        ("messages", "[" * 65 + "]" * 65, "Messages nests lists and objects more than 64 levels deep."),
+    ],
+)
+def test_json_nested_deeper_than_the_api_takes_is_a_form_error_and_nothing_is_stored(
+    alice, field, text, error
+):
+    response, before, after = post_new_version(alice, field, text)
+
+    assert response.status_code == 200
+    [shown] = response.context["form"].errors[field]
+    assert shown.startswith(error) and shown in response.content.decode()
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "error"),
+    [
+        ("config", '{"stop": "end\\u0000"}', "Config may not contain NUL (\\u0000) characters."),
+        ("config", '{"\\u0000": 1}', "Config may not contain NUL (\\u0000) characters."),
+        (
+            "messages",
+            '[{"role": "user", "content": "a\\u0000b"}]',
+            "Messages may not contain NUL (\\u0000) characters.",
+        ),
+    ],
+)
+def test_json_holding_a_nul_character_is_a_form_error_and_nothing_is_stored(alice, field, text, error):
+    response, before, after = post_new_version(alice, field, text)
+
+    assert response.status_code == 200
+    assert response.context["form"].errors[field] == [error]
+    assert error in response.content.decode()
+    assert after == before
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('{"stop": "\\ud800"}', "Config is not valid JSON: no low surrogate in string"),
+        ('{"temperature": 1e400}', "Config is not valid JSON: number is infinity when parsed as double"),
+    ],
+)
+def test_json_the_api_refuses_though_python_reads_it_is_a_form_error(alice, text, error):
+    response, before, after = post_new_version(alice, "config", text)
+
+    assert response.status_code == 200
+    [shown] = response.context["form"].errors["config"]
+    assert shown.startswith(error) and shown in response.content.decode()
+    assert after == before
+
+
 def test_an_error_of_the_service_is_shown_on_the_form(alice):
     prompt = make_prompt(alice, versions=1)
 

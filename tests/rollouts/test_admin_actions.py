@@ -163,8 +163,23 @@ def test_an_unknown_action_is_a_404_and_a_reason_too_long_is_refused(alice):
     too_long = act(client, rollout, "pause", reason="x" * 10_001)
 
     assert unknown.status_code == 404
-    assert messages_of(too_long) == [("error", "The reason is too long (at most 10,000 characters).")]
+    assert messages_of(too_long) == [
+        ("error", "The reason is refused: Ensure this value has at most 10000 characters (it has 10001).")
+    ]
     assert state_of(rollout) == ("running", 10)
+
+
+def test_a_reason_holding_a_nul_character_is_refused_with_its_error_and_changes_nothing(alice):
+    make_prompt(alice, versions=2)
+    rollout = start(alice)
+    audited = AuditEntry.objects.count()
+
+    response = act(logged_in(alice), rollout, "rollback", reason="bad\x00input")
+
+    assert response.status_code == 302
+    assert messages_of(response) == [("error", "The reason is refused: Null characters are not allowed.")]
+    assert state_of(rollout) == ("running", 10)
+    assert AuditEntry.objects.count() == audited
 
 
 def test_a_superuser_acts_on_any_prompt(alice, admin_user):

@@ -137,6 +137,34 @@ def test_json_that_does_not_parse_is_a_form_error(alice):
     assert not Rollout.objects.exists()
 
 
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # Python's json.loads raises RecursionError on it
+NUL_STEP = [{"percent": 100, "min_duration_s": 0, "min_samples": 0, "note": "a\u0000b"}]
+NUL_GATE = [{"metric": "score:\u0000", "max_drop_abs": 0.1}]
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "error"),
+    [
+        ("plan", DEEP_JSON, "The plan is not valid JSON: depth limit exceeded"),
+        ("gates", DEEP_JSON, "The gates is not valid JSON: depth limit exceeded"),
+        ("plan", "[" * 65 + "]" * 65, "The plan nests lists and objects more than 64 levels deep."),
+        ("gates", "[" * 65 + "]" * 65, "The gates nests lists and objects more than 64 levels deep."),
+        ("plan", json.dumps(NUL_STEP), "The plan may not contain NUL (\\u0000) characters."),
+        ("gates", json.dumps(NUL_GATE), "The gates may not contain NUL (\\u0000) characters."),
+    ],
+)
+def test_json_the_api_refuses_is_a_form_error_and_nothing_is_stored(alice, field, text, error):
+    make_prompt(alice, versions=2)
+    before = (Rollout.objects.count(), AuditEntry.objects.count())
+
+    response = logged_in(alice).post(start_url(prompt="support.answer"), form_data(**{field: text}))
+
+    assert response.status_code == 200
+    [shown] = response.context["form"].errors[field]
+    assert shown.startswith(error) and shown in response.content.decode()
+    assert (Rollout.objects.count(), AuditEntry.objects.count()) == before
+
+
 def test_a_second_active_rollout_is_refused_with_the_409_message(alice):
     make_prompt(alice, versions=3)
     client = logged_in(alice)

@@ -81,6 +81,23 @@ def test_an_owner_expires_an_override(alice, alice_browser):
     assert AuditEntry.objects.filter(action="override.delete").count() == 1
 
 
+def test_an_expire_reason_holding_a_nul_character_is_refused_and_the_override_stays(alice, alice_browser):
+    make_prompt(alice, versions=2)
+    alice_browser.post(PAGE, {"match": "unit", "unit": "qa-7", "serve": "arm:candidate"})
+    override = Override.objects.get()
+    audited = AuditEntry.objects.count()
+
+    answer = alice_browser.post(f"{PAGE}{override.pk}/expire/", {"reason": "done\x00"}, follow=True)
+
+    assert answer.status_code == 200
+    assert (
+        f"Override #{override.pk} is not expired. The reason is refused: Null characters are not allowed."
+        in answer.content.decode()
+    )
+    assert Override.objects.get() == override
+    assert AuditEntry.objects.count() == audited
+
+
 def test_someone_else_sees_the_overrides_but_cannot_change_them(alice, bob, alice_browser):
     make_prompt(alice, versions=2)
     alice_browser.post(PAGE, {"match": "unit", "unit": "qa-7", "serve": "arm:candidate", "reason": "QA"})

@@ -10,8 +10,10 @@ from datetime import datetime
 
 import psutil
 import pytest
+import schemathesis
 from django.contrib.auth import get_user_model
 from django.db import connection
+from schemathesis import checks
 
 from access.models import ApiKey
 from access.services import apikey_revoke
@@ -233,6 +235,33 @@ def test_a_stream_needs_a_key_that_reads(live, alice):
         reply = http_get(live.stream + STREAM_PATH, key=key)
         assert reply.status == status
         assert "error" in reply.body
+
+
+def test_the_stream_process_answers_as_the_schema_describes_the_stream(live, readers, alice, client):
+    make_prompt(alice)
+    schema = schemathesis.openapi.from_dict(
+        client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    )
+    operation = schema[STREAM_PATH]["GET"]
+    documented = operation.definition.raw["responses"]["200"]
+
+    for key, status in ((None, 401), (make_key(alice, "ingest"), 403)):
+        case = operation.Case(headers={"Authorization": f"Bearer {key}"} if key else {})
+        response = case.call(base_url=live.stream)
+        assert response.status_code == status
+        case.validate_response(
+            response,
+            checks=[
+                checks.status_code_conformance,
+                checks.content_type_conformance,
+                checks.response_schema_conformance,
+            ],
+        )
+    reader = _open(live, readers, make_key(alice, "read"))
+    assert reader.status == 200
+    assert reader.headers["Content-Type"] in documented["content"]
+    assert reader.headers["Cache-Control"] in documented["headers"]["Cache-Control"]["schema"]["enum"]
+    reader.next_event("snapshot")
 
 
 def test_the_web_server_has_no_stream(live, alice):
