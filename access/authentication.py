@@ -6,7 +6,8 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from access.selectors import KeyInfo, apikey_of_header
-from core.errors import Unauthenticated
+from access.throttling import rate_kind
+from core.errors import RateLimited, Unauthenticated
 
 
 class ApiKeyUser:
@@ -34,10 +35,13 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[ApiKeyUser, KeyInfo] | None:
+        kind = rate_kind(request.parser_context.get("view"))  # a wrong key counts against it
         try:
-            info = apikey_of_header(request.META.get("HTTP_AUTHORIZATION", ""))
+            info = apikey_of_header(request.META.get("HTTP_AUTHORIZATION", ""), request.META, kind)
         except Unauthenticated as refused:
             raise exceptions.AuthenticationFailed(refused.message) from None
+        except RateLimited as refused:
+            raise exceptions.Throttled(refused.retry_after, refused.message) from None
         return None if info is None else (ApiKeyUser(info), info)
 
     def authenticate_header(self, request: Any) -> str:

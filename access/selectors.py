@@ -7,15 +7,18 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import QuerySet
 from redis.exceptions import RedisError
 
 from access.models import ApiKey
 from access.services import hash_key
-from core.errors import Unauthenticated
+from core.errors import RateLimited, Unauthenticated
 from core.prompt_limits import PromptLimits
+from core.rate_limits import by_address, rate_limiter
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 from core.trace_context import note_key_prefix
@@ -24,6 +27,7 @@ from core.trace_context import note_key_prefix
 IMPLIED = {"admin": {"read", "ingest", "write", "checks", "admin"}, "write": {"read", "write"}}
 LAST_USED_KEY = "promptramp:api_keys:last_used"
 LAST_USED_EVERY_SECONDS = 60.0
+WRONG_KEYS = "Too many requests with a wrong API key from this address; slow down."
 log = logging.getLogger(__name__)
 
 
@@ -78,25 +82,31 @@ def key_scopes(info: KeyInfo) -> set[str]:
     return granted
 
 
-def apikey_of_header(header: str) -> KeyInfo | None:
+def apikey_of_header(header: str, meta: Mapping[str, Any], kind: str) -> KeyInfo | None:
     """The API key an ``Authorization`` header carries: None without a Bearer key, and
-    Unauthenticated for a key that is malformed, unknown or revoked."""
+    Unauthenticated for a key that is malformed, unknown or revoked. Such a wrong key counts
+    against the ``kind`` rate limit of the client's address (``meta``: a Django request's META or
+    a WSGI environ); once the address has reached it, RateLimited (``apikey_lookup``)."""
     scheme, _, raw = header.partition(" ")
     if not header or scheme.lower() != "bearer":
         return None
     raw = raw.strip()
     if not raw or len(raw) > 200:
+        _count_wrong_key(kind, by_address(meta))
         raise Unauthenticated("Invalid API key.")
-    info = apikey_lookup(raw)
+    info = apikey_lookup(raw, meta, kind)
     if info is None:
         raise Unauthenticated("Invalid or revoked API key.")
     return info
 
 
-def apikey_lookup(raw_key: str) -> KeyInfo | None:
-    """The key's owner and scopes, or None for a key that is unknown or revoked. A miss is
-    confirmed against the change counter first (a key created a moment ago in another process is
-    found); when that cannot be done, ServiceUnavailable (503), never a false "unknown key"."""
+def apikey_lookup(raw_key: str, meta: Mapping[str, Any], kind: str) -> KeyInfo | None:
+    """The key's owner and scopes, or None for a key that is unknown or revoked (counted against
+    the client address's ``kind`` rate limit: ``apikey_of_header``). A miss is confirmed against
+    the change counter first (a key created a moment ago in another process is found); when that
+    cannot be done, ServiceUnavailable (503), never a false "unknown key". From an address that
+    has reached its limit, a miss is not confirmed but refused at once, RateLimited: a flood of
+    made-up keys costs no Redis round trip."""
     digest = _known_digests.get(raw_key)
     known = digest is not None
     if digest is None:
@@ -104,14 +114,27 @@ def apikey_lookup(raw_key: str) -> KeyInfo | None:
     keys, _stale = api_keys_cache.get()
     info = keys.get(digest)
     if info is None:
+        who = by_address(meta)
+        wait = rate_limiter.reached(kind, who)
+        if wait is not None:
+            raise RateLimited(WRONG_KEYS, retry_after=wait)
         keys, _stale = api_keys_cache.confirmed()
         info = keys.get(digest)
-    if info is not None:
-        if not known and len(_known_digests) < MAX_KNOWN_DIGESTS:
-            _known_digests[raw_key] = digest
-        _note_used(info.key_id)
-        note_key_prefix(info.prefix)
+        if info is None:
+            _count_wrong_key(kind, who)
+            return None
+    if not known and len(_known_digests) < MAX_KNOWN_DIGESTS:
+        _known_digests[raw_key] = digest
+    _note_used(info.key_id)
+    note_key_prefix(info.prefix)
     return info
+
+
+def _count_wrong_key(kind: str, who: str) -> None:
+    """One more wrong key from the client address ``who``; RateLimited when over its limit."""
+    wait = rate_limiter.retry_after(kind, who)
+    if wait is not None:
+        raise RateLimited(WRONG_KEYS, retry_after=wait)
 
 
 def _note_used(key_id: int) -> None:

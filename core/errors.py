@@ -56,6 +56,14 @@ class Conflict(DomainError, status=409, code="conflict"): ...
 class PayloadTooLarge(DomainError, status=413, code="too_large"): ...
 
 
+class RateLimited(DomainError, status=429, code="rate_limited"):
+    retry_after: int
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(DomainError, status=503, code="unavailable"):
     retry_after = 5
 

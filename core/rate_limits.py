@@ -18,10 +18,13 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from core.client_address import client_address_of
 from core.redis_client import get_redis, get_request_redis
 
 EXCHANGE_SECONDS = 0.1
@@ -32,6 +35,12 @@ Counter = tuple[str, str]  # (kind, who): who is "key:<id>" or "address:<ip>"
 logger = logging.getLogger(__name__)
 
 
+def by_address(meta: Mapping[str, Any]) -> str:
+    """Who a request is counted as when no valid key speaks for it: its client address
+    (``meta``: a Django request's META or a WSGI environ)."""
+    return f"address:{client_address_of(meta)}"
+
+
 class RateLimiter:
     def __init__(self) -> None:
         self._reset()
@@ -39,6 +48,7 @@ class RateLimiter:
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._exchanging = threading.Lock()  # one exchange at a time: each sends what it counted
         self._window = 0
         self._limits: dict[str, int] = {}
         self._known: dict[Counter, int] = {}  # every process's count at the last exchange
@@ -63,6 +73,18 @@ class RateLimiter:
             self._start()
         return None
 
+    def reached(self, kind: str, who: str) -> int | None:
+        """As ``retry_after``, without counting the request: None while below the limit."""
+        window = int(time.time())
+        if window != self._window:
+            self._new_window(window)
+        limit = self._limits[kind]
+        counter = (kind, who)
+        with self._lock:
+            if limit and self._known.get(counter, 0) + self._admitted.get(counter, 0) >= limit:
+                return WINDOW_SECONDS
+        return None
+
     def _new_window(self, window: int) -> None:
         with self._lock:
             if window > self._window:
@@ -82,9 +104,15 @@ class RateLimiter:
             self.exchange()
 
     def exchange(self) -> None:
-        """Add this process's admissions to the shared counters and learn their totals."""
+        """Add this process's admissions to the shared counters and learn their totals. They stay
+        counted here until the totals that hold them are known: a request decided meanwhile
+        sees them."""
+        with self._exchanging:
+            self._exchange()
+
+    def _exchange(self) -> None:
         with self._lock:
-            window, admitted, self._admitted = self._window, self._admitted, {}
+            window, admitted = self._window, dict(self._admitted)
         if not admitted:
             return
         pipeline = get_redis().pipeline(transaction=False)
@@ -96,16 +124,17 @@ class RateLimiter:
             totals = pipeline.execute()[::2]
         except RedisError as error:
             logger.warning("rate limits: counting in this process only (%s)", type(error).__name__)
-            totals = None
+            return  # they stay in this process's count, and are sent again with the next exchange
         with self._lock:
             if window != self._window:
                 return  # a new second: the counts of the old one no longer matter
-            if totals is None:
-                for counter, count in admitted.items():
-                    self._admitted[counter] = self._admitted.get(counter, 0) + count
-                return
             for counter, total in zip(admitted, totals, strict=True):
                 self._known[counter] = int(total)
+                since = self._admitted[counter] - admitted[counter]
+                if since:
+                    self._admitted[counter] = since
+                else:
+                    del self._admitted[counter]
 
 
 rate_limiter = RateLimiter()

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from access.selectors import KeyInfo, apikey_of_header, key_scopes
-from core.errors import DomainError, ValidationFailed, error_body
+from core.errors import DomainError, RateLimited, ValidationFailed, error_body
 from core.metrics import count_resolve, observe_seconds, stale_serves_total
 from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
@@ -51,17 +51,23 @@ def error_answer(status: int, code: str, message: str, details: Any = None) -> A
     return status, headers, orjson.dumps(error_body(code, message, details))
 
 
-def rate_limited_answer(retry_after: int) -> Answer:
-    status, headers, body = error_answer(429, "rate_limited", "Too many requests for this key; slow down.")
+def rate_limited_answer(
+    retry_after: int, message: str = "Too many requests for this key; slow down."
+) -> Answer:
+    status, headers, body = error_answer(429, "rate_limited", message)
     return status, [*headers, ("Retry-After", str(retry_after))], body
 
 
-def bearer_key_answer(header: str) -> KeyInfo | Answer:
+def bearer_key_answer(header: str, meta: Mapping[str, Any], kind: str) -> KeyInfo | Answer:
     """The key an ``Authorization`` header carries when it may read; else the error answer: 401
     for a missing, unknown or revoked key (a miss is confirmed before it is refused), 503 when
-    the keys could not be confirmed, 403 without the ``read`` scope."""
+    the keys could not be confirmed, 403 without the ``read`` scope. A wrong key counts against
+    the client address's ``kind`` rate limit (``meta``: a WSGI environ, or its client address's
+    part), 429 once the address has reached it (``access.selectors.apikey_of_header``)."""
     try:
-        key = apikey_of_header(header)
+        key = apikey_of_header(header, meta, kind)
+    except RateLimited as error:
+        return rate_limited_answer(error.retry_after, error.message)
     except DomainError as error:  # Unauthenticated, or the keys could not be loaded at all
         return error_answer(error.status_code, error.code, error.message)
     if key is None:

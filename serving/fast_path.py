@@ -4,9 +4,9 @@ costs several times what resolving does (docs/benchmarks.md). Everything else, i
 resolve without a Bearer key (a session), goes on to Django, whose view gives the same answers
 through the same ``resolve_answer``. The per-request rules of Django's side apply here too: the
 Host must be one of ALLOWED_HOSTS (400), with PROMPTRAMP_SECURE a request over plain HTTP goes on
-to Django (which redirects it), the key's ``serve`` rate limit (429, ``core.rate_limits``), the
-request's log line and trace id (``core.request_log``), and the caller's ``attr.NAME``
-attributes (``serving.attributes``).
+to Django (which redirects it), the key's ``serve`` rate limit (429, ``core.rate_limits``; a
+wrong key counts against the client address's), the request's log line and trace id
+(``core.request_log``), and the caller's ``attr.NAME`` attributes (``serving.attributes``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _fresh_answer(environ: dict[str, Any], name: str, authorization: str) -> Ans
 
 
 def _answer(environ: dict[str, Any], name: str, authorization: str) -> Answer:
-    key = bearer_key_answer(authorization)
+    key = bearer_key_answer(authorization, environ, "serve")
     if isinstance(key, tuple):
         return key
     wait = rate_limiter.retry_after("serve", requester(key, {}))

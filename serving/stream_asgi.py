@@ -4,16 +4,16 @@ by the stream process (``config.asgi`` under uvicorn) before Django's ASGI handl
 process serves this path: the web server has no route for it (404).
 
 The Host, the key (``bearer_key_answer``, scope ``read``) and the key's ``serve`` rate limit
-(each connect counts) are checked, and each stream logged (``core.request_log``), as on the
-resolve fast path; what
-the stream sends comes from ``serving.stream.StreamHub``, started and stopped with the
-process (ASGI lifespan).
+(each connect counts; a wrong key counts against the client address's) are checked, and each
+stream logged (``core.request_log``), as on the resolve fast path; what the stream sends comes
+from ``serving.stream.StreamHub``, started and stopped with the process (ASGI lifespan).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -73,9 +73,7 @@ async def _logged_stream(hub: StreamHub, scope: Scope, receive: Receive, send: S
     begun = request_begin(headers.get("traceparent"))
     status = 500
     try:
-        status = await _stream(
-            hub, headers, scope["method"], receive, send, _as_asgi(trace_headers(begun[0]))
-        )
+        status = await _stream(hub, scope, headers, receive, send, _as_asgi(trace_headers(begun[0])))
     finally:
         request_end(begun, route=STREAM_ROUTE, method=scope["method"], status=status)
 
@@ -86,14 +84,14 @@ def _as_asgi(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
 
 async def _stream(
     hub: StreamHub,
+    scope: Scope,
     headers: dict[str, str],
-    method: str,
     receive: Receive,
     send: Send,
     trace: list[tuple[bytes, bytes]],
 ) -> int:
     """Streams until the client leaves or the key may no longer read; the status answered."""
-    refusal = await _refusal(hub, method, headers)
+    refusal = await _refusal(hub, scope, headers)
     if refusal is not None:
         status, answer_headers, body = refusal
         await send(
@@ -127,13 +125,17 @@ async def _disconnect(receive: Receive) -> None:
         pass
 
 
-async def _refusal(hub: StreamHub, method: str, headers: dict[str, str]) -> Answer | None:
+async def _refusal(hub: StreamHub, scope: Scope, headers: dict[str, str]) -> Answer | None:
     """None when this request may stream; else the error answer."""
+    method = scope["method"]
     if method != "GET":
         return error_answer(405, "method_not_allowed", f'Method "{method}" not allowed.')
     if not host_allowed(headers.get("host", "")):
         return HOST_REFUSED
-    key = await hub.check_key(bearer_key_answer, headers.get("authorization", ""))
+    peer = scope["client"][0] if scope.get("client") else ""
+    address = {"REMOTE_ADDR": peer, "HTTP_X_FORWARDED_FOR": headers.get("x-forwarded-for", "")}
+    check = partial(bearer_key_answer, meta=address, kind="serve")
+    key = await hub.check_key(check, headers.get("authorization", ""))
     if isinstance(key, tuple):
         return key
     wait = rate_limiter.retry_after("serve", requester(key, {}))

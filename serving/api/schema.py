@@ -90,7 +90,8 @@ STREAM_OPERATION = {
     "or `: stale` while the process cannot confirm its state (Redis or PostgreSQL failing), "
     "which confirms nothing. A key limited to prompts gets only theirs. The stream ends when "
     "the key is revoked, loses `read` or is limited to other prompts (or its user is "
-    "deactivated). Each connect counts against the key's `PROMPTRAMP_RATE_SERVE` rate limit.",
+    "deactivated). Each connect counts against the key's `PROMPTRAMP_RATE_SERVE` rate limit; "
+    "a connect with a wrong key (401), against the client address's.",
     "tags": ["snapshot"],
     "security": [{"apiKey": []}],  # a Bearer key only: the stream process reads no session
     "parameters": [
@@ -112,7 +113,10 @@ STREAM_OPERATION = {
         },
         "401": _error(ERROR_MEANINGS[401]),
         "403": _error("The key lacks the read scope."),
-        "429": _error("Over the key's serve rate limit (rate_limited).", retry_after=True),
+        "429": _error(
+            "Over the key's serve rate limit, or the client address's after wrong keys (rate_limited).",
+            retry_after=True,
+        ),
         "503": _error("The keys could not be confirmed (Redis and PostgreSQL failing).", retry_after=True),
     },
 }

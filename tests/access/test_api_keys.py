@@ -238,7 +238,7 @@ def test_only_keys_found_valid_have_their_digest_remembered(alice):
     made_up = [f"pr_madeup00_{number:040d}" for number in range(20)]
 
     for key in [raw, *made_up]:
-        apikey_lookup(key)
+        apikey_lookup(key, {"REMOTE_ADDR": "127.0.0.1"}, "api")
 
     assert selectors._known_digests[raw] == hash_key(raw)
     assert not set(made_up) & set(selectors._known_digests)

@@ -1,17 +1,24 @@
 """Rate limits from the attacker's side: a key (or, without one, a client address) that sends
 more requests per second than its limit gets 429 `rate_limited` with Retry-After, on Django's
 views, on the resolve fast path and on the stream's connects, across processes; a forged
-X-Forwarded-For does not buy a fresh budget."""
+X-Forwarded-For does not buy a fresh budget. Wrong keys count against the client address, so
+keys cannot be tried faster than that address's limit."""
 
 from __future__ import annotations
 
 import http.client
+import threading
 import time
 from urllib.parse import urlsplit
 
 import pytest
 from django.db import connection
 
+from access.models import ApiKey
+from access.services import apikey_revoke, hash_key
+from core.actors import Actor
+from core.rate_limits import rate_limiter
+from core.redis_client import get_redis
 from promptramp import Client
 from tests.factories import make_key, make_prompt
 from tests.outcomes.conftest import clear_ingest_keys
@@ -21,6 +28,7 @@ from tests.serving.stream_helpers import STREAM_PATH, service
 
 LIMITS_OFF = {"serve": 0, "events": 0, "api": 0}
 RESOLVE = "/api/v1/prompts/support.answer/resolve?unit=user-1"
+MADE_UP_KEY = "pr_madeup00_" + "0" * 40
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +98,123 @@ def test_behind_a_trusted_proxy_each_client_address_has_its_own_budget(alice, cl
 
     assert first == [200, 200, 429]
     assert second == [200, 200]
+
+
+@pytest.mark.django_db
+def test_a_process_refuses_past_its_limit_while_it_tells_redis_its_count(settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
+    at_the_start_of_a_second()
+    admitted = [rate_limiter.retry_after("api", "address:192.0.2.9") for _ in range(3)]
+    telling = threading.Thread(target=rate_limiter.exchange)
+
+    telling.start()
+    meanwhile = []
+    while telling.is_alive():
+        meanwhile.append(rate_limiter.retry_after("api", "address:192.0.2.9"))
+    telling.join()
+    afterwards = rate_limiter.retry_after("api", "address:192.0.2.9")
+
+    assert admitted == [None] * 3
+    assert None not in meanwhile  # the admissions being sent still count here
+    assert afterwards == 1
+
+
+def _revoked_key(user) -> str:  # type: ignore[no-untyped-def]
+    raw = make_key(user, "read")
+    apikey_revoke(actor=Actor.system(), key_id=ApiKey.objects.get(key_hash=hash_key(raw)).pk)
+    return raw
+
+
+def _wrong_keys(user) -> list[str]:  # type: ignore[no-untyped-def]
+    """Unknown, revoked and malformed (too long) keys, five in all."""
+    return [MADE_UP_KEY, _revoked_key(user), "x" * 300, MADE_UP_KEY, _revoked_key(user)]
+
+
+@pytest.mark.django_db
+def test_wrong_keys_from_one_address_get_401_until_its_api_rate_then_429(alice, client, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
+    settings.PROMPTRAMP_TRUSTED_PROXIES = ["10.0.0.1"]
+    wrong, valid = _wrong_keys(alice), make_key(alice, "read")
+
+    def get(key: str, address: str):  # type: ignore[no-untyped-def]
+        return client.get(
+            "/api/v1/prompts",
+            HTTP_AUTHORIZATION=f"Bearer {key}",
+            REMOTE_ADDR="10.0.0.1",
+            HTTP_X_FORWARDED_FOR=address,
+        )
+
+    answers, with_valid_key, from_elsewhere = in_one_second(
+        lambda: (
+            [get(key, "192.0.2.1") for key in wrong],
+            get(valid, "192.0.2.1"),
+            get(MADE_UP_KEY, "192.0.2.2"),
+        )
+    )
+
+    assert [answer.status_code for answer in answers] == [401, 401, 401, 429, 429]
+    assert answers[3].json()["error"]["code"] == "rate_limited"
+    assert answers[3]["Retry-After"] == "1"
+    assert with_valid_key.status_code == 200  # a valid key is counted on the key only
+    assert from_elsewhere.status_code == 401  # another client address has its own budget
+
+
+def _mget_calls() -> int:
+    return int(get_redis().info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+
+
+@pytest.mark.django_db
+def test_past_its_limit_an_address_made_up_keys_cost_no_confirmation_in_redis(alice, client, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 2}
+    make_key(alice, "read")  # the keys' state is built before the burst
+
+    def flood() -> tuple[list[int], int]:
+        spent = [client.get("/api/v1/prompts", HTTP_AUTHORIZATION=f"Bearer {MADE_UP_KEY}") for _ in range(2)]
+        before = _mget_calls()
+        refused = [
+            client.get("/api/v1/prompts", HTTP_AUTHORIZATION=f"Bearer pr_madeup00_{n:040d}").status_code
+            for n in range(20)
+        ]
+        return [answer.status_code for answer in spent] + refused, _mget_calls() - before
+
+    statuses, counter_reads = in_one_second(flood)
+
+    assert statuses == [401, 401] + [429] * 20
+    # A confirmed miss reads the keys' counter (one MGET); the periodic check of a state cache
+    # (every half second) may read it once or twice in the meantime, never once per request.
+    assert counter_reads < 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wrong_keys_on_the_fast_path_count_against_the_client_address(alice, tmp_path):
+    make_prompt(alice)
+    wrong, valid = _wrong_keys(alice), make_key(alice, "read")
+    env = base_env(
+        DATABASE_URL=database_url(connection.settings_dict),
+        PROMPTRAMP_RATE_SERVE="3",
+        PROMPTRAMP_TRUSTED_PROXIES="127.0.0.1",
+    )
+
+    with web_server(env, tmp_path / "web.log", workers=1) as url:
+
+        def resolve(key: str, address: str) -> Reply:
+            return request(
+                url + RESOLVE, headers={"Authorization": f"Bearer {key}", "X-Forwarded-For": address}
+            )
+
+        replies, with_valid_key, from_elsewhere = in_one_second(
+            lambda: (
+                [resolve(key, "192.0.2.1") for key in wrong],
+                resolve(valid, "192.0.2.1"),
+                resolve(MADE_UP_KEY, "192.0.2.2"),
+            )
+        )
+
+    assert [reply.status for reply in replies] == [401, 401, 401, 429, 429]
+    assert replies[3].body["error"]["code"] == "rate_limited"
+    assert replies[3].headers["Retry-After"] == "1"
+    assert with_valid_key.status == 200
+    assert from_elsewhere.status == 401
 
 
 @pytest.mark.django_db(transaction=True)
@@ -163,3 +288,17 @@ def test_the_sdk_waits_out_the_servers_429_and_delivers_every_event(alice, tmp_p
     assert delivered
     assert (counts.accepted, counts.rejected, counts.dropped) == (3, 0, 0)
     assert counts.retries >= 1  # one batch a second: the others were answered 429 and sent again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stream_connects_with_wrong_keys_over_the_serve_rate_get_429(alice, tmp_path):
+    make_prompt(alice)
+    wrong, valid = _wrong_keys(alice), make_key(alice, "read")
+
+    with service(tmp_path, PROMPTRAMP_RATE_SERVE="2") as running:
+        statuses, with_valid_key = in_one_second(
+            lambda: ([_connect(running.stream, key) for key in wrong[:3]], _connect(running.stream, valid))
+        )
+
+    assert statuses == [401, 401, 429]
+    assert with_valid_key == 200
