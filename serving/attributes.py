@@ -53,24 +53,6 @@ def _valid_name(name: object) -> bool:
     return True
 
 
-def query_attributes(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The ``attr.NAME=VALUE`` parameters of a query string, checked as ``attributes_of`` does
-    (which says what is wrong when something is): on every resolve, so kept to a loop."""
-    attributes: dict[str, str] = {}
-    for field, value in pairs:
-        if field[:5] == QUERY_PREFIX:
-            name = field[5:]
-            if (
-                (name not in _valid_names and not _valid_name(name))
-                or len(value) > MAX_VALUE_LENGTH
-                or name in attributes
-                or len(attributes) == MAX_ATTRIBUTES
-            ):
-                return attributes_of((f[5:], v) for f, v in pairs if f[:5] == QUERY_PREFIX)
-            attributes[name] = value
-    return attributes
-
-
 def query_unit_and_attributes(query: str) -> tuple[str | None, dict[str, str]]:
     """A resolve's query string: its ``unit`` (the last one given, as Django's ``QueryDict.get``
     answers) and its ``attr.NAME=VALUE`` attributes, checked as ``attributes_of`` checks them.

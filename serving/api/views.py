@@ -40,7 +40,7 @@ from serving.answers import (
     resolved_for,
     unit_of,
 )
-from serving.attributes import attributes_of, query_attributes
+from serving.attributes import attributes_of, query_unit_and_attributes
 from serving.state import ServedVersion, serving_cache
 from serving.stream_asgi import STREAM_PATH
 
@@ -123,11 +123,9 @@ class ResolveView(APIView):
         },
     )
     def get(self, request: Request, name: str) -> HttpResponse:
-        attributes = query_attributes(
-            [(field, value) for field, values in request.query_params.lists() for value in values]
-        )
+        unit, attributes = query_unit_and_attributes(request.META.get("QUERY_STRING", ""))
         status, headers, body = resolve_answer(
-            name, request.query_params.get("unit"), request.META.get("HTTP_IF_NONE_MATCH", ""), attributes
+            name, unit, request.META.get("HTTP_IF_NONE_MATCH", ""), attributes
         )
         response = HttpResponse(body, status=status)
         for header, value in headers:
