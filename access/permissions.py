@@ -21,16 +21,16 @@ from core.actors import Actor
 from core.prompt_limits import PromptLimits, prompt_require
 
 
-def granted_scopes(request: Request) -> set[str]:
+def granted_scopes(request: Request) -> frozenset[str]:
     if isinstance(request.auth, KeyInfo):
         return key_scopes(request.auth)
     user = request.user
     if user and user.is_authenticated and user.is_active:
         if user.is_superuser:
-            return set(IMPLIED["admin"])
+            return frozenset(IMPLIED["admin"])
         if user.is_staff:
-            return {"read", "write"}
-    return set()
+            return frozenset({"read", "write"})
+    return frozenset()
 
 
 def prompt_limits_of(request: Request) -> PromptLimits:

@@ -7,7 +7,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ class KeyInfo:
     user_is_superuser: bool
     prefix: str  # pr_xxxxxxxx, what logs may name
     prompts: PromptLimits = None  # None: every prompt (core.prompt_limits)
+    granted: frozenset[str] = frozenset()  # every scope the key grants, the implied ones included
 
 
 def _build_keys() -> dict[str, KeyInfo]:
@@ -55,6 +56,7 @@ def _build_keys() -> dict[str, KeyInfo]:
             user_is_superuser=key.user.is_superuser,
             prefix=key.prefix,
             prompts=tuple(key.prompts) if key.prompts else None,
+            granted=scopes_granted(key.scopes),
         )
         for key in keys
     }
@@ -74,12 +76,17 @@ def apikey_list() -> QuerySet[ApiKey]:
     return ApiKey.objects.select_related("user").order_by("-created_at", "-id")
 
 
-def key_scopes(info: KeyInfo) -> set[str]:
-    """Every scope the key grants, the implied ones included."""
+def scopes_granted(scopes: Iterable[str]) -> frozenset[str]:
+    """Every scope that ``scopes`` grant, the implied ones included."""
     granted: set[str] = set()
-    for scope in info.scopes:
+    for scope in scopes:
         granted |= IMPLIED.get(scope, {scope})
-    return granted
+    return frozenset(granted)
+
+
+def key_scopes(info: KeyInfo) -> frozenset[str]:
+    """Every scope the key grants, the implied ones included (worked out when the keys are read)."""
+    return info.granted
 
 
 def apikey_of_header(header: str, meta: Mapping[str, Any], kind: str) -> KeyInfo | None:

@@ -40,14 +40,21 @@ MAX_WAITING_UNITS = 200_000
 Count = tuple[int, int, str, int]  # rollout id, threshold, arm, bucket
 Arm = tuple[int, int, str]  # rollout id, threshold, arm
 
-# KEYS: the bucket counts and their totals; ARGV: the TTL, then (arm, bucket, count) triples.
-# Each count's square grows by (2 * new - count) * count when it grows by count.
+# KEYS: the bucket counts and their totals; ARGV: the TTL, then pairs of an arm and its counts as
+# "bucket:count,bucket:count,…" (one argument per arm: a flush sends thousands of buckets). Each
+# count's square grows by (2 * new - count) * count when it grows by count; an arm's totals are
+# added once.
 BUCKETS_SCRIPT = """
-for i = 2, #ARGV, 3 do
-  local arm, count = ARGV[i], tonumber(ARGV[i + 2])
-  local new = redis.call('HINCRBY', KEYS[1], arm .. ':' .. ARGV[i + 1], count)
-  redis.call('HINCRBY', KEYS[2], arm .. ':n', count)
-  redis.call('HINCRBY', KEYS[2], arm .. ':sq', string.format('%d', (2 * new - count) * count))
+for i = 2, #ARGV, 2 do
+  local arm, n, sq = ARGV[i], 0, 0
+  for bucket, count in string.gmatch(ARGV[i + 1], '(%d+):(%d+)') do
+    count = tonumber(count)
+    local new = redis.call('HINCRBY', KEYS[1], arm .. ':' .. bucket, count)
+    n = n + count
+    sq = sq + (2 * new - count) * count
+  end
+  redis.call('HINCRBY', KEYS[2], arm .. ':n', n)
+  redis.call('HINCRBY', KEYS[2], arm .. ':sq', string.format('%d', sq))
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -95,17 +102,20 @@ class ExposureCounter:
         client = get_redis()
         pipeline = client.pipeline(transaction=False)
         per_minute: dict[tuple[int, str], int] = {}
-        per_split: dict[tuple[int, int], list[str | int]] = {}
+        per_arm: dict[tuple[int, int], dict[str, list[str]]] = {}
         for (rollout_id, threshold, arm, bucket), count in counts.items():
             per_minute[rollout_id, arm] = per_minute.get((rollout_id, arm), 0) + count
-            per_split.setdefault((rollout_id, threshold), [KEPT_SECONDS]).extend((arm, bucket, count))
+            per_arm.setdefault((rollout_id, threshold), {}).setdefault(arm, []).append(f"{bucket}:{count}")
         for (rollout_id, arm), count in per_minute.items():
             pipeline.hincrby(exposures_key(rollout_id), minute_field(arm, minute), count)
         for rollout_id in {rollout_id for rollout_id, _ in per_minute}:
             pipeline.expire(exposures_key(rollout_id), KEPT_SECONDS)
         script = client.register_script(BUCKETS_SCRIPT)
-        for (rollout_id, threshold), args in per_split.items():
+        for (rollout_id, threshold), arms in per_arm.items():
             keys = [bucket_counts_key(rollout_id, threshold), bucket_totals_key(rollout_id, threshold)]
+            args: list[str | int] = [KEPT_SECONDS]
+            for arm, bucket_counts in arms.items():
+                args += (arm, ",".join(bucket_counts))
             script(keys=keys, args=args, client=pipeline)
         for (rollout_id, threshold, arm), seen in units.items():
             key = units_key(rollout_id, threshold, arm)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.redis_client import forget_clients, get_redis
 from outcomes.exposures import exposures_read
@@ -94,6 +96,43 @@ def test_each_resolve_counts_an_exposure_of_the_arm_it_served(key, rollout, get)
     # every unit's three requests land in its own bucket: the sums of squares count 3 * 3 each
     assert seen.candidate.bucket_total == seen.candidate.count
     assert seen.candidate.bucket_total_sq >= 9 * candidates
+
+
+FLUSHED = ExposureCounter()  # one for every example below: each counter has a thread and exit hook
+ARM_BUCKETS = st.tuples(st.sampled_from(["baseline", "candidate"]), st.integers(0, 20))  # buckets met again
+FLUSH_COUNTS = st.integers(1, 40)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    flushes=st.lists(
+        st.dictionaries(ARM_BUCKETS, FLUSH_COUNTS, min_size=1, max_size=25), min_size=1, max_size=4
+    )
+)
+def test_each_arms_bucket_totals_are_the_sum_and_the_sum_of_squares_of_its_bucket_counts(flushes):
+    rollout_id, threshold = 9_999_001, 2500
+    clear_exposure_keys()
+    buckets: dict[tuple[str, int], int] = {}
+    for counts in flushes:
+        for (arm, bucket), count in counts.items():
+            for _ in range(count):
+                FLUSHED.count(rollout_id, threshold, arm, bucket, None)
+            buckets[arm, bucket] = buckets.get((arm, bucket), 0) + count
+        FLUSHED.flush()
+
+    now = datetime.now(UTC)
+    seen = exposures_read(
+        rollout_id=rollout_id,
+        threshold=threshold,
+        since=now - timedelta(minutes=5),
+        until=now + timedelta(minutes=5),
+    )
+
+    for arm in ("baseline", "candidate"):
+        mine = [count for (of, _), count in buckets.items() if of == arm]
+        assert getattr(seen, arm).count == sum(mine)
+        assert getattr(seen, arm).bucket_total == sum(mine)
+        assert getattr(seen, arm).bucket_total_sq == sum(count * count for count in mine)
 
 
 def test_render_counts_and_the_snapshot_does_not(alice, key, rollout, client_with_key):
