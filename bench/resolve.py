@@ -12,6 +12,8 @@ compare.sh) beside the clone, or PROMPTRAMP_SHARED_DIR/bench. Nothing else (test
     .venv/bin/python bench/resolve.py --rate-limits   # each server with rate limits off, then on
     .venv/bin/python bench/resolve.py --overrides 1000   # the prompt has 1,000 overrides (none of
                                                       # the timed units'), every resolve 5 attributes
+    .venv/bin/python bench/resolve.py --servers granian,bare   # and the machine's ceiling: granian
+                                                      # with an application that does no work
 
 Starts the service as `make run` does (embedded PostgreSQL and Redis, `devstack.stack.web_command`
 with WEB_SERVER set to each server in turn; WEB_CONCURRENCY / WEB_THREADS apply to all), with its
@@ -24,6 +26,12 @@ connections and the CPU were spread over the server's worker processes during ea
 stops the server. At the end, per server, the worst of the runs: resolve / Unleash,
 resolve / nginx, p99 at a paced 1,000 req/s, and the most CPU the rest of the machine used.
 Stops what it started.
+
+The server ``bare`` is granian as the run command starts it, running ``bench/bare_app.py``: an
+application that answers every request with a body of the size of the service's answer and the
+same headers, prepared at start, and does nothing else (compare.sh's "body B" column shows both
+sizes). Its row says how many requests per second the web server alone leaves room for on
+this machine in this run; resolve / bare is the share of that the application keeps.
 
 The server runs with the rate limits on, PROMPTRAMP_RATE_SERVE set above any load this machine
 can offer (ABOVE_THE_LOAD), as a service with every feature on would; with --rate-limits each
@@ -58,6 +66,7 @@ PEERS_RUN_DIR = ROOT / "bench" / ".results" / "peers"
 PROMPT = "bench.answer"
 ABOVE_THE_LOAD = "10000000"  # PROMPTRAMP_RATE_SERVE: req/s per key, far above what wrk offers here
 LIMITS_ON = "+limits"  # the suffix of a server measured with limits on, beside it with limits off
+BARE = "bare"  # granian running bench/bare_app.py: the web server's ceiling
 # With --overrides: five attributes, none of which an override matches (each is looked up).
 ATTRIBUTES_QUERY = "&attr.tenant=tenant-none&attr.plan=pro&attr.region=eu&attr.device=web&attr.locale=de"
 TEMPLATE = (
@@ -79,7 +88,7 @@ def main() -> int:
     parser.add_argument(
         "--servers",
         default=os.environ.get("WEB_SERVER", "granian"),
-        help="web servers to compare, comma-separated (granian, gunicorn)",
+        help="web servers to compare, comma-separated (granian, gunicorn, bare)",
     )
     parser.add_argument("--runs", type=int, default=1, help="runs back to back, each of every server")
     parser.add_argument("--serve", action="store_true", help="start the service, print the target, wait")
@@ -179,7 +188,11 @@ def start_server(
     name = server.removesuffix(LIMITS_ON)
     limit = ABOVE_THE_LOAD if server.endswith(LIMITS_ON) or not compared else "0"
     env = {**os.environ, "WEB_SERVER": name, "PROMPTRAMP_RATE_SERVE": limit}
+    if name == BARE:
+        env["WEB_SERVER"] = "granian"
     command = stack.web_command("127.0.0.1", port, env)
+    if name == BARE:
+        command[command.index("config.wsgi:application")] = "bench.bare_app:application"
     print(f"server (PROMPTRAMP_RATE_SERVE={limit}): " + " ".join(command[1:]), flush=True)
     process = subprocess.Popen(command, env=env)
     answer = wait_until_answering(target.replace("{unit}", "user-1"), key)
@@ -312,6 +325,17 @@ def print_summary(results: dict[str, list[Run]]) -> None:
     for line in lines:
         print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     print("rest: CPU of everything but the server and wrk, % of one core; over 15% the figures are disturbed")
+    bare = results.get(BARE)
+    for server, runs in results.items():
+        if bare and server != BARE:
+            shares = [
+                run.rows["resolve"]["rps"] / of.rows["resolve"]["rps"]
+                for run, of in zip(runs, bare, strict=True)
+            ]
+            print(
+                f"{server} / bare, run by run (the share of the web server's ceiling the service keeps): "
+                + " ".join(f"{share:.3f}" for share in shares)
+            )
 
 
 def print_limits_cost(results: dict[str, list[Run]]) -> None:
