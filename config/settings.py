@@ -370,7 +370,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["access.throttling.KeyRateThrottle"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, adding to each operation the 401, 429 and 503 that access control answers.
+    "DEFAULT_SCHEMA_CLASS": "access.api.schema.AccessAutoSchema",
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
     # JSON only: the admin is the HTML interface, /api/v1/docs/ the API's (asking for HTML is a 406).
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

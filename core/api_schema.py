@@ -1,4 +1,6 @@
-"""The error shape of core.errors, described for the OpenAPI schema."""
+"""The error shape of core.errors, described for the OpenAPI schema: ``error_responses`` for a
+view's ``extend_schema``, ``error_response`` where the answer carries headers too (written as
+OpenAPI: ``access.api.schema``, the stream's ``serving.api.schema``)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,21 @@ ERROR_MEANINGS = {
     409: "Conflicts with the current state.",
     413: "The request body is larger than the limit.",
     415: "The body is not JSON.",
+}
+# What an error answer's headers say (core.errors.exception_handler, serving.answers.error_answer).
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "How to authenticate: an API key as a Bearer token.",
+        "required": True,
+        "schema": {"type": "string", "example": 'Bearer realm="api"'},
+    }
 }
 
 
@@ -35,3 +52,14 @@ def error_responses(*statuses: int) -> dict[int, Any]:
         status: OpenApiResponse(response=ErrorSerializer, description=ERROR_MEANINGS[status])
         for status in statuses
     }
+
+
+def error_response(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OpenAPI response with the error shape (the schema's ``Error``, ``ErrorSerializer``)."""
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response

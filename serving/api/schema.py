@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from core.api_schema import ERROR_MEANINGS
+from access.api.schema import rate_limited_response
+from core.api_schema import ERROR_MEANINGS, RETRY_AFTER, WWW_AUTHENTICATE, error_response
 from serving.snapshot_changes import (
     KEEPALIVE,
     SNAPSHOT_FORMAT,
@@ -58,22 +59,6 @@ _EXAMPLE = b"".join(
 ).decode()
 
 
-def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
-    """A response with the error shape of core.errors (the schema's ``Error``)."""
-    response: dict[str, Any] = {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-    if retry_after:
-        response["headers"] = {
-            "Retry-After": {
-                "description": "seconds to wait before connecting again",
-                "schema": {"type": "integer"},
-            }
-        }
-    return response
-
-
 STREAM_OPERATION = {
     "operationId": "snapshot_stream_retrieve",
     "summary": "The snapshot, then each of its changes, as Server-Sent Events, for SDKs",
@@ -111,13 +96,10 @@ STREAM_OPERATION = {
             "headers": {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}},
             "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}},
         },
-        "401": _error(ERROR_MEANINGS[401]),
-        "403": _error("The key lacks the read scope."),
-        "429": _error(
-            "Over the key's serve rate limit, or the client address's after wrong keys (rate_limited).",
-            retry_after=True,
-        ),
-        "503": _error("The keys could not be confirmed (Redis and PostgreSQL failing).", retry_after=True),
+        "401": error_response(ERROR_MEANINGS[401], WWW_AUTHENTICATE),
+        "403": error_response("The key lacks the read scope."),
+        "429": rate_limited_response("serve"),  # as a connect counts (serving.stream_asgi)
+        "503": error_response("The keys could not be confirmed (Redis and PostgreSQL failing).", RETRY_AFTER),
     },
 }
 

@@ -2,7 +2,8 @@
 more requests per second than its limit gets 429 `rate_limited` with Retry-After, on Django's
 views, on the resolve fast path and on the stream's connects, across processes; a forged
 X-Forwarded-For does not buy a fresh budget. Wrong keys count against the client address, so
-keys cannot be tried faster than that address's limit."""
+keys cannot be tried faster than that address's limit. The 429s answer as the OpenAPI schema
+describes them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
+import schemathesis
 from django.db import connection
+from schemathesis import checks
 
 from access.models import ApiKey
 from access.services import apikey_revoke, hash_key
@@ -27,6 +30,12 @@ from tests.servers import Reply, base_env, database_url, web_server
 from tests.serving.stream_helpers import STREAM_PATH, service
 
 LIMITS_OFF = {"serve": 0, "events": 0, "api": 0}
+SCHEMA_CHECKS = [
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_schema_conformance,
+    checks.response_headers_conformance,
+]
 RESOLVE = "/api/v1/prompts/support.answer/resolve?unit=user-1"
 MADE_UP_KEY = "pr_madeup00_" + "0" * 40
 
@@ -302,3 +311,50 @@ def test_stream_connects_with_wrong_keys_over_the_serve_rate_get_429(alice, tmp_
 
     assert statuses == [401, 401, 429]
     assert with_valid_key == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_429s_answer_as_the_schema_describes_them(alice, client, tmp_path):
+    make_prompt(alice)
+    schema = schemathesis.openapi.from_dict(
+        client.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    )
+    reader = {"Authorization": f"Bearer {make_key(alice, 'read')}"}
+    ingester = {"Authorization": f"Bearer {make_key(alice, 'ingest')}"}
+    wrong_key = {"Authorization": f"Bearer {MADE_UP_KEY}", "X-Forwarded-For": "192.0.2.7"}
+    resolve, prompts = schema["/api/v1/prompts/{name}/resolve"]["GET"], schema["/api/v1/prompts"]["GET"]
+    events = schema["/api/v1/events"]["POST"]
+    bursts = {  # what is refused: the request, and the statuses three of them get in a second
+        "resolve on the fast path, per key (serve: 2)": (
+            resolve.Case(path_parameters={"name": "support.answer"}, query={"unit": "u-1"}, headers=reader),
+            [200, 200, 429],
+        ),
+        "a Django view, per key (api: 2)": (prompts.Case(headers=reader), [200, 200, 429]),
+        "event batches, per key (events: 1)": (
+            events.Case(body={"events": []}, media_type="application/json", headers=ingester),
+            [202, 429, 429],
+        ),
+        "wrong keys, per client address (api: 2)": (prompts.Case(headers=wrong_key), [401, 401, 429]),
+    }
+    env = base_env(
+        DATABASE_URL=database_url(connection.settings_dict),
+        PROMPTRAMP_RATE_SERVE="2",
+        PROMPTRAMP_RATE_API="2",
+        PROMPTRAMP_RATE_EVENTS="1",
+        PROMPTRAMP_TRUSTED_PROXIES="127.0.0.1",
+    )
+
+    with web_server(env, tmp_path / "web.log", workers=1) as url:
+        answered = {
+            what: in_one_second(lambda case=case: [case.call(base_url=url) for _ in range(3)])
+            for what, (case, _) in bursts.items()
+        }
+
+    for what, (case, statuses) in bursts.items():
+        replies = answered[what]
+        assert [reply.status_code for reply in replies] == statuses, what
+        refused = replies[-1]
+        assert refused.json()["error"]["code"] == "rate_limited", what
+        assert refused.headers["retry-after"] == ["1"], what
+        for reply in replies:  # the 401s of wrong keys (WWW-Authenticate) too
+            case.validate_response(reply, checks=SCHEMA_CHECKS)
