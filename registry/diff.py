@@ -7,11 +7,13 @@ unified diff, a text that does not end in a newline is marked the way git marks 
 trailing newline shows; side by side, the characters that changed inside a changed line are
 marked, and long unchanged stretches folded.
 
-The side-by-side comparison is bounded, whatever a writer stores: above ``LINE_DIFF_ABOVE``
-characters (the two sides together) it is a plain line diff (the common first and last lines kept,
-the lines between shown as changed, nothing marked inside them), and within a comparison the
-characters inside changed lines are marked only while ``CHARACTER_MARK_BUDGET`` (the sum of the
-products of the paired lines' lengths) lasts; past it a changed line is marked whole.
+Both are bounded, whatever a writer stores: difflib's search for matching lines (or characters)
+can cost the cube of their number, so it runs in a ``BoundedMatcher`` that counts its steps. Above
+``LINE_DIFF_ABOVE`` characters (the two sides together), or once the search has taken
+``MATCH_BUDGET`` steps, a diff is a plain line diff: the common first and last lines kept, the
+lines between shown as changed (removed and added; side by side, nothing marked inside them).
+Side by side, the characters inside changed lines are marked with what the line search left of
+the budget; past it a changed line is marked whole.
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+T = TypeVar("T")
 NO_NEWLINE = "\\ No newline at end of file\n"
 RowKind = Literal["equal", "replace", "delete", "insert", "skip", "cut"]
 # Below this similarity a changed line is marked whole rather than in scattered fragments.
 FRAGMENT_RATIO = 0.4
-# Matching lines and characters costs up to the product of the lengths: these bound it.
+# Above this many characters (both sides together) lines are not matched: a plain line diff.
 LINE_DIFF_ABOVE = 64 * 1024
-CHARACTER_MARK_BUDGET = 4_000_000
+# The steps one comparison's search for matching lines and characters may take (about 0.3 s).
+MATCH_BUDGET = 4_000_000
 # A page shows at most this many rows of a section; a "cut" row says how many more there are.
 MAX_ROWS = 2_000
 
@@ -52,6 +56,7 @@ class VersionDiff:
     model_changed: bool
     from_model: str
     to_model: str
+    line_diff: bool  # a diff is the plain line diff (too large, or too costly to match)
 
     @property
     def identical(self) -> bool:
@@ -68,6 +73,71 @@ def config_text(config: Mapping[str, Any]) -> str:
     return json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+# --- matching, bounded -----------------------------------------------------------------------
+
+
+class _OverBudget(Exception):
+    """A BoundedMatcher's search has taken its budget of steps."""
+
+
+class BoundedMatcher(difflib.SequenceMatcher[T]):
+    """difflib's SequenceMatcher with its search for matching blocks bounded. Each search of a
+    range takes, from ``budget``, the range's length plus the places in ``b`` of the elements it
+    looks up (at least what the search does). Once the budget is spent (a negative budget: at the
+    first search), the matching blocks are only what both sides start and end with, found in
+    linear time, and ``plain`` is True: everything between shows as changed."""
+
+    b2j: dict[T, list[int]]  # set by SequenceMatcher: where each element of b is
+
+    def __init__(self, a: Sequence[T], b: Sequence[T], *, budget: int, autojunk: bool) -> None:
+        self.budget = budget
+        self.plain = False
+        self.sides = (a, b)
+        self._blocks: list[difflib.Match] | None = None
+        super().__init__(None, a, b, autojunk=autojunk)
+
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> difflib.Match:
+        a = self.sides[0][alo:ahi]
+        self.budget -= len(a) + sum(len(self.b2j.get(element, ())) for element in a)
+        if self.budget < 0:
+            raise _OverBudget
+        return super().find_longest_match(alo, ahi, blo, bhi)
+
+    def get_matching_blocks(self) -> list[difflib.Match]:
+        if self._blocks is None:
+            try:
+                self._blocks = super().get_matching_blocks()
+            except _OverBudget:
+                self.plain = True
+                self._blocks = _common_ends(*self.sides)
+        return self._blocks
+
+
+def _common_ends(a: Sequence[T], b: Sequence[T]) -> list[difflib.Match]:
+    """The matching blocks of a plain diff: what both sides start with and what they end with."""
+    shorter = min(len(a), len(b))
+    head = 0
+    while head < shorter and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < shorter - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
+        tail += 1
+    blocks = [difflib.Match(0, 0, head), difflib.Match(len(a) - tail, len(b) - tail, tail)]
+    return [*(block for block in blocks if block.size), difflib.Match(len(a), len(b), 0)]
+
+
+def line_matcher(
+    old_lines: Sequence[str], new_lines: Sequence[str], *, autojunk: bool
+) -> BoundedMatcher[str]:
+    """The lines of two texts matched within ``MATCH_BUDGET``; above ``LINE_DIFF_ABOVE``
+    characters, not at all (the plain line diff)."""
+    size = sum(map(len, old_lines)) + sum(map(len, new_lines))
+    budget = MATCH_BUDGET if size <= LINE_DIFF_ABOVE else -1
+    return BoundedMatcher(old_lines, new_lines, budget=budget, autojunk=autojunk)
+
+
 # --- unified diffs ----------------------------------------------------------------------------
 
 
@@ -82,32 +152,55 @@ def diff_lines(text: str) -> list[str]:
     return lines
 
 
-def unified_diff(old: str, new: str, *, old_name: str, new_name: str, context: int = 3) -> str:
-    """A unified diff of two texts, "" when they are equal."""
-    return "".join(
-        difflib.unified_diff(diff_lines(old), diff_lines(new), fromfile=old_name, tofile=new_name, n=context)
-    )
+def unified_diff(old: str, new: str, *, old_name: str, new_name: str, context: int = 3) -> tuple[str, bool]:
+    """A unified diff of two texts ("" when they are equal), as ``difflib.unified_diff`` writes
+    it, and whether it is the plain line diff (then it is at most about twice the texts' size)."""
+    old_lines, new_lines = diff_lines(old), diff_lines(new)
+    matcher = line_matcher(old_lines, new_lines, autojunk=True)
+    out: list[str] = []
+    for group in matcher.get_grouped_opcodes(context):
+        if not out:
+            out += [f"--- {old_name}\n", f"+++ {new_name}\n"]
+        first, last = group[0], group[-1]
+        out.append(f"@@ -{_hunk_range(first[1], last[2])} +{_hunk_range(first[3], last[4])} @@\n")
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                out.extend(" " + line for line in old_lines[i1:i2])
+            else:
+                out.extend("-" + line for line in old_lines[i1:i2])
+                out.extend("+" + line for line in new_lines[j1:j2])
+    return "".join(out), matcher.plain and bool(out)
+
+
+def _hunk_range(start: int, stop: int) -> str:
+    """Lines ``start`` to ``stop`` (0-based, ``stop`` excluded) as a hunk header writes them."""
+    if stop - start == 1:
+        return str(start + 1)
+    return f"{start + 1 if stop > start else start},{stop - start}"
 
 
 def version_diff(old: VersionContent, new: VersionContent, *, context: int = 3) -> VersionDiff:
     """What changed from ``old`` to ``new``."""
     old_name, new_name = f"v{old.version}", f"v{new.version}"
+    content_diff, content_plain = unified_diff(
+        content_text(old), content_text(new), old_name=old_name, new_name=new_name, context=context
+    )
+    config_diff, config_plain = unified_diff(
+        config_text(old.config),
+        config_text(new.config),
+        old_name=f"{old_name}/config",
+        new_name=f"{new_name}/config",
+        context=context,
+    )
     return VersionDiff(
         from_version=old.version,
         to_version=new.version,
-        content_diff=unified_diff(
-            content_text(old), content_text(new), old_name=old_name, new_name=new_name, context=context
-        ),
-        config_diff=unified_diff(
-            config_text(old.config),
-            config_text(new.config),
-            old_name=f"{old_name}/config",
-            new_name=f"{new_name}/config",
-            context=context,
-        ),
+        content_diff=content_diff,
+        config_diff=config_diff,
         model_changed=old.model != new.model,
         from_model=old.model,
         to_model=new.model,
+        line_diff=content_plain or config_plain,
     )
 
 
@@ -154,56 +247,22 @@ def version_sections(content: VersionContent) -> dict[str, list[str]]:
 
 
 def side_by_side(old_lines: Sequence[str], new_lines: Sequence[str]) -> list[Row]:
-    if sum(map(len, old_lines)) + sum(map(len, new_lines)) > LINE_DIFF_ABOVE:
-        return _line_diff(old_lines, new_lines)
     rows: list[Row] = []
-    budget = CHARACTER_MARK_BUDGET
-    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    matcher = line_matcher(old_lines, new_lines, autojunk=False)
+    opcodes = matcher.get_opcodes()
+    budget = matcher.budget  # what matching the lines left for marking characters
+    for tag, i1, i2, j1, j2 in opcodes:
         if tag == "equal":
             rows.extend(_equal(i, j, old_lines[i]) for i, j in zip(range(i1, i2), range(j1, j2), strict=True))
-        elif tag == "delete":
-            rows.extend(_deleted(i, old_lines[i]) for i in range(i1, i2))
-        elif tag == "insert":
-            rows.extend(_inserted(j, new_lines[j]) for j in range(j1, j2))
-        else:
-            for i, j in zip_longest(range(i1, i2), range(j1, j2)):
-                if i is None:
-                    rows.append(_inserted(j, new_lines[j]))
-                elif j is None:
-                    rows.append(_deleted(i, old_lines[i]))
-                else:
-                    cost = len(old_lines[i]) * len(new_lines[j])
-                    if cost <= budget:
-                        budget -= cost
-                        old, new = _changed_parts(old_lines[i], new_lines[j])
-                    else:
-                        old, new = _whole(old_lines[i]), _whole(new_lines[j])
-                    rows.append(Row("replace", i + 1, old, j + 1, new))
-    return rows
-
-
-def _line_diff(old_lines: Sequence[str], new_lines: Sequence[str]) -> list[Row]:
-    """In linear time: the lines both sides start and end with are unchanged, the rest changed."""
-    head = 0
-    while head < min(len(old_lines), len(new_lines)) and old_lines[head] == new_lines[head]:
-        head += 1
-    tail = 0
-    while (
-        tail < min(len(old_lines), len(new_lines)) - head
-        and old_lines[len(old_lines) - 1 - tail] == new_lines[len(new_lines) - 1 - tail]
-    ):
-        tail += 1
-    rows = [_equal(i, i, old_lines[i]) for i in range(head)]
-    for i, j in zip_longest(range(head, len(old_lines) - tail), range(head, len(new_lines) - tail)):
-        if i is None:
-            rows.append(_inserted(j, new_lines[j]))
-        elif j is None:
-            rows.append(_deleted(i, old_lines[i]))
-        else:
-            rows.append(Row("replace", i + 1, _whole(old_lines[i]), j + 1, _whole(new_lines[j])))
-    shift = len(new_lines) - len(old_lines)
-    rows.extend(_equal(i, i + shift, old_lines[i]) for i in range(len(old_lines) - tail, len(old_lines)))
+            continue
+        for i, j in zip_longest(range(i1, i2), range(j1, j2)):
+            if i is None:
+                rows.append(_inserted(j, new_lines[j]))
+            elif j is None:
+                rows.append(_deleted(i, old_lines[i]))
+            else:
+                old, new, budget = _marked(old_lines[i], new_lines[j], budget)
+                rows.append(Row("replace", i + 1, old, j + 1, new))
     return rows
 
 
@@ -273,10 +332,14 @@ def _whole(line: str) -> tuple[Segment, ...]:
     return (Segment(line, True),)
 
 
-def _changed_parts(old: str, new: str) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
-    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
-    if matcher.ratio() < FRAGMENT_RATIO:
-        return _whole(old), _whole(new)
+def _marked(old: str, new: str, budget: int) -> tuple[tuple[Segment, ...], tuple[Segment, ...], int]:
+    """Two paired lines with the characters that changed marked, and what is left of the budget.
+    Lines that differ too much, or once the budget is spent, are marked whole."""
+    if budget < 0:
+        return _whole(old), _whole(new), budget
+    matcher = BoundedMatcher(old, new, budget=budget, autojunk=False)
+    if matcher.ratio() < FRAGMENT_RATIO or matcher.plain:
+        return _whole(old), _whole(new), matcher.budget
     old_parts: list[Segment] = []
     new_parts: list[Segment] = []
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -284,4 +347,4 @@ def _changed_parts(old: str, new: str) -> tuple[tuple[Segment, ...], tuple[Segme
             old_parts.append(Segment(old[i1:i2], tag != "equal"))
         if j2 > j1:
             new_parts.append(Segment(new[j1:j2], tag != "equal"))
-    return tuple(old_parts), tuple(new_parts)
+    return tuple(old_parts), tuple(new_parts), matcher.budget

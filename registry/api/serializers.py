@@ -104,6 +104,11 @@ class VersionDiffSerializer(serializers.Serializer):  # type: ignore[type-arg]
     from_model = serializers.CharField()
     to_model = serializers.CharField()
     identical = serializers.BooleanField()
+    line_diff = serializers.BooleanField(
+        help_text="true when a diff is a plain line diff: the versions are over 64 Ki characters "
+        "(a text's two sides together) or too costly to match line by line, so the lines between "
+        "their common first and last lines are all shown removed and added"
+    )
 
 
 # --- requests ---------------------------------------------------------------------------------

@@ -179,6 +179,8 @@ class VersionDetailView(APIView):
 class VersionDiffView(APIView):
     @extend_schema(
         summary="Unified diff of content and config between two versions",
+        description="Above 64 Ki characters (a text's two sides together), or when matching the lines "
+        "would take too long, a diff is a plain line diff and `line_diff` is true.",
         parameters=[
             OpenApiParameter(
                 "against", int, description="the version to compare with (default: the one before)"

@@ -1,3 +1,4 @@
+import difflib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -185,12 +186,17 @@ def test_the_diff_shows_content_and_config_changes_between_two_versions(alice_ap
     assert response.status_code == 200
     body = response.json()
     assert (body["from_version"], body["to_version"]) == (1, 2)
-    assert "-Hello {{name}}\n+Hello {{name}}!\n" in body["content_diff"]
-    assert body["content_diff"].startswith("--- v1\n+++ v2\n")
+    assert body["content_diff"] == "".join(
+        difflib.unified_diff(["Hello {{name}}\n", "Bye\n"], ["Hello {{name}}!\n", "Bye\n"], "v1", "v2")
+    )
+    assert body["content_diff"].startswith(
+        "--- v1\n+++ v2\n@@ -1,2 +1,2 @@\n-Hello {{name}}\n+Hello {{name}}!\n"
+    )
     assert '-  "temperature": 0.2\n+  "temperature": 0.5\n' in body["config_diff"]
     assert body["model_changed"] is True
     assert (body["from_model"], body["to_model"]) == ("gpt-4o-mini", "o1")
     assert body["identical"] is False
+    assert body["line_diff"] is False
 
 
 @pytest.mark.django_db

@@ -1,17 +1,21 @@
 """How two versions differ, as unified diffs and side by side (registry/diff.py, pure)."""
 
+import difflib
 import re
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from registry.diff import (
+    LINE_DIFF_ABOVE,
     NO_NEWLINE,
+    BoundedMatcher,
     Segment,
     VersionContent,
     collapse,
     compare,
     content_text,
+    diff_lines,
     side_by_side,
     unified_diff,
     version_diff,
@@ -51,22 +55,88 @@ def apply_patch(old: str, patch: str) -> str:
     return "".join(result)
 
 
-@given(old=texts, new=texts)
+# Lines so long that a few of them are over LINE_DIFF_ABOVE: their diff is the plain line diff.
+long_texts = st.lists(st.sampled_from(["a" * 9_000, "b" * 9_000, "c", "", "{{x}}"]), max_size=16).map(
+    "\n".join
+)
+
+
+def patch_lines(patch: str, sign: str) -> list[str]:
+    return [line[1:] for line in patch.split("\n")[2:] if line.startswith(sign)]
+
+
+@given(old=texts | long_texts, new=texts | long_texts)
 def test_applying_the_content_diff_to_the_old_text_gives_the_new_text(old, new):
-    patch = unified_diff(old, new, old_name="v1", new_name="v2")
+    patch, line_diff = unified_diff(old, new, old_name="v1", new_name="v2")
 
     assert apply_patch(old, patch) == new if patch else old == new
+    assert line_diff == (bool(patch) and sum(map(len, diff_lines(old) + diff_lines(new))) > LINE_DIFF_ABOVE)
 
 
-@given(text=texts)
+@given(old=texts | long_texts, new=texts | long_texts)
+def test_a_diff_removes_only_old_lines_adds_only_new_ones_and_stays_within_twice_the_texts(old, new):
+    patch, _ = unified_diff(old, new, old_name="v1", new_name="v2")
+
+    assert set(patch_lines(patch, "-")) <= set(old.split("\n"))
+    assert set(patch_lines(patch, "+")) <= set(new.split("\n"))
+    assert len(patch) <= 2 * (len(old) + len(new)) + 2 * len(NO_NEWLINE) + 64
+
+
+@given(old=texts, new=texts)
+def test_within_the_bounds_the_diff_is_the_one_difflib_writes(old, new):
+    expected = "".join(difflib.unified_diff(diff_lines(old), diff_lines(new), fromfile="v1", tofile="v2"))
+
+    assert unified_diff(old, new, old_name="v1", new_name="v2") == (expected, False)
+
+
+items = st.lists(st.sampled_from("abcd"), max_size=40)
+
+
+@given(a=items, b=items, budget=st.integers(-1, 300))
+def test_a_matcher_out_of_budget_keeps_the_common_ends_and_shows_the_rest_changed(a, b, budget):
+    matcher = BoundedMatcher(a, b, budget=budget, autojunk=False)
+
+    opcodes = matcher.get_opcodes()
+
+    i = j = 0
+    for tag, i1, i2, j1, j2 in opcodes:
+        assert (i1, j1) == (i, j)
+        assert a[i1:i2] == b[j1:j2] if tag == "equal" else a[i1:i2] or b[j1:j2]
+        i, j = i2, j2
+    assert (i, j) == (len(a), len(b))
+    assert matcher.plain == (matcher.budget < 0)
+    if not matcher.plain:
+        assert opcodes == difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    else:
+        changed = [(i1, i2, j1, j2) for tag, i1, i2, j1, j2 in opcodes if tag != "equal"]
+        assert len(changed) <= 1
+        for i1, i2, j1, j2 in changed:
+            assert i1 == j1 and len(a) - i2 == len(b) - j2  # after the common start, before the common end
+            assert not (i2 > i1 and j2 > j1) or a[i1] != b[j1] and a[i2 - 1] != b[j2 - 1]
+
+
+@given(text=texts | long_texts)
 def test_a_text_compared_with_itself_has_an_empty_diff(text):
-    assert unified_diff(text, text, old_name="v1", new_name="v2") == ""
+    assert unified_diff(text, text, old_name="v1", new_name="v2") == ("", False)
 
 
 def test_a_missing_final_newline_shows_in_the_diff():
-    patch = unified_diff("a\n", "a", old_name="v1", new_name="v2")
+    patch, _ = unified_diff("a\n", "a", old_name="v1", new_name="v2")
 
     assert patch == "--- v1\n+++ v2\n@@ -1 +1 @@\n-a\n+a\n\\ No newline at end of file\n"
+
+
+def test_two_large_texts_differ_as_a_plain_line_diff_keeping_their_common_first_and_last_lines():
+    old = "head\n" + "".join(f"old {n}\n" for n in range(10_000)) + "tail\n"
+    new = "head\n" + "".join(f"new {n}\n" for n in range(10_000)) + "tail\n"
+
+    patch, line_diff = unified_diff(old, new, old_name="v1", new_name="v2")
+
+    assert line_diff
+    assert patch.startswith("--- v1\n+++ v2\n@@ -1,10002 +1,10002 @@\n head\n-old 0\n-old 1\n")
+    assert patch.endswith(
+        "-old 9999\n+new 0\n" + "".join(f"+new {n}\n" for n in range(1, 10_000)) + " tail\n"
+    )
 
 
 @given(config=st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=6))
@@ -77,7 +147,7 @@ def test_config_key_order_never_shows_in_a_diff(config):
 
     diff = version_diff(old, new)
 
-    assert diff.identical
+    assert diff.identical and not diff.line_diff
     assert (diff.from_version, diff.to_version) == (1, 2)
 
 
