@@ -1,6 +1,9 @@
 """The error shape of core.errors, described for the OpenAPI schema: ``error_responses`` for a
 view's ``extend_schema``, ``error_response`` where the answer carries headers too (written as
-OpenAPI: ``access.api.schema``, the stream's ``serving.api.schema``)."""
+OpenAPI: ``access.api.schema``, the stream's ``serving.api.schema``).
+
+The answers of access control (401, 429, 503) are not a view's to describe: the API's schema
+class adds them to every operation they can come from (``access.api.schema``)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from rest_framework import serializers
 
 ERROR_MEANINGS = {
     400: "Invalid input (validation_error, parse_error, too_large).",
-    401: "Missing, invalid or revoked API key.",
     403: "The key lacks the scope, or the user does not own the prompt.",
     404: "No such object.",
     405: "The method is not allowed here.",

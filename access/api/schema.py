@@ -21,8 +21,9 @@ from drf_spectacular.openapi import AutoSchema
 
 from access.authentication import ApiKeyAuthentication
 from access.throttling import rate_kind
-from core.api_schema import ERROR_MEANINGS, RETRY_AFTER, WWW_AUTHENTICATE, ErrorSerializer, error_response
+from core.api_schema import RETRY_AFTER, WWW_AUTHENTICATE, ErrorSerializer, error_response
 
+UNAUTHENTICATED = "Missing, invalid or revoked API key."
 UNAVAILABLE = (
     "unavailable: a dependency fails (PostgreSQL, Redis), so an unknown key, or the state the "
     "answer comes from, could not be confirmed."
@@ -40,6 +41,11 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignor
             "description": "An API key: `Authorization: Bearer pr_…` (manage.py create_api_key or "
             "POST /api/v1/keys).",
         }
+
+
+def unauthenticated_response() -> dict[str, Any]:
+    """401 ``unauthenticated``, telling how to authenticate (``WWW-Authenticate``)."""
+    return error_response(UNAUTHENTICATED, WWW_AUTHENTICATE)
 
 
 def rate_limited_response(kind: str, *, per_key: bool = True, wrong_keys: bool = True) -> dict[str, Any]:
@@ -71,7 +77,7 @@ class AccessAutoSchema(AutoSchema):
         self.resolve_serializer(ErrorSerializer, "response")  # the Error component the answers refer to
         answers = {}
         if keyed:
-            answers["401"] = error_response(ERROR_MEANINGS[401], WWW_AUTHENTICATE)
+            answers["401"] = unauthenticated_response()
             answers["503"] = error_response(UNAVAILABLE, RETRY_AFTER)
         if keyed or throttled:
             answers["429"] = rate_limited_response(rate_kind(self.view), per_key=throttled, wrong_keys=keyed)

@@ -31,7 +31,7 @@ class ApiKeyListView(GenericAPIView):  # type: ignore[type-arg]
 
     @extend_schema(
         summary="List API keys (admin)",
-        responses={200: ApiKeySerializer(many=True), **error_responses(401, 403, 404)},
+        responses={200: ApiKeySerializer(many=True), **error_responses(403, 404)},
     )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(apikey_list())
@@ -43,7 +43,7 @@ class ApiKeyListView(GenericAPIView):  # type: ignore[type-arg]
         "whose `prompts` match only prompts you own: each prefix is expanded to the names of the "
         "prompts you own that it matches (403 `prompt_not_allowed` if it matches another's).",
         request=ApiKeyCreateSerializer,
-        responses={201: ApiKeyCreatedSerializer, **error_responses(400, 401, 403, 413, 415)},
+        responses={201: ApiKeyCreatedSerializer, **error_responses(400, 403, 413, 415)},
     )
     def post(self, request: Request) -> Response:
         body = json_object(request, ApiKeyCreateSerializer)
@@ -64,7 +64,7 @@ class ApiKeyDetailView(APIView):
     @extend_schema(
         summary="Revoke an API key (admin)",
         request=ApiKeyRevokeSerializer,
-        responses={200: ApiKeySerializer, **error_responses(400, 401, 403, 404, 413, 415)},
+        responses={200: ApiKeySerializer, **error_responses(400, 403, 404, 413, 415)},
     )
     def delete(self, request: Request, key_id: int) -> Response:
         body = json_object(request, ApiKeyRevokeSerializer)

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from access.permissions import prompt_limits_of
-from core.api_schema import ErrorSerializer, error_responses
+from core.api_schema import ErrorSerializer
 from core.metrics import (
     event_batches_refused_total,
     events_accepted,
@@ -41,7 +41,6 @@ class EventsView(APIView):
         responses={
             202: IngestResultSerializer,
             400: OpenApiResponse(ErrorSerializer, "invalid events: details list index, field, reason"),
-            **error_responses(401),
             403: OpenApiResponse(
                 ErrorSerializer,
                 "prompt_not_allowed: events (or late scores' calls) of other prompts, listed as in a 400",

@@ -45,8 +45,8 @@ from registry.selectors import (
 from registry.services import label_delete, label_move, prompt_create, prompt_update, version_create
 from registry.validation import validate_label_name
 
-READ_ERRORS = error_responses(401, 403, 404)
-WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415)
+READ_ERRORS = error_responses(403, 404)
+WRITE_ERRORS = error_responses(400, 403, 404, 409, 413, 415)
 
 
 class PromptListView(GenericAPIView):  # type: ignore[type-arg]
@@ -59,7 +59,7 @@ class PromptListView(GenericAPIView):  # type: ignore[type-arg]
             OpenApiParameter("owner", str, description="a user name (also through groups) or group:NAME"),
             OpenApiParameter("search", str, description="in names and descriptions, any case"),
         ],
-        responses={200: PromptSerializer(many=True), **error_responses(400, 401, 403, 404)},
+        responses={200: PromptSerializer(many=True), **error_responses(400, 403, 404)},
     )
     def get(self, request: Request) -> Response:
         prompts = prompt_list(
@@ -98,7 +98,7 @@ class PromptDetailView(APIView):
                 serializers=[PromptSerializer, VersionSerializer],
                 resource_type_field_name=None,
             ),
-            **error_responses(400, 401, 403, 404),
+            **error_responses(400, 403, 404),
         },
     )
     def get(self, request: Request, name: str) -> Response:
@@ -186,7 +186,7 @@ class VersionDiffView(APIView):
                 "against", int, description="the version to compare with (default: the one before)"
             ),
         ],
-        responses={200: VersionDiffSerializer, **error_responses(400, 401, 403, 404)},
+        responses={200: VersionDiffSerializer, **error_responses(400, 403, 404)},
     )
     def get(self, request: Request, name: str, number: int) -> Response:
         against = query_positive_int(request, "against")

@@ -31,9 +31,9 @@ from rollouts.api.serializers import (
 from rollouts.as_json import rollout_json
 from rollouts.models import Rollout
 
-READ_ERRORS = error_responses(401, 403, 404)
-LIST_ERRORS = error_responses(400, 401, 403, 404)
-WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 415)
+READ_ERRORS = error_responses(403, 404)
+LIST_ERRORS = error_responses(400, 403, 404)
+WRITE_ERRORS = error_responses(400, 403, 404, 409, 413, 415)
 
 
 def _page(request: Request, view: APIView, items: Any, to_json: Callable[[Any], Any]) -> Response:
@@ -198,7 +198,7 @@ class WebhooksView(APIView):
         return _page(request, self, selectors.webhook_list(), webhook_json)
 
     @extend_schema(
-        request=WebhookCreateRequest, responses={201: WebhookOut, **error_responses(400, 401, 403, 413, 415)}
+        request=WebhookCreateRequest, responses={201: WebhookOut, **error_responses(400, 403, 413, 415)}
     )
     def post(self, request: Request) -> Response:
         data = _body(WebhookCreateRequest, request)

@@ -60,7 +60,7 @@ class OverridesView(APIView):
             200: inline_serializer(
                 "OverrideList", {"overrides": serializers.ListField(child=OVERRIDE_SCHEMA)}
             ),
-            **error_responses(401, 403, 404),
+            **error_responses(403, 404),
         },
     )
     def get(self, request: Request, name: str) -> Response:
@@ -70,7 +70,7 @@ class OverridesView(APIView):
     @extend_schema(
         summary="Serve a unit, or callers with an attribute value, a version or a rollout arm",
         request=OverrideCreateRequest,
-        responses={201: OVERRIDE_SCHEMA, **error_responses(400, 401, 403, 404, 409, 413, 415)},
+        responses={201: OVERRIDE_SCHEMA, **error_responses(400, 403, 404, 409, 413, 415)},
         examples=[
             OpenApiExample(
                 "QA sees the candidate",
@@ -109,7 +109,7 @@ class OverrideView(APIView):
     @extend_schema(
         summary="End an override now",
         request=OverrideDeleteRequest,
-        responses={204: None, **error_responses(400, 401, 403, 404, 413, 415)},
+        responses={204: None, **error_responses(400, 403, 404, 413, 415)},
     )
     def delete(self, request: Request, name: str, override_id: int) -> Response:
         body = json_object(request, OverrideDeleteRequest)

@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from access.api.schema import rate_limited_response
-from core.api_schema import ERROR_MEANINGS, RETRY_AFTER, WWW_AUTHENTICATE, error_response
+from access.api.schema import rate_limited_response, unauthenticated_response
+from core.api_schema import RETRY_AFTER, error_response
 from serving.snapshot_changes import (
     KEEPALIVE,
     SNAPSHOT_FORMAT,
@@ -96,7 +96,7 @@ STREAM_OPERATION = {
             "headers": {"Cache-Control": {"schema": {"type": "string", "enum": ["no-store"]}}},
             "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}},
         },
-        "401": error_response(ERROR_MEANINGS[401], WWW_AUTHENTICATE),
+        "401": unauthenticated_response(),
         "403": error_response("The key lacks the read scope."),
         "429": rate_limited_response("serve"),  # as a connect counts (serving.stream_asgi)
         "503": error_response("The keys could not be confirmed (Redis and PostgreSQL failing).", RETRY_AFTER),

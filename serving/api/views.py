@@ -119,7 +119,7 @@ class ResolveView(APIView):
         responses={
             200: RESOLVED_SCHEMA,
             304: OpenApiResponse(description="If-None-Match matched the ETag"),
-            **error_responses(400, 401, 403, 404),
+            **error_responses(400, 403, 404),
         },
     )
     def get(self, request: Request, name: str) -> HttpResponse:
@@ -182,7 +182,7 @@ class RenderView(APIView):
                 ),
             },
         ),
-        responses={200: RENDERED_SCHEMA, **error_responses(400, 401, 403, 404, 413, 415)},
+        responses={200: RENDERED_SCHEMA, **error_responses(400, 403, 404, 413, 415)},
         examples=[
             OpenApiExample(
                 "Filled in for a user",
@@ -267,7 +267,7 @@ class SnapshotView(APIView):
         responses={
             200: OpenApiTypes.OBJECT,
             304: OpenApiResponse(description="If-None-Match matched the ETag"),
-            **error_responses(401, 403),
+            **error_responses(403),
         },
     )
     def get(self, request: Request) -> HttpResponse:

@@ -8,7 +8,7 @@ import re
 import pytest
 from django.urls import Resolver404, path, resolve
 from drf_spectacular.generators import SchemaGenerator
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from drf_spectacular.validation import validate_schema
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
@@ -143,3 +143,21 @@ def test_an_operation_lists_only_the_access_answers_its_view_can_give(view, list
         assert counted in description and " or of " not in description
         kind = getattr(view, "throttle_scope", "api")
         assert f"`PROMPTRAMP_RATE_{kind.upper()}`" in description
+
+
+class _KeyedDescribing401(_KeyedUnthrottled):
+    @extend_schema(
+        responses={200: ErrorSerializer, 401: OpenApiResponse(ErrorSerializer, "A probe's own 401.")}
+    )
+    def get(self, request):
+        return Response({})
+
+
+def test_a_401_the_view_describes_keeps_its_description_and_gains_www_authenticate():
+    probe = path("probe", _KeyedDescribing401.as_view())
+    responses = SchemaGenerator(patterns=[probe]).get_schema(request=None, public=True)["paths"]["/probe"][
+        "get"
+    ]["responses"]
+
+    assert responses["401"]["description"] == "A probe's own 401."
+    _assert_header(responses["401"], "WWW-Authenticate")
