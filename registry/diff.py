@@ -13,7 +13,8 @@ can cost the cube of their number, so it runs in a ``BoundedMatcher`` that count
 ``MATCH_BUDGET`` steps, a diff is a plain line diff: the common first and last lines kept, the
 lines between shown as changed (removed and added; side by side, nothing marked inside them).
 Side by side, the characters inside changed lines are marked with what the line search left of
-the budget; past it a changed line is marked whole.
+the budget; past it a changed line is marked whole. Either way says whether it is the plain line
+diff (``VersionDiff.line_diff``, ``Section.line_diff``).
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ class Row:
 class Section:
     title: str
     rows: tuple[Row, ...]
+    line_diff: bool  # the rows are the plain line diff (too large, or too costly to match)
 
     @property
     def changed(self) -> bool:
@@ -247,8 +249,15 @@ def version_sections(content: VersionContent) -> dict[str, list[str]]:
 
 
 def side_by_side(old_lines: Sequence[str], new_lines: Sequence[str]) -> list[Row]:
+    """Two texts' lines as rows, before ``compare`` folds and cuts them."""
+    return _matched_rows(line_matcher(old_lines, new_lines, autojunk=False))
+
+
+def _matched_rows(matcher: BoundedMatcher[str]) -> list[Row]:
+    """The rows of the lines a ``line_matcher`` matched (after which its ``plain`` says whether
+    they are the plain line diff)."""
+    old_lines, new_lines = matcher.sides
     rows: list[Row] = []
-    matcher = line_matcher(old_lines, new_lines, autojunk=False)
     opcodes = matcher.get_opcodes()
     budget = matcher.budget  # what matching the lines left for marking characters
     for tag, i1, i2, j1, j2 in opcodes:
@@ -302,10 +311,14 @@ def compare(old: dict[str, list[str]], new: dict[str, list[str]], *, context: in
     """Sections of two versions side by side; a section only one side has is compared with nothing.
     A section keeps its first ``MAX_ROWS`` rows, then a "cut" row counting the rest."""
     titles = list(old) + [title for title in new if title not in old]
-    return [
-        Section(title, _cut(collapse(side_by_side(old.get(title, []), new.get(title, [])), context=context)))
-        for title in titles
-    ]
+    return [_section(title, old.get(title, []), new.get(title, []), context=context) for title in titles]
+
+
+def _section(title: str, old_lines: Sequence[str], new_lines: Sequence[str], *, context: int) -> Section:
+    matcher = line_matcher(old_lines, new_lines, autojunk=False)
+    rows = _matched_rows(matcher)
+    line_diff = matcher.plain and any(row.kind != "equal" for row in rows)  # as unified_diff says it
+    return Section(title, _cut(collapse(rows, context=context)), line_diff)
 
 
 def _cut(rows: list[Row]) -> tuple[Row, ...]:
