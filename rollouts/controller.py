@@ -25,7 +25,7 @@ from rollouts.plan import Plan, TrafficCheck, parse_gates
 from rollouts.selectors import rollout_list_claimed
 from rollouts.sources import RolloutArms, read_windows
 from rollouts.stats import CLOCK_ALLOWANCE
-from rollouts.transitions import rollout_apply_decision
+from rollouts.transitions import rollout_apply_decisions
 
 CONTROLLER = Actor(user_id=None, name="system", is_admin=True, via="controller")
 
@@ -70,19 +70,20 @@ def rollout_decide(*, rollout: Rollout, now: datetime, promote: bool = False) ->
 def rollout_evaluate_many(*, rollout_ids: Sequence[int], now: datetime | None = None) -> dict[int, Decision]:
     """Controller evaluations of several rollouts in one transaction: lock the running ones that
     no other worker is evaluating (the others are skipped: absent from the result), read each
-    one's step statistics, decide, apply. Evaluating again on the same inputs changes nothing.
-    Once committed, its verdicts and time are counted (``rollouts.metrics``)."""
+    one's step statistics and decide, then apply the decisions together (their transitions
+    stored with a few statements). Evaluating again on the same inputs changes nothing. Once
+    committed, its verdicts and time are counted (``rollouts.metrics``)."""
     started = time.monotonic()
     moment = now or timezone.now()
     decisions: dict[int, Decision] = {}
     with transaction.atomic():
         rollouts = list(rollout_list_claimed(rollout_ids=rollout_ids, state=Rollout.State.RUNNING))
-        holds = []
         for rollout in rollouts:
-            decision = decisions[rollout.pk] = rollout_decide(rollout=rollout, now=moment)
-            if rollout_apply_decision(rollout=rollout, decision=decision, actor=CONTROLLER, now=moment):
-                continue
-            holds.append(rollout)
+            decisions[rollout.pk] = rollout_decide(rollout=rollout, now=moment)
+        transitions = rollout_apply_decisions(
+            decided=[(rollout, decisions[rollout.pk]) for rollout in rollouts], actor=CONTROLLER, now=moment
+        )
+        holds = [rollout for rollout, moved in zip(rollouts, transitions, strict=True) if moved is None]
         if holds:
             if len(holds) == len(rollouts):
                 # Only the latest verdicts and conditions change: no need to wait for the WAL

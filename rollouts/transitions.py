@@ -4,18 +4,22 @@ audit entry, outbox rows for webhooks and the serving state's generation bump; o
 it is counted in ``promptramp_rollout_transitions_total``.
 
 The caller has locked the rollout row and checked its state (rollouts.services for a person's
-actions, rollouts.controller for the controller's evaluations).
+actions, rollouts.controller for the controller's evaluations). The controller applies a whole
+evaluation's decisions at once (`rollout_apply_decisions`): their transitions are written with a
+few statements, one read of the webhooks, one announcement of the serving state naming every
+prompt that changed, and one count.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from audit.actions import AuditAction
-from audit.services import audit_record
+from audit.services import audit_entry, audit_record_many
 from core.actors import Actor
 from core.cluster_metrics import record
 from core.state_cache import SERVING_STATE, state_changed
@@ -25,9 +29,23 @@ from rollouts.engine import Action, Decision
 from rollouts.figures import percent_value
 from rollouts.metrics import transition_counted
 from rollouts.models import Rollout, RolloutTransition
-from rollouts.webhooks import outbox_enqueue
+from rollouts.webhooks import outbox_enqueue_transitions
 
 S = Rollout.State
+# What a transition may change of a rollout (the state, its reason, the latest verdicts and
+# conditions, and the ``changes`` its callers pass).
+CHANGED_FIELDS = (
+    "state",
+    "reason",
+    "last_verdicts",
+    "last_conditions",
+    "last_evaluated_at",
+    "step_index",
+    "percent",
+    "started_at",
+    "step_started_at",
+    "ended_at",
+)
 
 
 def rollout_transition(
@@ -43,6 +61,33 @@ def rollout_transition(
 ) -> RolloutTransition:
     """Move a locked rollout to ``to_state`` (with ``changes`` to its fields) and record it, with
     what the ``decision`` that made it checked."""
+    moved = _move(
+        rollout=rollout,
+        actor=actor,
+        event=event,
+        to_state=to_state,
+        now=now,
+        reason=reason,
+        decision=decision,
+        changes=changes,
+    )
+    return _record([moved], actor=actor)[0]
+
+
+def _move(
+    *,
+    rollout: Rollout,
+    actor: Actor,
+    event: str,
+    to_state: str,
+    now: datetime,
+    reason: str,
+    decision: Decision | None,
+    changes: dict[str, Any],
+) -> RolloutTransition:
+    """Change the rollout's fields (in memory) and make its transition (not stored yet: `_record`)."""
+    unknown = set(changes) - set(CHANGED_FIELDS)
+    assert not unknown, f"a transition does not change {unknown}"
     from_state = rollout.state
     rollout.state = to_state
     if to_state in (S.PAUSED, S.SUCCEEDED, S.ROLLED_BACK, S.ABORTED):
@@ -57,8 +102,7 @@ def rollout_transition(
         rollout.last_verdicts, rollout.last_conditions, rollout.last_evaluated_at = verdicts, conditions, now
     for field, value in changes.items():
         setattr(rollout, field, value)
-    rollout.save()
-    transition = RolloutTransition.objects.create(
+    return RolloutTransition(
         rollout=rollout,
         at=now,
         event=event,
@@ -71,26 +115,60 @@ def rollout_transition(
         verdicts=verdicts,
         conditions=conditions,
     )
-    audit_record(
-        actor=actor,
-        action=AuditAction.of_rollout_event(event),
-        prompt_name=rollout.prompt.name,
-        object_type="rollout",
-        object_id=rollout.pk,
-        reason=reason,
-        data={
-            "from_state": from_state,
-            "to_state": to_state,
-            "step_index": rollout.step_index,
-            "percent": percent_value(rollout.percent),
-            "verdicts": verdicts,
-        },
+
+
+def _record(transitions: Sequence[RolloutTransition], *, actor: Actor) -> list[RolloutTransition]:
+    """Store the transitions `_move` made, by ``actor``, and what each one writes — the rollout's
+    row, the transition's, an audit entry, outbox rows — with one statement of each kind for them
+    all; once committed, announce the serving state's change (one announcement naming their
+    prompts) and count them."""
+    if not transitions:
+        return []
+    _store_rollouts([t.rollout for t in transitions])
+    stored = RolloutTransition.objects.bulk_create(transitions)
+    audit_record_many(
+        [
+            audit_entry(
+                actor=actor,
+                action=AuditAction.of_rollout_event(t.event),
+                prompt_name=t.rollout.prompt.name,
+                object_type="rollout",
+                object_id=t.rollout.pk,
+                reason=t.reason,
+                data={
+                    "from_state": t.from_state,
+                    "to_state": t.to_state,
+                    "step_index": t.step_index,
+                    "percent": percent_value(t.percent),
+                    "verdicts": t.verdicts,
+                },
+            )
+            for t in stored
+        ]
     )
-    outbox_enqueue(rollout=rollout, transition=transition)
-    state_changed(SERVING_STATE, [rollout.prompt.name])
-    counted = transition_counted(kind=event, actor=actor)
-    transaction.on_commit(lambda: record(counted))
-    return transition
+    outbox_enqueue_transitions(transitions=stored)
+    state_changed(SERVING_STATE, [t.rollout.prompt.name for t in stored])
+    counts: dict[str, float] = {}
+    for t in stored:
+        for field, amount in transition_counted(kind=t.event, actor=actor):
+            counts[field] = counts.get(field, 0.0) + amount
+    transaction.on_commit(lambda: record(list(counts.items())))
+    return stored
+
+
+def _store_rollouts(rollouts: Sequence[Rollout]) -> None:
+    """Write the `CHANGED_FIELDS` of the rollouts: one UPDATE per row, sent together (psycopg
+    pipelines ``executemany``); Django's ``bulk_update`` costs more to build than the updates."""
+    fields = [field for field in Rollout._meta.concrete_fields if field.name in CHANGED_FIELDS]
+    quote = connection.ops.quote_name
+    sets = ", ".join(f"{quote(field.name)} = %s" for field in fields)  # no foreign key: name = column
+    sql = f"UPDATE {quote(Rollout._meta.db_table)} SET {sets} WHERE id = %s"
+    rows = [
+        [field.get_db_prep_save(getattr(rollout, field.name), connection) for field in fields] + [rollout.pk]
+        for rollout in rollouts
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def rollout_end(
@@ -104,6 +182,29 @@ def rollout_end(
     decision: Decision | None = None,
 ) -> RolloutTransition:
     """Rollback or abort: every user back on the baseline, which stays (or is again) production."""
+    ended = _end(
+        rollout=rollout,
+        actor=actor,
+        event=event,
+        to_state=to_state,
+        now=now,
+        reason=reason,
+        decision=decision,
+    )
+    return _record([ended], actor=actor)[0]
+
+
+def _end(
+    *,
+    rollout: Rollout,
+    actor: Actor,
+    event: str,
+    to_state: str,
+    now: datetime,
+    reason: str,
+    decision: Decision | None,
+) -> RolloutTransition:
+    """`rollout_end`'s label move (stored) and transition (not yet: `_record`)."""
     production = Label.objects.filter(prompt=rollout.prompt, name=PRODUCTION).first()
     if production is None or production.version_id != rollout.baseline_id:
         label_move(
@@ -114,7 +215,7 @@ def rollout_end(
             reason=f"rollout {rollout.pk} {event.replace('_', ' ')}",
             system=True,
         )
-    return rollout_transition(
+    return _move(
         rollout=rollout,
         actor=actor,
         event=event,
@@ -122,8 +223,7 @@ def rollout_end(
         now=now,
         reason=reason,
         decision=decision,
-        percent=0,
-        ended_at=now,
+        changes={"percent": 0, "ended_at": now},
     )
 
 
@@ -134,13 +234,29 @@ def rollout_apply_decision(
     a transition (returned). A hold changes only the latest verdicts and conditions, set on
     ``rollout`` for the caller to store (`rollout_evaluate_many` stores a whole batch's in one
     UPDATE). ``reason`` (a person's) is kept beside the engine's explanation."""
+    return rollout_apply_decisions(decided=[(rollout, decision)], actor=actor, now=now, reason=reason)[0]
+
+
+def rollout_apply_decisions(
+    *, decided: Sequence[tuple[Rollout, Decision]], actor: Actor, now: datetime, reason: str = ""
+) -> list[RolloutTransition | None]:
+    """`rollout_apply_decision` for each (rollout, decision), in order; the transitions are
+    stored together (`_record`)."""
+    moved = [_apply(rollout, decision, actor=actor, now=now, reason=reason) for rollout, decision in decided]
+    stored = iter(_record([t for t in moved if t is not None], actor=actor))
+    return [None if t is None else next(stored) for t in moved]
+
+
+def _apply(
+    rollout: Rollout, decision: Decision, *, actor: Actor, now: datetime, reason: str
+) -> RolloutTransition | None:
     why = f"{reason} ({decision.reason})" if reason else decision.reason
     if decision.action == Action.HOLD:
         rollout.last_verdicts = [verdict.to_json() for verdict in decision.verdicts]
         rollout.last_conditions, rollout.last_evaluated_at = decision.conditions.to_json(), now
         return None
     if decision.action == Action.ADVANCE:
-        return rollout_transition(
+        return _move(
             rollout=rollout,
             actor=actor,
             event="advanced",
@@ -148,12 +264,10 @@ def rollout_apply_decision(
             now=now,
             reason=why,
             decision=decision,
-            step_index=decision.step_index,
-            percent=decision.percent,
-            step_started_at=now,
+            changes={"step_index": decision.step_index, "percent": decision.percent, "step_started_at": now},
         )
     if decision.action == Action.PAUSE:
-        return rollout_transition(
+        return _move(
             rollout=rollout,
             actor=actor,
             event="paused",
@@ -161,9 +275,10 @@ def rollout_apply_decision(
             now=now,
             reason=why,
             decision=decision,
+            changes={},
         )
     if decision.action == Action.ROLLBACK:
-        return rollout_end(
+        return _end(
             rollout=rollout,
             actor=actor,
             event="rolled_back",
@@ -180,7 +295,7 @@ def rollout_apply_decision(
         reason=f"rollout {rollout.pk} succeeded",
         system=True,
     )
-    return rollout_transition(
+    return _move(
         rollout=rollout,
         actor=actor,
         event="succeeded",
@@ -188,6 +303,5 @@ def rollout_apply_decision(
         now=now,
         reason=why,
         decision=decision,
-        percent=100,
-        ended_at=now,
+        changes={"percent": 100, "ended_at": now},
     )

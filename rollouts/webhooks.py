@@ -2,10 +2,11 @@
 events, what they are sent, and the delivery.
 
 Every transition writes one outbox row per interested webhook in its own transaction
-(`outbox_enqueue`), and so does every event of ``core.events`` (`outbox_enqueue_event`, a
-follower in ``settings.PROMPTRAMP_EVENT_FOLLOWERS``: the registry emits them without importing
-this module); `outbox_deliver_due` (a Celery task, kicked after each transition and run by
-beat) sends them. A message is a JSON POST whose ``text`` reads well in Slack, signed:
+(`outbox_enqueue_transitions`, which takes a controller evaluation's transitions at once), and
+so does every event of ``core.events`` (`outbox_enqueue_event`, a follower in
+``settings.PROMPTRAMP_EVENT_FOLLOWERS``: the registry emits them without importing this module);
+`outbox_deliver_due` (a Celery task, kicked after each transaction that queued messages and run
+by beat) sends them. A message is a JSON POST whose ``text`` reads well in Slack, signed:
 
     X-Promptramp-Timestamp: <unix seconds>
     X-Promptramp-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
@@ -33,7 +34,8 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from celery import current_app
 from django.conf import settings
@@ -209,35 +211,51 @@ def checks_requested_body(rollout: Rollout) -> dict[str, Any]:
     }
 
 
-def outbox_enqueue(*, rollout: Rollout, transition: RolloutTransition) -> int:
-    """Queue the transition's message for every interested webhook, in the caller's transaction.
-    Returns how many were queued; delivery is kicked once the transaction commits."""
-    event, at = f"rollout.{transition.event}", transition.at
-    return _enqueue(event, lambda: message_body(rollout, transition), at, rollout)
+def outbox_enqueue_transitions(*, transitions: Sequence[RolloutTransition]) -> int:
+    """Queue each transition's message for every interested webhook, in the caller's transaction
+    (one read of the webhooks and one insert, however many transitions). Returns how many were
+    queued; delivery is kicked once the transaction commits."""
+    return _enqueue(
+        [
+            _Message(f"rollout.{t.event}", partial(message_body, t.rollout, t), t.at, t.rollout)
+            for t in transitions
+        ]
+    )
 
 
 def outbox_enqueue_checks_requested(*, rollout: Rollout, now: datetime) -> int:
     """Queue ``rollout.checks_requested`` for every interested webhook, in the caller's transaction."""
-    return _enqueue(CHECKS_REQUESTED, lambda: checks_requested_body(rollout), now, rollout)
+    return _enqueue([_Message(CHECKS_REQUESTED, partial(checks_requested_body, rollout), now, rollout)])
 
 
 def outbox_enqueue_event(event: Event) -> None:
     """Queue a ``core.events`` event for every webhook subscribed to it (all events when it names
     none), in the transaction that emits it."""
-    _enqueue(event.name, event.body, event.at, None)
+    _enqueue([_Message(event.name, event.body, event.at, None)])
 
 
-def _enqueue(event: str, message: Callable[[], dict[str, Any]], at: datetime, rollout: Rollout | None) -> int:
-    """``message`` is built only when a webhook wants the event (it reads the rollout again)."""
-    webhooks = list(Webhook.objects.filter(Q(events=[]) | Q(events__contains=[event])))
-    if not webhooks:
-        return 0
-    body = json.dumps(message(), separators=(",", ":"), sort_keys=True)
-    rows = Outbox.objects.bulk_create(
-        Outbox(webhook=webhook, rollout=rollout, event=event, body=body, next_attempt_at=at)
-        for webhook in webhooks
-    )
+class _Message(NamedTuple):
+    event: str
+    body: Callable[[], dict[str, Any]]  # called only when a webhook wants the event (reads the rollout)
+    at: datetime
+    rollout: Rollout | None
+
+
+def _enqueue(messages: Sequence[_Message]) -> int:
+    """One outbox row per message and webhook that wants its event, in order."""
+    events = sorted({message.event for message in messages})
+    webhooks = list(Webhook.objects.filter(Q(events=[]) | Q(events__overlap=events)))
+    rows = []
+    for event, body, at, rollout in messages:
+        wanted = [webhook for webhook in webhooks if not webhook.events or event in webhook.events]
+        if wanted:
+            text = json.dumps(body(), separators=(",", ":"), sort_keys=True)
+            rows += [
+                Outbox(webhook=webhook, rollout=rollout, event=event, body=text, next_attempt_at=at)
+                for webhook in wanted
+            ]
     if rows:
+        Outbox.objects.bulk_create(rows)
         transaction.on_commit(lambda: current_app.send_task(DELIVER_TASK))
     return len(rows)
 

@@ -4,6 +4,7 @@ shown by the API and the admin as they were made."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,16 +16,20 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEntry
+from core.cluster_metrics import KEY as METRICS_KEY
+from core.redis_client import get_redis
+from core.state_cache import SERVING_STATE, changes_key
 from outcomes.validation import TS_CLAMP_SECONDS
 from registry.models import Label
 from rollouts.admin.live_page import condition_rows
-from rollouts.controller import rollout_evaluate, step_window
+from rollouts.controller import rollout_evaluate, rollout_evaluate_many, step_window
 from rollouts.engine import Action, SamplesPerArm
+from rollouts.metrics import TRANSITIONS
 from rollouts.models import Outbox, Rollout, RolloutTransition
 from rollouts.services import rollout_create
 from rollouts.tasks import rollouts_tick
 from rollouts.webhooks import webhook_create
-from tests.factories import actor_for
+from tests.factories import actor_for, make_prompt
 from tests.fakes.langfuse_server import FakeLangfuse
 from tests.rollouts.outcomes import OBSERVE_TRAFFIC, ingest_client, report, report_late_scores
 
@@ -237,6 +242,75 @@ def test_step_without_a_verdict_by_its_max_duration_pauses_naming_the_gates(alic
     paused = reload(rollout)
     assert (paused.state, paused.percent) == ("paused", 10)
     assert "error_rate" in paused.reason and "insufficient_data" in paused.reason
+
+
+@pytest.mark.django_db
+def test_one_evaluation_of_several_rollouts_records_each_transition_in_full(
+    alice, django_capture_on_commit_callbacks
+):
+    admin = actor_for(alice, admin=True)
+    every = webhook_create(actor=admin, url="http://127.0.0.1:9/every", secret="x" * 16)
+    pauses = webhook_create(
+        actor=admin, url="http://127.0.0.1:9/p", secret="x" * 16, events=["rollout.paused"]
+    )
+    webhook_create(actor=admin, url="http://127.0.0.1:9/a", secret="x" * 16, events=["rollout.advanced"])
+    rollouts = {}
+    for name, plan in [
+        ("one", [step(10, max_duration_s=60), step(100, samples=0)]),
+        ("two", [step(10), step(100, samples=0)]),  # no max duration: holds for want of samples
+        ("three", [step(20, max_duration_s=60), step(100, samples=0)]),
+    ]:
+        make_prompt(alice, name=name, versions=2)
+        rollouts[name] = rollout_create(
+            actor=actor_for(alice), prompt_name=name, candidate_version=2, plan=plan, traffic=OBSERVE_TRAFFIC
+        )
+    later = max(reload(r).step_started_at for r in rollouts.values()) + timedelta(seconds=61)
+    redis, counter = get_redis(), TRANSITIONS.by("paused", "controller")[0]
+    paused_before = float(redis.hget(METRICS_KEY, counter) or 0)
+    outbox_before, audit_before = Outbox.objects.count(), AuditEntry.objects.count()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        decisions = rollout_evaluate_many(rollout_ids=[r.pk for r in rollouts.values()], now=later)
+
+    assert {name: decisions[r.pk].action for name, r in rollouts.items()} == {
+        "one": "pause",
+        "two": "hold",
+        "three": "pause",
+    }
+    assert (reload(rollouts["two"]).state, reload(rollouts["two"]).last_evaluated_at) == ("running", later)
+    assert not RolloutTransition.objects.filter(rollout=rollouts["two"], event="paused").exists()
+    for name, percent in [("one", 10), ("three", 20)]:
+        rollout = reload(rollouts[name])
+        assert (rollout.state, rollout.percent, rollout.last_evaluated_at) == ("paused", percent, later)
+        assert "insufficient_data" in rollout.reason
+        [transition] = RolloutTransition.objects.filter(rollout=rollout, event="paused")
+        assert (transition.at, transition.from_state, transition.to_state) == (later, "running", "paused")
+        assert (transition.percent, transition.reason, transition.actor_name) == (
+            percent,
+            rollout.reason,
+            "system",
+        )
+        assert transition.verdicts == rollout.last_verdicts != []
+        [entry] = AuditEntry.objects.filter(action="rollout.paused", object_id=str(rollout.pk))
+        assert (entry.prompt_name, entry.via, entry.reason) == (name, "controller", rollout.reason)
+        assert entry.data == {
+            "from_state": "running",
+            "to_state": "paused",
+            "step_index": 0,
+            "percent": percent,
+            "verdicts": transition.verdicts,
+        }
+        messages = Outbox.objects.filter(rollout=rollout, event="rollout.paused").order_by("id")
+        assert [m.webhook_id for m in messages] == [every.pk, pauses.pk]
+        for message in messages:
+            body = json.loads(message.body)
+            assert (message.next_attempt_at, body["event"]) == (later, "rollout.paused")
+            assert (body["rollout"]["id"], body["transition"]["percent"]) == (rollout.pk, percent)
+    assert Outbox.objects.count() - outbox_before == 4
+    assert AuditEntry.objects.count() - audit_before == 2
+    assert float(redis.hget(METRICS_KEY, counter)) - paused_before == 2
+    newest = redis.zrange(changes_key(SERVING_STATE), -1, -1)[0].decode()
+    assert set(newest.partition(" ")[2].split("\n")) == {"one", "three"}, "one announcement names both"
 
 
 @pytest.mark.django_db
