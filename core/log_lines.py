@@ -1,8 +1,10 @@
 """Where every log line goes: one line per record, JSON (``PROMPTRAMP_LOG_FORMAT=json``, the
-default) or text (``make run``). A record's fields (a dict, its ``time`` a Unix time) are appended
-to a buffer; a thread of the process formats what gathered and writes it to stderr every
-``FLUSH_SECONDS`` in one ``write`` — a request pays for building the dict and appending it, never
-for formatting, a system call, or a wait on the terminal or the log collector.
+default) or text (``make run``). A record's fields (a dict, its ``time`` a Unix time) are
+formatted as it is appended, while they are fresh in the CPU's cache (about a microsecond), and a
+thread of the process writes what gathered to stderr every ``FLUSH_SECONDS`` in one ``write`` — a
+request never pays for a system call or a wait on the terminal or the log collector. (Formatted
+by the writer instead, a busy worker's records had gone cold by the time it took the GIL from the
+requests to format them: a tenth of the GIL's time under load, ``py-spy record --gil``.)
 
 The request lines (``core.request_log``) and the Celery task lines (``core.task_log``) are written
 here directly; every other record (Django's, Celery's, ours) reaches the same buffer through
@@ -37,14 +39,14 @@ class LineBuffer:
         self.fd = fd
         self.line_format = line_format
         self.requests = requests  # whether requests and tasks are logged (LOG_LEVEL INFO or DEBUG)
-        self._lines: deque[dict[str, Any]] = deque()
+        self._lines: deque[bytes] = deque()
         self._writing = False  # a writer thread runs (no os.getpid() per line: it is a system call)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         os.register_at_fork(after_in_child=self._forked)
 
     def append(self, fields: dict[str, Any]) -> None:
-        self._lines.append(fields)
+        self._lines.append(_render[self.line_format](fields))
         if not self._writing:
             self._start()
 
@@ -52,8 +54,7 @@ class LineBuffer:
         """Write what is buffered now (a task's line, the exit)."""
         with self._lock:
             lines = self._lines
-            render = _render[self.line_format]
-            chunks = [render(lines.popleft()) for _ in range(len(lines))]
+            chunks = [lines.popleft() for _ in range(len(lines))]
             if chunks:
                 data = memoryview(b"".join(chunks))
                 while data:
