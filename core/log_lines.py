@@ -101,17 +101,24 @@ _render = {"json": json_line, "text": text_line}
 
 
 def timestamp(now: float) -> str:
-    """``2026-12-06T11:30:00.123Z``; the seconds part is formatted once a second."""
-    global _second
-    second = int(now)
-    cached, prefix = _second
-    if cached != second:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second = (second, prefix)
-    return f"{prefix}.{int((now - second) * 1000):03d}Z"
+    """``2026-12-06T11:30:00.123Z`` (truncated to the millisecond): formatted once a millisecond,
+    the seconds part once a second — a busy worker logs many requests in each."""
+    global _millisecond, _second
+    millis = int(now * 1000)
+    cached, text = _millisecond
+    if cached != millis:
+        second, fraction = divmod(millis, 1000)
+        cached_second, prefix = _second
+        if cached_second != second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            _second = (second, prefix)
+        text = f"{prefix}.{fraction:03d}Z"
+        _millisecond = (millis, text)
+    return text
 
 
-_second = (0, "")
+_second = (0, "1970-01-01T00:00:00")
+_millisecond = (0, "1970-01-01T00:00:00.000Z")
 
 
 class LineHandler(logging.Handler):

@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
-from core.log_lines import LineBuffer
+from core.log_lines import LineBuffer, timestamp
 from tests.servers import wait_for
 
 
@@ -53,3 +56,18 @@ def test_a_forked_child_writes_its_lines_and_not_its_parents_again(tmp_path: Pat
         buffer.flush()
 
     assert sorted(orjson.loads(line)["who"] for line in path.read_bytes().splitlines()) == ["child", "parent"]
+
+
+UNIX_TIMES = st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False)  # until 2100
+
+
+@given(st.lists(UNIX_TIMES | st.just(1_765_000_000.0005), min_size=1, max_size=20))
+def test_a_timestamp_is_the_time_truncated_to_the_millisecond_whatever_came_before(
+    times: list[float],
+) -> None:
+    for now in times + times[::-1]:  # the same times again, after others: nothing stale is kept
+        text = timestamp(now)
+
+        assert len(text) == 24 and text.endswith("Z")
+        written = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        assert -1e-6 <= now - written < 0.001 + 1e-6
