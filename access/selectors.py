@@ -18,7 +18,7 @@ from access.models import ApiKey
 from access.services import hash_key
 from core.errors import RateLimited, Unauthenticated
 from core.prompt_limits import PromptLimits
-from core.rate_limits import by_address, rate_limiter
+from core.rate_limits import rate_limiter, wrong_keys_from
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 from core.trace_context import note_key_prefix
@@ -92,14 +92,15 @@ def key_scopes(info: KeyInfo) -> frozenset[str]:
 def apikey_of_header(header: str, meta: Mapping[str, Any], kind: str) -> KeyInfo | None:
     """The API key an ``Authorization`` header carries: None without a Bearer key, and
     Unauthenticated for a key that is malformed, unknown or revoked. Such a wrong key counts
-    against the ``kind`` rate limit of the client's address (``meta``: a Django request's META or
-    a WSGI environ); once the address has reached it, RateLimited (``apikey_lookup``)."""
+    against the ``kind`` rate limit of the client's address, on the address's counter of wrong
+    keys (``core.rate_limits.wrong_keys_from``; ``meta``: a Django request's META or a WSGI
+    environ); once it has reached the limit, RateLimited (``apikey_lookup``)."""
     scheme, _, raw = header.partition(" ")
     if not header or scheme.lower() != "bearer":
         return None
     raw = raw.strip()
     if not raw or len(raw) > 200:
-        _count_wrong_key(kind, by_address(meta))
+        _count_wrong_key(kind, wrong_keys_from(meta))
         raise Unauthenticated("Invalid API key.")
     info = apikey_lookup(raw, meta, kind)
     if info is None:
@@ -109,11 +110,11 @@ def apikey_of_header(header: str, meta: Mapping[str, Any], kind: str) -> KeyInfo
 
 def apikey_lookup(raw_key: str, meta: Mapping[str, Any], kind: str) -> KeyInfo | None:
     """The key's owner and scopes, or None for a key that is unknown or revoked (counted against
-    the client address's ``kind`` rate limit: ``apikey_of_header``). A miss is confirmed against
-    the change counter first (a key created a moment ago in another process is found); when that
-    cannot be done, ServiceUnavailable (503), never a false "unknown key". From an address that
-    has reached its limit, a miss is not confirmed but refused at once, RateLimited: a flood of
-    made-up keys costs no Redis round trip."""
+    the ``kind`` rate limit of the client address's wrong keys: ``apikey_of_header``). A miss is
+    confirmed against the change counter first (a key created a moment ago in another process is
+    found); when that cannot be done, ServiceUnavailable (503), never a false "unknown key". From
+    an address whose wrong keys have reached the limit, a miss is not confirmed but refused at
+    once, RateLimited: a flood of made-up keys costs no Redis round trip."""
     digest = _known_digests.get(raw_key)
     known = digest is not None
     if digest is None:
@@ -121,7 +122,7 @@ def apikey_lookup(raw_key: str, meta: Mapping[str, Any], kind: str) -> KeyInfo |
     keys, _stale = api_keys_cache.get()
     info = keys.get(digest)
     if info is None:
-        who = by_address(meta)
+        who = wrong_keys_from(meta)
         wait = rate_limiter.reached(kind, who)
         if wait is not None:
             raise RateLimited(WRONG_KEYS, retry_after=wait)
@@ -138,7 +139,7 @@ def apikey_lookup(raw_key: str, meta: Mapping[str, Any], kind: str) -> KeyInfo |
 
 
 def _count_wrong_key(kind: str, who: str) -> None:
-    """One more wrong key from the client address ``who``; RateLimited when over its limit."""
+    """One more wrong key from ``who`` (``wrong_keys_from``); RateLimited when over the limit."""
     wait = rate_limiter.retry_after(kind, who)
     if wait is not None:
         raise RateLimited(WRONG_KEYS, retry_after=wait)

@@ -2,8 +2,8 @@
 for a request without one (a session, the schema). A view names its kind with
 ``throttle_scope`` (``serve``, ``events``); every other view counts as ``api``. Refused: 429
 ``rate_limited`` with ``Retry-After`` (``core.errors``). A wrong key never reaches the throttle
-(DRF authenticates first): authentication counts it against the client address
-(``access.selectors.apikey_of_header``)."""
+(DRF authenticates first): authentication counts it against the client address, apart from the
+address's requests without a key (``access.selectors.apikey_of_header``)."""
 
 from __future__ import annotations
 

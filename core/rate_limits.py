@@ -30,7 +30,7 @@ from core.redis_client import get_redis, get_request_redis
 EXCHANGE_SECONDS = 0.1
 WINDOW_SECONDS = 1
 LOGIN_WINDOW_SECONDS = 15 * 60
-Counter = tuple[str, str]  # (kind, who): who is "key:<id>" or "address:<ip>"
+Counter = tuple[str, str]  # (kind, who): who is "key:<id>", "address:<ip>" or "wrong-key:<ip>"
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,14 @@ def by_address(meta: Mapping[str, Any]) -> str:
     """Who a request is counted as when no valid key speaks for it: its client address
     (``meta``: a Django request's META or a WSGI environ)."""
     return f"address:{client_address_of(meta)}"
+
+
+def wrong_keys_from(meta: Mapping[str, Any]) -> str:
+    """Who a wrong API key is counted as: its client address, on a counter apart from that
+    address's requests without a key (a signed-in user's session), so that wrong keys sent from
+    behind the same NAT cannot lock its users out, nor a user's busy session make their first
+    mistyped key a 429 rather than a 401."""
+    return f"wrong-key:{client_address_of(meta)}"
 
 
 class RateLimiter:

@@ -62,8 +62,8 @@ def bearer_key_answer(header: str, meta: Mapping[str, Any], kind: str) -> KeyInf
     """The key an ``Authorization`` header carries when it may read; else the error answer: 401
     for a missing, unknown or revoked key (a miss is confirmed before it is refused), 503 when
     the keys could not be confirmed, 403 without the ``read`` scope. A wrong key counts against
-    the client address's ``kind`` rate limit (``meta``: a WSGI environ, or its client address's
-    part), 429 once the address has reached it (``access.selectors.apikey_of_header``)."""
+    the ``kind`` rate limit of the client address's wrong keys (``meta``: a WSGI environ, or its
+    client address's part), 429 once they have reached it (``access.selectors.apikey_of_header``)."""
     try:
         key = apikey_of_header(header, meta, kind)
     except RateLimited as error:

@@ -2,8 +2,8 @@
 more requests per second than its limit gets 429 `rate_limited` with Retry-After, on Django's
 views, on the resolve fast path and on the stream's connects, across processes; a forged
 X-Forwarded-For does not buy a fresh budget. Wrong keys count against the client address, so
-keys cannot be tried faster than that address's limit. The 429s answer as the OpenAPI schema
-describes them."""
+keys cannot be tried faster than that address's limit, on a counter apart from the address's
+requests without a key (sessions). The 429s answer as the OpenAPI schema describes them."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import schemathesis
 from django.db import connection
+from django.test import Client as DjangoClient
 from schemathesis import checks
 
 from access.models import ApiKey
@@ -38,6 +39,7 @@ SCHEMA_CHECKS = [
 ]
 RESOLVE = "/api/v1/prompts/support.answer/resolve?unit=user-1"
 MADE_UP_KEY = "pr_madeup00_" + "0" * 40
+NAT = "198.51.100.20"  # one address for every user behind it
 
 
 @pytest.fixture(autouse=True)
@@ -166,6 +168,44 @@ def test_wrong_keys_from_one_address_get_401_until_its_api_rate_then_429(alice, 
     assert answers[3]["Retry-After"] == "1"
     assert with_valid_key.status_code == 200  # a valid key is counted on the key only
     assert from_elsewhere.status_code == 401  # another client address has its own budget
+
+
+def _prompts_from_nat(client, key: str | None = None) -> int:  # type: ignore[no-untyped-def]
+    headers = {} if key is None else {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    return int(client.get("/api/v1/prompts", REMOTE_ADDR=NAT, **headers).status_code)
+
+
+@pytest.mark.django_db
+def test_wrong_keys_over_their_limit_leave_the_sessions_of_their_address_answered(alice, client, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
+    client.force_login(alice)  # a signed-in user behind the same address as a broken client
+    broken = DjangoClient()
+
+    wrong, session = in_one_second(
+        lambda: (
+            [_prompts_from_nat(broken, MADE_UP_KEY) for _ in range(5)],
+            [_prompts_from_nat(client) for _ in range(4)],
+        )
+    )
+
+    assert wrong == [401, 401, 401, 429, 429]
+    assert session == [200, 200, 200, 429]  # the session's budget is whole, and still a limit
+
+
+@pytest.mark.django_db
+def test_a_busy_session_does_not_make_its_users_mistyped_key_429(alice, client, settings):
+    settings.PROMPTRAMP_RATE_LIMITS = {**LIMITS_OFF, "api": 3}
+    client.force_login(alice)
+
+    session, mistyped = in_one_second(
+        lambda: (
+            [_prompts_from_nat(client) for _ in range(4)],
+            [_prompts_from_nat(client, MADE_UP_KEY) for _ in range(4)],
+        )
+    )
+
+    assert session == [200, 200, 200, 429]
+    assert mistyped == [401, 401, 401, 429]  # 429 only at the wrong keys' own limit
 
 
 def _mget_calls() -> int:
