@@ -174,7 +174,8 @@ _SCORE_PARTS = {"c": "count", "s": "sum", "q": "sumsq"}
 
 
 def minute_totals(fields: Mapping[bytes, bytes]) -> MinuteTotals:
-    """Read an aggregate hash (as HGETALL gives it) into row columns."""
+    """Read an aggregate hash (as HGETALL gives it) into row columns. ValueError for a hash that
+    is not one (an unknown field, a value that is not a number)."""
     totals = MinuteTotals()
     for raw_name, raw_value in fields.items():
         name = raw_name.decode()
@@ -188,6 +189,8 @@ def minute_totals(fields: Mapping[bytes, bytes]) -> MinuteTotals:
             totals.error_types[name[2:]] = int(raw_value)
         elif name.startswith("s:"):
             score_name, part = name[2:].rsplit(":", 1)
+            if part not in _SCORE_PARTS:
+                raise ValueError(f"unknown aggregate field {name!r}")
             value = int(raw_value) if part == "c" else float(raw_value)
             totals.scores.setdefault(score_name, {})[_SCORE_PARTS[part]] = value
         else:

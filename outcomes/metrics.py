@@ -3,6 +3,9 @@ in Redis, the bound past which POST /api/v1/events sheds load, and the flush lag
 when /metrics is scraped. (Events accepted, duplicate and refused are counted by the web process
 that answered: ``core.metrics``.)
 
+Aggregates a flush could not apply are kept in Redis and counted (``unapplied``,
+outcomes.pending), for an operator to look at.
+
 The flush lag: every event accepted more than that many seconds ago is in PostgreSQL. A flush
 that finds nothing more to take records when it looked (``promptramp:metrics``); while
 aggregates wait, the lag is the time since then, and 0 when none wait.
@@ -17,7 +20,7 @@ from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from core.cluster_metrics import SharedTimestamp, record, shared
-from outcomes.pending import batches_open, pending_count
+from outcomes.pending import batches_open, pending_count, unapplied_count
 
 CAUGHT_UP = shared(
     SharedTimestamp(
@@ -44,7 +47,12 @@ def read_gauges() -> Sequence[Metric]:
         "Pending aggregates past which POST /api/v1/events answers 503 (PROMPTRAMP_INGEST_MAX_PENDING).",
     )
     limit.add_metric([], settings.PROMPTRAMP_INGEST_MAX_PENDING)
-    families: list[Metric] = [pending, limit]
+    unapplied = GaugeMetricFamily(
+        "promptramp_ingest_unapplied_aggregates",
+        "Outcome aggregates a flush could not apply to PostgreSQL, kept in Redis (the log says why).",
+    )
+    unapplied.add_metric([], unapplied_count())
+    families: list[Metric] = [pending, limit, unapplied]
     caught_up = CAUGHT_UP.read()
     if not waiting or caught_up is not None:
         lag = GaugeMetricFamily(

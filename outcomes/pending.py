@@ -12,6 +12,9 @@ Keys (all under ``promptramp:ingest:``; one Redis, not Redis Cluster):
 * ``batch:<id>`` the set of keys a flush took; ``batch:<id>:<key>`` each taken hash (renamed
   from ``agg:<key>``, so new events start a new hash); ``batches`` the ids of batches not yet
   forgotten. A batch is applied to PostgreSQL once (outcomes.services), then forgotten.
+* ``unapplied`` ``<batch id>:<key>`` -> why an aggregate of a batch could not be applied to
+  PostgreSQL; ``unapplied:<batch id>:<key>`` its hash, moved there from the batch. Kept until an
+  operator deletes them.
 * ``score_index:<scope>`` the score names a scope's events have carried, each with its number
   (0, 1, …): a scope is a rollout (``<rollout id>``; at most MAX_SCORE_NAMES_PER_ROLLOUT names)
   or, outside rollouts, a version (``v<version id>``; at most MAX_SCORE_NAMES_PER_VERSION); a
@@ -352,6 +355,20 @@ redis.call('SREM', P .. 'batches', batch)
 return 1
 """
 
+_SET_ASIDE = """
+local P, batch = KEYS[1], ARGV[1]
+for i = 2, #ARGV, 2 do
+  local key = ARGV[i]
+  local taken = P .. 'batch:' .. batch .. ':' .. key
+  if redis.call('EXISTS', taken) == 1 then
+    redis.call('RENAME', taken, P .. 'unapplied:' .. batch .. ':' .. key)
+    redis.call('HSET', P .. 'unapplied', batch .. ':' .. key, ARGV[i + 1])
+  end
+  redis.call('SREM', P .. 'batch:' .. batch, key)
+end
+return 1
+"""
+
 _scripts: dict[str, Script] = {}
 
 
@@ -488,6 +505,17 @@ def batch_read(batch_id: str) -> dict[str, dict[bytes, bytes]]:
 
 def batch_forget(batch_id: str) -> None:
     _run(_FORGET, batch_id)
+
+
+def batch_set_aside(*, batch_id: str, reasons: dict[str, str]) -> None:
+    """Move aggregates of a batch (key -> why it cannot be applied) out of it, to be kept as
+    ``unapplied``; those moved before are left as they are."""
+    _run(_SET_ASIDE, batch_id, *(part for item in reasons.items() for part in item))
+
+
+def unapplied_count() -> int:
+    """Aggregates set aside because they could not be applied."""
+    return int(get_redis().hlen(PREFIX + "unapplied"))
 
 
 def pending_count() -> int:

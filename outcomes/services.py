@@ -9,7 +9,9 @@ to OutcomeMinute rows in three steps, each safe to crash after and to run concur
 2. *apply*: one transaction inserts the batch's FlushedBatch row first and adds the aggregates
    to their rows (``INSERT … ON CONFLICT DO UPDATE`` adding counts, sums and histograms). A
    batch whose row exists was applied already, so it is skipped; two flushers applying the same
-   batch at once meet on that row's primary key and the second one skips it;
+   batch at once meet on that row's primary key and the second one skips it. An aggregate that
+   cannot be applied (a hash that is not one, a rollout deleted since, a sum past what its row
+   holds) is set aside in Redis and logged before the others commit, so it holds up none of them;
 3. *forget*: one script deletes the batch from Redis.
 
 Every run first finishes the batches a crashed or concurrent run left open, then takes new ones;
@@ -18,6 +20,7 @@ a run that finds nothing more to take records it (the flush lag, ``outcomes.metr
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from core.prompt_limits import PromptLimits, PromptNotAllowed, prompt_allowed
 from outcomes.aggregation import aggregate, minute_totals, parse_key
@@ -33,14 +36,16 @@ from outcomes.errors import BatchTooLarge, IngestBacklog, InvalidEvents
 from outcomes.event_targets import RolloutRef, events_series, rollouts_lookup
 from outcomes.exposures import sdk_exposures_add
 from outcomes.metrics import caught_up_record
-from outcomes.models import FlushedBatch
+from outcomes.models import FlushedBatch, OutcomeMinute
 from outcomes.pending import (
     MAX_SCORE_NAMES_PER_ROLLOUT,
     MAX_SCORE_NAMES_PER_VERSION,
+    PREFIX,
     AddResult,
     CallGroup,
     batch_forget,
     batch_read,
+    batch_set_aside,
     batch_take,
     batches_open,
     call_record,
@@ -61,6 +66,7 @@ from outcomes.validation import (
 
 MAX_PROBLEMS_SHOWN = 1000
 FLUSHED_BATCHES_KEPT = timedelta(days=1)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -306,40 +312,73 @@ ON CONFLICT ON CONSTRAINT outcome_minute_unique DO UPDATE SET
 
 def batch_apply(*, batch_id: str) -> int:
     """Add a taken batch to OutcomeMinute rows, once: returns the rows written (0 when the batch
-    was applied before). Safe to call again after a crash at any point, and concurrently."""
+    was applied before). Its aggregates that cannot be applied are set aside (``unapplied`` in
+    outcomes.pending) and logged before the others commit. Safe to call again after a crash at
+    any point, and concurrently."""
     aggregates = batch_read(batch_id)
-    params: list[list[Any]] = []
+    rows: dict[str, list[Any]] = {}
+    refused: dict[str, str] = {}
     for key, fields in aggregates.items():
-        where = parse_key(key)
-        t = minute_totals(fields)
-        params.append(
-            [
-                datetime.fromtimestamp(where.minute * 60, tz=UTC),
-                where.prompt_id,
-                where.version_id,
-                where.rollout_id,
-                where.arm,
-                t.samples,
-                t.errors,
-                t.latency_count,
-                t.latency_sum,
-                t.latency_sumsq,
-                orjson.dumps(t.latency_histogram).decode(),
-                t.cost_count,
-                t.cost_sum,
-                t.cost_sumsq,
-                t.input_tokens_count,
-                t.input_tokens_sum,
-                t.output_tokens_count,
-                t.output_tokens_sum,
-                orjson.dumps(t.scores).decode(),
-                orjson.dumps(t.error_types).decode(),
-            ]
-        )
+        try:
+            rows[key] = _row(key, fields)
+        except (ValueError, OverflowError) as error:
+            refused[key] = f"not an aggregate: {error}"
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_RECORD_BATCH, [batch_id, datetime.now(UTC), len(params)])
+        # foreign keys checked at each row, not at the commit: a row naming a rollout deleted
+        # since fails alone
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(_RECORD_BATCH, [batch_id, datetime.now(UTC), len(aggregates)])
         if cursor.fetchone() is None:
             return 0
-        if params:
-            cursor.executemany(_ADD_ROW, params)
-    return len(params)
+        try:
+            with transaction.atomic():
+                cursor.executemany(_ADD_ROW, list(rows.values()))
+        except (DataError, IntegrityError):
+            for key, params in list(rows.items()):  # one at a time, to find those that fail
+                try:
+                    with transaction.atomic():
+                        cursor.execute(_ADD_ROW, params)
+                except (DataError, IntegrityError) as error:
+                    refused[key] = " ".join(str(error).split())
+                    del rows[key]
+        if refused:
+            batch_set_aside(batch_id=batch_id, reasons=refused)
+            for key, reason in refused.items():
+                log.error(
+                    "outcome aggregate %s:%s cannot be applied, kept in Redis (%sunapplied): %s",
+                    batch_id,
+                    key,
+                    PREFIX,
+                    reason,
+                )
+    return len(rows)
+
+
+def _row(key: str, fields: dict[bytes, bytes]) -> list[Any]:
+    """The parameters of ``_ADD_ROW`` for an aggregate; ValueError if it is not one."""
+    where = parse_key(key)
+    if where.arm not in OutcomeMinute.Arm.values:
+        raise ValueError(f"unknown arm {where.arm!r}")
+    t = minute_totals(fields)
+    return [
+        datetime.fromtimestamp(where.minute * 60, tz=UTC),
+        where.prompt_id,
+        where.version_id,
+        where.rollout_id,
+        where.arm,
+        t.samples,
+        t.errors,
+        t.latency_count,
+        t.latency_sum,
+        t.latency_sumsq,
+        orjson.dumps(t.latency_histogram).decode(),
+        t.cost_count,
+        t.cost_sum,
+        t.cost_sumsq,
+        t.input_tokens_count,
+        t.input_tokens_sum,
+        t.output_tokens_count,
+        t.output_tokens_sum,
+        orjson.dumps(t.scores).decode(),
+        orjson.dumps(t.error_types).decode(),
+    ]

@@ -117,6 +117,21 @@ def test_an_aggregate_read_back_equals_the_sum_of_its_events_stats(stream):
         assert sum(totals.error_types.values()) == sum(1 for e in events if e.error and e.error_type)
 
 
+_names = st.sampled_from(
+    [b"n", b"ls", b"h:3", b"t:timeout", b"s:tone:c", b"s:tone:q", b"s:tone", b"zz", b"\xff"]
+)
+
+
+@given(st.dictionaries(_names | st.binary(max_size=12), st.binary(max_size=8) | st.just(b"2.5")))
+def test_a_hash_that_is_no_aggregate_is_refused_as_a_value_error(fields):
+    # a flush sets such a hash aside on ValueError; any other error would stop every flush
+    try:
+        totals = minute_totals(fields)
+    except ValueError:
+        return
+    assert totals.samples == int(fields.get(b"n", b"0"))
+
+
 def test_an_aggregate_key_names_its_minute_and_series():
     key = f"29000000:{series_key(prompt_id=3, version_id=9, rollout_id=None, arm='production')}"
 

@@ -10,13 +10,17 @@ from celery.contrib.testing.worker import start_worker
 from django.db import DatabaseError, connections
 
 from config.celery import app
+from core.redis_client import get_redis
 from outcomes import services
+from outcomes.metrics import read_gauges
 from outcomes.models import FlushedBatch, OutcomeMinute
-from outcomes.pending import batch_take, batches_open, pending_count
+from outcomes.pending import PREFIX, batch_take, batches_open, pending_count
 from outcomes.selectors import arm_series, arm_stats
 from outcomes.services import batch_apply, events_ingest, outcome_minutes_flush
 from outcomes.tasks import flush
-from tests.outcomes.conftest import event
+from rollouts.models import Rollout
+from tests.factories import make_prompt
+from tests.outcomes.conftest import event, make_rollout
 
 NOW = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
 
@@ -231,3 +235,127 @@ def test_records_of_applied_batches_are_kept_a_day(setup):
     outcome_minutes_flush()
 
     assert set(FlushedBatch.objects.values_list("batch_id", flat=True)) == {"recent"}
+
+
+def set_aside() -> dict[str, str]:
+    """The aggregates a flush could not apply: ``<batch id>:<key>`` -> why."""
+    raw = get_redis().hgetall(PREFIX + "unapplied")
+    return {name.decode(): reason.decode() for name, reason in raw.items()}
+
+
+def kept_fields(name: str) -> dict[bytes, bytes]:
+    return get_redis().hgetall(f"{PREFIX}unapplied:{name}")
+
+
+def unapplied_gauge() -> float:
+    [family] = [f for f in read_gauges() if f.name == "promptramp_ingest_unapplied_aggregates"]
+    return family.samples[0].value
+
+
+def ingest_for_a_rollout_deleted_since(setup, alice) -> Rollout:
+    """Events of a rollout deleted (out of band) after they were accepted, with events of the
+    rollout that exists (3 of its candidate)."""
+    other = make_rollout(make_prompt(alice, name="support.greeting", versions=2))
+    ingest(
+        [event(other, prompt="support.greeting") for _ in range(2)] + [event(setup.rollout) for _ in range(3)]
+    )
+    Rollout.objects.filter(pk=other.pk).delete()
+    return other
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_aggregate_of_a_rollout_deleted_since_is_set_aside_and_blocks_no_other(setup, alice, caplog):
+    # given events of a rollout deleted since they were accepted, in a batch with others
+    other = ingest_for_a_rollout_deleted_since(setup, alice)
+
+    # when flushes run, with events arriving between them
+    with caplog.at_level("ERROR", logger="outcomes.services"):
+        first = outcome_minutes_flush()
+    ingest([event(setup.rollout) for _ in range(4)])
+    outcome_minutes_flush()
+
+    # then every other aggregate is applied
+    assert (first.batches, first.rows) == (1, 1)
+    assert candidate_samples(setup) == 7
+    assert pending_count() == 0 and batches_open() == []
+    # and the deleted rollout's is kept in Redis, counted, with the reason logged
+    [(name, reason)] = set_aside().items()
+    assert name.endswith(f":{other.pk}:candidate")
+    assert "foreign key" in reason and f"(rollout_id)=({other.pk})" in reason
+    assert kept_fields(name)[b"n"] == b"2"
+    assert unapplied_gauge() == 1
+    assert name in caplog.text and reason in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crash_after_setting_aside_and_before_the_commit_applies_the_others_once(setup, alice, monkeypatch):
+    # given a flush that died after setting an aggregate aside, before its transaction committed
+    ingest_for_a_rollout_deleted_since(setup, alice)
+    set_aside_for_real = services.batch_set_aside
+
+    def set_aside_and_die(**arguments) -> None:
+        set_aside_for_real(**arguments)
+        raise ConnectionError("the worker died")
+
+    monkeypatch.setattr(services, "batch_set_aside", set_aside_and_die)
+    with pytest.raises(ConnectionError):
+        outcome_minutes_flush()
+    assert candidate_samples(setup) == 0
+
+    # when the next flush runs
+    monkeypatch.undo()
+    outcome_minutes_flush()
+
+    # then the others are applied once and the aggregate is kept once
+    assert candidate_samples(setup) == 3
+    assert len(set_aside()) == 1
+    assert batches_open() == []
+
+
+@pytest.mark.django_db
+def test_an_aggregate_that_cannot_be_read_is_set_aside_and_blocks_no_other(setup):
+    # given a pending aggregate with a field no flush knows (written by another version, or by
+    # hand), taken with events of the rollout
+    ingest([event(setup.rollout) for _ in range(3)])
+    baseline = setup.rollout.baseline
+    key = f"{int(NOW.timestamp()) // 60}:{setup.prompt.pk}:{baseline.pk}:{setup.rollout.pk}:baseline"
+    get_redis().hset(f"{PREFIX}agg:{key}", mapping={"n": 5, "zz": 1})
+    get_redis().sadd(PREFIX + "pending", key)
+
+    # when a flush runs, twice
+    outcome_minutes_flush()
+    outcome_minutes_flush()
+
+    # then the rollout's events are applied and the unreadable aggregate is kept, once
+    assert candidate_samples(setup) == 3
+    assert arm_stats(rollout_id=setup.rollout.pk)["baseline"].samples == 0
+    [(name, reason)] = set_aside().items()
+    assert name.endswith(":" + key)
+    assert "'zz'" in reason
+    assert kept_fields(name) == {b"n": b"5", b"zz": b"1"}
+    assert batches_open() == []
+
+
+@pytest.mark.django_db
+def test_an_aggregate_its_row_cannot_hold_is_set_aside_and_the_row_is_unchanged(setup):
+    # given a minute row whose input tokens are near the most a bigint holds
+    at = NOW.replace(second=0)
+    ingest([event(setup.rollout, ts=at.isoformat())])
+    outcome_minutes_flush()
+    most = 2**63 - 1
+    OutcomeMinute.objects.filter(arm="candidate").update(input_tokens_sum=most - 100)
+    # and events that would take it past it, with events of another arm
+    ingest([event(setup.rollout, ts=at.isoformat(), input_tokens=350)])
+    ingest([event(setup.rollout, arm="baseline", ts=at.isoformat())])
+
+    # when a flush runs
+    outcome_minutes_flush()
+
+    # then the other arm's row is written, and the candidate's is as it was
+    candidate = OutcomeMinute.objects.get(arm="candidate")
+    assert (candidate.samples, candidate.input_tokens_sum) == (1, most - 100)
+    assert OutcomeMinute.objects.get(arm="baseline").samples == 1
+    [(name, reason)] = set_aside().items()
+    assert name.endswith(":candidate") and "out of range" in reason
+    assert kept_fields(name)[b"is"] == b"350"
+    assert batches_open() == []
