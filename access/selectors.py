@@ -18,7 +18,7 @@ from access.models import ApiKey
 from access.services import hash_key
 from core.errors import RateLimited, Unauthenticated
 from core.prompt_limits import PromptLimits
-from core.rate_limits import rate_limiter, wrong_keys_from
+from core.rate_limits import by_key, rate_limiter, wrong_keys_from
 from core.redis_client import get_redis
 from core.state_cache import API_KEYS_STATE, StateCache
 from core.trace_context import note_key_prefix
@@ -42,6 +42,7 @@ class KeyInfo:
     prefix: str  # pr_xxxxxxxx, what logs may name
     prompts: PromptLimits = None  # None: every prompt (core.prompt_limits)
     granted: frozenset[str] = frozenset()  # every scope the key grants, the implied ones included
+    rate_counter: str = ""  # whose requests its requests count with (core.rate_limits.by_key)
 
 
 def _build_keys() -> dict[str, KeyInfo]:
@@ -57,6 +58,7 @@ def _build_keys() -> dict[str, KeyInfo]:
             prefix=key.prefix,
             prompts=tuple(key.prompts) if key.prompts else None,
             granted=scopes_granted(key.scopes),
+            rate_counter=by_key(key.pk),
         )
         for key in keys
     }

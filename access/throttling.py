@@ -21,7 +21,7 @@ def requester(auth: Any, meta: Mapping[str, Any]) -> str:
     """Whose requests are counted together: the key's, else the client address's (``meta``: a
     Django request's META or a WSGI environ)."""
     if isinstance(auth, KeyInfo):
-        return f"key:{auth.key_id}"
+        return auth.rate_counter
     return by_address(meta)
 
 

@@ -105,25 +105,31 @@ class RequestMetrics:
         self._resolves: dict[tuple[str, str], int] = {}
         self._seconds: dict[str, list[float]] = {}  # per endpoint: the sum, then a count per bucket
 
-    def count_resolve(self, prompt: str, arm: str) -> None:
-        key = (prompt, arm)
+    def served(self, endpoint: str, seconds: float, prompt: str, arm: str) -> None:
+        """One request of ``endpoint`` that served ``prompt`` from ``arm`` (a resolve or a render)
+        and took ``seconds``: one update of both series."""
         with self._lock:
+            self._add_seconds(endpoint, seconds)
+            key = (prompt, arm)
             self._resolves[key] = self._resolves.get(key, 0) + 1
         if self._flusher.thread is None:
             self._flusher.start()
 
     def observe(self, endpoint: str, seconds: float) -> None:
-        """One request of ``endpoint`` that took ``seconds``: counted in the first bucket whose
-        bound is at least that, as ``Histogram.observe`` counts it."""
-        index = bisect_left(SERVING_BUCKETS, seconds) + 1  # past the end: the +Inf bucket
+        """One request of ``endpoint`` that took ``seconds``."""
         with self._lock:
-            tally = self._seconds.get(endpoint)
-            if tally is None:
-                tally = self._seconds[endpoint] = [0.0] * (len(SERVING_BUCKETS) + 2)
-            tally[0] += seconds
-            tally[index] += 1
+            self._add_seconds(endpoint, seconds)
         if self._flusher.thread is None:
             self._flusher.start()
+
+    def _add_seconds(self, endpoint: str, seconds: float) -> None:
+        """Counted in the first bucket whose bound is at least ``seconds``, as
+        ``Histogram.observe`` counts it (under the lock)."""
+        tally = self._seconds.get(endpoint)
+        if tally is None:
+            tally = self._seconds[endpoint] = [0.0] * (len(SERVING_BUCKETS) + 2)
+        tally[0] += seconds
+        tally[bisect_left(SERVING_BUCKETS, seconds) + 1] += 1  # past the end: the +Inf bucket
 
     def flush(self) -> None:
         with self._lock:
@@ -161,5 +167,5 @@ def _histogram_add(child: Histogram, tally: list[float]) -> None:
 
 
 request_metrics = RequestMetrics()
-count_resolve = request_metrics.count_resolve
+count_served = request_metrics.served
 observe_seconds = request_metrics.observe

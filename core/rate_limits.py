@@ -35,6 +35,11 @@ Counter = tuple[str, str]  # (kind, who): who is "key:<id>", "address:<ip>" or "
 logger = logging.getLogger(__name__)
 
 
+def by_key(key_id: int) -> str:
+    """Who a request with a valid API key is counted as: its key."""
+    return f"key:{key_id}"
+
+
 def by_address(meta: Mapping[str, Any]) -> str:
     """Who a request is counted as when no valid key speaks for it: its client address
     (``meta``: a Django request's META or a WSGI environ)."""

@@ -17,7 +17,7 @@ import orjson
 
 from access.selectors import KeyInfo, apikey_of_header, key_scopes
 from core.errors import DomainError, RateLimited, ValidationFailed, error_body
-from core.metrics import count_resolve, observe_seconds, stale_serves_total
+from core.metrics import count_served, stale_serves_total
 from core.state_cache import stale_read
 from registry.errors import NoProductionVersion, PromptNotFound
 from serving.exposures import count_exposure
@@ -90,8 +90,9 @@ def unit_of(value: object) -> str | None:
 def resolved_for(
     name: str, unit: str | None, attributes: Mapping[str, str] | None = None
 ) -> tuple[Resolved, bool]:
-    """What ``unit`` (with ``attributes``) is served of ``name``. A miss (no such prompt, no
-    production version) is confirmed against the change counter before it is answered."""
+    """What ``unit`` (with ``attributes``) is served of ``name``, its exposure counted. A miss (no
+    such prompt, no production version) is confirmed against the change counter before it is
+    answered."""
     state, stale = serving_cache.get()
     bucket = 0 if unit else random_bucket()
     now = time.time()  # when overrides expire
@@ -100,7 +101,6 @@ def resolved_for(
     except (PromptNotFound, NoProductionVersion):
         state, stale = serving_cache.confirmed()
         resolved = resolve(state, name, unit, random_bucket=bucket, attributes=attributes, now=now)
-    count_resolve(name, resolved.arm)
     if resolved.bucket is not None:
         rollout = state.prompts[name].rollout
         if rollout is not None:
@@ -132,5 +132,5 @@ def resolve_answer(
     else:
         headers.append(("Content-Type", JSON))
         answer = 200, headers, resolved.body(stale=stale)
-    observe_seconds("resolve", time.perf_counter() - started)
+    count_served("resolve", time.perf_counter() - started, name, resolved.arm)
     return answer

@@ -7,9 +7,8 @@ Raising the percent therefore only adds units to the candidate arm.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import mmh3
 
@@ -17,8 +16,9 @@ BUCKETS = 10_000
 Arm = Literal["baseline", "candidate"]
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
+class Assignment(NamedTuple):
+    """Immutable, and made for every resolve: a named tuple costs a third of a frozen dataclass."""
+
     arm: Arm
     bucket: int
     sticky: bool
@@ -26,7 +26,7 @@ class Assignment:
 
 def bucket_of(salt: str, unit: str) -> int:
     """The unit's bucket, 0…9999, in the rollout with this salt."""
-    return int(mmh3.hash(f"{salt}:{unit}", 0, signed=False)) % BUCKETS
+    return mmh3.hash(f"{salt}:{unit}", 0, signed=False) % BUCKETS
 
 
 def threshold_of(percent: Decimal | float | int) -> int:
@@ -45,4 +45,4 @@ def assign(*, salt: str, threshold: int, unit: str | None, random_bucket: int) -
         bucket, sticky = bucket_of(salt, unit), True
     else:
         bucket, sticky = random_bucket, False
-    return Assignment(arm="candidate" if bucket < threshold else "baseline", bucket=bucket, sticky=sticky)
+    return Assignment("candidate" if bucket < threshold else "baseline", bucket, sticky)

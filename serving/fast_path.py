@@ -43,6 +43,10 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def resolve_fast_path(app: WSGIApp) -> WSGIApp:
+    # Read once, as Django's SecurityMiddleware reads its settings when it is made.
+    secure_only = settings.PROMPTRAMP_SECURE
+    hsts = ("Strict-Transport-Security", f"max-age={settings.SECURE_HSTS_SECONDS}")
+
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path: str = environ.get("PATH_INFO", "")
         authorization: str = environ.get("HTTP_AUTHORIZATION", "")
@@ -53,7 +57,6 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
             and path.endswith(SUFFIX)
         ):
             name = path[len(PREFIX) : -len(SUFFIX)]
-            secure_only = settings.PROMPTRAMP_SECURE
             if name and "/" not in name and (not secure_only or _is_secure(environ)):
                 begun = request_begin(environ.get("HTTP_TRACEPARENT"))
                 status = 500
@@ -67,7 +70,7 @@ def resolve_fast_path(app: WSGIApp) -> WSGIApp:
                 headers = headers + SECURITY_HEADERS + trace_headers(begun[0])
                 headers.append(("Content-Length", str(len(body))))
                 if secure_only:  # as Django's SecurityMiddleware does on a secure request
-                    headers.append(("Strict-Transport-Security", f"max-age={settings.SECURE_HSTS_SECONDS}"))
+                    headers.append(hsts)
                 start_response(STATUS_LINES[status], headers)
                 return [body]
         return app(environ, start_response)

@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from access.permissions import prompt_limits_of
 from core.api_schema import error_responses
 from core.errors import ValidationFailed
-from core.metrics import observe_seconds
+from core.metrics import count_served, observe_seconds
 from core.state_cache import stale_read
 from registry.errors import RenderTooLarge
 from registry.templating import MissingVariables, TooLarge, render
@@ -222,7 +222,7 @@ class RenderView(APIView):
         response = Response(body, headers={"Cache-Control": "no-store"})
         if stale:
             response[STALE_HEADER] = "1"
-        observe_seconds("render", time.perf_counter() - started)
+        count_served("render", time.perf_counter() - started, name, resolved.arm)
         return response
 
 

@@ -84,7 +84,7 @@ def test_prompt_label_values_are_capped_and_fold_into_other(monkeypatch):
     other_before = metrics.resolves_total.labels("other", "production")._value.get()
 
     for index in range(5):
-        metrics.count_resolve(f"capped.p{index}", "production")
+        metrics.count_served("resolve", 0.001, f"capped.p{index}", "production")
     metrics.request_metrics.flush()
 
     assert metrics._prompt_labels == {"capped.p0", "capped.p1", "capped.p2"}
