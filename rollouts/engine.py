@@ -441,8 +441,7 @@ def _report_test(window: SourceWindow, exposures: Exposures, alpha: float, arm: 
     if llr >= fail_at:
         return (
             FAIL,
-            f"{figures}: the {arm} reports too few "
-            f"(LLR {number_text(llr, 1)} >= {number_text(fail_at, 1)})",
+            f"{figures}: the {arm} reports too few (LLR {number_text(llr, 1)} >= {number_text(fail_at, 1)})",
         )
     if least > drop:
         fewer = -math.expm1(-least)
