@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from core.redis_client import get_redis
-from outcomes.validation import ReportedExposure
+from outcomes.validation import SHADOW, ReportedExposure
 from rollouts.exposures import (
     KEPT_SECONDS,
     PREFIX,
@@ -24,7 +24,6 @@ from rollouts.exposures import (
 from rollouts.stats import ArmExposures, Exposures
 
 BATCHES_REMEMBERED_SECONDS = 24 * 3600
-ARMS = ("baseline", "candidate")
 
 # KEYS[1]: the batch's memory. ARGV: its TTL, the counts' TTL, then (key, field, count) triples.
 ADD_SCRIPT = """
@@ -53,17 +52,21 @@ def sdk_exposures_add(*, batch_id: bytes, exposures: list[ReportedExposure]) -> 
     return bool(added)
 
 
-def exposures_read(*, rollout_id: int, threshold: int, since: datetime, until: datetime) -> Exposures | None:
+def exposures_read(
+    *, rollout_id: int, threshold: int, since: datetime, until: datetime, shadow: bool = False
+) -> Exposures | None:
     """Both arms' exposures in the minutes overlapping ``[since, until)``, with the distinct units
-    and per-bucket figures of the split ``threshold``; None when there are no counts at all."""
+    and per-bucket figures of the split ``threshold``; None when there are no counts at all.
+    ``shadow`` (a shadow step): the shadow runs' exposures in the candidate's place."""
+    arms_read = ("baseline", SHADOW if shadow else "candidate")
     pipeline = get_redis().pipeline(transaction=False)
     pipeline.hgetall(exposures_key(rollout_id))
     pipeline.hgetall(bucket_totals_key(rollout_id, threshold))
-    for arm in ARMS:
+    for arm in arms_read:
         pipeline.pfcount(units_key(rollout_id, threshold, arm))
     minutes, totals, *units = pipeline.execute()
     first, last = int(since.timestamp() // 60), int(-(-until.timestamp() // 60))
-    counts = dict.fromkeys(ARMS, 0)
+    counts = dict.fromkeys(arms_read, 0)
     for field, count in minutes.items():
         arm, _, minute = field.decode().rpartition(":")
         if arm in counts and first <= int(minute) < last:
@@ -78,6 +81,6 @@ def exposures_read(*, rollout_id: int, threshold: int, since: datetime, until: d
             bucket_total=figures.get(f"{arm}:n", 0),
             bucket_total_sq=figures.get(f"{arm}:sq", 0),
         )
-        for arm, seen in zip(ARMS, units, strict=True)
+        for arm, seen in zip(arms_read, units, strict=True)
     ]
     return Exposures(baseline=arms[0], candidate=arms[1])

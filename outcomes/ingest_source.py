@@ -1,7 +1,8 @@
 """The `ingest` gate source: outcomes reported to promptramp (`POST /api/v1/events`), read from
 the per-minute aggregates this app keeps for each rollout and arm (``outcomes.selectors``).
 In a shadow step the gates compare the shadow runs (arm ``shadow``) with the baseline outcomes
-of the same units (``shadow_baseline``: baseline events marked ``shadow_sample``).
+of the same units (``shadow_baseline``: baseline events marked ``shadow_sample``), and the traffic
+check the shadow runs' outcomes per exposure with every baseline outcome per baseline exposure.
 The rollout controller finds it through ``settings.PROMPTRAMP_GATE_SOURCES`` (see
 ``rollouts.sources``): rollouts does not import this app, this app imports rollouts."""
 
@@ -38,12 +39,22 @@ class IngestSource:
         arms = selectors.arm_stats(rollout_id=rollout.rollout_id, since=since, until=until)
         try:
             exposures = exposures_read(
-                rollout_id=rollout.rollout_id, threshold=rollout.threshold, since=since, until=until
+                rollout_id=rollout.rollout_id,
+                threshold=rollout.threshold,
+                since=since,
+                until=until,
+                shadow=rollout.shadow,
             )
         except RedisError:
             exposures = None  # the traffic check then counts outcomes, as without exposure counts
         if rollout.shadow:
-            return SourceWindow(baseline=arms[SHADOW_BASELINE], candidate=arms[SHADOW], exposures=exposures)
+            return SourceWindow(
+                baseline=arms[SHADOW_BASELINE],
+                candidate=arms[SHADOW],
+                exposures=exposures,
+                # every caller's baseline exposure is counted: so are all its outcomes
+                baseline_reports=arms["baseline"].samples + arms[SHADOW_BASELINE].samples,
+            )
         return SourceWindow(baseline=arms["baseline"], candidate=arms["candidate"], exposures=exposures)
 
     def arm_stats(

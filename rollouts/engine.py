@@ -78,13 +78,17 @@ class SourceWindow:
     At the 100% step the baseline is empty (`ArmStats()`). In a shadow step ``candidate`` is the
     shadow runs and ``baseline`` the baseline outcomes of the same units (the shadow sample).
     ``exposures`` are how often the server and the SDKs served each arm (the ingest source's;
-    None when there were none).
+    None when there were none): in a shadow step the baseline's (every caller's) and the
+    shadow's, whose outcomes the traffic check sets against them: ``candidate.samples``, and
+    ``baseline_reports`` (every baseline outcome of the step, the sample's and the others'; None:
+    ``baseline.samples``).
     """
 
     baseline: ArmStats
     candidate: ArmStats
     error: str | None = None
     exposures: Exposures | None = None
+    baseline_reports: int | None = None
 
 
 @dataclass(frozen=True)
@@ -306,30 +310,40 @@ def _traffic_verdict(step: Step, window: SourceWindow | None, alpha: float, on_f
     (each unit is in the candidate with probability percent / 100, independently of the
     others), and the report ratio's variance grows by `ArmExposures.clustering`. Without
     exposure counts (a) counts outcomes and (b) is skipped.
+
+    In a shadow step nobody is served the candidate: its shadow runs stand in for it in (b)
+    (their outcomes per exposure against every baseline outcome per baseline exposure), so a
+    shadow that crashes before it reports is caught before anyone is served the candidate. (a)
+    is not checked there: an SDK runs at most ``shadow_per_minute`` shadows and drops the rest,
+    so the shadow's share is below the percent by design.
     """
     p = step.percent / 100
 
     def verdict(result: str, detail: str, share: float | None = None) -> Verdict:
         return Verdict(TRAFFIC, result, p, share, detail, DEFAULT_SOURCE, TRAFFIC, SHARE_TOLERANCE, on_fail)
 
-    if step.shadow:
-        return verdict(INSUFFICIENT, "not checked in a shadow step (no user is served the candidate)")
     if window is None:
         return verdict(INSUFFICIENT, f"no data from source {DEFAULT_SOURCE}")
     if window.error is not None:
         return verdict(INSUFFICIENT, f"source {DEFAULT_SOURCE} unavailable: {window.error}")
-    share_result, share_text, share = _share_test(p, window, alpha / 2)
-    results, texts = [share_result], [share_text]
+    results: list[str] = []
+    share: float | None = None
+    if step.shadow:
+        texts = ["share not checked in a shadow step (SDKs cap their shadow runs)"]
+    else:
+        share_result, share_text, share = _share_test(p, window, alpha / 2)
+        results, texts = [share_result], [share_text]
     exposures = window.exposures
     if exposures is not None and exposures.baseline.count and exposures.candidate.count:
-        report_result, report_text = _report_test(window, exposures, alpha / 2)
+        arm = "shadow" if step.shadow else "candidate"
+        report_result, report_text = _report_test(window, exposures, alpha / 2, arm)
         results.append(report_result)
         texts.append(report_text)
     else:
         texts.append("outcomes per exposure not checked (no exposure counts)")
     if FAIL in results:
         result = FAIL
-    elif all(r == PASS for r in results):
+    elif results and all(r == PASS for r in results):
         result = PASS
     else:
         result = INSUFFICIENT
@@ -391,8 +405,9 @@ def _share_test(p: float, window: SourceWindow, alpha: float) -> tuple[str, str,
     return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {number_text(llr, 1)})", share
 
 
-def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tuple[str, str]:
-    """(b): the candidate's outcomes per exposure against the baseline's, on the log scale.
+def _report_test(window: SourceWindow, exposures: Exposures, alpha: float, arm: str) -> tuple[str, str]:
+    """(b): the candidate's outcomes per exposure against the baseline's, on the log scale;
+    ``arm`` names the candidate's side (``shadow`` in a shadow step).
 
     An arm's outcomes are a sum over its units of each unit's reports. Whatever the
     correlation of reports within a unit, a unit of k exposures whose reports per exposure lie
@@ -403,9 +418,10 @@ def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tu
     wrong), the candidate's where the drop being tested puts it, so a candidate that reports
     almost nothing is not made certain by its own small count."""
     e_b, e_c = exposures.baseline.count, exposures.candidate.count
-    n_b, n_c = window.baseline.samples, window.candidate.samples
+    n_b = window.baseline.samples if window.baseline_reports is None else window.baseline_reports
+    n_c = window.candidate.samples
     if min(e_b, e_c, n_b) < stats.MIN_OBSERVATIONS:
-        counts = f"exposures {count_text(e_c)} candidate / {count_text(e_b)} baseline"
+        counts = f"exposures {count_text(e_c)} {arm} / {count_text(e_b)} baseline"
         return INSUFFICIENT, f"outcomes per exposure need {stats.MIN_OBSERVATIONS} per arm ({counts})"
     ratio_b, ratio_c = n_b / e_b, n_c / e_c
     pooled, dropped = (n_b + n_c) / (e_b + e_c), (1 - REPORT_DROP) * ratio_b
@@ -417,7 +433,7 @@ def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tu
     llr = stats.sprt_log_likelihood_ratio(effect, drop)
     least = effect.value - stats.mixture_halfwidth(effect.standard_error, alpha / 2, FAIL_SCALE * drop)
     figures = (
-        f"outcomes per exposure {number_text(ratio_c, 2)} candidate vs {number_text(ratio_b, 2)} baseline "
+        f"outcomes per exposure {number_text(ratio_c, 2)} {arm} vs {number_text(ratio_b, 2)} baseline "
         f"({count_text(n_c)}/{count_text(e_c)} vs {count_text(n_b)}/{count_text(e_b)}; "
         f"allowed: at most {number_text(REPORT_DROP * 100, 0)}% fewer)"
     )
@@ -425,12 +441,11 @@ def _report_test(window: SourceWindow, exposures: Exposures, alpha: float) -> tu
     if llr >= fail_at:
         return (
             FAIL,
-            f"{figures}: the candidate reports too few "
-            f"(LLR {number_text(llr, 1)} >= {number_text(fail_at, 1)})",
+            f"{figures}: the {arm} reports too few (LLR {number_text(llr, 1)} >= {number_text(fail_at, 1)})",
         )
     if least > drop:
         fewer = -math.expm1(-least)
-        return FAIL, f"{figures}: the candidate reports at least {number_text(fewer * 100, 0)}% fewer"
+        return FAIL, f"{figures}: the {arm} reports at least {number_text(fewer * 100, 0)}% fewer"
     if llr <= math.log(BETA):
         return PASS, f"{figures}: as it should be"
     return INSUFFICIENT, f"{figures}: not yet conclusive (LLR {number_text(llr, 1)})"

@@ -50,8 +50,12 @@ def test_a_healthy_shadow_advances_to_the_first_exposed_step(alice, prompt, cele
     assert advanced.reason.startswith("advanced from shadow 50% to 10%: every gate passed")
     verdict, traffic = advanced.verdicts
     assert verdict["metric"] == "error_rate" and verdict["verdict"] == "pass"
+    # events alone, no exposure counts: the shadow's reports per exposure cannot be checked
     assert traffic["metric"] == "traffic" and traffic["verdict"] == "insufficient_data"
-    assert "not checked in a shadow step" in traffic["detail"]
+    assert traffic["detail"] == (
+        "share not checked in a shadow step (SDKs cap their shadow runs); "
+        "outcomes per exposure not checked (no exposure counts)"
+    )
 
 
 @pytest.mark.django_db(transaction=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from rollouts.engine import ROLLOUT_ALPHA, Action, SourceWindow, decide
 from rollouts.plan import DEFAULT_GATES, DEFAULT_PLAN, Gate, TrafficCheck
 from rollouts.stats import ArmExposures, ArmStats, Exposures
-from tests.rollouts.test_engine import arm
+from tests.rollouts.test_engine import SHADOW_PLAN, arm
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 PAUSE, ROLLBACK, OBSERVE = TrafficCheck("pause"), TrafficCheck("rollback"), TrafficCheck("observe")
@@ -24,10 +24,16 @@ def exposures(base: int, cand: int, *, units: tuple[int, int] = (0, 0), clusteri
 
 
 def run(
-    window: SourceWindow, *, traffic: TrafficCheck = PAUSE, elapsed: int = 700, step_index: int = 0, **kwargs
+    window: SourceWindow,
+    *,
+    traffic: TrafficCheck = PAUSE,
+    elapsed: int = 700,
+    step_index: int = 0,
+    plan=DEFAULT_PLAN,
+    **kwargs,
 ):
     return decide(
-        plan=DEFAULT_PLAN,
+        plan=plan,
         step_index=step_index,
         step_started_at=T0,
         now=T0 + timedelta(seconds=elapsed),
@@ -146,6 +152,54 @@ def test_the_check_takes_a_share_of_the_rollout_alpha_unless_it_observes():
     assert fail_threshold(alone) == round(math.log(2 / (ROLLOUT_ALPHA / steps)), 1)
 
 
+# --- in a shadow step (SHADOW_PLAN: shadow 20%, then 10%, then 100%) -----------------------
+
+
+def shadow_window(shadow_exposures: int, shadow_reports: int, *, clustering: float = 1.0) -> SourceWindow:
+    """A shadow step's window: 27,000 baseline calls, all reported (the sample's 5,400 are the
+    gates' baseline), and the shadow runs' exposures and reports."""
+    return SourceWindow(
+        arm(5400, seed=1),
+        arm(shadow_reports, seed=2),
+        exposures=exposures(27000, shadow_exposures, clustering=clustering),
+        baseline_reports=27000,
+    )
+
+
+def test_a_shadow_that_loses_30_percent_of_its_reports_is_paused_before_anyone_sees_the_candidate():
+    decision = run(shadow_window(5400, 3780), plan=SHADOW_PLAN)
+
+    assert (decision.action, decision.percent) == (Action.PAUSE, 0)
+    assert traffic_of(decision).verdict == "fail"
+    assert decision.reason.startswith("paused at shadow 20%: traffic failed")
+    assert "0.70 shadow vs 1.00 baseline (3,780/5,400 vs 27,000/27,000" in decision.reason
+    assert "the shadow reports too few" in decision.reason
+
+
+def test_an_honest_shadow_passes_whatever_share_of_the_sample_the_sdks_ran():
+    """SDKs drop the shadow runs beyond their caps: 1,000 runs where the sample had 5,400 calls
+    is no failure, as long as each run reports."""
+    decision = run(shadow_window(1000, 1000), plan=SHADOW_PLAN, gates=[])
+
+    verdict = traffic_of(decision)
+    assert verdict.verdict == "pass", verdict.detail
+    assert verdict.detail.startswith("share not checked in a shadow step")
+    assert "outcomes per exposure 1.00 shadow vs 1.00 baseline" in verdict.detail
+    assert decision.action == Action.ADVANCE
+
+
+def test_a_shadow_step_without_shadow_exposures_is_not_checked_and_says_why():
+    window = SourceWindow(arm(5400, seed=1), arm(5400, seed=2), baseline_reports=27000)
+
+    verdict = traffic_of(run(window, plan=SHADOW_PLAN))
+
+    assert verdict.verdict == "insufficient_data"
+    assert verdict.detail == (
+        "share not checked in a shadow step (SDKs cap their shadow runs); "
+        "outcomes per exposure not checked (no exposure counts)"
+    )
+
+
 # --- properties ---------------------------------------------------------------------------
 
 
@@ -218,3 +272,56 @@ def test_a_a_with_heavy_units_fails_the_check_rarely_however_often_it_is_looked_
                 failures += 1
                 break
     assert failures <= 2
+
+
+@given(
+    st.integers(30, 100_000),
+    st.integers(30, 100_000),
+    st.floats(0, 1.5),
+    st.floats(0, 1.5),
+    st.floats(1, 300),
+)
+def test_a_shadow_steps_report_test_is_the_exposed_steps_with_the_shadow_as_candidate(
+    base_exposures, shadow_exposures, base_rate, shadow_rate, clustering
+):
+    """One rule for both: the shadow step's verdict on reports is the one an exposed step of the
+    same plan (the same share of alpha) gives the candidate on the same counts, and its share
+    is never tested."""
+    n_b, n_c = round(base_exposures * base_rate), round(shadow_exposures * shadow_rate)
+    counts = exposures(base_exposures, shadow_exposures, clustering=clustering)
+    exposed = traffic_of(
+        run(
+            SourceWindow(ArmStats(samples=n_b), ArmStats(samples=n_c), exposures=counts),
+            plan=SHADOW_PLAN,
+            step_index=1,
+        )
+    )
+    shadow = traffic_of(
+        run(
+            SourceWindow(
+                ArmStats(samples=n_b // 5), ArmStats(samples=n_c), exposures=counts, baseline_reports=n_b
+            ),
+            plan=SHADOW_PLAN,
+        )
+    )
+
+    report_part = exposed.detail.split("; ", 1)[1]
+    assert shadow.detail.split("; ", 1)[1] == report_part.replace("candidate", "shadow")
+    assert shadow.candidate is None
+    report_failed = "reports too few" in report_part or "reports at least" in report_part
+    assert (shadow.verdict == "fail") == report_failed
+
+
+@given(st.integers(300, 200_000), st.floats(0.01, 1), st.floats(0.5, 1), st.floats(1, 500))
+def test_a_shadow_reporting_as_often_as_the_baseline_never_fails(total, ran, report_rate, clustering):
+    """However few of the sample's calls the SDKs ran as shadows (``ran``), a shadow that reports
+    each run as often as the baseline reports its calls never fails the check."""
+    shadow_runs = max(30, round(total * 0.2 * ran))
+    window = SourceWindow(
+        ArmStats(samples=round(total * 0.2 * report_rate)),
+        ArmStats(samples=round(shadow_runs * report_rate)),
+        exposures=exposures(total, shadow_runs, clustering=clustering),
+        baseline_reports=round(total * report_rate),
+    )
+
+    assert traffic_of(run(window, plan=SHADOW_PLAN)).verdict != "fail"

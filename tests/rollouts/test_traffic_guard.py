@@ -1,6 +1,7 @@
 """The traffic check end to end: `manage.py simulate --candidate-report-loss 0.3` through the real
 resolve and events endpoints, exposures counted by the serving process, a real Celery worker
-ticking the controller."""
+ticking the controller; at an exposed step, and at a shadow step whose shadow runs lose their
+reports."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from outcomes.selectors import arm_stats
 from outcomes.services import outcome_minutes_flush
 from rollouts.models import Rollout, RolloutTransition
 from rollouts.services import rollout_create
@@ -26,6 +28,7 @@ PLAN = [
     {"percent": 50, "min_duration_s": 600, "min_samples": 200},
     {"percent": 100, "min_duration_s": 0, "min_samples": 0},
 ]
+SHADOW_PLAN = [{"shadow": True, "percent": 50, "min_duration_s": 600, "min_samples": 200}, PLAN[1]]
 
 
 def test_a_report_loss_drops_that_share_of_outcomes() -> None:
@@ -42,7 +45,10 @@ def started_two_minutes_ago(rollout: Rollout) -> None:
     Rollout.objects.filter(pk=rollout.pk).update(step_started_at=timezone.now() - timedelta(minutes=2))
 
 
-def simulate(live_server: Any, key: str, **options: Any) -> None:
+def simulate(live_server: Any, key: str, seed: int = 3, **options: Any) -> None:
+    """Drive simulate's traffic for 20 s. Event ids come from ``seed``, and ingest remembers the
+    ids it saw for the whole test session: a test whose events must all count takes a seed of
+    its own."""
     call_command(
         "simulate",
         "support.answer",
@@ -50,7 +56,7 @@ def simulate(live_server: Any, key: str, **options: Any) -> None:
         api_key=key,
         rate=200,
         duration=20,
-        seed=3,
+        seed=seed,
         **options,
     )
     exposure_counter.flush()  # the live server's process: what its flushing thread would send within 1 s
@@ -111,3 +117,49 @@ def test_the_same_traffic_without_report_loss_is_not_paused(
     (traffic,) = [v for v in rollout.last_verdicts if v["metric"] == "traffic"]
     assert traffic["verdict"] != "fail"
     assert "outcomes per exposure" in traffic["detail"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shadow_losing_30_percent_of_its_reports_is_paused_before_anyone_is_served_the_candidate(
+    live_server: Any, alice: Any, celery_worker: Any
+) -> None:
+    # Given a rollout in a 50% shadow step, fed by simulate --shadow with a candidate whose shadow
+    # runs are lost for 30% of the calls (the servers count each sampled answer as a shadow exposure)
+    make_prompt(alice, versions=2)
+    rollout = rollout_create(
+        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=SHADOW_PLAN
+    )
+    started_two_minutes_ago(rollout)
+    simulate(live_server, make_key(alice, "read,ingest"), seed=4, shadow=True, candidate_report_loss=0.3)
+
+    # When the controller ticks
+    rollout = tick_until_evaluated(rollout)
+
+    # Then the traffic check pauses it in its shadow step, naming the shadow's missing reports,
+    # and nobody was ever served the candidate
+    assert (rollout.state, rollout.step_index, rollout.percent) == ("paused", 0, 0), rollout.last_verdicts
+    assert rollout.reason.startswith("paused at shadow 50%: traffic failed")
+    assert "the shadow reports too few" in rollout.reason
+    transition = RolloutTransition.objects.get(rollout=rollout, to_state="paused")
+    (traffic,) = [v for v in transition.verdicts if v["metric"] == "traffic"]
+    assert (traffic["verdict"], traffic["on_fail"]) == ("fail", "pause")
+    assert all(v["verdict"] != "fail" for v in transition.verdicts if v["metric"] != "traffic")
+    arms = arm_stats(rollout_id=rollout.pk)
+    assert arms["candidate"].samples == 0 and arms["shadow"].samples > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_honest_shadow_is_not_paused(live_server: Any, alice: Any, celery_worker: Any) -> None:
+    make_prompt(alice, versions=2)
+    rollout = rollout_create(
+        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=SHADOW_PLAN
+    )
+    started_two_minutes_ago(rollout)
+    simulate(live_server, make_key(alice, "read,ingest"), seed=5, shadow=True)
+
+    rollout = tick_until_evaluated(rollout)
+
+    assert (rollout.state, rollout.step_index) == ("running", 0)
+    (traffic,) = [v for v in rollout.last_verdicts if v["metric"] == "traffic"]
+    assert traffic["verdict"] == "pass", traffic["detail"]
+    assert "shadow vs" in traffic["detail"]

@@ -26,8 +26,8 @@ class Command(BaseCommand):
         "report an outcome for each (per-arm error rate, latency and score distributions), but "
         "for the share of calls an arm's --ARM-report-loss drops. With --shadow, an answer that "
         "carries a shadow (a shadow step's sample) also runs the candidate unseen and reports it "
-        "as arm shadow, with the candidate's figures. With --late-scores, each call's score is "
-        "sent as a late score after a random delay."
+        "as arm shadow, with the candidate's figures and report loss. With --late-scores, each "
+        "call's score is sent as a late score after a random delay."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,7 +47,8 @@ class Command(BaseCommand):
                 f"--{arm}-report-loss",
                 type=float,
                 default=0.0,
-                help="share of calls whose outcome is never reported (e.g. 0.3: a crash before it reports)",
+                help="share of calls whose outcome is never reported (e.g. 0.3: a crash before it "
+                "reports); the candidate's applies to its shadow runs too",
             )
         parser.add_argument("--latency-sigma", type=float, default=0.5)
         parser.add_argument("--score-sd", type=float, default=0.15)
@@ -138,8 +139,11 @@ class Command(BaseCommand):
                 )
             counts[resolved["arm"]] = counts.get(resolved["arm"], 0) + 1
             if shadow:
-                run = shadow_run(resolved)
-                calls.append(outcome_event(rng=rng, behaviour=behaviours["candidate"], resolved=run, ts=ts))
+                if behaviours["candidate"].reports(rng):
+                    run = shadow_run(resolved)
+                    calls.append(
+                        outcome_event(rng=rng, behaviour=behaviours["candidate"], resolved=run, ts=ts)
+                    )
                 counts["shadow"] = counts.get("shadow", 0) + 1
             pending += calls
             now = time.monotonic()
