@@ -1,12 +1,14 @@
 """The second approver: on a prompt with ``require_second_approver``, whoever starts a rollout,
-promotes one past a manual step or moves ``production`` by hand must be someone other than the
-author of the version that is then served (the candidate; the version production moves to).
-The registry's services (a production move) and the rollouts' (start, promote) ask it here.
+promotes one past a manual step, moves ``production`` by hand or serves a version through an
+override must be someone other than the author of the version that is then served (the
+candidate; the version production moves to; the override's version). The registry's services
+(a production move), the rollouts' (start, promote) and the overrides' (create) ask it here.
 
 What needs no second approver: the prompt's first ``production`` (nothing was served before),
 a move to the version production already points at (nothing changes), and the rollout
 controller's own moves (a success was approved when its rollout was started; a rollback returns
-to the version that was production).
+to the version that was production), an override of an arm rather than a version (it follows
+the active rollout) and the end of an override.
 
 Who counts as "someone other": a user (the system acting on its own approves nothing) whose
 account is not the author's and does not carry the author's name, so an account re-created under

@@ -18,6 +18,7 @@ from core.actors import Actor
 from core.errors import ValidationFailed
 from core.events import event_emit
 from core.state_cache import SERVING_STATE, state_changed
+from registry.approvals import ensure_second_approver
 from registry.models import Prompt, PromptVersion
 from registry.selectors import prompt_get, version_detail
 from registry.services import ensure_owner
@@ -42,7 +43,9 @@ def override_create(
 ) -> Override:
     """Serve ``match`` (``{"unit": …}`` or ``{"attribute": …, "value": …}``) a version or an arm
     of the active rollout. 409 when an applying override has the same match, or when the prompt
-    has MAX_OVERRIDES applying already; expired overrides of the prompt are removed here."""
+    has MAX_OVERRIDES applying already; expired overrides of the prompt are removed here. On a
+    prompt that requires a second approver, a version is served only by someone other than its
+    author (registry.approvals); an arm needs none."""
     fields = _match_fields(match)
     reason = validate_reason(reason)
     now = timezone.now()
@@ -61,6 +64,13 @@ def override_create(
         target: PromptVersion | None = (
             version_detail(prompt=prompt, number=version) if isinstance(version, int) else None
         )
+        if target is not None:
+            ensure_second_approver(
+                actor=actor,
+                prompt=prompt,
+                version=target,
+                action=f"serve v{target.version} through an override",
+            )
         Override.objects.filter(prompt=prompt).exclude(applying(now)).delete()
         live = Override.objects.filter(prompt=prompt)
         same = live.filter(**fields).first()

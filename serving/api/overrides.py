@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from access.permissions import actor_of
 from core.api_input import json_object
-from core.api_schema import error_responses
+from core.api_schema import ERROR_MEANINGS, ErrorSerializer, error_responses
 from serving.selectors import override_json, override_list
 from serving.services import override_create, override_delete
 
@@ -70,7 +70,16 @@ class OverridesView(APIView):
     @extend_schema(
         summary="Serve a unit, or callers with an attribute value, a version or a rollout arm",
         request=OverrideCreateRequest,
-        responses={201: OVERRIDE_SCHEMA, **error_responses(400, 403, 404, 409, 413, 415)},
+        responses={
+            201: OVERRIDE_SCHEMA,
+            **error_responses(400, 404, 409, 413, 415),
+            403: OpenApiResponse(
+                response=ErrorSerializer,
+                description=f"{ERROR_MEANINGS[403]} Or second_approver_required: the prompt requires "
+                "a second approver and the user wrote the version the override would serve (an arm needs "
+                "none).",
+            ),
+        },
         examples=[
             OpenApiExample(
                 "QA sees the candidate",

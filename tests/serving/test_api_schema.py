@@ -40,3 +40,12 @@ def test_the_described_stream_has_no_route_in_the_web_server(client, client_with
     response = client_with_key(alice, "read").get(STREAM_PATH)
 
     assert response.status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_schema_names_the_second_approver_among_an_override_adds_refusals(client):
+    post = _schema(client)["paths"]["/api/v1/prompts/{name}/overrides"]["post"]
+
+    forbidden = post["responses"]["403"]
+    assert "second_approver_required" in forbidden["description"]
+    assert forbidden["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
