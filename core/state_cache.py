@@ -419,6 +419,11 @@ class StateCache(Generic[T]):
         self._invalidated_keys = frozenset()
         self._confirmed_ok = self._last_build_ok = False
 
+    def stop_builder(self) -> None:
+        """End the builder thread, which closes its database connection (tests: the test database
+        cannot be dropped while it is open). The next rebuild starts another."""
+        self._builder.stop()
+
 
 class _Builder:
     """The thread that rebuilds one cache (and probes PostgreSQL for it), so that a reader never
@@ -455,6 +460,13 @@ class _Builder:
         with self._condition:
             return self._condition.wait_for(lambda: self._done >= ticket, timeout=seconds)
 
+    def stop(self) -> None:
+        with self._condition:
+            thread, self._thread = self._thread, None  # a thread runs while it is the builder's own
+            self._condition.notify_all()
+        if thread is not None:
+            thread.join()
+
     def _ensure_thread(self) -> None:
         # A forked child (a server's worker) has no copy of its parent's threads.
         if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -463,10 +475,14 @@ class _Builder:
             self._thread.start()
 
     def _run(self) -> None:
-        cache = self._cache
+        cache, this = self._cache, threading.current_thread()
         while True:
             with self._condition:
-                self._condition.wait_for(lambda: self._requested > self._done or self._probe)
+                self._condition.wait_for(
+                    lambda: self._requested > self._done or self._probe or self._thread is not this
+                )
+                if self._thread is not this:
+                    break
                 ticket, generation, changed = self._requested, self._generation, self._changed
                 probe, self._probe, self._changed = self._probe, False, frozenset()
             if ticket > self._done:
@@ -478,6 +494,7 @@ class _Builder:
                     self._condition.notify_all()
             elif probe:
                 cache._probe()
+        connections.close_all()
 
 
 def warm_state_caches() -> None:

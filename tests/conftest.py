@@ -37,6 +37,15 @@ def _clean_redis(django_db_blocker: Any) -> None:
     get_redis().flushdb()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's, and before it drops the test database, the end of the state caches'
+    builder threads: each holds a connection to it until then."""
+    yield
+    for cache in StateCache.instances:
+        cache.stop_builder()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_state_caches() -> Iterator[None]:
     for cache in StateCache.instances:
