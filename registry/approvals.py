@@ -5,7 +5,8 @@ candidate; the version production moves to; the override's version). The registr
 (a production move), the rollouts' (start, promote) and the overrides' (create) ask it here.
 
 What needs no second approver: the prompt's first ``production`` (nothing was served before),
-a move to the version production already points at (nothing changes), and the rollout
+a move to the version production already points at (nothing changes), an override of the
+version production serves now (it pins callers to what was approved), and the rollout
 controller's own moves (a success was approved when its rollout was started; a rollback returns
 to the version that was production), an override of an arm rather than a version (it follows
 the active rollout) and the end of an override.
@@ -51,11 +52,26 @@ def ensure_production_move_approved(*, actor: Actor, prompt: Prompt, version: Pr
     the label): a second approver's, unless it is the prompt's first production or moves nothing."""
     if not prompt.require_second_approver:
         return
-    current = (
-        Label.objects.filter(prompt=prompt, name=PRODUCTION).values_list("version_id", flat=True).first()
-    )
+    current = _production_version_id(prompt)
     if current is None or current == version.pk:
         return
     ensure_second_approver(
         actor=actor, prompt=prompt, version=version, action=f"make v{version.version} production"
     )
+
+
+def ensure_override_approved(*, actor: Actor, prompt: Prompt, version: PromptVersion) -> None:
+    """An override serving ``version``: a second approver's, unless ``version`` is the one
+    production serves now (pinning callers to it serves them nothing unapproved)."""
+    if not prompt.require_second_approver or _production_version_id(prompt) == version.pk:
+        return
+    ensure_second_approver(
+        actor=actor, prompt=prompt, version=version, action=f"serve v{version.version} through an override"
+    )
+
+
+def _production_version_id(prompt: Prompt) -> int | None:
+    version_id: int | None = (
+        Label.objects.filter(prompt=prompt, name=PRODUCTION).values_list("version_id", flat=True).first()
+    )
+    return version_id

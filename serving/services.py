@@ -18,7 +18,7 @@ from core.actors import Actor
 from core.errors import ValidationFailed
 from core.events import event_emit
 from core.state_cache import SERVING_STATE, state_changed
-from registry.approvals import ensure_second_approver
+from registry.approvals import ensure_override_approved
 from registry.models import Prompt, PromptVersion
 from registry.selectors import prompt_get, version_detail
 from registry.services import ensure_owner
@@ -65,12 +65,7 @@ def override_create(
             version_detail(prompt=prompt, number=version) if isinstance(version, int) else None
         )
         if target is not None:
-            ensure_second_approver(
-                actor=actor,
-                prompt=prompt,
-                version=target,
-                action=f"serve v{target.version} through an override",
-            )
+            ensure_override_approved(actor=actor, prompt=prompt, version=target)
         Override.objects.filter(prompt=prompt).exclude(applying(now)).delete()
         live = Override.objects.filter(prompt=prompt)
         same = live.filter(**fields).first()

@@ -76,8 +76,8 @@ class OverridesView(APIView):
             403: OpenApiResponse(
                 response=ErrorSerializer,
                 description=f"{ERROR_MEANINGS[403]} Or second_approver_required: the prompt requires "
-                "a second approver and the user wrote the version the override would serve (an arm needs "
-                "none).",
+                "a second approver and the user wrote the version the override would serve (an arm, or "
+                "the version production serves now, needs none).",
             ),
         },
         examples=[

@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 
 from audit.models import AuditEntry
-from registry.models import Prompt
-from registry.services import prompt_create, version_create
+from registry.models import PRODUCTION, Prompt
+from registry.services import label_move, prompt_create, version_create
 from rollouts.models import Outbox
 from rollouts.webhooks import webhook_create
 from serving.models import Override
@@ -94,6 +94,23 @@ def test_another_owner_serves_it_and_the_author_may_end_it(client_with_key, alic
     assert ended.status_code == 204
     assert not Override.objects.exists()
     assert AuditEntry.objects.get(action="override.delete").actor_name == "alice"
+
+
+def test_the_author_pins_callers_to_what_production_serves_now_but_to_no_other(
+    client_with_key, alice, bob, prompt
+):
+    api = client_with_key(alice, "write")
+    pinned = api.post(OVERRIDES, {**PRO, "version": 1, "reason": "pro stays on v1"}, format="json")
+
+    assert pinned.status_code == 201, pinned.json()
+    assert Override.objects.get().version.version == 1
+
+    label_move(actor=actor_for(bob), prompt_name=NAME, label=PRODUCTION, version=2)
+    again = api.post(OVERRIDES, {"match": {"unit": "qa-7"}, "version": 1}, format="json")
+
+    assert again.status_code == 403, again.json()
+    assert again.json()["error"]["code"] == "second_approver_required"
+    assert Override.objects.count() == 1
 
 
 def test_the_author_serves_an_arm_of_the_rollout(client_with_key, alice, prompt):
