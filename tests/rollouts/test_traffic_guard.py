@@ -63,6 +63,24 @@ def simulate(live_server: Any, key: str, seed: int, **options: Any) -> None:
     outcome_minutes_flush()
 
 
+def rollout_started_two_minutes_ago(alice: Any, plan: Any) -> Rollout:
+    make_prompt(alice, versions=2)
+    rollout = rollout_create(
+        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=plan
+    )
+    started_two_minutes_ago(rollout)
+    return rollout
+
+
+def paused_by_the_traffic_check(rollout: Rollout) -> RolloutTransition:
+    """The transition that paused ``rollout``: the traffic check failed, no other gate did."""
+    transition = RolloutTransition.objects.get(rollout=rollout, to_state="paused")
+    (traffic,) = [v for v in transition.verdicts if v["metric"] == "traffic"]
+    assert (traffic["verdict"], traffic["on_fail"]) == ("fail", "pause")
+    assert all(v["verdict"] != "fail" for v in transition.verdicts if v["metric"] != "traffic")
+    return transition
+
+
 def tick_until_evaluated(rollout: Rollout) -> Rollout:
     before = Rollout.objects.get(pk=rollout.pk).last_evaluated_at
     rollouts_tick.delay()
@@ -79,11 +97,7 @@ def test_a_candidate_losing_30_percent_of_its_reports_is_paused_by_the_traffic_c
 ) -> None:
     # Given a running rollout with the default gates and traffic check, fed by simulate with a
     # candidate whose outcomes are lost for 30% of its calls
-    make_prompt(alice, versions=2)
-    rollout = rollout_create(
-        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=PLAN
-    )
-    started_two_minutes_ago(rollout)
+    rollout = rollout_started_two_minutes_ago(alice, PLAN)
     simulate(live_server, make_key(alice, "read,ingest"), seed=101, candidate_report_loss=0.3)
 
     # When the controller ticks
@@ -93,10 +107,7 @@ def test_a_candidate_losing_30_percent_of_its_reports_is_paused_by_the_traffic_c
     assert (rollout.state, rollout.percent) == ("paused", 50), rollout.last_verdicts
     assert rollout.reason.startswith("paused at 50%: traffic failed")
     assert "reports" in rollout.reason
-    transition = RolloutTransition.objects.get(rollout=rollout, to_state="paused")
-    (traffic,) = [v for v in transition.verdicts if v["metric"] == "traffic"]
-    assert (traffic["verdict"], traffic["on_fail"]) == ("fail", "pause")
-    assert all(v["verdict"] != "fail" for v in transition.verdicts if v["metric"] != "traffic")
+    transition = paused_by_the_traffic_check(rollout)
     assert "traffic fail" in message_text(rollout, transition)  # the webhook's text
 
 
@@ -104,11 +115,7 @@ def test_a_candidate_losing_30_percent_of_its_reports_is_paused_by_the_traffic_c
 def test_the_same_traffic_without_report_loss_is_not_paused(
     live_server: Any, alice: Any, celery_worker: Any
 ) -> None:
-    make_prompt(alice, versions=2)
-    rollout = rollout_create(
-        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=PLAN
-    )
-    started_two_minutes_ago(rollout)
+    rollout = rollout_started_two_minutes_ago(alice, PLAN)
     simulate(live_server, make_key(alice, "read,ingest"), seed=102)
 
     rollout = tick_until_evaluated(rollout)
@@ -125,11 +132,7 @@ def test_a_shadow_losing_30_percent_of_its_reports_is_paused_before_anyone_is_se
 ) -> None:
     # Given a rollout in a 50% shadow step, fed by simulate --shadow with a candidate whose shadow
     # runs are lost for 30% of the calls (the servers count each sampled answer as a shadow exposure)
-    make_prompt(alice, versions=2)
-    rollout = rollout_create(
-        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=SHADOW_PLAN
-    )
-    started_two_minutes_ago(rollout)
+    rollout = rollout_started_two_minutes_ago(alice, SHADOW_PLAN)
     simulate(live_server, make_key(alice, "read,ingest"), seed=103, shadow=True, candidate_report_loss=0.3)
 
     # When the controller ticks
@@ -140,21 +143,14 @@ def test_a_shadow_losing_30_percent_of_its_reports_is_paused_before_anyone_is_se
     assert (rollout.state, rollout.step_index, rollout.percent) == ("paused", 0, 0), rollout.last_verdicts
     assert rollout.reason.startswith("paused at shadow 50%: traffic failed")
     assert "the shadow reports too few" in rollout.reason
-    transition = RolloutTransition.objects.get(rollout=rollout, to_state="paused")
-    (traffic,) = [v for v in transition.verdicts if v["metric"] == "traffic"]
-    assert (traffic["verdict"], traffic["on_fail"]) == ("fail", "pause")
-    assert all(v["verdict"] != "fail" for v in transition.verdicts if v["metric"] != "traffic")
+    paused_by_the_traffic_check(rollout)
     arms = arm_stats(rollout_id=rollout.pk)
     assert arms["candidate"].samples == 0 and arms["shadow"].samples > 0
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_honest_shadow_is_not_paused(live_server: Any, alice: Any, celery_worker: Any) -> None:
-    make_prompt(alice, versions=2)
-    rollout = rollout_create(
-        actor=actor_for(alice), prompt_name="support.answer", candidate_version=2, plan=SHADOW_PLAN
-    )
-    started_two_minutes_ago(rollout)
+    rollout = rollout_started_two_minutes_ago(alice, SHADOW_PLAN)
     simulate(live_server, make_key(alice, "read,ingest"), seed=104, shadow=True)
 
     rollout = tick_until_evaluated(rollout)
