@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -42,7 +43,11 @@ class KeyInfo:
     prefix: str  # pr_xxxxxxxx, what logs may name
     prompts: PromptLimits = None  # None: every prompt (core.prompt_limits)
     granted: frozenset[str] = frozenset()  # every scope the key grants, the implied ones included
-    rate_counter: str = ""  # whose requests its requests count with (core.rate_limits.by_key)
+
+    @functools.cached_property
+    def rate_counter(self) -> str:
+        """Who its requests are counted as (``core.rate_limits``): made once, not per request."""
+        return by_key(self.key_id)
 
 
 def _build_keys() -> dict[str, KeyInfo]:
@@ -58,7 +63,6 @@ def _build_keys() -> dict[str, KeyInfo]:
             prefix=key.prefix,
             prompts=tuple(key.prompts) if key.prompts else None,
             granted=scopes_granted(key.scopes),
-            rate_counter=by_key(key.pk),
         )
         for key in keys
     }
